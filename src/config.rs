@@ -1,0 +1,382 @@
+//! The one TOML configuration file: serde structs with a default for every field, then
+//! [`Config::resolve`] checks invariants. `--config` > `JASPER_CONFIG` > the XDG default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::ServerEntry;
+use crate::proto::key::{ABSOLUTE_MIN_KEY_BITS, MAX_KEY_BITS};
+
+/// What went wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[relay]`: the REST relay.
+    pub relay: RelayConfig,
+}
+
+/// `[relay]`: everything `jasper relay` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the relay's database.
+    pub data_dir: PathBuf,
+    /// How long a packet is kept after it was first stored.
+    #[serde(with = "duration_text")]
+    pub retention: Duration,
+    /// How long an expired packet's hash is remembered and refused.
+    #[serde(with = "duration_text")]
+    pub tombstone_horizon: Duration,
+    /// How often expired packets are swept.
+    #[serde(with = "duration_text")]
+    pub sweep_interval: Duration,
+    /// Largest `message` field accepted, in bytes (an integer or a string such as "256KiB").
+    #[serde(with = "byte_size")]
+    pub max_message_bytes: u64,
+    /// Smallest recipient RSA key accepted, in bits (at least 2048).
+    pub min_key_bits: usize,
+    /// Whether peers on loopback, private and link-local addresses may be learned and contacted.
+    pub allow_private_peers: bool,
+    /// Relays to sync with from the start, as "host:port".
+    pub peers: Vec<String>,
+    /// This relay's own public "host:port", so that it never adds itself as a peer.
+    pub public_address: Option<String>,
+    /// How often packets are synced with peers.
+    #[serde(with = "duration_text")]
+    pub message_sync_interval: Duration,
+    /// How often server lists are synced with peers.
+    #[serde(with = "duration_text")]
+    pub server_sync_interval: Duration,
+    /// Most live packets stored for one recipient; further sends get 429 until some expire.
+    pub max_inbox_packets: u64,
+    /// Most bytes of packets stored in all; further sends get 503.
+    #[serde(with = "byte_size")]
+    pub max_stored_bytes: u64,
+    /// Most hashes in one `/fetch` or `/sync/hashes` request.
+    pub max_hashes_per_request: usize,
+    /// Most servers in one `/sync/servers` request.
+    pub max_servers_per_request: usize,
+    /// Most servers this relay remembers.
+    pub max_known_servers: usize,
+    /// Largest `/fetch` answer in bytes; the rest comes with the next cursor.
+    #[serde(with = "byte_size")]
+    pub max_response_bytes: u64,
+    /// Requests per minute one client address may make (0: unlimited). Kept in memory only.
+    pub rate_limit_per_minute: u32,
+    /// Most simultaneous TCP connections; more are closed at once.
+    pub max_connections: usize,
+    /// Most requests handled at once; more get 503 until one finishes.
+    pub max_concurrent_requests: usize,
+    /// Time allowed to send request headers and body.
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            data_dir: default_data_dir().join("relay"),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            tombstone_horizon: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(10),
+            max_message_bytes: 256 * 1024,
+            min_key_bits: 4096,
+            allow_private_peers: false,
+            peers: Vec::new(),
+            public_address: None,
+            message_sync_interval: Duration::from_secs(60),
+            server_sync_interval: Duration::from_secs(3600),
+            max_inbox_packets: 10_000,
+            max_stored_bytes: 16 << 30,
+            max_hashes_per_request: 250_000,
+            max_servers_per_request: 1_000,
+            max_known_servers: 1_000,
+            max_response_bytes: 32 << 20,
+            rate_limit_per_minute: 600,
+            max_connections: 4_096,
+            max_concurrent_requests: 1_024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/jasper`, else `~/.local/share/jasper`, else `./jasper-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("jasper");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/jasper");
+    }
+    PathBuf::from("jasper-data")
+}
+
+/// `$XDG_CONFIG_HOME/jasper/config.toml`, else `~/.config/jasper/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("jasper/config.toml"));
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|h| PathBuf::from(h).join(".config/jasper/config.toml"))
+}
+
+impl Config {
+    /// Loads the configuration: `explicit` (from `--config` or `JASPER_CONFIG`) must exist;
+    /// otherwise the XDG default is read when present, else every default applies.
+    /// Returns the config and the file it came from.
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_config_path().filter(|p| p.is_file()),
+        };
+        let Some(path) = path else {
+            return Ok((Self::default(), None));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.clone(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok((config, Some(path)))
+    }
+
+    /// Parses TOML text and checks it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    /// Checks every invariant the code relies on; never panics.
+    pub fn resolve(&self) -> Result<(), ConfigError> {
+        self.relay.resolve()
+    }
+}
+
+impl RelayConfig {
+    /// Checks the relay section.
+    pub fn resolve(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[relay] {m}")));
+        if !(ABSOLUTE_MIN_KEY_BITS..=MAX_KEY_BITS).contains(&self.min_key_bits) {
+            return bad(format!(
+                "min_key_bits = {} is outside {ABSOLUTE_MIN_KEY_BITS}..={MAX_KEY_BITS}",
+                self.min_key_bits
+            ));
+        }
+        if !(1024..=(64 << 20)).contains(&self.max_message_bytes) {
+            return bad(format!(
+                "max_message_bytes = {} is outside 1KiB..=64MiB",
+                self.max_message_bytes
+            ));
+        }
+        for (name, d) in [
+            ("retention", self.retention),
+            ("sweep_interval", self.sweep_interval),
+            ("message_sync_interval", self.message_sync_interval),
+            ("server_sync_interval", self.server_sync_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be longer than zero"));
+            }
+        }
+        for (name, n) in [
+            ("max_inbox_packets", self.max_inbox_packets),
+            ("max_stored_bytes", self.max_stored_bytes),
+            ("max_hashes_per_request", self.max_hashes_per_request as u64),
+            (
+                "max_servers_per_request",
+                self.max_servers_per_request as u64,
+            ),
+            ("max_known_servers", self.max_known_servers as u64),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests as u64,
+            ),
+        ] {
+            if n == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_response_bytes < self.max_message_bytes * 2 {
+            return bad(format!(
+                "max_response_bytes = {} must hold at least two packets of max_message_bytes = {}",
+                self.max_response_bytes, self.max_message_bytes
+            ));
+        }
+        for peer in self.peers.iter().chain(self.public_address.iter()) {
+            if let Err(e) = peer.parse::<ServerEntry>() {
+                return bad(format!("{peer:?} is not host:port ({e})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured peers, parsed (resolve() has checked them).
+    pub fn peer_entries(&self) -> Vec<ServerEntry> {
+        self.peers.iter().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+/// Durations as humantime text ("7d", "10s", "1h 30m").
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"10s\", \"1m\" or \"7d\""
+            ))
+        })
+    }
+}
+
+/// Byte sizes as an integer or text with a unit ("256KiB", "16 GiB", "1MB").
+pub mod byte_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Parses "256KiB"-style text.
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+
+    pub(super) fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(n),
+            Either::Text(t) => parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a size; write bytes as an integer or e.g. \"256KiB\", \"16GiB\""
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.relay.listen.port(), 8080);
+        assert_eq!(c.relay.retention, Duration::from_secs(604_800));
+        assert_eq!(c.relay.max_message_bytes, 262_144);
+    }
+
+    #[test]
+    fn humane_values_parse() {
+        let c = Config::from_toml(
+            "[relay]\nretention = \"2h 30m\"\nmax_message_bytes = \"64KiB\"\npeers = [\"a.example:1\", \"[::1]:2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.relay.retention, Duration::from_secs(9000));
+        assert_eq!(c.relay.max_message_bytes, 65_536);
+        assert_eq!(c.relay.peer_entries().len(), 2);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let e = Config::from_toml("[relay]\nretension = \"1d\"\n").unwrap_err();
+        assert!(e.to_string().contains("retension"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::from_toml("[relay]\nretention = \"soon\"\n").unwrap_err();
+        assert!(e.to_string().contains("not a duration"), "{e}");
+        let e = Config::from_toml("[relay]\nmin_key_bits = 1024\n").unwrap_err();
+        assert!(e.to_string().contains("min_key_bits"), "{e}");
+        let e = Config::from_toml("[relay]\npeers = [\"nope\"]\n").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = Config::from_toml("[relay]\nsweep_interval = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("sweep_interval"), "{e}");
+    }
+
+    #[test]
+    fn serialized_defaults_parse_back() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(byte_size::parse("256KiB"), Some(262_144));
+        assert_eq!(byte_size::parse("16 GiB"), Some(16 << 30));
+        assert_eq!(byte_size::parse("10"), Some(10));
+        assert_eq!(byte_size::parse("10 parsecs"), None);
+        assert_eq!(byte_size::parse("99999999999999 TiB"), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Jasper: a relay mesh for anonymous, end-to-end encrypted messaging (JASPER.md), in one crate.
+//!
+//! `proto` holds the wire types, `relay` the REST relay, `http` the server edge shared by the
+//! servers, `config` the configuration file and `cli` the command line over all of it.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod proto;
+pub mod relay;

@@ -1,0 +1,235 @@
+//! Public keys on the wire: parse base64 DER SPKI or PEM, canonicalise, fingerprint (PROTOCOL.md §1).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rsa::PublicKey as RsaPublicKey;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs8::{DecodePublicKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
+use sha2::{Digest, Sha256};
+
+/// Smallest RSA modulus the protocol ever accepts, whatever the configuration says.
+pub const ABSOLUTE_MIN_KEY_BITS: usize = 2048;
+/// Largest RSA modulus we parse; anything bigger is refused before any arithmetic.
+pub const MAX_KEY_BITS: usize = 16384;
+/// Longest textual key (base64 or PEM) we look at; a 16384-bit key in PEM is about 2.9 KB.
+pub const MAX_KEY_TEXT_BYTES: usize = 8 * 1024;
+
+/// Why a public key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The text is neither base64 DER SPKI nor a PEM public key.
+    #[error("not an RSA public key: expected base64 DER SubjectPublicKeyInfo or a PEM public key")]
+    Unparseable,
+    /// The text is longer than any RSA key we accept.
+    #[error(
+        "key text is {0} bytes, more than the {MAX_KEY_TEXT_BYTES} bytes any accepted key needs"
+    )]
+    TooLong(usize),
+    /// The modulus is smaller than the configured minimum.
+    #[error("RSA key has {bits} bits; this relay requires at least {min}")]
+    TooSmall {
+        /// Size of the offered key.
+        bits: usize,
+        /// Minimum the relay accepts.
+        min: usize,
+    },
+    /// The modulus is larger than we are willing to handle.
+    #[error("RSA key has {0} bits; at most {MAX_KEY_BITS} are accepted")]
+    TooLarge(usize),
+}
+
+/// SHA-256 of a key's DER SubjectPublicKeyInfo: what a person compares, and our index key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The short form shown to people: the first 16 hex digits in groups of 4.
+    pub fn short(&self) -> String {
+        let hex = self.to_string();
+        hex.as_bytes()[..16]
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).expect("hex is ascii"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", self.short())
+    }
+}
+
+/// A validated RSA public key with its canonical wire form and fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: RsaPublicKey,
+    canonical: String,
+    fingerprint: Fingerprint,
+    bits: usize,
+}
+
+impl PublicKey {
+    /// Parses base64 DER SPKI (the canonical form) or PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`),
+    /// refusing keys under `min_bits` (never less than [`ABSOLUTE_MIN_KEY_BITS`]).
+    pub fn parse(text: &str, min_bits: usize) -> Result<Self, KeyError> {
+        if text.len() > MAX_KEY_TEXT_BYTES {
+            return Err(KeyError::TooLong(text.len()));
+        }
+        let trimmed = text.trim();
+        let key = if trimmed.starts_with("-----BEGIN") {
+            RsaPublicKey::from_public_key_pem(trimmed)
+                .or_else(|_| RsaPublicKey::from_pkcs1_pem(trimmed))
+                .map_err(|_| KeyError::Unparseable)?
+        } else {
+            let der = STANDARD
+                .decode(trimmed.as_bytes())
+                .map_err(|_| KeyError::Unparseable)?;
+            RsaPublicKey::from_public_key_der(&der).map_err(|_| KeyError::Unparseable)?
+        };
+        Self::from_rsa(key, min_bits)
+    }
+
+    /// Wraps an RSA public key, checking its size.
+    pub fn from_rsa(key: RsaPublicKey, min_bits: usize) -> Result<Self, KeyError> {
+        let bits = key.n().bit_width() as usize;
+        let min = min_bits.max(ABSOLUTE_MIN_KEY_BITS);
+        if bits > MAX_KEY_BITS {
+            return Err(KeyError::TooLarge(bits));
+        }
+        if bits < min {
+            return Err(KeyError::TooSmall { bits, min });
+        }
+        let der = key.to_public_key_der().map_err(|_| KeyError::Unparseable)?;
+        let fingerprint = Fingerprint(Sha256::digest(der.as_bytes()).into());
+        Ok(Self {
+            canonical: STANDARD.encode(der.as_bytes()),
+            key,
+            fingerprint,
+            bits,
+        })
+    }
+
+    /// Standard padded base64 of the DER SubjectPublicKeyInfo: the form every relay stores.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// SHA-256 of the DER SubjectPublicKeyInfo.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// Modulus size in bytes: the length of an RSA-OAEP ciphertext made with this key.
+    pub fn modulus_bytes(&self) -> usize {
+        self.key.size()
+    }
+
+    /// The underlying RSA key, for encryption and signature checks.
+    pub fn rsa(&self) -> &RsaPublicKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PublicKey({} bits, {})",
+            self.bits,
+            self.fingerprint.short()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_4096_PEM: &str = include_str!("../../tests/fixtures/keys/alice-4096.pub.pem");
+    const KEY_2048_PEM: &str = include_str!("../../tests/fixtures/keys/small-2048.pub.pem");
+    const KEY_1024_PEM: &str = include_str!("../../tests/fixtures/keys/tiny-1024.pub.pem");
+    const KEY_4096_PKCS1: &str = include_str!("../../tests/fixtures/keys/alice-4096.pkcs1.pem");
+
+    #[test]
+    fn pem_and_base64_name_the_same_key() {
+        let pem = PublicKey::parse(KEY_4096_PEM, 4096).unwrap();
+        let b64 = PublicKey::parse(pem.canonical(), 4096).unwrap();
+        let pkcs1 = PublicKey::parse(KEY_4096_PKCS1, 4096).unwrap();
+        assert_eq!(pem, b64);
+        assert_eq!(pem, pkcs1);
+        assert_eq!(pem.bits(), 4096);
+        assert_eq!(pem.modulus_bytes(), 512);
+        assert!(!pem.canonical().contains('\n'));
+    }
+
+    #[test]
+    fn small_keys_are_refused_by_size() {
+        assert_eq!(
+            PublicKey::parse(KEY_2048_PEM, 4096).unwrap_err(),
+            KeyError::TooSmall {
+                bits: 2048,
+                min: 4096
+            }
+        );
+        assert!(PublicKey::parse(KEY_2048_PEM, 2048).is_ok());
+        // The configuration can never lower the floor below 2048 bits.
+        assert!(matches!(
+            PublicKey::parse(KEY_1024_PEM, 512).unwrap_err(),
+            KeyError::TooSmall { bits: 1024, .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_unparseable() {
+        for bad in [
+            "",
+            "AAAA",
+            "not base64 at all!",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+        ] {
+            assert_eq!(
+                PublicKey::parse(bad, 2048).unwrap_err(),
+                KeyError::Unparseable,
+                "{bad:?}"
+            );
+        }
+        let long = "A".repeat(MAX_KEY_TEXT_BYTES + 1);
+        assert!(matches!(
+            PublicKey::parse(&long, 2048),
+            Err(KeyError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_der() {
+        let key = PublicKey::parse(KEY_4096_PEM, 4096).unwrap();
+        let der = STANDARD.decode(key.canonical()).unwrap();
+        let expected: [u8; 32] = Sha256::digest(&der).into();
+        assert_eq!(key.fingerprint().0, expected);
+        let short = key.fingerprint().short();
+        assert_eq!(short.len(), 19);
+        assert!(
+            key.fingerprint()
+                .to_string()
+                .starts_with(&short.replace(' ', ""))
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! The relay's REST API (JASPER.md endpoints + PROTOCOL.md §4–§5) as warp filters. Requests become
+//! typed values here; storage is reached only through the [`Store`] trait and the group-commit
+//! [`Writer`].
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use warp::Filter;
+use warp::http::{Response, StatusCode};
+
+use super::clock::{now_ms, rfc3339_ms};
+use super::limits::RateLimiter;
+use super::store::{NewPacket, PutOutcome, Store, StoredPacket};
+use super::writer::Writer;
+use crate::config::RelayConfig;
+use crate::http::{ApiError, ClientAddr, json_response, read_body, recover};
+use crate::proto::key::MAX_KEY_TEXT_BYTES;
+use crate::proto::packet::json_type;
+use crate::proto::status::CAP_FETCH_CURSOR;
+use crate::proto::{Packet, PacketHash, PacketRules, PublicKey, ServerEntry, Status};
+
+/// Bytes one hash takes in a JSON list, with quotes and comma.
+const HASH_JSON_BYTES: usize = 64 + 3;
+/// Bytes one server entry may take in a JSON list.
+const SERVER_JSON_BYTES: usize = 300;
+
+/// Everything the handlers share.
+pub struct RelayState {
+    /// The storage engine (reads; writes go through `writer`).
+    pub store: Arc<dyn Store>,
+    /// The group-commit writer.
+    pub writer: Writer,
+    /// The relay's configuration.
+    pub config: RelayConfig,
+    /// Packet limits derived from the configuration.
+    pub rules: PacketRules,
+    /// Per-client rate limits.
+    pub limiter: RateLimiter,
+    /// Permits for requests in flight.
+    pub inflight: Arc<Semaphore>,
+    /// The address the listener is bound to (the configured one may say port 0).
+    pub local_addr: SocketAddr,
+}
+
+impl RelayState {
+    /// Builds the shared state.
+    pub fn new(
+        store: Arc<dyn Store>,
+        writer: Writer,
+        config: RelayConfig,
+        local_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            rules: PacketRules {
+                min_key_bits: config.min_key_bits,
+                max_message_bytes: config.max_message_bytes as usize,
+            },
+            limiter: RateLimiter::new(config.rate_limit_per_minute),
+            inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            local_addr,
+            store,
+            writer,
+            config,
+        }
+    }
+
+    /// 0.0–1.0: the larger of requests in flight over their limit and the write queue's fill.
+    pub fn load(&self) -> f64 {
+        let max = self.config.max_concurrent_requests as f64;
+        let busy = (max - self.inflight.available_permits() as f64) / max;
+        busy.max(self.writer.queue_load()).clamp(0.0, 1.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Send,
+    Fetch,
+    SyncHashes,
+    SyncServers,
+}
+
+impl Endpoint {
+    fn body_limit(self, state: &RelayState) -> usize {
+        let c = &state.config;
+        match self {
+            Endpoint::Send => state.rules.max_body_bytes(),
+            Endpoint::Fetch => {
+                (c.max_hashes_per_request * HASH_JSON_BYTES).max(MAX_KEY_TEXT_BYTES) + 1024
+            }
+            Endpoint::SyncHashes => c.max_hashes_per_request * HASH_JSON_BYTES + 1024,
+            Endpoint::SyncServers => c.max_servers_per_request * SERVER_JSON_BYTES + 1024,
+        }
+    }
+}
+
+/// All routes, with every rejection turned into a JSON error.
+pub fn routes(
+    state: Arc<RelayState>,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let post = |name: &'static str, endpoint: Endpoint| {
+        warp::path(name)
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(with_state.clone())
+            .and(warp::ext::optional::<ClientAddr>())
+            .and(warp::header::optional::<u64>("content-length"))
+            .and(warp::body::stream())
+            .then(move |state, addr, len, body| handle(state, endpoint, addr, len, body))
+    };
+    let sync = |name: &'static str, endpoint: Endpoint| {
+        warp::path("sync")
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(with_state.clone())
+            .and(warp::ext::optional::<ClientAddr>())
+            .and(warp::header::optional::<u64>("content-length"))
+            .and(warp::body::stream())
+            .then(move |state, addr, len, body| handle(state, endpoint, addr, len, body))
+    };
+    let status = warp::path("status")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(status);
+    post("send", Endpoint::Send)
+        .or(post("fetch", Endpoint::Fetch))
+        .unify()
+        .or(sync("hashes", Endpoint::SyncHashes))
+        .unify()
+        .or(sync("servers", Endpoint::SyncServers))
+        .unify()
+        .or(status)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+async fn handle<S, B>(
+    state: Arc<RelayState>,
+    endpoint: Endpoint,
+    addr: Option<ClientAddr>,
+    content_length: Option<u64>,
+    body: S,
+) -> Response<Bytes>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: bytes::Buf,
+{
+    let body = Box::pin(body);
+    if let Some(ClientAddr(addr)) = addr
+        && !state.limiter.allow(addr.ip(), Instant::now())
+    {
+        return ApiError::rate_limited("too many requests from this address; slow down")
+            .into_response();
+    }
+    let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
+        return ApiError::unavailable("the relay is busy; retry shortly").into_response();
+    };
+    let limit = endpoint.body_limit(&state);
+    let bytes = match read_body(content_length, body, limit, state.config.request_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let result = match endpoint {
+        Endpoint::Send => send(&state, bytes).await,
+        Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,
+        Endpoint::SyncHashes => blocking(state.clone(), move |s| sync_hashes(s, &bytes)).await,
+        Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Runs `f` on the blocking pool: store reads and large parses must not stall the runtime.
+async fn blocking<F>(state: Arc<RelayState>, f: F) -> Result<Response<Bytes>, ApiError>
+where
+    F: FnOnce(&RelayState) -> Result<Response<Bytes>, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::unavailable("the request failed inside the relay")))
+}
+
+fn storage_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "storage error");
+    ApiError::unavailable("storage is unavailable; retry later")
+}
+
+async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiError> {
+    let packet = Packet::from_json(&body, &state.rules).map_err(|e| {
+        if e.is_too_large() {
+            ApiError::too_large(e.to_string())
+        } else {
+            ApiError::bad_request(e.to_string())
+        }
+    })?;
+    let hash = packet.hash();
+    let new = NewPacket {
+        hash,
+        recipient: packet.recipient().fingerprint(),
+        expires_at: now_ms().saturating_add(state.config.retention.as_millis() as u64),
+        json: packet.to_json().into_bytes(),
+    };
+    let outcome = state.writer.put(new).await.map_err(storage_error)?;
+    let stored = match outcome {
+        PutOutcome::Stored { .. } => true,
+        PutOutcome::Duplicate => false,
+        PutOutcome::Tombstoned => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "this packet expired here; its hash is refused until the tombstone horizon passes",
+            ));
+        }
+        PutOutcome::InboxFull => {
+            return Err(ApiError::rate_limited(format!(
+                "the recipient's inbox holds {} packets, the most this relay keeps; retry after some expire",
+                state.config.max_inbox_packets
+            )));
+        }
+        PutOutcome::StoreFull => {
+            return Err(ApiError::unavailable(
+                "this relay's storage is full; try another relay",
+            ));
+        }
+    };
+    let body = serde_json::json!({
+        "hash": hash.to_string(),
+        "stored": stored,
+        "duplicate": !stored,
+    });
+    Ok(json_response(StatusCode::OK, body.to_string().into()))
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Reads `field` as an array of at most `max` items.
+fn bounded_array<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<&'a [Value], ApiError> {
+    match map.get(field) {
+        Some(Value::Array(items)) if items.len() > max => Err(ApiError::too_large(format!(
+            "`{field}` has {} entries; this relay accepts at most {max} per request",
+            items.len()
+        ))),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`{field}` must be an array, found {}",
+            json_type(other)
+        ))),
+        None => Err(ApiError::bad_request(format!("missing field `{field}`"))),
+    }
+}
+
+fn parse_hashes(map: &Map<String, Value>, max: usize) -> Result<Vec<PacketHash>, ApiError> {
+    let items = bounded_array(map, "hashes", max)?;
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let text = item.as_str().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "hashes[{i}] must be a string, found {}",
+                json_type(item)
+            ))
+        })?;
+        let hash = PacketHash::parse(text)
+            .map_err(|e| ApiError::bad_request(format!("hashes[{i}]: {e}")))?;
+        if seen.insert(hash) {
+            out.push(hash);
+        }
+    }
+    Ok(out)
+}
+
+fn messages_json(packets: &[StoredPacket], with_expiry: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"messages\":[");
+    for (i, p) in packets.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match p.json.split_first() {
+            Some((b'{', rest)) if with_expiry => {
+                out.extend_from_slice(b"{\"expires\":\"");
+                out.extend_from_slice(rfc3339_ms(p.expires_at).as_bytes());
+                out.extend_from_slice(b"\",");
+                out.extend_from_slice(rest);
+            }
+            _ => out.extend_from_slice(&p.json),
+        }
+    }
+    out.push(b']');
+}
+
+fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+    let map = parse_object(body)?;
+    let now = now_ms();
+    let max_bytes = state.config.max_response_bytes;
+    // JASPER.md: the presence of `recipient` is checked first.
+    match map.get("recipient") {
+        Some(Value::String(key)) => {
+            let key = PublicKey::parse(key, state.rules.min_key_bits)
+                .map_err(|e| ApiError::bad_request(format!("field `recipient`: {e}")))?;
+            let since = match map.get("since") {
+                None | Some(Value::Null) => 0,
+                Some(Value::String(s)) => s.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request("`since` must be a cursor returned by an earlier /fetch")
+                })?,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "`since` must be a string, found {}",
+                        json_type(other)
+                    )));
+                }
+            };
+            let page = state
+                .store
+                .inbox(&key.fingerprint(), since, max_bytes, now)
+                .map_err(storage_error)?;
+            let mut out = Vec::with_capacity(
+                page.packets.iter().map(|p| p.json.len() + 1).sum::<usize>() + 64,
+            );
+            messages_json(&page.packets, false, &mut out);
+            out.extend_from_slice(
+                format!(",\"cursor\":\"{}\",\"more\":{}}}", page.cursor, page.more).as_bytes(),
+            );
+            Ok(json_response(StatusCode::OK, out.into()))
+        }
+        None | Some(Value::Null) => {
+            if !map.contains_key("hashes") {
+                return Err(ApiError::bad_request(
+                    "provide `recipient` (a public key) or `hashes` (a list of packet hashes)",
+                ));
+            }
+            let hashes = parse_hashes(&map, state.config.max_hashes_per_request)?;
+            let packets = state
+                .store
+                .get_many(&hashes, max_bytes, now)
+                .map_err(storage_error)?;
+            let mut out =
+                Vec::with_capacity(packets.iter().map(|p| p.json.len() + 48).sum::<usize>() + 16);
+            messages_json(&packets, true, &mut out);
+            out.push(b'}');
+            Ok(json_response(StatusCode::OK, out.into()))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "field `recipient` must be a string, found {}",
+            json_type(other)
+        ))),
+    }
+}
+
+fn sync_hashes(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+    let map = parse_object(body)?;
+    let max = state.config.max_hashes_per_request;
+    let theirs: HashSet<PacketHash> = parse_hashes(&map, max)?.into_iter().collect();
+    let mut missing = Vec::new();
+    state
+        .store
+        .for_each_hash(now_ms(), &mut |h| {
+            if !theirs.contains(&h) {
+                missing.push(h.to_string());
+            }
+            missing.len() < max
+        })
+        .map_err(storage_error)?;
+    let body = serde_json::json!({ "hashes": missing });
+    Ok(json_response(StatusCode::OK, body.to_string().into()))
+}
+
+fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+    let map = parse_object(body)?;
+    let items = bounded_array(&map, "servers", state.config.max_servers_per_request)?;
+    let theirs: Vec<ServerEntry> = items
+        .iter()
+        .filter_map(|v| ServerEntry::from_json(v).ok())
+        .collect();
+    let their_set: HashSet<&ServerEntry> = theirs.iter().collect();
+
+    let mut ours = state.store.servers().map_err(storage_error)?;
+    ours.extend(state.config.peer_entries());
+    ours.sort();
+    ours.dedup();
+    let answer: Vec<Value> = ours
+        .iter()
+        .filter(|s| !their_set.contains(s))
+        .map(ServerEntry::to_json)
+        .collect();
+
+    let own = state
+        .config
+        .public_address
+        .as_deref()
+        .and_then(|a| a.parse::<ServerEntry>().ok());
+    let acceptable: Vec<ServerEntry> = theirs
+        .into_iter()
+        .filter(|s| state.config.allow_private_peers || s.is_public())
+        .filter(|s| Some(s) != own.as_ref() && !is_own_listen_address(state, s))
+        .collect();
+    let added = state
+        .store
+        .add_servers(&acceptable, state.config.max_known_servers)
+        .map_err(storage_error)?;
+    if !added.is_empty() {
+        tracing::info!(added = added.len(), "learned servers");
+    }
+    let body = serde_json::json!({ "servers": answer });
+    Ok(json_response(StatusCode::OK, body.to_string().into()))
+}
+
+/// Whether `entry` is the literal address this relay listens on.
+fn is_own_listen_address(state: &RelayState, entry: &ServerEntry) -> bool {
+    let listen = state.local_addr;
+    entry.port == listen.port()
+        && match &entry.host {
+            crate::proto::server::Host::Ip(ip) => {
+                *ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback())
+            }
+            crate::proto::server::Host::Domain(d) => d == "localhost",
+        }
+}
+
+async fn status(state: Arc<RelayState>) -> Response<Bytes> {
+    let s = state.clone();
+    let stats = tokio::task::spawn_blocking(move || s.store.stats()).await;
+    let messages = match stats {
+        Ok(Ok(stats)) => stats.packets,
+        Ok(Err(e)) => return storage_error(e).into_response(),
+        Err(_) => return ApiError::unavailable("status unavailable").into_response(),
+    };
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        load: (state.load() * 1000.0).round() / 1000.0,
+        messages,
+        capabilities: vec![CAP_FETCH_CURSOR.to_owned()],
+    };
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&status)
+            .expect("status serializes")
+            .into(),
+    )
+}

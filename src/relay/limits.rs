@@ -1,0 +1,84 @@
+//! Per-client request rate limiting: a token bucket per address, kept in memory only and
+//! bounded in size, so the relay never writes client addresses anywhere.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Most addresses tracked at once; past this the table is cleared (buckets refill anyway).
+const MAX_TRACKED: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets per client address.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    /// `per_minute` requests per address on average (0: unlimited), with bursts of a tenth of
+    /// that (at least 10).
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: (f64::from(per_minute) / 10.0).max(10.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `addr`; false when the address is over its rate.
+    pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
+        if self.per_second == 0.0 {
+            return true;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&addr) {
+            buckets.clear();
+        }
+        let bucket = buckets.entry(addr).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_refills() {
+        let limiter = RateLimiter::new(600); // 10/s, burst 60
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!((0..100).filter(|_| limiter.allow(a, t0)).count(), 60);
+        assert!(limiter.allow(b, t0), "addresses have their own buckets");
+        assert!(!limiter.allow(a, t0));
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!((0..100).filter(|_| limiter.allow(a, t1)).count(), 10);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let limiter = RateLimiter::new(0);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..10_000).all(|_| limiter.allow(a, Instant::now())));
+    }
+}

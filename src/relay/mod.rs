@@ -1,0 +1,110 @@
+//! `jasper relay`: the REST relay of JASPER.md — API, storage, group commit and expiry.
+
+pub mod api;
+pub mod clock;
+pub mod limits;
+pub mod store;
+pub mod sweep;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warp::Filter as _;
+
+use crate::config::RelayConfig;
+use crate::http::{ServeLimits, serve};
+use store::{PutLimits, RedbStore, Store, StoreError};
+use writer::Writer;
+
+/// How long a graceful shutdown waits for requests in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the relay could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database could not be opened.
+    #[error(
+        "{0}; check that the data directory exists and is writable, or choose another with --data-dir"
+    )]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; is another relay running there? choose another address with --listen"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store, binds the listener and serves until `shutdown` resolves; then finishes
+/// in-flight requests, stops background work and closes the database.
+/// `on_ready` is called with the bound address once the relay accepts connections.
+pub async fn run(
+    config: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), RelayError> {
+    let dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            RedbStore::open(&dir, store::redb::DEFAULT_CACHE_BYTES)
+        })
+        .await
+        .expect("opening the store does not panic")?,
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| RelayError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let limits = PutLimits {
+        max_inbox_packets: config.max_inbox_packets,
+        max_stored_bytes: config.max_stored_bytes,
+    };
+    let (writer, writer_thread) = Writer::spawn(store.clone(), limits);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep::run(
+        store.clone(),
+        config.sweep_interval,
+        config.tombstone_horizon,
+        stop_rx,
+    ));
+    let serve_limits = ServeLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.request_timeout,
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    let state = Arc::new(api::RelayState::new(store, writer, config, local));
+    let routes = api::routes(state.clone()).boxed();
+    drop(state);
+
+    tracing::info!(address = %local, "relay listening");
+    on_ready(local);
+    serve(listener, routes, serve_limits, shutdown).await;
+
+    tracing::info!("relay shutting down");
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    // The writer thread ends once the last handle (held by the routes) is gone and its queue
+    // is drained; every acknowledged packet was committed before its answer was sent.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
+        tracing::warn!("the writer did not stop in time; exiting anyway");
+    }
+    tracing::info!("relay stopped");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The relay's storage: one trait, [`Store`], that every engine implements and one
+//! conformance suite checks. Only engine modules touch a database.
+
+pub mod redb;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use crate::proto::{Fingerprint, PacketHash, ServerEntry};
+
+pub use self::redb::RedbStore;
+
+/// Milliseconds since the Unix epoch. The store never reads the clock; callers pass `now`.
+pub type UnixMillis = u64;
+
+/// Errors from a storage engine. Their text is for the operator's log, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the database at {path}: {message}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Any failure of the engine while running.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// Stored data does not decode: the database was damaged or written by something else.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A packet ready to store: validated JSON, its hash, its recipient and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPacket {
+    /// SHA-256 of `message`.
+    pub hash: PacketHash,
+    /// Fingerprint of the recipient key: the inbox it belongs to.
+    pub recipient: Fingerprint,
+    /// When it expires.
+    pub expires_at: UnixMillis,
+    /// The packet's JSON as served by `/fetch`.
+    pub json: Vec<u8>,
+}
+
+/// What happened to one packet of a [`Store::put_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Newly stored under this sequence number.
+    Stored {
+        /// Position in the store's global order (the cursor of `fetch-cursor`).
+        seq: u64,
+    },
+    /// Already stored; nothing changed.
+    Duplicate,
+    /// The hash expired here recently and is refused (PROTOCOL.md §4).
+    Tombstoned,
+    /// The recipient's inbox holds the maximum number of packets.
+    InboxFull,
+    /// The store holds the maximum number of bytes.
+    StoreFull,
+}
+
+/// Limits that `put_batch` enforces inside the same transaction as the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutLimits {
+    /// Most live packets per recipient.
+    pub max_inbox_packets: u64,
+    /// Most bytes of packet JSON in all.
+    pub max_stored_bytes: u64,
+}
+
+/// A packet read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPacket {
+    /// Its hash.
+    pub hash: PacketHash,
+    /// Global sequence number.
+    pub seq: u64,
+    /// When it expires.
+    pub expires_at: UnixMillis,
+    /// The JSON as stored.
+    pub json: Vec<u8>,
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxPage {
+    /// Live packets in store order.
+    pub packets: Vec<StoredPacket>,
+    /// The cursor to continue after this page: the last sequence number looked at.
+    pub cursor: u64,
+    /// Whether the page stopped at a limit before the inbox's end.
+    pub more: bool,
+}
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Packets removed because they expired.
+    pub expired: usize,
+    /// Tombstones forgotten because their horizon passed.
+    pub tombstones_forgotten: usize,
+}
+
+/// Counters kept transactionally with the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Packets stored (some may have expired and await the sweeper).
+    pub packets: u64,
+    /// Bytes of packet JSON stored.
+    pub bytes: u64,
+}
+
+/// A relay storage engine. Every method is blocking; async callers use `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    /// Stores packets in one durable transaction: when this returns `Ok`, every `Stored`
+    /// outcome is on disk. Outcomes are in input order; a hash repeated within the batch is
+    /// `Duplicate` the second time.
+    fn put_batch(
+        &self,
+        packets: &[NewPacket],
+        limits: PutLimits,
+        now: UnixMillis,
+    ) -> Result<Vec<PutOutcome>, StoreError>;
+
+    /// Live packets among `hashes`, in the order asked, unknown or expired ones absent, up to
+    /// `max_bytes` of JSON (at least one packet is returned when any matches).
+    fn get_many(
+        &self,
+        hashes: &[PacketHash],
+        max_bytes: u64,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredPacket>, StoreError>;
+
+    /// Live packets for `recipient` with a sequence number above `after`, in store order, up to
+    /// `max_bytes` of JSON (at least one packet when any is there).
+    fn inbox(
+        &self,
+        recipient: &Fingerprint,
+        after: u64,
+        max_bytes: u64,
+        now: UnixMillis,
+    ) -> Result<InboxPage, StoreError>;
+
+    /// Calls `visit` with the hash of every live packet, in hash order, until it returns false.
+    fn for_each_hash(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(PacketHash) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a hash is stored and live.
+    fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError>;
+
+    /// Removes up to `batch` expired packets (keeping their hashes as tombstones until
+    /// `expires_at + tombstone_horizon`) and up to `batch` tombstones past their horizon.
+    fn sweep(
+        &self,
+        now: UnixMillis,
+        tombstone_horizon_ms: u64,
+        batch: usize,
+    ) -> Result<SweepReport, StoreError>;
+
+    /// Packet and byte counters.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// The known-servers list.
+    fn servers(&self) -> Result<Vec<ServerEntry>, StoreError>;
+
+    /// Adds servers not yet known, up to `max_known` in all; returns those added.
+    fn add_servers(
+        &self,
+        servers: &[ServerEntry],
+        max_known: usize,
+    ) -> Result<Vec<ServerEntry>, StoreError>;
+}

@@ -1,0 +1,531 @@
+//! The embedded storage engine: redb, one file, ACID, big-endian keys so that inbox cursors and
+//! expiry sweeps are range scans.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use super::{
+    InboxPage, NewPacket, PutLimits, PutOutcome, Store, StoreError, StoreStats, StoredPacket,
+    SweepReport, UnixMillis,
+};
+use crate::proto::{Fingerprint, PacketHash, ServerEntry};
+
+/// hash → expires_at (8, BE) ‖ seq (8, BE) ‖ recipient fingerprint (32) ‖ packet JSON.
+const PACKETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("packets");
+/// recipient fingerprint (32) ‖ seq (8, BE) → hash.
+const BY_RECIPIENT: TableDefinition<&[u8; 40], &[u8; 32]> = TableDefinition::new("by_recipient");
+/// expires_at (8, BE) ‖ hash (32) → ().
+const BY_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("by_expiry");
+/// hash → refused until (ms).
+const TOMBSTONES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("tombstones");
+/// refused until (8, BE) ‖ hash (32) → ().
+const TOMBSTONE_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("tombstone_expiry");
+/// recipient fingerprint → live packets stored for it.
+const INBOX_COUNTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inbox_counts");
+/// Counters: see the `META_*` keys.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Known servers by `host:port`.
+const SERVERS: TableDefinition<&str, ()> = TableDefinition::new("servers");
+
+const META_NEXT_SEQ: &str = "next_seq";
+const META_PACKETS: &str = "packets";
+const META_BYTES: &str = "bytes";
+const META_SCHEMA: &str = "schema_version";
+const SCHEMA_VERSION: u64 = 1;
+
+/// Bytes before the JSON in a `PACKETS` value.
+const HEADER_BYTES: usize = 8 + 8 + 32;
+
+/// Page cache redb may use; the data itself stays on disk.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// The redb engine.
+pub struct RedbStore {
+    db: Database,
+}
+
+fn engine<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..a.len()].copy_from_slice(a);
+    k[a.len()..].copy_from_slice(b);
+    k
+}
+
+struct Header {
+    expires_at: u64,
+    seq: u64,
+    recipient: [u8; 32],
+}
+
+fn decode_header(value: &[u8]) -> Result<Header, StoreError> {
+    if value.len() < HEADER_BYTES {
+        return Err(StoreError::Corrupt(
+            "packet record shorter than its header".into(),
+        ));
+    }
+    let u = |r: std::ops::Range<usize>| u64::from_be_bytes(value[r].try_into().expect("8 bytes"));
+    Ok(Header {
+        expires_at: u(0..8),
+        seq: u(8..16),
+        recipient: value[16..48].try_into().expect("32 bytes"),
+    })
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) `dir/relay.redb`, creating `dir` too.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: dir.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let path = dir.join("relay.redb");
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = Self { db };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        {
+            txn.open_table(PACKETS).map_err(engine)?;
+            txn.open_table(BY_RECIPIENT).map_err(engine)?;
+            txn.open_table(BY_EXPIRY).map_err(engine)?;
+            txn.open_table(TOMBSTONES).map_err(engine)?;
+            txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
+            txn.open_table(INBOX_COUNTS).map_err(engine)?;
+            txn.open_table(SERVERS).map_err(engine)?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let version = meta.get(META_SCHEMA).map_err(engine)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(engine)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "database schema version {other} is not {SCHEMA_VERSION}; \
+                         it was written by another version of jasper"
+                    )));
+                }
+            }
+        }
+        txn.commit().map_err(engine)
+    }
+
+    fn begin_durable(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::Immediate).map_err(engine)?;
+        Ok(txn)
+    }
+}
+
+fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key).map_err(engine)?.map_or(0, |v| v.value()))
+}
+
+impl Store for RedbStore {
+    fn put_batch(
+        &self,
+        packets: &[NewPacket],
+        limits: PutLimits,
+        now: UnixMillis,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let txn = self.begin_durable()?;
+        let mut outcomes = Vec::with_capacity(packets.len());
+        {
+            let mut table = txn.open_table(PACKETS).map_err(engine)?;
+            let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
+            let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
+            let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
+            let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
+            let mut n_packets = meta_get(&meta, META_PACKETS)?;
+            let mut n_bytes = meta_get(&meta, META_BYTES)?;
+
+            for p in packets {
+                let hash = &p.hash.0;
+                if tombs
+                    .get(hash)
+                    .map_err(engine)?
+                    .is_some_and(|t| t.value() > now)
+                {
+                    outcomes.push(PutOutcome::Tombstoned);
+                    continue;
+                }
+                if let Some(existing) = table.get(hash).map_err(engine)? {
+                    let header = decode_header(existing.value())?;
+                    outcomes.push(if header.expires_at > now {
+                        PutOutcome::Duplicate
+                    } else {
+                        PutOutcome::Tombstoned
+                    });
+                    continue;
+                }
+                if p.expires_at <= now {
+                    outcomes.push(PutOutcome::Tombstoned);
+                    continue;
+                }
+                let rcpt = &p.recipient.0;
+                let count = counts.get(rcpt).map_err(engine)?.map_or(0, |v| v.value());
+                if count >= limits.max_inbox_packets {
+                    outcomes.push(PutOutcome::InboxFull);
+                    continue;
+                }
+                let size = p.json.len() as u64;
+                if n_bytes + size > limits.max_stored_bytes {
+                    outcomes.push(PutOutcome::StoreFull);
+                    continue;
+                }
+                let seq = next_seq;
+                next_seq += 1;
+                let mut value = Vec::with_capacity(HEADER_BYTES + p.json.len());
+                value.extend_from_slice(&p.expires_at.to_be_bytes());
+                value.extend_from_slice(&seq.to_be_bytes());
+                value.extend_from_slice(rcpt);
+                value.extend_from_slice(&p.json);
+                table.insert(hash, value.as_slice()).map_err(engine)?;
+                by_rcpt
+                    .insert(&cat40(rcpt, &seq.to_be_bytes()), hash)
+                    .map_err(engine)?;
+                by_exp
+                    .insert(&cat40(&p.expires_at.to_be_bytes(), hash), ())
+                    .map_err(engine)?;
+                counts.insert(rcpt, count + 1).map_err(engine)?;
+                n_packets += 1;
+                n_bytes += size;
+                outcomes.push(PutOutcome::Stored { seq });
+            }
+            meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
+            meta.insert(META_PACKETS, n_packets).map_err(engine)?;
+            meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(outcomes)
+    }
+
+    fn get_many(
+        &self,
+        hashes: &[PacketHash],
+        max_bytes: u64,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredPacket>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(PACKETS).map_err(engine)?;
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for hash in hashes {
+            let Some(value) = table.get(&hash.0).map_err(engine)? else {
+                continue;
+            };
+            let value = value.value();
+            let header = decode_header(value)?;
+            if header.expires_at <= now {
+                continue;
+            }
+            let json = &value[HEADER_BYTES..];
+            if !out.is_empty() && bytes + json.len() as u64 > max_bytes {
+                break;
+            }
+            bytes += json.len() as u64;
+            out.push(StoredPacket {
+                hash: *hash,
+                seq: header.seq,
+                expires_at: header.expires_at,
+                json: json.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn inbox(
+        &self,
+        recipient: &Fingerprint,
+        after: u64,
+        max_bytes: u64,
+        now: UnixMillis,
+    ) -> Result<InboxPage, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
+        let table = txn.open_table(PACKETS).map_err(engine)?;
+        let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
+        let end = cat40(&recipient.0, &u64::MAX.to_be_bytes());
+        let mut page = InboxPage {
+            cursor: after,
+            ..InboxPage::default()
+        };
+        let mut bytes = 0u64;
+        for entry in index.range::<&[u8; 40]>(&start..=&end).map_err(engine)? {
+            let (key, hash) = entry.map_err(engine)?;
+            let seq = u64::from_be_bytes(key.value()[32..].try_into().expect("8 bytes"));
+            let hash = PacketHash(*hash.value());
+            let Some(value) = table.get(&hash.0).map_err(engine)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "inbox index names {hash} but no such packet is stored"
+                )));
+            };
+            let value = value.value();
+            let header = decode_header(value)?;
+            let json = &value[HEADER_BYTES..];
+            if header.expires_at > now {
+                if !page.packets.is_empty() && bytes + json.len() as u64 > max_bytes {
+                    page.more = true;
+                    break;
+                }
+                bytes += json.len() as u64;
+                page.packets.push(StoredPacket {
+                    hash,
+                    seq,
+                    expires_at: header.expires_at,
+                    json: json.to_vec(),
+                });
+            }
+            page.cursor = seq;
+        }
+        Ok(page)
+    }
+
+    fn for_each_hash(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(PacketHash) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(PACKETS).map_err(engine)?;
+        for entry in table.iter().map_err(engine)? {
+            let (key, value) = entry.map_err(engine)?;
+            if decode_header(value.value())?.expires_at <= now {
+                continue;
+            }
+            if !visit(PacketHash(*key.value())) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(PACKETS).map_err(engine)?;
+        match table.get(&hash.0).map_err(engine)? {
+            Some(v) => Ok(decode_header(v.value())?.expires_at > now),
+            None => Ok(false),
+        }
+    }
+
+    fn sweep(
+        &self,
+        now: UnixMillis,
+        tombstone_horizon_ms: u64,
+        batch: usize,
+    ) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let txn = self.begin_durable()?;
+        {
+            let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
+            let end = cat40(&now.to_be_bytes(), &[0xff; 32]);
+            let due: Vec<[u8; 40]> = by_exp
+                .range::<&[u8; 40]>(..=&end)
+                .map_err(engine)?
+                .take(batch)
+                .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
+                .collect::<Result<_, _>>()?;
+            if !due.is_empty() {
+                let mut table = txn.open_table(PACKETS).map_err(engine)?;
+                let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
+                let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
+                let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
+                let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
+                let mut meta = txn.open_table(META).map_err(engine)?;
+                let mut n_packets = meta_get(&meta, META_PACKETS)?;
+                let mut n_bytes = meta_get(&meta, META_BYTES)?;
+                for key in &due {
+                    by_exp.remove(key).map_err(engine)?;
+                    let hash: [u8; 32] = key[8..].try_into().expect("32 bytes");
+                    let Some(value) = table.remove(&hash).map_err(engine)? else {
+                        continue;
+                    };
+                    let value = value.value();
+                    let header = decode_header(value)?;
+                    let size = (value.len() - HEADER_BYTES) as u64;
+                    by_rcpt
+                        .remove(&cat40(&header.recipient, &header.seq.to_be_bytes()))
+                        .map_err(engine)?;
+                    let count = counts
+                        .get(&header.recipient)
+                        .map_err(engine)?
+                        .map_or(0, |v| v.value());
+                    if count <= 1 {
+                        counts.remove(&header.recipient).map_err(engine)?;
+                    } else {
+                        counts
+                            .insert(&header.recipient, count - 1)
+                            .map_err(engine)?;
+                    }
+                    let until = header.expires_at.saturating_add(tombstone_horizon_ms);
+                    if until > now {
+                        tombs.insert(&hash, until).map_err(engine)?;
+                        tomb_exp
+                            .insert(&cat40(&until.to_be_bytes(), &hash), ())
+                            .map_err(engine)?;
+                    }
+                    n_packets = n_packets.saturating_sub(1);
+                    n_bytes = n_bytes.saturating_sub(size);
+                    report.expired += 1;
+                }
+                meta.insert(META_PACKETS, n_packets).map_err(engine)?;
+                meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+            }
+
+            let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
+            let done: Vec<[u8; 40]> = tomb_exp
+                .range::<&[u8; 40]>(..=&end)
+                .map_err(engine)?
+                .take(batch)
+                .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
+                .collect::<Result<_, _>>()?;
+            if !done.is_empty() {
+                let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
+                for key in &done {
+                    tomb_exp.remove(key).map_err(engine)?;
+                    let hash: [u8; 32] = key[8..].try_into().expect("32 bytes");
+                    let until = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+                    // A later expiry of the same hash may have replaced this tombstone.
+                    if tombs
+                        .get(&hash)
+                        .map_err(engine)?
+                        .is_some_and(|v| v.value() == until)
+                    {
+                        tombs.remove(&hash).map_err(engine)?;
+                    }
+                    report.tombstones_forgotten += 1;
+                }
+            }
+        }
+        if report == SweepReport::default() {
+            txn.abort().map_err(engine)?;
+        } else {
+            txn.commit().map_err(engine)?;
+        }
+        Ok(report)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let meta = txn.open_table(META).map_err(engine)?;
+        Ok(StoreStats {
+            packets: meta_get(&meta, META_PACKETS)?,
+            bytes: meta_get(&meta, META_BYTES)?,
+        })
+    }
+
+    fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SERVERS).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (key, _) = entry.map_err(engine)?;
+            let entry = key.value().parse::<ServerEntry>().map_err(|e| {
+                StoreError::Corrupt(format!("stored server {:?}: {e}", key.value()))
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn add_servers(
+        &self,
+        servers: &[ServerEntry],
+        max_known: usize,
+    ) -> Result<Vec<ServerEntry>, StoreError> {
+        let txn = self.begin_durable()?;
+        let mut added = Vec::new();
+        {
+            let mut table = txn.open_table(SERVERS).map_err(engine)?;
+            let mut known = table.len().map_err(engine)? as usize;
+            for server in servers {
+                if known >= max_known {
+                    break;
+                }
+                let key = server.authority();
+                if table.get(key.as_str()).map_err(engine)?.is_none() {
+                    table.insert(key.as_str(), ()).map_err(engine)?;
+                    known += 1;
+                    added.push(server.clone());
+                }
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(added)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redb_engine_passes_the_conformance_suite() {
+        super::super::conformance::run_all(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+            (store, dir)
+        });
+    }
+
+    #[test]
+    fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = super::super::conformance::packet(1, 1, 10_000);
+        {
+            let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+            let out = store
+                .put_batch(
+                    std::slice::from_ref(&p),
+                    super::super::conformance::LIMITS,
+                    0,
+                )
+                .unwrap();
+            assert_eq!(out, vec![PutOutcome::Stored { seq: 1 }]);
+        }
+        let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+        let got = store.get_many(&[p.hash], u64::MAX, 0).unwrap();
+        assert_eq!(got[0].json, p.json);
+        assert_eq!(got[0].expires_at, 10_000, "reopening changes no expiry");
+        // Sequence numbers continue after a restart, so cursors stay valid.
+        let q = super::super::conformance::packet(2, 1, 10_000);
+        let out = store
+            .put_batch(&[q], super::super::conformance::LIMITS, 0)
+            .unwrap();
+        assert_eq!(out, vec![PutOutcome::Stored { seq: 2 }]);
+    }
+
+    #[test]
+    fn refuses_a_database_from_another_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA, 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbStore::open(dir.path(), 4 << 20).err().unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

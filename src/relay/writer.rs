@@ -1,0 +1,108 @@
+//! Group commit: one thread owns the store's write path and commits every pending `/send` in one
+//! durable transaction, so throughput grows with load while each 200 still means "on disk".
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::clock::now_ms;
+use super::store::{NewPacket, PutLimits, PutOutcome, Store};
+
+/// Most packets committed in one transaction.
+pub const MAX_BATCH_PACKETS: usize = 1024;
+/// Most packet bytes committed in one transaction.
+pub const MAX_BATCH_BYTES: usize = 32 << 20;
+/// Writes waiting for the writer before senders wait in turn (backpressure).
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// The writer could not store the packet.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage unavailable: {0}")]
+pub struct WriteError(pub String);
+
+struct Job {
+    packet: NewPacket,
+    reply: oneshot::Sender<Result<PutOutcome, WriteError>>,
+}
+
+/// Handle to the writer thread; cheap to clone. The thread ends when every handle is dropped
+/// and the queue is drained.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Starts the writer thread over `store`.
+    pub fn spawn(store: Arc<dyn Store>, limits: PutLimits) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread_queued = queued.clone();
+        let handle = std::thread::Builder::new()
+            .name("jasper-writer".into())
+            .spawn(move || run(store, limits, rx, thread_queued))
+            .expect("spawning the writer thread");
+        (Self { tx, queued }, handle)
+    }
+
+    /// Queues a packet and waits until its transaction committed.
+    pub async fn put(&self, packet: NewPacket) -> Result<PutOutcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Job { packet, reply }).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(WriteError("the writer has stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WriteError("the writer stopped before committing".into())))
+    }
+
+    /// Fraction of the queue in use, 0.0–1.0 (part of the relay's load).
+    pub fn queue_load(&self) -> f64 {
+        (self.queued.load(Ordering::Relaxed) as f64 / QUEUE_CAPACITY as f64).min(1.0)
+    }
+}
+
+fn run(
+    store: Arc<dyn Store>,
+    limits: PutLimits,
+    mut rx: mpsc::Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.packet.json.len();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH_PACKETS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.packet.json.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (packets, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.packet, j.reply)).unzip();
+        let result = store.put_batch(&packets, limits, now_ms());
+        queued.fetch_sub(replies.len(), Ordering::Relaxed);
+        match result {
+            Ok(outcomes) => {
+                tracing::debug!(batch = packets.len(), "committed");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = packets.len(), "storing packets failed");
+                let err = WriteError(e.to_string());
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Durability and expiry: what a 200 promises survives `kill -9`, concurrency loses nothing,
+//! packets expire on time and stay gone, and shutdown is graceful.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Relay, agent, key_b64, packet_for};
+use serde_json::{Value, json};
+
+const KEYS: [&str; 4] = ["alice-4096", "bob-4096", "carol-4096", "dave-4096"];
+
+fn fetch_hashes(relay: &Relay, hashes: &[String]) -> HashSet<String> {
+    let mut found = HashSet::new();
+    for chunk in hashes.chunks(500) {
+        let (status, body) = relay.post("/fetch", &json!({ "hashes": chunk }));
+        assert_eq!(status, 200, "{body}");
+        for m in body["messages"].as_array().unwrap() {
+            found.insert(m["hash"].as_str().unwrap().to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn hundreds_of_concurrent_sends_are_all_stored() {
+    let relay = Relay::start("rate_limit_per_minute = 0");
+    let keys: Vec<String> = KEYS.iter().map(|k| key_b64(k)).collect();
+    let url = relay.url("/send");
+    let threads = 32;
+    let per_thread = 16;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let url = url.clone();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let agent = agent();
+                let mut sent = Vec::new();
+                for i in 0..per_thread {
+                    let n = (t * per_thread + i) as u64;
+                    let p = packet_for(&keys[(n % 4) as usize], n, 1500);
+                    let mut resp = agent.post(&url).send_json(&p).expect("send");
+                    assert_eq!(resp.status().as_u16(), 200);
+                    let body: Value = resp.body_mut().read_json().unwrap();
+                    assert_eq!(body["stored"], true);
+                    sent.push(p["hash"].as_str().unwrap().to_owned());
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(sent.len(), threads * per_thread);
+    assert_eq!(relay.status()["messages"], sent.len());
+    let per_key: usize = keys.iter().map(|k| relay.inbox(k).len()).sum();
+    assert_eq!(per_key, sent.len());
+    assert_eq!(fetch_hashes(&relay, &sent).len(), sent.len());
+}
+
+#[test]
+fn acknowledged_sends_survive_kill_9() {
+    let relay = Relay::start("rate_limit_per_minute = 0");
+    let keys: Vec<String> = KEYS.iter().map(|k| key_b64(k)).collect();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = relay.url("/send");
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let handles: Vec<_> = (0..16u64)
+        .map(|t| {
+            let (url, keys, acked) = (url.clone(), keys.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let agent = agent();
+                let mut n = t * 1_000_000;
+                while Instant::now() < stop_at {
+                    n += 1;
+                    let p = packet_for(&keys[(n % 4) as usize], n, 2000);
+                    match agent.post(&url).send_json(&p) {
+                        Ok(resp) if resp.status().as_u16() == 200 => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(p["hash"].as_str().unwrap().to_owned());
+                        }
+                        // The relay died under us: everything acknowledged so far counts.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the senders get going, then kill the relay mid-stream.
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < stop_at, "senders made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut relay = relay;
+    relay.kill9();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let relay = relay.restart();
+    eprintln!("{} packets acknowledged before kill -9", acked.len());
+    let found = fetch_hashes(&relay, &acked);
+    let lost: Vec<_> = acked.iter().filter(|h| !found.contains(*h)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged packets lost",
+        lost.len(),
+        acked.len()
+    );
+    // The restarted relay keeps working.
+    relay.send_ok(&packet_for(&keys[0], 1, 100));
+}
+
+#[test]
+fn expired_packets_are_swept_and_stay_gone() {
+    let relay = Relay::start("retention = \"2s\"\nsweep_interval = \"200ms\"");
+    let alice = key_b64("alice-4096");
+    let p = packet_for(&alice, 1, 100);
+    relay.send_ok(&p);
+    assert_eq!(relay.inbox(&alice).len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.status()["messages"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper did not remove the packet"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(relay.inbox(&alice).is_empty());
+    let (status, body) = relay.post("/fetch", &json!({ "hashes": [p["hash"]] }));
+    assert_eq!(status, 200);
+    assert!(body["messages"].as_array().unwrap().is_empty());
+    // The same packet sent again is refused: its hash is a tombstone.
+    let (status, body) = relay.post("/send", &p);
+    assert_eq!(status, 410, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("expired"));
+    assert!(relay.inbox(&alice).is_empty());
+    assert!(relay.log().contains("swept"), "the sweep is logged");
+    // Other packets are unaffected.
+    relay.send_ok(&packet_for(&alice, 2, 100));
+}
+
+#[test]
+fn a_restart_changes_no_expiry() {
+    let relay = Relay::start("retention = \"3s\"\nsweep_interval = \"1h\"");
+    let alice = key_b64("alice-4096");
+    let sent_at = Instant::now();
+    relay.send_ok(&packet_for(&alice, 1, 100));
+    std::thread::sleep(Duration::from_millis(1500));
+    let relay = relay.restart();
+    assert_eq!(relay.inbox(&alice).len(), 1, "still live before its expiry");
+    // Had the restart reset the clock, the packet would live until 4.5 s.
+    let wait = Duration::from_millis(3800).saturating_sub(sent_at.elapsed());
+    std::thread::sleep(wait);
+    assert!(
+        relay.inbox(&alice).is_empty(),
+        "expired at its original time"
+    );
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_send_finish_then_exits_cleanly() {
+    let mut relay = Relay::start("");
+    let alice = key_b64("alice-4096");
+    let p = packet_for(&alice, 1, 1000).to_string();
+    let (head, tail) = p.as_bytes().split_at(p.len() / 2);
+    let mut conn = TcpStream::connect(relay.addr).unwrap();
+    write!(
+        conn,
+        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        p.len()
+    )
+    .unwrap();
+    conn.write_all(head).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = relay.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(tail).unwrap();
+    let mut answer = String::new();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = relay.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", relay.log());
+    let log = relay.log();
+    assert!(
+        log.contains("shutdown requested") && log.contains("relay stopped"),
+        "{log}"
+    );
+    let relay = relay.restart();
+    assert_eq!(relay.inbox(&alice).len(), 1);
+}
