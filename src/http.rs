@@ -82,8 +82,13 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
         .expect("static headers are valid")
 }
 
-/// Reads a request body of at most `limit` bytes within `timeout`. A declared
-/// `Content-Length` over the limit is refused before anything is read.
+/// How much of an over-limit body is read and thrown away before answering 413, so that a
+/// client still writing its body receives the answer instead of a reset connection.
+pub const DRAIN_LIMIT: u64 = 8 << 20;
+
+/// Reads a request body of at most `limit` bytes within `timeout`. A body declared (by
+/// `Content-Length`) or found to be over the limit is answered with 413: up to
+/// [`DRAIN_LIMIT`] of it is read and discarded first, anything larger is refused at once.
 pub async fn read_body<S, B>(
     content_length: Option<u64>,
     body: S,
@@ -95,18 +100,29 @@ where
     B: Buf,
 {
     let too_large = || ApiError::too_large(format!("request body is larger than {limit} bytes"));
-    if content_length.is_some_and(|n| n > limit as u64) {
+    let declared_over = content_length.is_some_and(|n| n > limit as u64);
+    if content_length.is_some_and(|n| n > limit as u64 + DRAIN_LIMIT) {
         return Err(too_large());
     }
     let read = async {
         let mut body = body;
-        let mut buf =
-            BytesMut::with_capacity(content_length.unwrap_or(0).min(limit as u64) as usize);
+        let capacity = content_length.unwrap_or(0).min(limit as u64) as usize;
+        let mut buf = BytesMut::with_capacity(if declared_over { 0 } else { capacity });
+        let mut seen = 0u64;
+        let mut over = declared_over;
         while let Some(chunk) = body.next().await {
             let mut chunk =
                 chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
-            if buf.len() + chunk.remaining() > limit {
-                return Err(too_large());
+            seen += chunk.remaining() as u64;
+            if seen > limit as u64 {
+                over = true;
+                if seen > limit as u64 + DRAIN_LIMIT {
+                    break;
+                }
+            }
+            if over {
+                chunk.advance(chunk.remaining());
+                continue;
             }
             while chunk.has_remaining() {
                 let part = chunk.chunk();
@@ -114,6 +130,9 @@ where
                 let n = part.len();
                 chunk.advance(n);
             }
+        }
+        if over {
+            return Err(too_large());
         }
         Ok(buf.freeze())
     };

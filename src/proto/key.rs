@@ -5,10 +5,17 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rsa::PublicKey as RsaPublicKey;
-use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs1::{DecodeRsaPublicKey, RsaPublicKey as Pkcs1PublicKey};
+use rsa::pkcs8::der::Decode as _;
+use rsa::pkcs8::der::asn1::{ObjectIdentifier, UintRef};
+use rsa::pkcs8::spki::SubjectPublicKeyInfoRef;
 use rsa::pkcs8::{DecodePublicKey, EncodePublicKey};
-use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256};
+
+/// `rsaEncryption` (RFC 8017 App. C).
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// Largest public exponent the `rsa` crate accepts.
+const MAX_PUBLIC_EXPONENT: u64 = (1 << 33) - 1;
 
 /// Smallest RSA modulus the protocol ever accepts, whatever the configuration says.
 pub const ABSOLUTE_MIN_KEY_BITS: usize = 2048;
@@ -73,12 +80,17 @@ impl fmt::Debug for Fingerprint {
 }
 
 /// A validated RSA public key with its canonical wire form and fingerprint.
+///
+/// Parsing checks the structure and the numbers a relay cares about (modulus size and parity,
+/// exponent range) without the big-integer set-up that encryption needs; [`PublicKey::rsa`]
+/// does that on demand.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: RsaPublicKey,
+    der: Vec<u8>,
     canonical: String,
     fingerprint: Fingerprint,
     bits: usize,
+    modulus_bytes: usize,
 }
 
 impl PublicKey {
@@ -89,22 +101,47 @@ impl PublicKey {
             return Err(KeyError::TooLong(text.len()));
         }
         let trimmed = text.trim();
-        let key = if trimmed.starts_with("-----BEGIN") {
-            RsaPublicKey::from_public_key_pem(trimmed)
+        let der = if trimmed.starts_with("-----BEGIN") {
+            let key = RsaPublicKey::from_public_key_pem(trimmed)
                 .or_else(|_| RsaPublicKey::from_pkcs1_pem(trimmed))
-                .map_err(|_| KeyError::Unparseable)?
-        } else {
-            let der = STANDARD
-                .decode(trimmed.as_bytes())
                 .map_err(|_| KeyError::Unparseable)?;
-            RsaPublicKey::from_public_key_der(&der).map_err(|_| KeyError::Unparseable)?
+            key.to_public_key_der()
+                .map_err(|_| KeyError::Unparseable)?
+                .into_vec()
+        } else {
+            STANDARD
+                .decode(trimmed.as_bytes())
+                .map_err(|_| KeyError::Unparseable)?
         };
-        Self::from_rsa(key, min_bits)
+        Self::from_der(der, min_bits)
     }
 
     /// Wraps an RSA public key, checking its size.
-    pub fn from_rsa(key: RsaPublicKey, min_bits: usize) -> Result<Self, KeyError> {
-        let bits = key.n().bit_width() as usize;
+    pub fn from_rsa(key: &RsaPublicKey, min_bits: usize) -> Result<Self, KeyError> {
+        let der = key
+            .to_public_key_der()
+            .map_err(|_| KeyError::Unparseable)?
+            .into_vec();
+        Self::from_der(der, min_bits)
+    }
+
+    /// Validates DER SubjectPublicKeyInfo. Input that is valid but not in the canonical
+    /// encoding (for example without the NULL algorithm parameters) is re-encoded.
+    fn from_der(der: Vec<u8>, min_bits: usize) -> Result<Self, KeyError> {
+        let (der, numbers) = match canonical_numbers(&der) {
+            Some(numbers) => (der, numbers),
+            None => {
+                let key =
+                    RsaPublicKey::from_public_key_der(&der).map_err(|_| KeyError::Unparseable)?;
+                let der = key
+                    .to_public_key_der()
+                    .map_err(|_| KeyError::Unparseable)?
+                    .into_vec();
+                let numbers = canonical_numbers(&der).ok_or(KeyError::Unparseable)?;
+                (der, numbers)
+            }
+        };
+        let (bits, modulus_bytes) = numbers;
         let min = min_bits.max(ABSOLUTE_MIN_KEY_BITS);
         if bits > MAX_KEY_BITS {
             return Err(KeyError::TooLarge(bits));
@@ -112,19 +149,23 @@ impl PublicKey {
         if bits < min {
             return Err(KeyError::TooSmall { bits, min });
         }
-        let der = key.to_public_key_der().map_err(|_| KeyError::Unparseable)?;
-        let fingerprint = Fingerprint(Sha256::digest(der.as_bytes()).into());
         Ok(Self {
-            canonical: STANDARD.encode(der.as_bytes()),
-            key,
-            fingerprint,
+            canonical: STANDARD.encode(&der),
+            fingerprint: Fingerprint(Sha256::digest(&der).into()),
+            der,
             bits,
+            modulus_bytes,
         })
     }
 
     /// Standard padded base64 of the DER SubjectPublicKeyInfo: the form every relay stores.
     pub fn canonical(&self) -> &str {
         &self.canonical
+    }
+
+    /// The DER SubjectPublicKeyInfo.
+    pub fn der(&self) -> &[u8] {
+        &self.der
     }
 
     /// SHA-256 of the DER SubjectPublicKeyInfo.
@@ -139,13 +180,38 @@ impl PublicKey {
 
     /// Modulus size in bytes: the length of an RSA-OAEP ciphertext made with this key.
     pub fn modulus_bytes(&self) -> usize {
-        self.key.size()
+        self.modulus_bytes
     }
 
-    /// The underlying RSA key, for encryption and signature checks.
-    pub fn rsa(&self) -> &RsaPublicKey {
-        &self.key
+    /// The key ready for encryption and signature checks (does the big-integer set-up).
+    pub fn rsa(&self) -> Result<RsaPublicKey, KeyError> {
+        RsaPublicKey::from_public_key_der(&self.der).map_err(|_| KeyError::Unparseable)
     }
+}
+
+/// For DER in the canonical encoding of an RSA SubjectPublicKeyInfo whose numbers are sane
+/// (odd modulus without leading zeros, odd exponent 3..2^33), its modulus size in bits and
+/// bytes; `None` otherwise (the caller then tries the full parser).
+fn canonical_numbers(der: &[u8]) -> Option<(usize, usize)> {
+    let spki = SubjectPublicKeyInfoRef::from_der(der).ok()?;
+    if spki.algorithm.oid != RSA_ENCRYPTION
+        || !spki.algorithm.parameters.is_some_and(|p| p.is_null())
+    {
+        return None;
+    }
+    let key = Pkcs1PublicKey::<UintRef<'_>>::from_der(spki.subject_public_key.as_bytes()?).ok()?;
+    let n = key.modulus.as_bytes();
+    let e = key.public_exponent.as_bytes();
+    let (&first, &last) = (n.first()?, n.last()?);
+    if first == 0 || last & 1 == 0 || e.is_empty() || e.len() > 8 {
+        return None;
+    }
+    let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    if e < 3 || e & 1 == 0 || e > MAX_PUBLIC_EXPONENT {
+        return None;
+    }
+    let bits = n.len() * 8 - first.leading_zeros() as usize;
+    Some((bits, n.len()))
 }
 
 impl fmt::Debug for PublicKey {
@@ -219,9 +285,38 @@ mod tests {
     }
 
     #[test]
+    fn other_encodings_are_re_encoded_canonically() {
+        let key = PublicKey::parse(KEY_4096_PEM, 4096).unwrap();
+        let der = key.der();
+        // SEQUENCE { SEQUENCE { OID rsaEncryption, NULL }, BIT STRING }
+        assert_eq!(&der[..6], &[0x30, 0x82, 0x02, 0x22, 0x30, 0x0d]);
+        assert_eq!(&der[17..19], &[0x05, 0x00]);
+        // The same key with the NULL parameters left out, as some encoders do.
+        let mut no_null = vec![0x30, 0x82, 0x02, 0x20, 0x30, 0x0b];
+        no_null.extend_from_slice(&der[6..17]);
+        no_null.extend_from_slice(&der[19..]);
+        match PublicKey::parse(&STANDARD.encode(&no_null), 4096) {
+            Ok(again) => assert_eq!(again, key),
+            Err(e) => assert_eq!(e, KeyError::Unparseable),
+        }
+        // Trailing bytes after the structure are refused.
+        let mut trailing = der.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            PublicKey::parse(&STANDARD.encode(&trailing), 4096).unwrap_err(),
+            KeyError::Unparseable
+        );
+    }
+
+    #[test]
     fn fingerprint_is_sha256_of_der() {
         let key = PublicKey::parse(KEY_4096_PEM, 4096).unwrap();
         let der = STANDARD.decode(key.canonical()).unwrap();
+        assert_eq!(der, key.der());
+        assert_eq!(
+            key.rsa().unwrap().to_public_key_der().unwrap().as_bytes(),
+            der
+        );
         let expected: [u8; 32] = Sha256::digest(&der).into();
         assert_eq!(key.fingerprint().0, expected);
         let short = key.fingerprint().short();

@@ -14,10 +14,13 @@ use super::{
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
-/// hash → expires_at (8, BE) ‖ seq (8, BE) ‖ recipient fingerprint (32) ‖ packet JSON.
-const PACKETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("packets");
-/// recipient fingerprint (32) ‖ seq (8, BE) → hash.
-const BY_RECIPIENT: TableDefinition<&[u8; 40], &[u8; 32]> = TableDefinition::new("by_recipient");
+/// hash → expires_at (8, BE) ‖ seq (8, BE) ‖ recipient fingerprint (32).
+const PACKETS: TableDefinition<&[u8; 32], &[u8; 48]> = TableDefinition::new("packets");
+/// seq → hash (32) ‖ packet JSON. Keyed by arrival so that writes append: redb writes large
+/// values in key order at about half the cost of values under random keys.
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// recipient fingerprint (32) ‖ seq (8, BE) → expires_at.
+const BY_RECIPIENT: TableDefinition<&[u8; 40], u64> = TableDefinition::new("by_recipient");
 /// expires_at (8, BE) ‖ hash (32) → ().
 const BY_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("by_expiry");
 /// hash → refused until (ms).
@@ -37,8 +40,8 @@ const META_BYTES: &str = "bytes";
 const META_SCHEMA: &str = "schema_version";
 const SCHEMA_VERSION: u64 = 1;
 
-/// Bytes before the JSON in a `PACKETS` value.
-const HEADER_BYTES: usize = 8 + 8 + 32;
+/// Bytes before the JSON in a `BODIES` value (the hash).
+const BODY_PREFIX: usize = 32;
 
 /// Page cache redb may use; the data itself stays on disk.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -59,24 +62,48 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
+/// What `PACKETS` holds for a hash.
 struct Header {
     expires_at: u64,
     seq: u64,
     recipient: [u8; 32],
 }
 
-fn decode_header(value: &[u8]) -> Result<Header, StoreError> {
-    if value.len() < HEADER_BYTES {
+impl Header {
+    fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.expires_at.to_be_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        out[16..].copy_from_slice(&self.recipient);
+        out
+    }
+
+    fn decode(value: &[u8; 48]) -> Self {
+        let u =
+            |r: std::ops::Range<usize>| u64::from_be_bytes(value[r].try_into().expect("8 bytes"));
+        Self {
+            expires_at: u(0..8),
+            seq: u(8..16),
+            recipient: value[16..].try_into().expect("32 bytes"),
+        }
+    }
+}
+
+/// Splits a `BODIES` value into the hash and the JSON.
+fn split_body(value: &[u8]) -> Result<(PacketHash, &[u8]), StoreError> {
+    if value.len() < BODY_PREFIX {
         return Err(StoreError::Corrupt(
-            "packet record shorter than its header".into(),
+            "a packet body is shorter than its hash".into(),
         ));
     }
-    let u = |r: std::ops::Range<usize>| u64::from_be_bytes(value[r].try_into().expect("8 bytes"));
-    Ok(Header {
-        expires_at: u(0..8),
-        seq: u(8..16),
-        recipient: value[16..48].try_into().expect("32 bytes"),
-    })
+    let hash = PacketHash(value[..BODY_PREFIX].try_into().expect("32 bytes"));
+    Ok((hash, &value[BODY_PREFIX..]))
+}
+
+fn missing_body(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "an index names packet #{seq} but its body is missing"
+    ))
 }
 
 impl RedbStore {
@@ -101,6 +128,7 @@ impl RedbStore {
         let txn = self.db.begin_write().map_err(engine)?;
         {
             txn.open_table(PACKETS).map_err(engine)?;
+            txn.open_table(BODIES).map_err(engine)?;
             txn.open_table(BY_RECIPIENT).map_err(engine)?;
             txn.open_table(BY_EXPIRY).map_err(engine)?;
             txn.open_table(TOMBSTONES).map_err(engine)?;
@@ -147,6 +175,7 @@ impl Store for RedbStore {
         let mut outcomes = Vec::with_capacity(packets.len());
         {
             let mut table = txn.open_table(PACKETS).map_err(engine)?;
+            let mut bodies = txn.open_table(BODIES).map_err(engine)?;
             let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
             let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
             let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
@@ -158,17 +187,17 @@ impl Store for RedbStore {
 
             for p in packets {
                 let hash = &p.hash.0;
-                if tombs
+                let tombstoned = tombs
                     .get(hash)
                     .map_err(engine)?
-                    .is_some_and(|t| t.value() > now)
-                {
+                    .is_some_and(|t| t.value() > now);
+                if tombstoned {
                     outcomes.push(PutOutcome::Tombstoned);
                     continue;
                 }
                 if let Some(existing) = table.get(hash).map_err(engine)? {
-                    let header = decode_header(existing.value())?;
-                    outcomes.push(if header.expires_at > now {
+                    let live = Header::decode(existing.value()).expires_at > now;
+                    outcomes.push(if live {
                         PutOutcome::Duplicate
                     } else {
                         PutOutcome::Tombstoned
@@ -192,14 +221,20 @@ impl Store for RedbStore {
                 }
                 let seq = next_seq;
                 next_seq += 1;
-                let mut value = Vec::with_capacity(HEADER_BYTES + p.json.len());
-                value.extend_from_slice(&p.expires_at.to_be_bytes());
-                value.extend_from_slice(&seq.to_be_bytes());
-                value.extend_from_slice(rcpt);
-                value.extend_from_slice(&p.json);
-                table.insert(hash, value.as_slice()).map_err(engine)?;
+                let header = Header {
+                    expires_at: p.expires_at,
+                    seq,
+                    recipient: *rcpt,
+                };
+                table.insert(hash, &header.encode()).map_err(engine)?;
+                let mut body = bodies
+                    .insert_reserve(seq, BODY_PREFIX + p.json.len())
+                    .map_err(engine)?;
+                body.as_mut()[..BODY_PREFIX].copy_from_slice(hash);
+                body.as_mut()[BODY_PREFIX..].copy_from_slice(&p.json);
+                drop(body);
                 by_rcpt
-                    .insert(&cat40(rcpt, &seq.to_be_bytes()), hash)
+                    .insert(&cat40(rcpt, &seq.to_be_bytes()), p.expires_at)
                     .map_err(engine)?;
                 by_exp
                     .insert(&cat40(&p.expires_at.to_be_bytes(), hash), ())
@@ -225,18 +260,22 @@ impl Store for RedbStore {
     ) -> Result<Vec<StoredPacket>, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
+        let bodies = txn.open_table(BODIES).map_err(engine)?;
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for hash in hashes {
             let Some(value) = table.get(&hash.0).map_err(engine)? else {
                 continue;
             };
-            let value = value.value();
-            let header = decode_header(value)?;
+            let header = Header::decode(value.value());
             if header.expires_at <= now {
                 continue;
             }
-            let json = &value[HEADER_BYTES..];
+            let body = bodies
+                .get(header.seq)
+                .map_err(engine)?
+                .ok_or_else(|| missing_body(header.seq))?;
+            let (_, json) = split_body(body.value())?;
             if !out.is_empty() && bytes + json.len() as u64 > max_bytes {
                 break;
             }
@@ -260,7 +299,7 @@ impl Store for RedbStore {
     ) -> Result<InboxPage, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
-        let table = txn.open_table(PACKETS).map_err(engine)?;
+        let bodies = txn.open_table(BODIES).map_err(engine)?;
         let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
         let end = cat40(&recipient.0, &u64::MAX.to_be_bytes());
         let mut page = InboxPage {
@@ -269,18 +308,15 @@ impl Store for RedbStore {
         };
         let mut bytes = 0u64;
         for entry in index.range::<&[u8; 40]>(&start..=&end).map_err(engine)? {
-            let (key, hash) = entry.map_err(engine)?;
+            let (key, expires_at) = entry.map_err(engine)?;
             let seq = u64::from_be_bytes(key.value()[32..].try_into().expect("8 bytes"));
-            let hash = PacketHash(*hash.value());
-            let Some(value) = table.get(&hash.0).map_err(engine)? else {
-                return Err(StoreError::Corrupt(format!(
-                    "inbox index names {hash} but no such packet is stored"
-                )));
-            };
-            let value = value.value();
-            let header = decode_header(value)?;
-            let json = &value[HEADER_BYTES..];
-            if header.expires_at > now {
+            let expires_at = expires_at.value();
+            if expires_at > now {
+                let body = bodies
+                    .get(seq)
+                    .map_err(engine)?
+                    .ok_or_else(|| missing_body(seq))?;
+                let (hash, json) = split_body(body.value())?;
                 if !page.packets.is_empty() && bytes + json.len() as u64 > max_bytes {
                     page.more = true;
                     break;
@@ -289,7 +325,7 @@ impl Store for RedbStore {
                 page.packets.push(StoredPacket {
                     hash,
                     seq,
-                    expires_at: header.expires_at,
+                    expires_at,
                     json: json.to_vec(),
                 });
             }
@@ -307,7 +343,7 @@ impl Store for RedbStore {
         let table = txn.open_table(PACKETS).map_err(engine)?;
         for entry in table.iter().map_err(engine)? {
             let (key, value) = entry.map_err(engine)?;
-            if decode_header(value.value())?.expires_at <= now {
+            if Header::decode(value.value()).expires_at <= now {
                 continue;
             }
             if !visit(PacketHash(*key.value())) {
@@ -320,10 +356,10 @@ impl Store for RedbStore {
     fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
-        match table.get(&hash.0).map_err(engine)? {
-            Some(v) => Ok(decode_header(v.value())?.expires_at > now),
-            None => Ok(false),
-        }
+        Ok(table
+            .get(&hash.0)
+            .map_err(engine)?
+            .is_some_and(|v| Header::decode(v.value()).expires_at > now))
     }
 
     fn sweep(
@@ -345,6 +381,7 @@ impl Store for RedbStore {
                 .collect::<Result<_, _>>()?;
             if !due.is_empty() {
                 let mut table = txn.open_table(PACKETS).map_err(engine)?;
+                let mut bodies = txn.open_table(BODIES).map_err(engine)?;
                 let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
                 let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
                 let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
@@ -358,9 +395,13 @@ impl Store for RedbStore {
                     let Some(value) = table.remove(&hash).map_err(engine)? else {
                         continue;
                     };
-                    let value = value.value();
-                    let header = decode_header(value)?;
-                    let size = (value.len() - HEADER_BYTES) as u64;
+                    let header = Header::decode(value.value());
+                    drop(value);
+                    let size = bodies
+                        .remove(header.seq)
+                        .map_err(engine)?
+                        .map_or(0, |b| b.value().len().saturating_sub(BODY_PREFIX))
+                        as u64;
                     by_rcpt
                         .remove(&cat40(&header.recipient, &header.seq.to_be_bytes()))
                         .map_err(engine)?;

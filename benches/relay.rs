@@ -1,0 +1,562 @@
+//! Relay benchmarks, each run side by side with its ceiling on the same machine:
+//!
+//! - `send`: `/send` throughput with ~2 KiB packets at 64 keep-alive connections, against the
+//!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies.
+//! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
+//!   answering a prepared body of the same size.
+//! - `rss`: resident memory of the real `jasper relay` binary holding 1,000,000 packets, against
+//!   the same binary holding none.
+//!
+//! `cargo bench --bench relay` runs all; `JASPER_BENCH=send,fetch,rss`, `JASPER_BENCH_ROUNDS`
+//! (default 5), `JASPER_BENCH_SECS` (default 5) and `JASPER_BENCH_RSS_PACKETS` (default
+//! 1,000,000) adjust it. Results are medians over alternating rounds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use jasper::config::RelayConfig;
+use jasper::http::{ServeLimits, json_response, read_body, serve};
+use jasper::proto::{PacketHash, PacketRules, PublicKey};
+use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
+
+const CONNECTIONS: usize = 64;
+const KEYS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn key(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/keys/{name}-4096.pub.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pem = std::fs::read_to_string(path).expect("fixture key");
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+/// A unique JWE-shaped packet of about `ct + 1.9 KiB` bytes of JSON.
+fn packet(recipient: &str, n: u64, ct: usize) -> Vec<u8> {
+    let fill = |len: usize, seed: u64| {
+        let mut out = Vec::with_capacity(len + 8);
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        URL_SAFE_NO_PAD.encode(out)
+    };
+    let message = format!(
+        "{}.{}.{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RSA-OAEP-256","enc":"A256GCM"}"#),
+        fill(512, n),
+        fill(12, n + 1),
+        fill(ct, n + 2),
+        fill(16, n + 3)
+    );
+    let signature = format!(
+        "{}..{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"dir","enc":"A256GCM"}"#),
+        fill(12, n + 4),
+        fill(700, n + 5),
+        fill(16, n + 6)
+    );
+    serde_json::json!({
+        "recipient": recipient,
+        "hash": PacketHash::of_message(&message).to_string(),
+        "message": message,
+        "signature": signature,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// One keep-alive HTTP/1.1 connection speaking just enough of the protocol.
+struct Conn {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let (r, w) = stream.into_split();
+        Conn {
+            reader: BufReader::with_capacity(64 * 1024, r),
+            writer: w,
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// POSTs `body`; returns the status and the response body length.
+    async fn post(&mut self, path: &str, body: &[u8]) -> (u16, usize) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut req = Vec::with_capacity(head.len() + body.len());
+        req.extend_from_slice(head.as_bytes());
+        req.extend_from_slice(body);
+        self.writer.write_all(&req).await.expect("write");
+        self.line.clear();
+        self.reader
+            .read_line(&mut self.line)
+            .await
+            .expect("status line");
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut len = 0usize;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line).await.expect("header");
+            let l = self.line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().expect("content-length");
+            }
+        }
+        self.body.resize(len, 0);
+        self.reader.read_exact(&mut self.body).await.expect("body");
+        (status, len)
+    }
+}
+
+/// A server running on its own runtime thread, stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start_relay(data_dir: &std::path::Path) -> Server {
+    let mut config = RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        rate_limit_per_minute: 0,
+        ..RelayConfig::default()
+    };
+    config.max_inbox_packets = 1_000_000;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        server_runtime().block_on(async move {
+            jasper::relay::run(
+                config,
+                async {
+                    let _ = stopped.await;
+                },
+                move |addr| ready_tx.send(addr).unwrap(),
+            )
+            .await
+            .expect("relay runs");
+        });
+    });
+    Server {
+        addr: ready_rx.recv().expect("relay ready"),
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// The ceiling: the same accept loop and warp, reading the same bodies with the same limit and
+/// answering `answer` without doing any work.
+fn start_ceiling(answer: Bytes) -> Server {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        server_runtime().block_on(async move {
+            let limit = PacketRules {
+                min_key_bits: 4096,
+                max_message_bytes: 256 * 1024,
+            }
+            .max_body_bytes();
+            let routes = warp::post()
+                .and(warp::header::optional::<u64>("content-length"))
+                .and(warp::body::stream())
+                .then(move |len, body| {
+                    let answer = answer.clone();
+                    async move {
+                        match read_body(len, Box::pin(body), limit, Duration::from_secs(30)).await {
+                            Ok(_) => json_response(StatusCode::OK, answer),
+                            Err(e) => e.into_response(),
+                        }
+                    }
+                })
+                .boxed();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ready_tx.send(listener.local_addr().unwrap()).unwrap();
+            let limits = ServeLimits {
+                max_connections: 4096,
+                header_timeout: Duration::from_secs(30),
+                drain_timeout: Duration::from_secs(5),
+            };
+            serve(listener, routes, limits, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+    });
+    Server {
+        addr: ready_rx.recv().unwrap(),
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends the prepared bodies over 64 connections for `secs`; returns requests per second.
+/// With `cycle` the bodies are reused (the ceiling does not care); without, each is sent once.
+fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> f64 {
+    client_runtime().block_on(async move {
+        let next = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (bodies, next, done, stop) =
+                (bodies.clone(), next.clone(), done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if cycle {
+                        i %= bodies.len();
+                    }
+                    let Some(body) = bodies.get(i) else { break };
+                    let (status, _) = conn.post("/send", body).await;
+                    assert_eq!(status, 200, "every send must succeed");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let n = done.load(Ordering::Relaxed);
+        let elapsed = start.elapsed().as_secs_f64();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            cycle || (next.load(Ordering::Relaxed) as usize) < bodies.len(),
+            "ran out of prepared packets; lower JASPER_BENCH_SECS"
+        );
+        n as f64 / elapsed
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn bench_send(rounds: u64, secs: u64) {
+    println!(
+        "## /send throughput: ~2 KiB packets, {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
+    );
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    // Enough unique packets for the fastest server; each round gets its own.
+    let per_round = (secs * 25_000) as usize;
+    let mut ceiling = Vec::new();
+    let mut relay = Vec::new();
+    for round in 0..rounds {
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..per_round as u64)
+                .map(|i| {
+                    let n = round * 10_000_000 + i;
+                    packet(&keys[(n % 4) as usize], n, 1000)
+                })
+                .collect(),
+        );
+        if round == 0 {
+            println!(
+                "packet: `message` of ~2 KiB, {} bytes of JSON in all",
+                bodies[0].len()
+            );
+        }
+        // JASPER_BENCH_SIDE=relay (or ceiling) runs one side only, for profiling.
+        let side = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
+        let c = if side == "relay" {
+            f64::NAN
+        } else {
+            let server = start_ceiling(Bytes::from_static(b"{}"));
+            load(server.addr, bodies.clone(), secs, true)
+        };
+        let r = if side == "ceiling" {
+            f64::NAN
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let server = start_relay(dir.path());
+            load(server.addr, bodies.clone(), secs, false)
+        };
+        println!(
+            "round {round}: ceiling {c:.0} req/s, relay {r:.0} req/s, ratio {:.2}",
+            r / c
+        );
+        ceiling.push(c);
+        relay.push(r);
+    }
+    let (c, r) = (median(ceiling), median(relay));
+    println!(
+        "median: ceiling {c:.0} req/s, relay {r:.0} req/s, relay/ceiling {:.2} (target >= 0.50)\n",
+        r / c
+    );
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn fetch_latencies(addr: SocketAddr, body: &[u8], n: usize) -> (Vec<f64>, usize) {
+    client_runtime().block_on(async {
+        let mut conn = Conn::open(addr).await;
+        let mut lat = Vec::with_capacity(n);
+        let mut size = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            let (status, len) = conn.post("/fetch", body).await;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+            size = len;
+        }
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (lat, size)
+    })
+}
+
+fn bench_fetch(rounds: u64) {
+    println!(
+        "## /fetch latency: one recipient holding 1,000 packets of ~2 KiB, sequential requests, {rounds} rounds of 200"
+    );
+    let alice = key("alice");
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..1000).map(|n| packet(&alice, n, 1000)).collect());
+    client_runtime().block_on(async {
+        let mut conn = Conn::open(relay.addr).await;
+        for b in bodies.iter() {
+            assert_eq!(conn.post("/send", b).await.0, 200);
+        }
+    });
+    let request = serde_json::json!({ "recipient": alice })
+        .to_string()
+        .into_bytes();
+    let (_, size) = fetch_latencies(relay.addr, &request, 1);
+    assert!(
+        size > 1000 * 1900,
+        "the answer holds all 1,000 packets ({size} bytes)"
+    );
+    let ceiling = start_ceiling(Bytes::from(vec![b' '; size]));
+    let (mut c50, mut r50, mut r99) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (c, _) = fetch_latencies(ceiling.addr, &request, 200);
+        let (r, _) = fetch_latencies(relay.addr, &request, 200);
+        println!(
+            "round {round}: ceiling p50 {:.2} ms, relay p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms",
+            percentile(&c, 0.5),
+            percentile(&r, 0.5),
+            percentile(&r, 0.9),
+            percentile(&r, 0.99)
+        );
+        c50.push(percentile(&c, 0.5));
+        r50.push(percentile(&r, 0.5));
+        r99.push(percentile(&r, 0.99));
+    }
+    let (c, r) = (median(c50), median(r50));
+    println!(
+        "median: answer {:.2} MB; ceiling p50 {c:.2} ms, relay p50 {r:.2} ms (target < 10 ms), relay p99 {:.2} ms, relay/ceiling {:.2}\n",
+        size as f64 / 1e6,
+        median(r99),
+        r / c
+    );
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts the real binary on `data_dir`, exercises it, returns (RSS, peak RSS) in MiB.
+fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jasper"))
+        .args(["relay", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("XDG_CONFIG_HOME", data_dir.join("no-config"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn relay");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("relay output").unwrap();
+        if let Some((_, a)) = line.split_once("relay listening address=") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    client_runtime().block_on(async {
+        let mut conn = Conn::open(addr).await;
+        for i in 0..200 {
+            let body = serde_json::json!({ "recipient": keys[i % keys.len()], "since": (i * 4000).to_string() });
+            assert_eq!(conn.post("/fetch", body.to_string().as_bytes()).await.0, 200);
+        }
+        for i in 0..100u64 {
+            let hashes: Vec<String> = (0..100).map(|j| PacketHash::of_message(&format!("rss {}", i * 100 + j)).to_string()).collect();
+            let body = serde_json::json!({ "hashes": hashes });
+            assert_eq!(conn.post("/fetch", body.to_string().as_bytes()).await.0, 200);
+        }
+        let mut get = TcpStream::connect(addr).await.unwrap();
+        get.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut s = String::new();
+        get.read_to_string(&mut s).await.unwrap();
+        println!("status: {}", s.rsplit("\r\n").next().unwrap_or(""));
+    });
+    let pid = child.id();
+    let rss = rss_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let hwm = rss_kib(pid, "VmHWM:") as f64 / 1024.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    (rss, hwm)
+}
+
+fn bench_rss(packets: u64) {
+    println!(
+        "## relay RSS: the release binary holding {packets} packets vs none, after 300 fetches"
+    );
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let empty = tempfile::tempdir().unwrap();
+    let (rss0, hwm0) = measure_binary(empty.path(), &keys);
+
+    let full = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    {
+        let store = RedbStore::open(full.path(), 64 << 20).unwrap();
+        let rcpt: Vec<_> = keys
+            .iter()
+            .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
+            .collect();
+        let limits = PutLimits {
+            max_inbox_packets: u64::MAX,
+            max_stored_bytes: u64::MAX,
+        };
+        let expires = jasper::relay::clock::now_ms() + 6 * 24 * 3600 * 1000;
+        let batch = 20_000u64;
+        for start in (0..packets).step_by(batch as usize) {
+            let items: Vec<NewPacket> = (start..(start + batch).min(packets))
+                .map(|n| {
+                    let json = format!(
+                        "{{\"recipient\":\"{}\",\"n\":{n},\"pad\":\"{}\"}}",
+                        &keys[(n % 4) as usize][..32],
+                        STANDARD.encode(n.to_le_bytes()).repeat(40)
+                    );
+                    NewPacket {
+                        hash: PacketHash::of_message(&format!("rss {n}")),
+                        recipient: rcpt[(n % 4) as usize],
+                        expires_at: expires,
+                        json: json.into_bytes(),
+                    }
+                })
+                .collect();
+            store.put_batch(&items, limits, 0).unwrap();
+        }
+        println!(
+            "stored {packets} packets in {:.1} s ({:.2} GB on disk)",
+            started.elapsed().as_secs_f64(),
+            dir_size(full.path()) as f64 / 1e9
+        );
+    }
+    let (rss1, hwm1) = measure_binary(full.path(), &keys);
+    println!(
+        "empty relay: RSS {rss0:.1} MiB (peak {hwm0:.1}); {packets} packets: RSS {rss1:.1} MiB (peak {hwm1:.1}) (target < 150 MB)\n"
+    );
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn main() {
+    let which = std::env::var("JASPER_BENCH").unwrap_or_else(|_| "send,fetch,rss".into());
+    let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
+    let secs = env_num("JASPER_BENCH_SECS", 5);
+    println!(
+        "# jasper relay benchmarks ({} cores)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for part in which.split(',') {
+        match part.trim() {
+            "send" => bench_send(rounds, secs),
+            "fetch" => bench_fetch(rounds),
+            "rss" => bench_rss(env_num("JASPER_BENCH_RSS_PACKETS", 1_000_000)),
+            "" => {}
+            other => eprintln!("unknown benchmark {other:?}"),
+        }
+    }
+}
