@@ -4,6 +4,8 @@
 //!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies.
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
+//! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
+//!   insert of the same bytes.
 //! - `rss`: resident memory of the real `jasper relay` binary holding 1,000,000 packets, against
 //!   the same binary holding none.
 //!
@@ -28,6 +30,7 @@ use jasper::config::RelayConfig;
 use jasper::http::{ServeLimits, json_response, read_body, serve};
 use jasper::proto::{PacketHash, PacketRules, PublicKey};
 use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
+use redb::TableDefinition;
 
 const CONNECTIONS: usize = 64;
 const KEYS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -48,8 +51,9 @@ fn key(name: &str) -> String {
     pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }
 
-/// A unique JWE-shaped packet of about `ct + 1.9 KiB` bytes of JSON.
-fn packet(recipient: &str, n: u64, ct: usize) -> Vec<u8> {
+/// A unique JWE-shaped packet to a 4096-bit key with a `ct`-byte ciphertext and a
+/// `sig`-byte encrypted signature. Its JSON is about `4/3 (ct + sig) + 1.6 KiB`.
+fn packet(recipient: &str, n: u64, ct: usize, sig: usize) -> Vec<u8> {
     let fill = |len: usize, seed: u64| {
         let mut out = Vec::with_capacity(len + 8);
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -74,7 +78,7 @@ fn packet(recipient: &str, n: u64, ct: usize) -> Vec<u8> {
         "{}..{}.{}.{}",
         URL_SAFE_NO_PAD.encode(r#"{"alg":"dir","enc":"A256GCM"}"#),
         fill(12, n + 4),
-        fill(700, n + 5),
+        fill(sig, n + 5),
         fill(16, n + 6)
     );
     serde_json::json!({
@@ -306,9 +310,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn bench_send(rounds: u64, secs: u64) {
+fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
     println!(
-        "## /send throughput: ~2 KiB packets, {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
+        "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
     // Enough unique packets for the fastest server; each round gets its own.
@@ -320,13 +324,13 @@ fn bench_send(rounds: u64, secs: u64) {
             (0..per_round as u64)
                 .map(|i| {
                     let n = round * 10_000_000 + i;
-                    packet(&keys[(n % 4) as usize], n, 1000)
+                    packet(&keys[(n % 4) as usize], n, ct, sig)
                 })
                 .collect(),
         );
         if round == 0 {
             println!(
-                "packet: `message` of ~2 KiB, {} bytes of JSON in all",
+                "packet: {} bytes of JSON ({ct}-byte ciphertext, {sig}-byte encrypted signature)",
                 bodies[0].len()
             );
         }
@@ -382,12 +386,13 @@ fn fetch_latencies(addr: SocketAddr, body: &[u8], n: usize) -> (Vec<f64>, usize)
 
 fn bench_fetch(rounds: u64) {
     println!(
-        "## /fetch latency: one recipient holding 1,000 packets of ~2 KiB, sequential requests, {rounds} rounds of 200"
+        "## /fetch latency: one recipient holding 1,000 packets of ~2.1 KiB, sequential requests, {rounds} rounds of 200"
     );
     let alice = key("alice");
     let dir = tempfile::tempdir().unwrap();
     let relay = start_relay(dir.path());
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..1000).map(|n| packet(&alice, n, 1000)).collect());
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..1000).map(|n| packet(&alice, n, 16, 300)).collect());
     client_runtime().block_on(async {
         let mut conn = Conn::open(relay.addr).await;
         for b in bodies.iter() {
@@ -440,7 +445,12 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 /// Starts the real binary on `data_dir`, exercises it, returns (RSS, peak RSS) in MiB.
 fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
     use std::io::BufRead;
+    // Defaults except the per-address rate limit, which would refuse a benchmark client.
+    let config = data_dir.with_extension("toml");
+    std::fs::write(&config, "[relay]\nrate_limit_per_minute = 0\n").unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jasper"))
+        .arg("--config")
+        .arg(&config)
         .args(["relay", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
@@ -457,6 +467,9 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    let mib = |field| rss_kib(pid, field) as f64 / 1024.0;
+    println!("after start: RSS {:.1} MiB", mib("VmRSS:"));
     client_runtime().block_on(async {
         let mut conn = Conn::open(addr).await;
         for i in 0..200 {
@@ -468,13 +481,18 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
             let body = serde_json::json!({ "hashes": hashes });
             assert_eq!(conn.post("/fetch", body.to_string().as_bytes()).await.0, 200);
         }
+        println!("after 300 fetches: RSS {:.1} MiB", mib("VmRSS:"));
+        // A plain-JASPER sync from an empty peer: the answer lists up to
+        // max_hashes_per_request of our hashes, the largest answer a relay builds.
+        let (status, len) = conn.post("/sync/hashes", b"{\"hashes\":[]}").await;
+        assert_eq!(status, 200);
+        println!("/sync/hashes answer: {:.1} MB", len as f64 / 1e6);
         let mut get = TcpStream::connect(addr).await.unwrap();
         get.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut s = String::new();
         get.read_to_string(&mut s).await.unwrap();
         println!("status: {}", s.rsplit("\r\n").next().unwrap_or(""));
     });
-    let pid = child.id();
     let rss = rss_kib(pid, "VmRSS:") as f64 / 1024.0;
     let hwm = rss_kib(pid, "VmHWM:") as f64 / 1024.0;
     let _ = child.kill();
@@ -484,13 +502,13 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
 
 fn bench_rss(packets: u64) {
     println!(
-        "## relay RSS: the release binary holding {packets} packets vs none, after 300 fetches"
+        "## relay RSS: the release binary holding {packets} packets vs none, after 300 fetches and a /sync/hashes"
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
-    let empty = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir_in(bench_tmp()).unwrap();
     let (rss0, hwm0) = measure_binary(empty.path(), &keys);
 
-    let full = tempfile::tempdir().unwrap();
+    let full = tempfile::tempdir_in(bench_tmp()).unwrap();
     let started = Instant::now();
     {
         let store = RedbStore::open(full.path(), 64 << 20).unwrap();
@@ -534,6 +552,89 @@ fn bench_rss(packets: u64) {
     );
 }
 
+/// Per-packet cost of `RedbStore::put_batch` (five tables, durable) against the floor of the
+/// same engine: one durable redb insert of the same bytes under a sequence key, in batches of
+/// the same size, in the same run.
+fn bench_store(rounds: u64) {
+    const BODY: TableDefinition<u64, &[u8]> = TableDefinition::new("body");
+    let batch = 32usize;
+    let per_round = 50usize;
+    println!(
+        "## store: durable commits of {batch} packets of ~2.1 KiB, {per_round} commits per run, {rounds} rounds"
+    );
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let rcpt: Vec<_> = keys
+        .iter()
+        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
+        .collect();
+    let limits = PutLimits {
+        max_inbox_packets: u64::MAX,
+        max_stored_bytes: u64::MAX,
+    };
+    let (mut floor, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let batches: Vec<Vec<NewPacket>> = (0..per_round)
+            .map(|b| {
+                (0..batch)
+                    .map(|i| {
+                        let n = round * 1_000_000 + (b * batch + i) as u64;
+                        NewPacket {
+                            hash: PacketHash::of_message(&format!("store {n}")),
+                            recipient: rcpt[(n % 4) as usize],
+                            expires_at: u64::MAX / 2,
+                            json: packet(&keys[(n % 4) as usize], n, 16, 300),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::builder()
+            .set_cache_size(64 << 20)
+            .create(dir.path().join("floor.redb"))
+            .unwrap();
+        let start = Instant::now();
+        let mut seq = 0u64;
+        for items in &batches {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(BODY).unwrap();
+                for p in items {
+                    seq += 1;
+                    t.insert(seq, p.json.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let f = start.elapsed().as_secs_f64() * 1e6 / (per_round * batch) as f64;
+        drop(db);
+        let store = RedbStore::open(&dir.path().join("store"), 64 << 20).unwrap();
+        let start = Instant::now();
+        for items in &batches {
+            store.put_batch(items, limits, 0).unwrap();
+        }
+        let o = start.elapsed().as_secs_f64() * 1e6 / (per_round * batch) as f64;
+        println!(
+            "round {round}: one bare insert {f:.1} us/packet, put_batch {o:.1} us/packet, ratio {:.2}",
+            o / f
+        );
+        floor.push(f);
+        ours.push(o);
+    }
+    let (f, o) = (median(floor), median(ours));
+    println!(
+        "median: bare insert {f:.1} us/packet ({:.0}/s), put_batch {o:.1} us/packet ({:.0}/s), ratio {:.2}\n",
+        1e6 / f,
+        1e6 / o,
+        o / f
+    );
+}
+
+/// Where the large RSS database goes: `JASPER_BENCH_TMP`, else the system temp dir.
+fn bench_tmp() -> std::path::PathBuf {
+    std::env::var_os("JASPER_BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
+}
+
 fn dir_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
@@ -543,7 +644,8 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 }
 
 fn main() {
-    let which = std::env::var("JASPER_BENCH").unwrap_or_else(|_| "send,fetch,rss".into());
+    let which =
+        std::env::var("JASPER_BENCH").unwrap_or_else(|_| "send,send-4k,store,fetch,rss".into());
     let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
     let secs = env_num("JASPER_BENCH_SECS", 5);
     println!(
@@ -552,8 +654,12 @@ fn main() {
     );
     for part in which.split(',') {
         match part.trim() {
-            "send" => bench_send(rounds, secs),
+            // The issue's ~2 KiB packet, then a packet with a 1 KiB ciphertext and a
+            // realistic PS256 signature (~4 KiB).
+            "send" => bench_send(rounds, secs, 16, 300),
+            "send-4k" => bench_send(rounds, secs, 1000, 700),
             "fetch" => bench_fetch(rounds),
+            "store" => bench_store(rounds),
             "rss" => bench_rss(env_num("JASPER_BENCH_RSS_PACKETS", 1_000_000)),
             "" => {}
             other => eprintln!("unknown benchmark {other:?}"),

@@ -121,7 +121,7 @@ impl Default for RelayConfig {
             max_hashes_per_request: 250_000,
             max_servers_per_request: 1_000,
             max_known_servers: 1_000,
-            max_response_bytes: 32 << 20,
+            max_response_bytes: 4 << 20,
             rate_limit_per_minute: 600,
             max_connections: 4_096,
             max_concurrent_requests: 1_024,

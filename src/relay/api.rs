@@ -17,7 +17,7 @@ use warp::http::{Response, StatusCode};
 
 use super::clock::{now_ms, rfc3339_ms};
 use super::limits::RateLimiter;
-use super::store::{NewPacket, PutOutcome, Store, StoredPacket};
+use super::store::{NewPacket, PacketView, PutOutcome, Store};
 use super::writer::Writer;
 use crate::config::RelayConfig;
 use crate::http::{ApiError, ClientAddr, json_response, read_body, recover};
@@ -290,23 +290,50 @@ fn parse_hashes(map: &Map<String, Value>, max: usize) -> Result<Vec<PacketHash>,
     Ok(out)
 }
 
-fn messages_json(packets: &[StoredPacket], with_expiry: bool, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"messages\":[");
-    for (i, p) in packets.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match p.json.split_first() {
-            Some((b'{', rest)) if with_expiry => {
-                out.extend_from_slice(b"{\"expires\":\"");
-                out.extend_from_slice(rfc3339_ms(p.expires_at).as_bytes());
-                out.extend_from_slice(b"\",");
-                out.extend_from_slice(rest);
-            }
-            _ => out.extend_from_slice(&p.json),
+/// Builds `{"messages":[...]` while the store is read, so that each packet is copied once,
+/// straight into the answer.
+struct MessagesJson {
+    out: Vec<u8>,
+    count: usize,
+    with_expiry: bool,
+}
+
+impl MessagesJson {
+    fn new(with_expiry: bool) -> Self {
+        let mut out = Vec::with_capacity(64 * 1024);
+        out.extend_from_slice(b"{\"messages\":[");
+        Self {
+            out,
+            count: 0,
+            with_expiry,
         }
     }
-    out.push(b']');
+
+    fn push(&mut self, p: PacketView<'_>) {
+        if self.count > 0 {
+            self.out.push(b',');
+        }
+        self.count += 1;
+        match p.json.split_first() {
+            // PROTOCOL.md §4: server-to-server answers carry each packet's expiry.
+            Some((b'{', rest)) if self.with_expiry => {
+                self.out.extend_from_slice(b"{\"expires\":\"");
+                self.out
+                    .extend_from_slice(rfc3339_ms(p.expires_at).as_bytes());
+                self.out.extend_from_slice(b"\",");
+                self.out.extend_from_slice(rest);
+            }
+            _ => self.out.extend_from_slice(p.json),
+        }
+    }
+
+    /// Closes the list, appends `tail` (more top-level fields) and the closing brace.
+    fn finish(mut self, tail: &str) -> Bytes {
+        self.out.push(b']');
+        self.out.extend_from_slice(tail.as_bytes());
+        self.out.push(b'}');
+        self.out.into()
+    }
 }
 
 fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
@@ -330,18 +357,15 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
                     )));
                 }
             };
-            let page = state
+            let mut answer = MessagesJson::new(false);
+            let end = state
                 .store
-                .inbox(&key.fingerprint(), since, max_bytes, now)
+                .inbox(&key.fingerprint(), since, max_bytes, now, &mut |p| {
+                    answer.push(p)
+                })
                 .map_err(storage_error)?;
-            let mut out = Vec::with_capacity(
-                page.packets.iter().map(|p| p.json.len() + 1).sum::<usize>() + 64,
-            );
-            messages_json(&page.packets, false, &mut out);
-            out.extend_from_slice(
-                format!(",\"cursor\":\"{}\",\"more\":{}}}", page.cursor, page.more).as_bytes(),
-            );
-            Ok(json_response(StatusCode::OK, out.into()))
+            let tail = format!(",\"cursor\":\"{}\",\"more\":{}", end.cursor, end.more);
+            Ok(json_response(StatusCode::OK, answer.finish(&tail)))
         }
         None | Some(Value::Null) => {
             if !map.contains_key("hashes") {
@@ -350,15 +374,12 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
                 ));
             }
             let hashes = parse_hashes(&map, state.config.max_hashes_per_request)?;
-            let packets = state
+            let mut answer = MessagesJson::new(true);
+            state
                 .store
-                .get_many(&hashes, max_bytes, now)
+                .get_many(&hashes, max_bytes, now, &mut |p| answer.push(p))
                 .map_err(storage_error)?;
-            let mut out =
-                Vec::with_capacity(packets.iter().map(|p| p.json.len() + 48).sum::<usize>() + 16);
-            messages_json(&packets, true, &mut out);
-            out.push(b'}');
-            Ok(json_response(StatusCode::OK, out.into()))
+            Ok(json_response(StatusCode::OK, answer.finish("")))
         }
         Some(other) => Err(ApiError::bad_request(format!(
             "field `recipient` must be a string, found {}",
@@ -371,18 +392,27 @@ fn sync_hashes(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiEr
     let map = parse_object(body)?;
     let max = state.config.max_hashes_per_request;
     let theirs: HashSet<PacketHash> = parse_hashes(&map, max)?.into_iter().collect();
-    let mut missing = Vec::new();
+    drop(map);
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(b"{\"hashes\":[");
+    let mut count = 0;
     state
         .store
         .for_each_hash(now_ms(), &mut |h| {
             if !theirs.contains(&h) {
-                missing.push(h.to_string());
+                if count > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(h.to_string().as_bytes());
+                out.push(b'"');
+                count += 1;
             }
-            missing.len() < max
+            count < max
         })
         .map_err(storage_error)?;
-    let body = serde_json::json!({ "hashes": missing });
-    Ok(json_response(StatusCode::OK, body.to_string().into()))
+    out.extend_from_slice(b"]}");
+    Ok(json_response(StatusCode::OK, out.into()))
 }
 
 fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {

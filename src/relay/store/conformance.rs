@@ -19,6 +19,47 @@ pub(crate) fn packet(n: u32, r: u8, expires_at: UnixMillis) -> NewPacket {
     }
 }
 
+/// `get_many`, collected.
+pub(crate) fn get_many(
+    s: &dyn Store,
+    hashes: &[PacketHash],
+    max_bytes: u64,
+    now: UnixMillis,
+) -> Vec<StoredPacket> {
+    let mut out = Vec::new();
+    s.get_many(hashes, max_bytes, now, &mut |p| out.push(p.to_owned()))
+        .unwrap();
+    out
+}
+
+/// An inbox read, collected.
+pub(crate) struct Page {
+    pub(crate) packets: Vec<StoredPacket>,
+    pub(crate) cursor: u64,
+    pub(crate) more: bool,
+}
+
+/// `inbox`, collected.
+pub(crate) fn inbox(
+    s: &dyn Store,
+    recipient: &Fingerprint,
+    after: u64,
+    max_bytes: u64,
+    now: UnixMillis,
+) -> Page {
+    let mut packets = Vec::new();
+    let end = s
+        .inbox(recipient, after, max_bytes, now, &mut |p| {
+            packets.push(p.to_owned())
+        })
+        .unwrap();
+    Page {
+        packets,
+        cursor: end.cursor,
+        more: end.more,
+    }
+}
+
 /// Runs every check against fresh stores from `make` (the second value is kept alive, e.g. a
 /// temporary directory).
 pub(crate) fn run_all<S: Store, G>(make: impl Fn() -> (S, G)) {
@@ -62,7 +103,7 @@ fn put_then_get(s: &dyn Store) {
         out,
         vec![PutOutcome::Stored { seq: 1 }, PutOutcome::Stored { seq: 2 }]
     );
-    let got = s.get_many(&[b.hash, a.hash], u64::MAX, 0).unwrap();
+    let got = get_many(s, &[b.hash, a.hash], u64::MAX, 0);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].json, b.json);
     assert_eq!(got[1].json, a.json);
@@ -83,10 +124,7 @@ fn duplicates_are_idempotent(s: &dyn Store) {
     let out = s.put_batch(std::slice::from_ref(&a), LIMITS, 0).unwrap();
     assert_eq!(out, vec![PutOutcome::Duplicate]);
     assert_eq!(s.stats().unwrap().packets, 1);
-    assert_eq!(
-        s.inbox(&a.recipient, 0, u64::MAX, 0).unwrap().packets.len(),
-        1
-    );
+    assert_eq!(inbox(s, &a.recipient, 0, u64::MAX, 0).packets.len(), 1);
 }
 
 fn inbox_pages_in_order_with_cursor(s: &dyn Store) {
@@ -97,32 +135,26 @@ fn inbox_pages_in_order_with_cursor(s: &dyn Store) {
         .unwrap();
     s.put_batch(&mine[5..], LIMITS, 0).unwrap();
 
-    let all = s.inbox(&Fingerprint([7; 32]), 0, u64::MAX, 0).unwrap();
+    let all = inbox(s, &Fingerprint([7; 32]), 0, u64::MAX, 0);
     let hashes: Vec<_> = all.packets.iter().map(|p| p.hash).collect();
     assert_eq!(hashes, mine.iter().map(|p| p.hash).collect::<Vec<_>>());
     assert!(!all.more);
 
     // A cursor from the middle returns only what came after it.
-    let first = s.inbox(&Fingerprint([7; 32]), 0, 1, 0).unwrap();
+    let first = inbox(s, &Fingerprint([7; 32]), 0, 1, 0);
     assert_eq!(first.packets.len(), 1, "max_bytes still returns one packet");
     assert!(first.more);
-    let rest = s
-        .inbox(&Fingerprint([7; 32]), first.cursor, u64::MAX, 0)
-        .unwrap();
+    let rest = inbox(s, &Fingerprint([7; 32]), first.cursor, u64::MAX, 0);
     assert_eq!(rest.packets.len(), 9);
     assert_eq!(rest.packets[0].hash, mine[1].hash);
 
     // Nothing new: the cursor stays and the page is empty.
-    let none = s
-        .inbox(&Fingerprint([7; 32]), all.cursor, u64::MAX, 0)
-        .unwrap();
+    let none = inbox(s, &Fingerprint([7; 32]), all.cursor, u64::MAX, 0);
     assert!(none.packets.is_empty());
     assert_eq!(none.cursor, all.cursor);
     let new = packet(50, 7, 1_000);
     s.put_batch(std::slice::from_ref(&new), LIMITS, 0).unwrap();
-    let after = s
-        .inbox(&Fingerprint([7; 32]), all.cursor, u64::MAX, 0)
-        .unwrap();
+    let after = inbox(s, &Fingerprint([7; 32]), all.cursor, u64::MAX, 0);
     assert_eq!(after.packets.len(), 1);
     assert_eq!(after.packets[0].hash, new.hash);
 }
@@ -132,12 +164,12 @@ fn get_many_skips_unknown(s: &dyn Store) {
     let b = packet(2, 1, 1_000);
     s.put_batch(&[a.clone(), b.clone()], LIMITS, 0).unwrap();
     let unknown = PacketHash([9; 32]);
-    let got = s.get_many(&[unknown, a.hash, b.hash], u64::MAX, 0).unwrap();
+    let got = get_many(s, &[unknown, a.hash, b.hash], u64::MAX, 0);
     assert_eq!(
         got.iter().map(|p| p.hash).collect::<Vec<_>>(),
         vec![a.hash, b.hash]
     );
-    let capped = s.get_many(&[a.hash, b.hash], 1, 0).unwrap();
+    let capped = get_many(s, &[a.hash, b.hash], 1, 0);
     assert_eq!(capped.len(), 1);
     assert!(!s.contains(&unknown, 0).unwrap());
 }
@@ -147,13 +179,8 @@ fn expired_packets_are_invisible(s: &dyn Store) {
     s.put_batch(std::slice::from_ref(&a), LIMITS, 0).unwrap();
     assert!(s.contains(&a.hash, 99).unwrap());
     assert!(!s.contains(&a.hash, 100).unwrap());
-    assert!(s.get_many(&[a.hash], u64::MAX, 100).unwrap().is_empty());
-    assert!(
-        s.inbox(&a.recipient, 0, u64::MAX, 100)
-            .unwrap()
-            .packets
-            .is_empty()
-    );
+    assert!(get_many(s, &[a.hash], u64::MAX, 100).is_empty());
+    assert!(inbox(s, &a.recipient, 0, u64::MAX, 100).packets.is_empty());
     // Expired but not yet swept: still refused.
     assert_eq!(
         s.put_batch(std::slice::from_ref(&a), LIMITS, 150).unwrap(),
@@ -175,7 +202,7 @@ fn sweep_leaves_tombstones_then_forgets(s: &dyn Store) {
     assert_eq!(report.expired, 1);
     assert_eq!(s.stats().unwrap().packets, 1);
     assert_eq!(s.stats().unwrap().bytes, b.json.len() as u64);
-    let inbox = s.inbox(&a.recipient, 0, u64::MAX, 200).unwrap();
+    let inbox = inbox(s, &a.recipient, 0, u64::MAX, 200);
     assert_eq!(inbox.packets.len(), 1);
     // Within the horizon (expiry 100 + 1000) the hash is refused...
     assert_eq!(

@@ -72,7 +72,33 @@ pub struct PutLimits {
     pub max_stored_bytes: u64,
 }
 
-/// A packet read back from the store.
+/// A packet read from the store, borrowed for the duration of one visit so that answers are
+/// built without copying every packet twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketView<'a> {
+    /// Its hash.
+    pub hash: PacketHash,
+    /// Global sequence number.
+    pub seq: u64,
+    /// When it expires.
+    pub expires_at: UnixMillis,
+    /// The JSON as stored.
+    pub json: &'a [u8],
+}
+
+impl PacketView<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> StoredPacket {
+        StoredPacket {
+            hash: self.hash,
+            seq: self.seq,
+            expires_at: self.expires_at,
+            json: self.json.to_vec(),
+        }
+    }
+}
+
+/// An owned packet read back from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPacket {
     /// Its hash.
@@ -85,14 +111,12 @@ pub struct StoredPacket {
     pub json: Vec<u8>,
 }
 
-/// One page of an inbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InboxPage {
-    /// Live packets in store order.
-    pub packets: Vec<StoredPacket>,
+/// Where a read of an inbox stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxEnd {
     /// The cursor to continue after this page: the last sequence number looked at.
     pub cursor: u64,
-    /// Whether the page stopped at a limit before the inbox's end.
+    /// Whether the read stopped at its byte limit before the inbox's end.
     pub more: bool,
 }
 
@@ -126,24 +150,28 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<Vec<PutOutcome>, StoreError>;
 
-    /// Live packets among `hashes`, in the order asked, unknown or expired ones absent, up to
-    /// `max_bytes` of JSON (at least one packet is returned when any matches).
+    /// Calls `visit` with each live packet among `hashes`, in the order asked (unknown or
+    /// expired ones are skipped), until `max_bytes` of JSON were visited (at least one packet
+    /// is visited when any matches).
     fn get_many(
         &self,
         hashes: &[PacketHash],
         max_bytes: u64,
         now: UnixMillis,
-    ) -> Result<Vec<StoredPacket>, StoreError>;
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<(), StoreError>;
 
-    /// Live packets for `recipient` with a sequence number above `after`, in store order, up to
-    /// `max_bytes` of JSON (at least one packet when any is there).
+    /// Calls `visit` with each live packet for `recipient` whose sequence number is above
+    /// `after`, in store order, until `max_bytes` of JSON were visited (at least one packet
+    /// when any is there).
     fn inbox(
         &self,
         recipient: &Fingerprint,
         after: u64,
         max_bytes: u64,
         now: UnixMillis,
-    ) -> Result<InboxPage, StoreError>;
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<InboxEnd, StoreError>;
 
     /// Calls `visit` with the hash of every live packet, in hash order, until it returns false.
     fn for_each_hash(

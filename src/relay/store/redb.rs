@@ -9,7 +9,7 @@ use redb::{
 };
 
 use super::{
-    InboxPage, NewPacket, PutLimits, PutOutcome, Store, StoreError, StoreStats, StoredPacket,
+    InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
     SweepReport, UnixMillis,
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
@@ -257,12 +257,13 @@ impl Store for RedbStore {
         hashes: &[PacketHash],
         max_bytes: u64,
         now: UnixMillis,
-    ) -> Result<Vec<StoredPacket>, StoreError> {
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
         let bodies = txn.open_table(BODIES).map_err(engine)?;
-        let mut out = Vec::new();
         let mut bytes = 0u64;
+        let mut any = false;
         for hash in hashes {
             let Some(value) = table.get(&hash.0).map_err(engine)? else {
                 continue;
@@ -276,18 +277,19 @@ impl Store for RedbStore {
                 .map_err(engine)?
                 .ok_or_else(|| missing_body(header.seq))?;
             let (_, json) = split_body(body.value())?;
-            if !out.is_empty() && bytes + json.len() as u64 > max_bytes {
+            if any && bytes + json.len() as u64 > max_bytes {
                 break;
             }
             bytes += json.len() as u64;
-            out.push(StoredPacket {
+            any = true;
+            visit(PacketView {
                 hash: *hash,
                 seq: header.seq,
                 expires_at: header.expires_at,
-                json: json.to_vec(),
+                json,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn inbox(
@@ -296,17 +298,19 @@ impl Store for RedbStore {
         after: u64,
         max_bytes: u64,
         now: UnixMillis,
-    ) -> Result<InboxPage, StoreError> {
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<InboxEnd, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
         let bodies = txn.open_table(BODIES).map_err(engine)?;
         let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
         let end = cat40(&recipient.0, &u64::MAX.to_be_bytes());
-        let mut page = InboxPage {
+        let mut page = InboxEnd {
             cursor: after,
-            ..InboxPage::default()
+            more: false,
         };
         let mut bytes = 0u64;
+        let mut any = false;
         for entry in index.range::<&[u8; 40]>(&start..=&end).map_err(engine)? {
             let (key, expires_at) = entry.map_err(engine)?;
             let seq = u64::from_be_bytes(key.value()[32..].try_into().expect("8 bytes"));
@@ -317,16 +321,17 @@ impl Store for RedbStore {
                     .map_err(engine)?
                     .ok_or_else(|| missing_body(seq))?;
                 let (hash, json) = split_body(body.value())?;
-                if !page.packets.is_empty() && bytes + json.len() as u64 > max_bytes {
+                if any && bytes + json.len() as u64 > max_bytes {
                     page.more = true;
                     break;
                 }
                 bytes += json.len() as u64;
-                page.packets.push(StoredPacket {
+                any = true;
+                visit(PacketView {
                     hash,
                     seq,
                     expires_at,
-                    json: json.to_vec(),
+                    json,
                 });
             }
             page.cursor = seq;
@@ -543,7 +548,7 @@ mod tests {
             assert_eq!(out, vec![PutOutcome::Stored { seq: 1 }]);
         }
         let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
-        let got = store.get_many(&[p.hash], u64::MAX, 0).unwrap();
+        let got = super::super::conformance::get_many(&store, &[p.hash], u64::MAX, 0);
         assert_eq!(got[0].json, p.json);
         assert_eq!(got[0].expires_at, 10_000, "reopening changes no expiry");
         // Sequence numbers continue after a restart, so cursors stay valid.
