@@ -6,6 +6,7 @@
 //!   answering a prepared body of the same size.
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
 //!   insert of the same bytes.
+//! - `keys`: recipient-key validation against the `rsa` crate's full key constructor.
 //! - `rss`: resident memory of the real `jasper relay` binary holding 1,000,000 packets, against
 //!   the same binary holding none.
 //!
@@ -630,6 +631,39 @@ fn bench_store(rounds: u64) {
     );
 }
 
+/// Recipient-key validation as `/send` does it, against the `rsa` crate's full public-key
+/// constructor on the same bytes.
+fn bench_keys(rounds: u64) {
+    use rsa::pkcs8::DecodePublicKey as _;
+    println!("## recipient key validation: 4096-bit keys, 2,000 parses per run, {rounds} rounds");
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let ders: Vec<Vec<u8>> = keys.iter().map(|k| STANDARD.decode(k).unwrap()).collect();
+    let (mut full, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let start = Instant::now();
+        for i in 0..2000 {
+            let der = &ders[i % ders.len()];
+            std::hint::black_box(rsa::PublicKey::from_public_key_der(der).unwrap());
+        }
+        let f = start.elapsed().as_secs_f64() * 1e6 / 2000.0;
+        let start = Instant::now();
+        for i in 0..2000 {
+            std::hint::black_box(PublicKey::parse(&keys[i % keys.len()], 4096).unwrap());
+        }
+        let o = start.elapsed().as_secs_f64() * 1e6 / 2000.0;
+        println!(
+            "round {round}: rsa::PublicKey from DER {f:.1} us, PublicKey::parse from base64 {o:.1} us"
+        );
+        full.push(f);
+        ours.push(o);
+    }
+    println!(
+        "median: rsa full parse {:.1} us, relay validation {:.1} us\n",
+        median(full),
+        median(ours)
+    );
+}
+
 /// Where the large RSS database goes: `JASPER_BENCH_TMP`, else the system temp dir.
 fn bench_tmp() -> std::path::PathBuf {
     std::env::var_os("JASPER_BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
@@ -644,8 +678,8 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 }
 
 fn main() {
-    let which =
-        std::env::var("JASPER_BENCH").unwrap_or_else(|_| "send,send-4k,store,fetch,rss".into());
+    let which = std::env::var("JASPER_BENCH")
+        .unwrap_or_else(|_| "send,send-4k,store,keys,fetch,rss".into());
     let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
     let secs = env_num("JASPER_BENCH_SECS", 5);
     println!(
@@ -660,6 +694,7 @@ fn main() {
             "send-4k" => bench_send(rounds, secs, 1000, 700),
             "fetch" => bench_fetch(rounds),
             "store" => bench_store(rounds),
+            "keys" => bench_keys(rounds),
             "rss" => bench_rss(env_num("JASPER_BENCH_RSS_PACKETS", 1_000_000)),
             "" => {}
             other => eprintln!("unknown benchmark {other:?}"),
