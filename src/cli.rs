@@ -65,7 +65,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(crate::relay::run(config.relay, shutdown_signal(), |_| {}))?;
+            let result =
+                runtime.block_on(crate::relay::run(config.relay, shutdown_signal(), |_| {}));
+            // A sync with a slow peer may still be running on the blocking pool; it holds no
+            // acknowledged data, so do not wait for it past a short grace.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result?;
             Ok(())
         }
     }

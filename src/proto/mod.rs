@@ -6,6 +6,7 @@ pub mod key;
 pub mod packet;
 pub mod server;
 pub mod status;
+pub mod time;
 
 pub use hash::PacketHash;
 pub use key::{Fingerprint, PublicKey};

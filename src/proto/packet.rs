@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::hash::{HashFormatError, PacketHash};
 use super::jwe::{JweError, JweProfile, check_compact};
 use super::key::{KeyError, PublicKey};
+use super::time::parse_rfc3339_ms;
 
 /// Largest `signature` we accept: an encrypted PS256 JWS over a 16384-bit key is about 5 KB.
 pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024;
@@ -85,6 +86,9 @@ pub enum PacketError {
         /// Its size.
         size: usize,
     },
+    /// `expires` is not an RFC 3339 timestamp.
+    #[error("field `expires` must be an RFC 3339 timestamp such as \"2026-11-26T19:27:44Z\"")]
+    BadExpires,
     /// Too many or too large extra fields.
     #[error(
         "too many extra fields: at most {MAX_EXTRA_FIELDS} fields and {MAX_EXTRA_BYTES} bytes besides the four of the protocol"
@@ -111,6 +115,7 @@ pub struct Packet {
     message: String,
     hash: PacketHash,
     signature: String,
+    expires: Option<u64>,
     extra: Map<String, Value>,
 }
 
@@ -131,6 +136,18 @@ impl Packet {
         let message = take_string(&mut map, "message")?;
         let hash = take_string(&mut map, "hash")?;
         let signature = take_string(&mut map, "signature")?;
+        let expires = match map.remove("expires") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => {
+                Some(parse_rfc3339_ms(&text).ok_or(PacketError::BadExpires)?)
+            }
+            Some(other) => {
+                return Err(PacketError::NotAString {
+                    field: "expires",
+                    found: json_type(&other),
+                });
+            }
+        };
 
         if message.len() > rules.max_message_bytes {
             return Err(PacketError::MessageTooLarge {
@@ -173,6 +190,7 @@ impl Packet {
             message,
             hash,
             signature,
+            expires,
             extra: map,
         })
     }
@@ -195,6 +213,12 @@ impl Packet {
     /// The encrypted signature.
     pub fn signature(&self) -> &str {
         &self.signature
+    }
+
+    /// The expiry another relay gave this packet (PROTOCOL.md §4), in milliseconds since the
+    /// epoch. It travels between relays and is never stored as a field.
+    pub fn expires(&self) -> Option<u64> {
+        self.expires
     }
 
     /// Fields beyond the four of the protocol, kept verbatim.
@@ -273,6 +297,20 @@ mod tests {
         assert_eq!(stored["x-future"], v["x-future"]);
         let again = Packet::from_json(p.to_json().as_bytes(), &RULES).unwrap();
         assert_eq!(again, p);
+    }
+
+    #[test]
+    fn expires_travels_but_is_not_stored() {
+        let mut v = packet_json(600);
+        v["expires"] = Value::String("2026-11-26T19:27:44.123Z".into());
+        let p = Packet::from_json(v.to_string().as_bytes(), &RULES).unwrap();
+        assert_eq!(p.expires(), Some(1_795_721_264_123));
+        assert!(!p.to_json().contains("expires"));
+        v["expires"] = Value::String("soon".into());
+        assert_eq!(
+            Packet::from_json(v.to_string().as_bytes(), &RULES),
+            Err(PacketError::BadExpires)
+        );
     }
 
     #[test]

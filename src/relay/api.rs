@@ -207,7 +207,7 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
     let new = NewPacket {
         hash,
         recipient: packet.recipient().fingerprint(),
-        expires_at: now_ms().saturating_add(state.config.retention.as_millis() as u64),
+        expires_at: expiry_for(state, packet.expires()),
         json: packet.to_json().into_bytes(),
     };
     let outcome = state.writer.put(new).await.map_err(storage_error)?;
@@ -238,6 +238,13 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
         "duplicate": !stored,
     });
     Ok(json_response(StatusCode::OK, body.to_string().into()))
+}
+
+/// When a packet stored now expires: after the retention, or earlier when the relay it came
+/// from says so (PROTOCOL.md §4).
+pub fn expiry_for(state: &RelayState, theirs: Option<u64>) -> u64 {
+    let ours = now_ms().saturating_add(state.config.retention.as_millis() as u64);
+    theirs.map_or(ours, |t| t.min(ours))
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -434,37 +441,9 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
         .map(ServerEntry::to_json)
         .collect();
 
-    let own = state
-        .config
-        .public_address
-        .as_deref()
-        .and_then(|a| a.parse::<ServerEntry>().ok());
-    let acceptable: Vec<ServerEntry> = theirs
-        .into_iter()
-        .filter(|s| state.config.allow_private_peers || s.is_public())
-        .filter(|s| Some(s) != own.as_ref() && !is_own_listen_address(state, s))
-        .collect();
-    let added = state
-        .store
-        .add_servers(&acceptable, state.config.max_known_servers)
-        .map_err(storage_error)?;
-    if !added.is_empty() {
-        tracing::info!(added = added.len(), "learned servers");
-    }
+    super::mesh::learn_servers(state, theirs).map_err(storage_error)?;
     let body = serde_json::json!({ "servers": answer });
     Ok(json_response(StatusCode::OK, body.to_string().into()))
-}
-
-/// Whether `entry` is the literal address this relay listens on.
-fn is_own_listen_address(state: &RelayState, entry: &ServerEntry) -> bool {
-    let listen = state.local_addr;
-    entry.port == listen.port()
-        && match &entry.host {
-            crate::proto::server::Host::Ip(ip) => {
-                *ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback())
-            }
-            crate::proto::server::Host::Domain(d) => d == "localhost",
-        }
 }
 
 async fn status(state: Arc<RelayState>) -> Response<Bytes> {

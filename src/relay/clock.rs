@@ -1,36 +1,12 @@
 //! The wall clock, read in one place so that everything below takes `now` as a parameter.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use crate::proto::time::{parse_rfc3339_ms, rfc3339_ms};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// RFC 3339 UTC with milliseconds and a `Z`, e.g. `2026-11-26T19:27:44.123Z`.
-pub fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// Parses an RFC 3339 timestamp into milliseconds since the epoch.
-pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(text).ok()?;
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_round_trip() {
-        let text = rfc3339_ms(1_795_721_264_123);
-        assert_eq!(text, "2026-11-26T19:27:44.123Z");
-        assert_eq!(parse_rfc3339_ms(&text), Some(1_795_721_264_123));
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
-    }
 }

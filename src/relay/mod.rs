@@ -3,6 +3,7 @@
 pub mod api;
 pub mod clock;
 pub mod limits;
+pub mod mesh;
 pub mod store;
 pub mod sweep;
 pub mod writer;
@@ -90,6 +91,7 @@ pub async fn run(
     };
     let state = Arc::new(api::RelayState::new(store, writer, config, local));
     let routes = api::routes(state.clone()).boxed();
+    let mesh = tokio::spawn(mesh::run(state.clone(), stop_tx.subscribe()));
     drop(state);
 
     tracing::info!(address = %local, "relay listening");
@@ -99,6 +101,13 @@ pub async fn run(
     tracing::info!("relay shutting down");
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    // Peer calls can take up to their timeout; the mesh holds nothing acknowledged.
+    if tokio::time::timeout(Duration::from_secs(2), mesh)
+        .await
+        .is_err()
+    {
+        tracing::debug!("mesh sync still running at shutdown; leaving it");
+    }
     // The writer thread ends once the last handle (held by the routes) is gone and its queue
     // is drained; every acknowledged packet was committed before its answer was sent.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());

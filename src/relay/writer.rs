@@ -61,6 +61,34 @@ impl Writer {
             .unwrap_or_else(|_| Err(WriteError("the writer stopped before committing".into())))
     }
 
+    /// Queues packets from a blocking thread and waits until all are committed (they share
+    /// transactions with everything else waiting). Outcomes are in input order.
+    pub fn put_many_blocking(
+        &self,
+        packets: Vec<NewPacket>,
+    ) -> Vec<Result<PutOutcome, WriteError>> {
+        let mut answers = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let (reply, answer) = oneshot::channel();
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if self.tx.blocking_send(Job { packet, reply }).is_err() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                answers.push(None);
+            } else {
+                answers.push(Some(answer));
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Some(answer) => answer.blocking_recv().unwrap_or_else(|_| {
+                    Err(WriteError("the writer stopped before committing".into()))
+                }),
+                None => Err(WriteError("the writer has stopped".into())),
+            })
+            .collect()
+    }
+
     /// Fraction of the queue in use, 0.0–1.0 (part of the relay's load).
     pub fn queue_load(&self) -> f64 {
         (self.queued.load(Ordering::Relaxed) as f64 / QUEUE_CAPACITY as f64).min(1.0)

@@ -116,6 +116,19 @@ impl Relay {
         Self::spawn_in(dir, config_path)
     }
 
+    /// Starts a relay listening on `127.0.0.1:port` (see [`free_port`]), for meshes whose
+    /// configuration must name each other's addresses up front.
+    pub fn start_at(port: u16, extra: &str) -> Relay {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("config.toml");
+        let config = format!(
+            "[relay]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{extra}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        Self::spawn_in(dir, config_path)
+    }
+
     /// Starts a relay with no configuration file at all, only flags.
     pub fn start_without_config() -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -282,6 +295,36 @@ impl Drop for Relay {
         if std::thread::panicking() {
             eprintln!("----- relay log ({}) -----\n{}", self.addr, self.log());
         }
+    }
+}
+
+/// A TCP port that is free on 127.0.0.1 now, chosen below Linux's ephemeral range
+/// (32768–60999) so that relays listening on port 0 and outgoing connections, which take
+/// ephemeral ports, cannot grab it before its relay binds it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13))) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

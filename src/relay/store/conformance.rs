@@ -182,6 +182,7 @@ fn expired_packets_are_invisible(s: &dyn Store) {
     assert!(get_many(s, &[a.hash], u64::MAX, 100).is_empty());
     assert!(inbox(s, &a.recipient, 0, u64::MAX, 100).packets.is_empty());
     // Expired but not yet swept: still refused.
+    assert!(s.tombstoned(&a.hash, 150).unwrap());
     assert_eq!(
         s.put_batch(std::slice::from_ref(&a), LIMITS, 150).unwrap(),
         vec![PutOutcome::Tombstoned]
@@ -204,6 +205,8 @@ fn sweep_leaves_tombstones_then_forgets(s: &dyn Store) {
     assert_eq!(s.stats().unwrap().bytes, b.json.len() as u64);
     let inbox = inbox(s, &a.recipient, 0, u64::MAX, 200);
     assert_eq!(inbox.packets.len(), 1);
+    assert!(s.tombstoned(&a.hash, 500).unwrap());
+    assert!(!s.tombstoned(&b.hash, 500).unwrap());
     // Within the horizon (expiry 100 + 1000) the hash is refused...
     assert_eq!(
         s.put_batch(std::slice::from_ref(&a), LIMITS, 500).unwrap(),

@@ -183,6 +183,10 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a hash is stored and live.
     fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError>;
 
+    /// Whether a hash is refused because it expired here recently (PROTOCOL.md §4): it is a
+    /// tombstone, or an expired packet the sweeper has not removed yet.
+    fn tombstoned(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError>;
+
     /// Removes up to `batch` expired packets (keeping their hashes as tombstones until
     /// `expires_at + tombstone_horizon`) and up to `batch` tombstones past their horizon.
     fn sweep(

@@ -367,6 +367,23 @@ impl Store for RedbStore {
             .is_some_and(|v| Header::decode(v.value()).expires_at > now))
     }
 
+    fn tombstoned(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
+        if tombs
+            .get(&hash.0)
+            .map_err(engine)?
+            .is_some_and(|t| t.value() > now)
+        {
+            return Ok(true);
+        }
+        let table = txn.open_table(PACKETS).map_err(engine)?;
+        Ok(table
+            .get(&hash.0)
+            .map_err(engine)?
+            .is_some_and(|v| Header::decode(v.value()).expires_at <= now))
+    }
+
     fn sweep(
         &self,
         now: UnixMillis,

@@ -1,0 +1,187 @@
+//! HTTP calls from this relay to its peers: bounded in time and size, and never to an address
+//! the configuration does not allow (loopback, private and link-local ranges are refused for
+//! peers learned from others unless `allow_private_peers`).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::proto::ServerEntry;
+use crate::proto::server::{Host, is_public_ip};
+
+/// Time allowed to connect to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one whole exchange with a peer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The name did not resolve, or resolved only to refused addresses.
+    #[error("{0}")]
+    Address(String),
+    /// The peer could not be reached or the exchange failed.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered with an error status.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    /// The answer was larger than we accept.
+    #[error("answer larger than {0} bytes")]
+    TooLarge(u64),
+    /// The answer is not what the protocol says.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl PeerError {
+    /// Whether the failure is the peer's misbehaviour (as opposed to it being unreachable).
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(self, PeerError::TooLarge(_) | PeerError::Malformed(_))
+    }
+}
+
+/// Makes bounded, guarded HTTP requests to peers. Blocking: call from the blocking pool.
+#[derive(Clone)]
+pub struct PeerClient {
+    agent: ureq::Agent,
+    allow_private: bool,
+    configured: Vec<ServerEntry>,
+}
+
+impl PeerClient {
+    /// A client; `allow_private` lets it contact loopback, private and link-local addresses.
+    /// `configured` are the operator's own `peers`: chosen, not learned, so always allowed.
+    pub fn new(allow_private: bool, configured: Vec<ServerEntry>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_redirects(0)
+            .max_response_header_size(16 * 1024)
+            .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self {
+            agent,
+            allow_private,
+            configured,
+        }
+    }
+
+    /// Resolves `peer` to one address this relay may contact.
+    pub fn resolve(&self, peer: &ServerEntry) -> Result<SocketAddr, PeerError> {
+        let candidates: Vec<SocketAddr> = match &peer.host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, peer.port)],
+            Host::Domain(name) => (name.as_str(), peer.port)
+                .to_socket_addrs()
+                .map_err(|e| PeerError::Address(format!("cannot resolve {name}: {e}")))?
+                .collect(),
+        };
+        let trusted = self.allow_private || self.configured.contains(peer);
+        candidates
+            .into_iter()
+            .find(|a| trusted || is_public_ip(&a.ip()))
+            .ok_or_else(|| {
+                PeerError::Address(format!(
+                    "{peer} has no public address; set allow_private_peers to contact it"
+                ))
+            })
+    }
+
+    /// POSTs JSON to `path` on `peer` and returns the body of a 200 answer, read up to `limit`
+    /// bytes.
+    pub fn post(
+        &self,
+        peer: &ServerEntry,
+        path: &str,
+        body: &[u8],
+        limit: u64,
+    ) -> Result<Vec<u8>, PeerError> {
+        let addr = self.resolve(peer)?;
+        let url = format!("http://{addr}{path}");
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        if let Host::Domain(name) = &peer.host {
+            request = request.header("host", format!("{name}:{}", peer.port));
+        }
+        let mut response = request
+            .send(body)
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(PeerError::Status(status));
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => PeerError::TooLarge(limit),
+                other => PeerError::Unreachable(other.to_string()),
+            })
+    }
+
+    /// GETs `path` on `peer`, read up to `limit` bytes; `None` when the peer answers 404.
+    pub fn get(
+        &self,
+        peer: &ServerEntry,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, PeerError> {
+        let addr = self.resolve(peer)?;
+        let mut response = self
+            .agent
+            .get(&format!("http://{addr}{path}"))
+            .call()
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            other => return Err(PeerError::Status(other)),
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map(Some)
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => PeerError::TooLarge(limit),
+                other => PeerError::Unreachable(other.to_string()),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_refused_unless_allowed() {
+        let strict = PeerClient::new(false, vec!["10.9.9.9:1".parse().unwrap()]);
+        let lax = PeerClient::new(true, vec![]);
+        // A peer the operator configured is contacted wherever it is.
+        assert!(strict.resolve(&"10.9.9.9:1".parse().unwrap()).is_ok());
+        for private in [
+            "127.0.0.1:8080",
+            "10.0.0.1:80",
+            "[::1]:80",
+            "169.254.0.1:80",
+        ] {
+            let peer: ServerEntry = private.parse().unwrap();
+            assert!(strict.resolve(&peer).is_err(), "{private}");
+            assert!(lax.resolve(&peer).is_ok(), "{private}");
+        }
+        let public: ServerEntry = "8.8.8.8:53".parse().unwrap();
+        assert_eq!(
+            strict.resolve(&public).unwrap(),
+            "8.8.8.8:53".parse().unwrap()
+        );
+        // `localhost` resolves to loopback, which is refused.
+        let named: ServerEntry = "localhost:8080".parse().unwrap();
+        assert!(strict.resolve(&named).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! The mesh: this relay's peers, and the background work that keeps every relay holding every
+//! live packet — message sync every `message_sync_interval` and server sync every
+//! `server_sync_interval` (JASPER.md), as named, stoppable tasks.
+
+pub mod client;
+pub mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use self::client::PeerClient;
+use super::api::RelayState;
+use crate::proto::ServerEntry;
+use crate::proto::server::Host;
+
+/// This relay's own advertised address, when configured.
+pub fn own_entry(state: &RelayState) -> Option<ServerEntry> {
+    state
+        .config
+        .public_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+}
+
+/// Whether `entry` names this relay: its public address or the address it listens on.
+pub fn is_self(state: &RelayState, entry: &ServerEntry) -> bool {
+    if own_entry(state).as_ref() == Some(entry) {
+        return true;
+    }
+    let listen = state.local_addr;
+    entry.port == listen.port()
+        && match &entry.host {
+            Host::Ip(ip) => {
+                *ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback())
+            }
+            Host::Domain(d) => d == "localhost",
+        }
+}
+
+/// Adds servers learned from a peer after the checks of PROTOCOL.md §4: never ourselves, no
+/// loopback/private/link-local address unless allowed, the list bounded. Returns how many were
+/// new.
+pub fn learn_servers(state: &RelayState, learned: Vec<ServerEntry>) -> Result<usize, String> {
+    let acceptable: Vec<ServerEntry> = learned
+        .into_iter()
+        .filter(|s| state.config.allow_private_peers || s.is_public())
+        .filter(|s| !is_self(state, s))
+        .collect();
+    let added = state
+        .store
+        .add_servers(&acceptable, state.config.max_known_servers)
+        .map_err(|e| e.to_string())?;
+    if !added.is_empty() {
+        tracing::info!(
+            added = added.len(),
+            servers = %added.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "learned servers"
+        );
+    }
+    Ok(added.len())
+}
+
+/// Everyone we sync with: the configured peers and the servers learned since, minus ourselves.
+pub fn known_peers(state: &RelayState) -> Vec<ServerEntry> {
+    let mut peers = state.config.peer_entries();
+    match state.store.servers() {
+        Ok(learned) => peers.extend(learned),
+        Err(e) => tracing::error!(error = %e, "cannot read the known servers"),
+    }
+    peers.sort();
+    peers.dedup();
+    peers.retain(|p| !is_self(state, p));
+    peers
+}
+
+/// Runs message sync and server sync until `stop` turns true.
+pub async fn run(state: Arc<RelayState>, stop: watch::Receiver<bool>) {
+    let client = PeerClient::new(
+        state.config.allow_private_peers,
+        state.config.peer_entries(),
+    );
+    let messages = tokio::spawn(message_sync_loop(
+        state.clone(),
+        client.clone(),
+        stop.clone(),
+    ));
+    let servers = tokio::spawn(server_sync_loop(state, client, stop));
+    let _ = messages.await;
+    let _ = servers.await;
+}
+
+async fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+async fn message_sync_loop(
+    state: Arc<RelayState>,
+    client: PeerClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = ticker(state.config.message_sync_interval).await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for peer in known_peers(&state) {
+            if *stop.borrow() {
+                return;
+            }
+            let (s, c, p) = (state.clone(), client.clone(), peer.clone());
+            let result = tokio::task::spawn_blocking(move || sync::sync_messages(&s, &c, &p)).await;
+            match result {
+                Ok(Ok(report)) if report.stored > 0 || report.withheld > 0 => {
+                    tracing::info!(
+                        peer = %peer,
+                        pulled = report.stored,
+                        withheld = report.withheld,
+                        "message sync"
+                    );
+                }
+                Ok(Ok(_)) => tracing::debug!(peer = %peer, "message sync: nothing new"),
+                Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "message sync failed"),
+                Err(_) => tracing::error!(peer = %peer, "message sync task panicked"),
+            }
+        }
+    }
+}
+
+async fn server_sync_loop(
+    state: Arc<RelayState>,
+    client: PeerClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = ticker(state.config.server_sync_interval).await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let peers = known_peers(&state);
+        let mut ours = peers.clone();
+        ours.extend(own_entry(&state));
+        for peer in peers {
+            if *stop.borrow() {
+                return;
+            }
+            let (s, c, p, o) = (state.clone(), client.clone(), peer.clone(), ours.clone());
+            let result =
+                tokio::task::spawn_blocking(move || sync::sync_servers(&s, &c, &p, &o)).await;
+            match result {
+                Ok(Ok(_)) => tracing::debug!(peer = %peer, "server sync"),
+                Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "server sync failed"),
+                Err(_) => tracing::error!(peer = %peer, "server sync task panicked"),
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Message sync and server sync with one peer (JASPER.md `/sync/hashes`, `/sync/servers`).
+//! Blocking: the mesh task runs these on the blocking pool. Everything a peer sends is checked
+//! exactly as `/send` checks a client's packet.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::client::{PeerClient, PeerError};
+use crate::proto::{Packet, PacketHash, ServerEntry};
+use crate::relay::api::{RelayState, expiry_for};
+use crate::relay::clock::now_ms;
+use crate::relay::store::{NewPacket, PutOutcome};
+
+/// Hashes asked for in one `/fetch`.
+pub const FETCH_BATCH: usize = 100;
+/// Allowance per packet in a `/fetch` answer beyond its message (key, signature, JSON).
+const PACKET_OVERHEAD: u64 = 64 * 1024;
+
+/// What one message sync with a peer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MessageSyncReport {
+    /// Hashes the peer said we lack.
+    pub advertised: usize,
+    /// Of those, ones we asked for (not known, not tombstoned here).
+    pub requested: usize,
+    /// Packets received that passed every check and were stored.
+    pub stored: usize,
+    /// Requested packets the peer did not deliver.
+    pub withheld: usize,
+}
+
+/// Why a peer is not to be believed: it sent something no honest relay sends.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Transport or shape problem (see [`PeerError::is_misbehaviour`]).
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The peer sent a packet that fails validation, or that we did not ask for.
+    #[error("sent a bad packet: {0}")]
+    BadPacket(String),
+    /// Storing failed here.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl SyncError {
+    /// Whether this is the peer's fault.
+    pub fn is_misbehaviour(&self) -> bool {
+        match self {
+            SyncError::Peer(e) => e.is_misbehaviour(),
+            SyncError::BadPacket(_) => true,
+            SyncError::Storage(_) => false,
+        }
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, PeerError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(PeerError::Malformed(
+            "the answer is not a JSON object".into(),
+        )),
+        Err(e) => Err(PeerError::Malformed(format!("the answer is not JSON: {e}"))),
+    }
+}
+
+fn array<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a [Value], PeerError> {
+    map.get(field)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| PeerError::Malformed(format!("the answer has no `{field}` array")))
+}
+
+/// Our live hashes, at most `max`, as a `/sync/hashes` body.
+fn our_hashes_body(state: &RelayState, max: usize) -> Result<Vec<u8>, SyncError> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(b"{\"hashes\":[");
+    let mut count = 0;
+    state
+        .store
+        .for_each_hash(now_ms(), &mut |h| {
+            if count > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(h.to_string().as_bytes());
+            out.push(b'"');
+            count += 1;
+            count < max
+        })
+        .map_err(|e| SyncError::Storage(e.to_string()))?;
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// JASPER.md message sync with `peer`: send our hashes, fetch what the peer says we lack,
+/// check every packet as `/send` would, store what passes.
+pub fn sync_messages(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+) -> Result<MessageSyncReport, SyncError> {
+    let max = state.config.max_hashes_per_request;
+    let body = our_hashes_body(state, max)?;
+    let answer = client.post(peer, "/sync/hashes", &body, (max * 67 + 1024) as u64)?;
+    let answer = parse_object(&answer)?;
+    let items = array(&answer, "hashes")?;
+    if items.len() > max {
+        return Err(PeerError::Malformed(format!("{} hashes in one answer", items.len())).into());
+    }
+    let mut report = MessageSyncReport {
+        advertised: items.len(),
+        ..MessageSyncReport::default()
+    };
+    let now = now_ms();
+    let mut wanted = Vec::new();
+    for item in items {
+        let hash = item
+            .as_str()
+            .and_then(|t| PacketHash::parse(t).ok())
+            .ok_or_else(|| PeerError::Malformed("a hash is not 64 lowercase hex digits".into()))?;
+        let known = state
+            .store
+            .contains(&hash, now)
+            .map_err(|e| SyncError::Storage(e.to_string()))?
+            || state
+                .store
+                .tombstoned(&hash, now)
+                .map_err(|e| SyncError::Storage(e.to_string()))?;
+        if !known {
+            wanted.push(hash);
+        }
+    }
+    report.requested = wanted.len();
+    for chunk in wanted.chunks(FETCH_BATCH) {
+        let (stored, delivered) = pull(state, client, peer, chunk)?;
+        report.stored += stored;
+        report.withheld += chunk.len() - delivered;
+    }
+    Ok(report)
+}
+
+/// Fetches `hashes` from `peer` and stores those that pass; returns (stored, delivered).
+pub fn pull(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+    hashes: &[PacketHash],
+) -> Result<(usize, usize), SyncError> {
+    let asked: HashSet<PacketHash> = hashes.iter().copied().collect();
+    let body = serde_json::json!({
+        "hashes": hashes.iter().map(ToString::to_string).collect::<Vec<_>>()
+    });
+    let limit = hashes.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
+    let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
+    let mut answer = parse_object(&answer)?;
+    let Some(Value::Array(messages)) = answer.remove("messages") else {
+        return Err(PeerError::Malformed("the answer has no `messages` array".into()).into());
+    };
+    let mut seen = HashSet::new();
+    let mut packets = Vec::with_capacity(messages.len());
+    for item in messages {
+        let Value::Object(map) = item else {
+            return Err(SyncError::BadPacket("an item is not an object".into()));
+        };
+        let packet =
+            Packet::from_map(map, &state.rules).map_err(|e| SyncError::BadPacket(e.to_string()))?;
+        if !asked.contains(&packet.hash()) {
+            return Err(SyncError::BadPacket(
+                "a packet we did not ask for (or whose message was altered)".into(),
+            ));
+        }
+        if !seen.insert(packet.hash()) {
+            continue;
+        }
+        packets.push(NewPacket {
+            hash: packet.hash(),
+            recipient: packet.recipient().fingerprint(),
+            expires_at: expiry_for(state, packet.expires()),
+            json: packet.to_json().into_bytes(),
+        });
+    }
+    let delivered = packets.len();
+    let mut stored = 0;
+    for outcome in state.writer.put_many_blocking(packets) {
+        match outcome {
+            Ok(PutOutcome::Stored { .. }) => stored += 1,
+            Ok(_) => {}
+            Err(e) => return Err(SyncError::Storage(e.to_string())),
+        }
+    }
+    Ok((stored, delivered))
+}
+
+/// JASPER.md server sync with `peer`: send what we know (and our own address, so that the
+/// peer learns us), add what it answers. Returns how many servers were new to us.
+pub fn sync_servers(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+    ours: &[ServerEntry],
+) -> Result<usize, SyncError> {
+    let list: Vec<Value> = ours.iter().map(ServerEntry::to_json).collect();
+    let body = serde_json::json!({ "servers": list }).to_string();
+    let limit = (state.config.max_servers_per_request * 300 + 1024) as u64;
+    let answer = client.post(peer, "/sync/servers", body.as_bytes(), limit)?;
+    let answer = parse_object(&answer)?;
+    let items = array(&answer, "servers")?;
+    let learned: Vec<ServerEntry> = items
+        .iter()
+        .take(state.config.max_servers_per_request)
+        .filter_map(|v| ServerEntry::from_json(v).ok())
+        .collect();
+    let added = super::learn_servers(state, learned).map_err(SyncError::Storage)?;
+    Ok(added)
+}

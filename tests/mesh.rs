@@ -1,0 +1,177 @@
+//! The mesh: several real relays on loopback, syncing every second, end up holding every
+//! live packet (JASPER.md message and server sync).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Relay, eventually, free_port, key_b64, packet_for};
+use serde_json::{Value, json};
+
+/// Mesh settings for tests: fast sync, loopback peers allowed, this relay's own address.
+fn mesh_config(port: u16, peers: &[u16], extra: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "allow_private_peers = true\npublic_address = \"127.0.0.1:{port}\"\npeers = [{}]\n\
+         message_sync_interval = \"1s\"\nserver_sync_interval = \"1s\"\n{extra}",
+        peers.join(", ")
+    )
+}
+
+/// A line of relays, each configured with only the one before it.
+fn line(n: usize, extra: &str) -> Vec<Relay> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    (0..n)
+        .map(|i| {
+            let before: Vec<u16> = if i == 0 { vec![] } else { vec![ports[i - 1]] };
+            Relay::start_at(ports[i], &mesh_config(ports[i], &before, extra))
+        })
+        .collect()
+}
+
+fn holds(relay: &Relay, packet: &Value) -> bool {
+    let (status, body) = relay.post("/fetch", &json!({ "hashes": [packet["hash"]] }));
+    status == 200 && body["messages"].as_array().is_some_and(|m| m.len() == 1)
+}
+
+fn known_servers(relay: &Relay) -> Vec<String> {
+    let (_, body) = relay.post("/sync/servers", &json!({ "servers": [] }));
+    body["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["ip"].as_str().unwrap(),
+                s["port"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_line_of_four_relays_delivers_both_ways() {
+    let relays = line(4, "");
+    let alice = key_b64("alice-4096");
+    let bob = key_b64("bob-4096");
+    let to_far = packet_for(&alice, 1, 500);
+    let to_near = packet_for(&bob, 2, 500);
+    relays[0].send_ok(&to_far);
+    relays[3].send_ok(&to_near);
+    assert!(
+        eventually(Duration::from_secs(30), || holds(&relays[3], &to_far)),
+        "the packet sent to the first relay never reached the last"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || holds(&relays[0], &to_near)),
+        "the packet sent to the last relay never reached the first"
+    );
+    // The recipient reads it from any relay, as sent.
+    let inbox = relays[3].inbox(&alice);
+    assert_eq!(inbox.len(), 1);
+    for field in ["recipient", "message", "hash", "signature"] {
+        assert_eq!(inbox[0][field], to_far[field]);
+    }
+    // Every relay ends up holding both; the expiry travelled with the packet.
+    for r in &relays {
+        assert!(eventually(Duration::from_secs(30), || holds(r, &to_far)
+            && holds(r, &to_near)));
+    }
+    let expiry = |r: &Relay| {
+        let (_, body) = r.post("/fetch", &json!({ "hashes": [to_far["hash"]] }));
+        body["messages"][0]["expires"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(expiry(&relays[0]), expiry(&relays[3]));
+    assert!(
+        relays[3].log().contains("message sync"),
+        "sync is logged at info"
+    );
+}
+
+#[test]
+fn far_relays_discover_each_other() {
+    let relays = line(4, "");
+    let first = format!("127.0.0.1:{}", relays[0].addr.port());
+    let last = format!("127.0.0.1:{}", relays[3].addr.port());
+    assert!(
+        eventually(Duration::from_secs(30), || known_servers(&relays[3])
+            .contains(&first)),
+        "the last relay never learned the first: {:?}",
+        known_servers(&relays[3])
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || known_servers(&relays[0])
+            .contains(&last)),
+        "the first relay never learned the last: {:?}",
+        known_servers(&relays[0])
+    );
+    for r in &relays {
+        let own = format!("127.0.0.1:{}", r.addr.port());
+        assert!(!known_servers(r).contains(&own), "a relay added itself");
+    }
+}
+
+#[test]
+fn a_stopped_relay_catches_up_and_passes_packets_on() {
+    // first <- middle <- last: the last relay may contact only its configured peer (the
+    // middle one), so every packet from the first must pass through the middle.
+    let ports = [free_port(), free_port(), free_port()];
+    let first = Relay::start_at(ports[0], &mesh_config(ports[0], &[], ""));
+    let middle = Relay::start_at(ports[1], &mesh_config(ports[1], &[ports[0]], ""));
+    let last_config = mesh_config(ports[2], &[ports[1]], "")
+        .replace("allow_private_peers = true", "allow_private_peers = false");
+    let last = Relay::start_at(ports[2], &last_config);
+    let alice = key_b64("alice-4096");
+    let warm = packet_for(&alice, 1, 100);
+    first.send_ok(&warm);
+    assert!(eventually(Duration::from_secs(30), || holds(&last, &warm)));
+
+    let mut middle = middle;
+    middle.kill9();
+    let while_down = packet_for(&alice, 2, 100);
+    first.send_ok(&while_down);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !holds(&last, &while_down),
+        "nothing can pass while the middle is down"
+    );
+
+    let middle = middle.restart();
+    assert_eq!(middle.addr.port(), ports[1]);
+    assert!(
+        eventually(Duration::from_secs(30), || holds(&last, &while_down)),
+        "the last relay never got the packet through the restarted middle one"
+    );
+    assert!(holds(&middle, &while_down));
+    assert!(
+        !known_servers(&last).contains(&format!("127.0.0.1:{}", ports[0])),
+        "a relay that refuses private peers learned one"
+    );
+}
+
+#[test]
+fn an_expired_packet_is_not_pulled_back_from_a_peer_that_still_holds_it() {
+    let p1 = free_port();
+    let p2 = free_port();
+    // The first relay keeps packets 3 s; the second keeps them a day.
+    let short = Relay::start_at(
+        p1,
+        &mesh_config(p1, &[p2], "retention = \"3s\"\nsweep_interval = \"200ms\""),
+    );
+    let long = Relay::start_at(p2, &mesh_config(p2, &[p1], ""));
+    let alice = key_b64("alice-4096");
+    let p = packet_for(&alice, 1, 100);
+    // Sent to both by their clients: each gives it its own retention.
+    short.send_ok(&p);
+    long.send_ok(&p);
+    assert!(eventually(
+        Duration::from_secs(20),
+        || short.status()["messages"] == 0
+    ));
+    // Several sync rounds later it is still gone here, though the peer advertises it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!holds(&short, &p));
+    assert!(short.inbox(&alice).is_empty());
+    assert!(holds(&long, &p));
+}
