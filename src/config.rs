@@ -76,6 +76,8 @@ pub struct RelayConfig {
     /// How often server lists are synced with peers.
     #[serde(with = "duration_text")]
     pub server_sync_interval: Duration,
+    /// Peers each newly stored packet is pushed to at once (0: no broadcasting, sync only).
+    pub broadcast_fanout: usize,
     /// Most live packets stored for one recipient; further sends get 429 until some expire.
     pub max_inbox_packets: u64,
     /// Most bytes of packets stored in all; further sends get 503.
@@ -116,6 +118,7 @@ impl Default for RelayConfig {
             public_address: None,
             message_sync_interval: Duration::from_secs(60),
             server_sync_interval: Duration::from_secs(3600),
+            broadcast_fanout: 8,
             max_inbox_packets: 10_000,
             max_stored_bytes: 16 << 30,
             max_hashes_per_request: 250_000,

@@ -9,13 +9,25 @@ use common::{Relay, eventually, free_port, key_b64, packet_for};
 use serde_json::{Value, json};
 
 /// Mesh settings for tests: fast sync, loopback peers allowed, this relay's own address.
+/// `extra` lines may override the sync settings.
 fn mesh_config(port: u16, peers: &[u16], extra: &str) -> String {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    format!(
-        "allow_private_peers = true\npublic_address = \"127.0.0.1:{port}\"\npeers = [{}]\n\
-         message_sync_interval = \"1s\"\nserver_sync_interval = \"1s\"\n{extra}",
-        peers.join(", ")
-    )
+    let mut lines = vec![
+        "allow_private_peers = true".to_owned(),
+        format!("public_address = \"127.0.0.1:{port}\""),
+        format!("peers = [{}]", peers.join(", ")),
+    ];
+    let defaults = [
+        ("message_sync_interval", "\"1s\""),
+        ("server_sync_interval", "\"1s\""),
+    ];
+    for (key, value) in defaults {
+        if !extra.contains(key) {
+            lines.push(format!("{key} = {value}"));
+        }
+    }
+    lines.push(extra.to_owned());
+    lines.join("\n")
 }
 
 /// A line of relays, each configured with only the one before it.
@@ -51,8 +63,8 @@ fn known_servers(relay: &Relay) -> Vec<String> {
 }
 
 #[test]
-fn a_line_of_four_relays_delivers_both_ways() {
-    let relays = line(4, "");
+fn a_line_of_four_relays_delivers_both_ways_by_sync() {
+    let relays = line(4, "broadcast_fanout = 0");
     let alice = key_b64("alice-4096");
     let bob = key_b64("bob-4096");
     let to_far = packet_for(&alice, 1, 500);
@@ -86,6 +98,39 @@ fn a_line_of_four_relays_delivers_both_ways() {
     assert!(
         relays[3].log().contains("message sync"),
         "sync is logged at info"
+    );
+}
+
+#[test]
+fn broadcast_alone_crosses_a_line_of_four_in_seconds() {
+    // Message sync once an hour: only pushes can carry the packet.
+    let relays = line(
+        4,
+        "message_sync_interval = \"1h\"\nserver_sync_interval = \"2s\"",
+    );
+    let alice = key_b64("alice-4096");
+    // Let the relays learn each other (server sync), so that pushes have somewhere to go.
+    let first = format!("127.0.0.1:{}", relays[0].addr.port());
+    assert!(eventually(Duration::from_secs(20), || known_servers(
+        &relays[1]
+    )
+    .len()
+        >= 2
+        && known_servers(&relays[0]).len() >= 2));
+    let p = packet_for(&alice, 42, 300);
+    let sent = std::time::Instant::now();
+    relays[0].send_ok(&p);
+    for r in &relays {
+        assert!(
+            eventually(Duration::from_secs(10), || holds(r, &p)),
+            "relay {} did not get the pushed packet; the first is {first}",
+            r.addr
+        );
+    }
+    assert!(sent.elapsed() < Duration::from_secs(10));
+    assert!(
+        !relays[3].log().contains("message sync"),
+        "no message sync ran"
     );
 }
 

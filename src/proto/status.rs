@@ -16,4 +16,18 @@ pub struct Status {
     pub messages: u64,
     /// Optional endpoints and extensions this relay speaks.
     pub capabilities: Vec<String>,
+    /// How this relay's peers are doing (an extension; absent from plain relays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerSummary>,
+}
+
+/// Counts of a relay's peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// Peers known.
+    pub known: usize,
+    /// Of those, contacted now.
+    pub healthy: usize,
+    /// Of those, quarantined for misbehaving.
+    pub quarantined: usize,
 }

@@ -11,12 +11,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use warp::Filter;
 use warp::http::{Response, StatusCode};
 
 use super::clock::{now_ms, rfc3339_ms};
 use super::limits::RateLimiter;
+use super::mesh::broadcast::{BroadcastQueue, Fresh};
+use super::mesh::peers::PeerBook;
 use super::store::{NewPacket, PacketView, PutOutcome, Store};
 use super::writer::Writer;
 use crate::config::RelayConfig;
@@ -47,17 +49,25 @@ pub struct RelayState {
     pub inflight: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
+    /// Health of the peers.
+    pub peers: PeerBook,
+    /// Packets to push to peers.
+    pub broadcast: BroadcastQueue,
 }
 
 impl RelayState {
-    /// Builds the shared state.
+    /// Builds the shared state, and the receiving end of the broadcast queue.
     pub fn new(
         store: Arc<dyn Store>,
         writer: Writer,
         config: RelayConfig,
         local_addr: SocketAddr,
-    ) -> Self {
-        Self {
+    ) -> (Self, mpsc::Receiver<Fresh>) {
+        let (broadcast, pushes) = BroadcastQueue::new(config.broadcast_fanout > 0);
+        let base_backoff = config.message_sync_interval.as_millis() as u64;
+        let state = Self {
+            peers: PeerBook::load(store.clone(), base_backoff),
+            broadcast,
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,
@@ -68,7 +78,8 @@ impl RelayState {
             store,
             writer,
             config,
-        }
+        };
+        (state, pushes)
     }
 
     /// 0.0–1.0: the larger of requests in flight over their limit and the write queue's fill.
@@ -210,9 +221,20 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
         expires_at: expiry_for(state, packet.expires()),
         json: packet.to_json().into_bytes(),
     };
+    let fresh = (state.config.broadcast_fanout > 0).then(|| Fresh {
+        hash,
+        json: new.json.clone(),
+        expires_at: new.expires_at,
+        from: None,
+    });
     let outcome = state.writer.put(new).await.map_err(storage_error)?;
     let stored = match outcome {
-        PutOutcome::Stored { .. } => true,
+        PutOutcome::Stored { .. } => {
+            if let Some(fresh) = fresh {
+                state.broadcast.offer(fresh);
+            }
+            true
+        }
         PutOutcome::Duplicate => false,
         PutOutcome::Tombstoned => {
             return Err(ApiError::new(
@@ -297,6 +319,25 @@ fn parse_hashes(map: &Map<String, Value>, max: usize) -> Result<Vec<PacketHash>,
     Ok(out)
 }
 
+/// A stored packet's JSON with `"expires"` added, as relays exchange packets (PROTOCOL.md §4).
+pub fn json_with_expiry(json: &[u8], expires_at: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 48);
+    push_with_expiry(&mut out, json, expires_at);
+    out
+}
+
+fn push_with_expiry(out: &mut Vec<u8>, json: &[u8], expires_at: u64) {
+    match json.split_first() {
+        Some((b'{', rest)) => {
+            out.extend_from_slice(b"{\"expires\":\"");
+            out.extend_from_slice(rfc3339_ms(expires_at).as_bytes());
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(rest);
+        }
+        _ => out.extend_from_slice(json),
+    }
+}
+
 /// Builds `{"messages":[...]` while the store is read, so that each packet is copied once,
 /// straight into the answer.
 struct MessagesJson {
@@ -321,16 +362,11 @@ impl MessagesJson {
             self.out.push(b',');
         }
         self.count += 1;
-        match p.json.split_first() {
-            // PROTOCOL.md §4: server-to-server answers carry each packet's expiry.
-            Some((b'{', rest)) if self.with_expiry => {
-                self.out.extend_from_slice(b"{\"expires\":\"");
-                self.out
-                    .extend_from_slice(rfc3339_ms(p.expires_at).as_bytes());
-                self.out.extend_from_slice(b"\",");
-                self.out.extend_from_slice(rest);
-            }
-            _ => self.out.extend_from_slice(p.json),
+        // PROTOCOL.md §4: server-to-server answers carry each packet's expiry.
+        if self.with_expiry {
+            push_with_expiry(&mut self.out, p.json, p.expires_at);
+        } else {
+            self.out.extend_from_slice(p.json);
         }
     }
 
@@ -435,9 +471,10 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
     ours.extend(state.config.peer_entries());
     ours.sort();
     ours.dedup();
+    let now = now_ms();
     let answer: Vec<Value> = ours
         .iter()
-        .filter(|s| !their_set.contains(s))
+        .filter(|s| !their_set.contains(s) && !state.peers.is_quarantined(s, now))
         .map(ServerEntry::to_json)
         .collect();
 
@@ -459,6 +496,11 @@ async fn status(state: Arc<RelayState>) -> Response<Bytes> {
         load: (state.load() * 1000.0).round() / 1000.0,
         messages,
         capabilities: vec![CAP_FETCH_CURSOR.to_owned()],
+        peers: Some(
+            state
+                .peers
+                .counts(&super::mesh::known_peers(&state), now_ms()),
+        ),
     };
     json_response(
         StatusCode::OK,

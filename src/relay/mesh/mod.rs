@@ -2,15 +2,20 @@
 //! live packet — message sync every `message_sync_interval` and server sync every
 //! `server_sync_interval` (JASPER.md), as named, stoppable tasks.
 
+pub mod broadcast;
 pub mod client;
+pub mod peers;
 pub mod sync;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use self::broadcast::Fresh;
 use self::client::PeerClient;
+use self::peers::Event;
+use self::sync::SyncError;
 use super::api::RelayState;
 use crate::proto::ServerEntry;
 use crate::proto::server::Host;
@@ -75,8 +80,33 @@ pub fn known_peers(state: &RelayState) -> Vec<ServerEntry> {
     peers
 }
 
-/// Runs message sync and server sync until `stop` turns true.
-pub async fn run(state: Arc<RelayState>, stop: watch::Receiver<bool>) {
+/// Known peers that may be contacted now (not quarantined, not backing off).
+pub fn healthy_peers(state: &RelayState) -> Vec<ServerEntry> {
+    let now = crate::relay::clock::now_ms();
+    let mut peers = known_peers(state);
+    peers.retain(|p| state.peers.is_healthy(p, now));
+    peers
+}
+
+/// Records the outcome of an exchange with `peer` in its score.
+fn judge<T>(state: &RelayState, peer: &ServerEntry, result: &Result<T, SyncError>) {
+    let now = crate::relay::clock::now_ms();
+    let event = match result {
+        Ok(_) => Event::Served,
+        Err(SyncError::BadPacket(_)) => Event::Tampered,
+        Err(e) if e.is_misbehaviour() => Event::Malformed,
+        Err(SyncError::Storage(_)) => return,
+        Err(_) => Event::Unreachable,
+    };
+    state.peers.note(peer, event, now);
+}
+
+/// Runs message sync, server sync and broadcasting until `stop` turns true.
+pub async fn run(
+    state: Arc<RelayState>,
+    pushes: mpsc::Receiver<Fresh>,
+    stop: watch::Receiver<bool>,
+) {
     let client = PeerClient::new(
         state.config.allow_private_peers,
         state.config.peer_entries(),
@@ -86,9 +116,15 @@ pub async fn run(state: Arc<RelayState>, stop: watch::Receiver<bool>) {
         client.clone(),
         stop.clone(),
     ));
-    let servers = tokio::spawn(server_sync_loop(state, client, stop));
+    let servers = tokio::spawn(server_sync_loop(
+        state.clone(),
+        client.clone(),
+        stop.clone(),
+    ));
+    let broadcast = tokio::spawn(broadcast::run(state, client, pushes, stop));
     let _ = messages.await;
     let _ = servers.await;
+    let _ = broadcast.await;
 }
 
 async fn ticker(period: Duration) -> tokio::time::Interval {
@@ -108,12 +144,12 @@ async fn message_sync_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for peer in known_peers(&state) {
+        for peer in healthy_peers(&state) {
             if *stop.borrow() {
                 return;
             }
             let (s, c, p) = (state.clone(), client.clone(), peer.clone());
-            let result = tokio::task::spawn_blocking(move || sync::sync_messages(&s, &c, &p)).await;
+            let result = tokio::task::spawn_blocking(move || sync_with(&s, &c, &p)).await;
             match result {
                 Ok(Ok(report)) if report.stored > 0 || report.withheld > 0 => {
                     tracing::info!(
@@ -131,6 +167,32 @@ async fn message_sync_loop(
     }
 }
 
+/// One message sync with `peer`, a spot check of packets it held, and their verdicts.
+fn sync_with(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+) -> Result<sync::MessageSyncReport, SyncError> {
+    let result = sync::sync_messages(state, client, peer);
+    judge(state, peer, &result);
+    let Ok(report) = &result else {
+        return result;
+    };
+    let now = crate::relay::clock::now_ms();
+    if report.withheld > 0 {
+        state.peers.note(peer, Event::Withheld, now);
+    }
+    match sync::spot_check(state, client, peer) {
+        Ok(0) => {}
+        Ok(missing) => {
+            tracing::warn!(peer = %peer, missing, "peer lost packets it held");
+            state.peers.note(peer, Event::Dropped, now);
+        }
+        Err(e) => judge::<()>(state, peer, &Err(e)),
+    }
+    result
+}
+
 async fn server_sync_loop(
     state: Arc<RelayState>,
     client: PeerClient,
@@ -142,16 +204,24 @@ async fn server_sync_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let peers = known_peers(&state);
-        let mut ours = peers.clone();
+        let now = crate::relay::clock::now_ms();
+        // What we hand out: every known peer but the quarantined ones, and ourselves.
+        let mut ours: Vec<ServerEntry> = known_peers(&state)
+            .into_iter()
+            .filter(|p| !state.peers.is_quarantined(p, now))
+            .collect();
         ours.extend(own_entry(&state));
-        for peer in peers {
+        for peer in healthy_peers(&state) {
             if *stop.borrow() {
                 return;
             }
             let (s, c, p, o) = (state.clone(), client.clone(), peer.clone(), ours.clone());
-            let result =
-                tokio::task::spawn_blocking(move || sync::sync_servers(&s, &c, &p, &o)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                let result = sync::sync_servers(&s, &c, &p, &o);
+                judge(&s, &p, &result);
+                result
+            })
+            .await;
             match result {
                 Ok(Ok(_)) => tracing::debug!(peer = %peer, "server sync"),
                 Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "server sync failed"),

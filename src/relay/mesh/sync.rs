@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use super::broadcast::Fresh;
 use super::client::{PeerClient, PeerError};
 use crate::proto::{Packet, PacketHash, ServerEntry};
 use crate::relay::api::{RelayState, expiry_for};
@@ -14,6 +15,11 @@ use crate::relay::store::{NewPacket, PutOutcome};
 
 /// Hashes asked for in one `/fetch`.
 pub const FETCH_BATCH: usize = 100;
+/// Hashes spot-checked per sync.
+pub const SPOT_CHECK: usize = 8;
+/// A spot-checked packet must stay live here at least this long, so that expiry races do not
+/// count as dropping.
+const SPOT_CHECK_MARGIN_MS: u64 = 60_000;
 /// Allowance per packet in a `/fetch` answer beyond its message (key, signature, JSON).
 const PACKET_OVERHEAD: u64 = 64 * 1024;
 
@@ -141,6 +147,48 @@ pub fn sync_messages(
     Ok(report)
 }
 
+/// Asks `peer` for packets it held before (it advertised them, or accepted our push) that are
+/// still live here, so still live there: their expiry travelled with them. Returns how many
+/// it no longer has.
+pub fn spot_check(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+) -> Result<usize, SyncError> {
+    let now = now_ms();
+    let sample: Vec<PacketHash> = state
+        .peers
+        .take_spot_check(peer, SPOT_CHECK)
+        .into_iter()
+        .filter(|h| {
+            state
+                .store
+                .contains(h, now + SPOT_CHECK_MARGIN_MS)
+                .unwrap_or(false)
+        })
+        .collect();
+    if sample.is_empty() {
+        return Ok(0);
+    }
+    let body = serde_json::json!({
+        "hashes": sample.iter().map(ToString::to_string).collect::<Vec<_>>()
+    });
+    let limit = sample.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
+    let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
+    let answer = parse_object(&answer)?;
+    let present: HashSet<PacketHash> = array(&answer, "messages")?
+        .iter()
+        .filter_map(|m| m.get("hash").and_then(Value::as_str))
+        .filter_map(|h| PacketHash::parse(h).ok())
+        .collect();
+    let missing = sample.iter().filter(|h| !present.contains(h)).count();
+    // What it still holds stays in the sample for next time.
+    for h in sample.iter().filter(|h| present.contains(h)) {
+        state.peers.note_held(peer, *h);
+    }
+    Ok(missing)
+}
+
 /// Fetches `hashes` from `peer` and stores those that pass; returns (stored, delivered).
 pub fn pull(
     state: &RelayState,
@@ -183,9 +231,27 @@ pub fn pull(
     }
     let delivered = packets.len();
     let mut stored = 0;
-    for outcome in state.writer.put_many_blocking(packets) {
+    let fresh: Vec<Fresh> = packets
+        .iter()
+        .map(|p| Fresh {
+            hash: p.hash,
+            json: p.json.clone(),
+            expires_at: p.expires_at,
+            from: Some(peer.clone()),
+        })
+        .collect();
+    for (outcome, fresh) in state
+        .writer
+        .put_many_blocking(packets)
+        .into_iter()
+        .zip(fresh)
+    {
+        state.peers.note_held(peer, fresh.hash);
         match outcome {
-            Ok(PutOutcome::Stored { .. }) => stored += 1,
+            Ok(PutOutcome::Stored { .. }) => {
+                stored += 1;
+                state.broadcast.offer(fresh);
+            }
             Ok(_) => {}
             Err(e) => return Err(SyncError::Storage(e.to_string())),
         }

@@ -321,6 +321,11 @@ fn servers_are_bounded_and_unique(s: &dyn Store) {
         s.add_servers(&[a.clone(), b.clone(), c], 2).unwrap(),
         vec![b.clone()]
     );
+    s.save_peer_record(&a, b"{\"score\":1}").unwrap();
+    let records = s.peer_records().unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records.contains(&(a.clone(), b"{\"score\":1}".to_vec())));
+    assert!(records.contains(&(b.clone(), Vec::new())));
     let mut all = s.servers().unwrap();
     all.sort();
     let mut expected = vec![a, b];

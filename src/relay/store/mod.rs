@@ -202,6 +202,12 @@ pub trait Store: Send + Sync + 'static {
     /// The known-servers list.
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError>;
 
+    /// Every known server with the record the mesh keeps about it (empty when none yet).
+    fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError>;
+
+    /// Keeps `record` for `server`, adding the server if it is not known yet.
+    fn save_peer_record(&self, server: &ServerEntry, record: &[u8]) -> Result<(), StoreError>;
+
     /// Adds servers not yet known, up to `max_known` in all; returns those added.
     fn add_servers(
         &self,

@@ -31,8 +31,8 @@ const TOMBSTONE_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("t
 const INBOX_COUNTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inbox_counts");
 /// Counters: see the `META_*` keys.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Known servers by `host:port`.
-const SERVERS: TableDefinition<&str, ()> = TableDefinition::new("servers");
+/// Known servers by `host:port` → the mesh's record about each (opaque here; may be empty).
+const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 
 const META_NEXT_SEQ: &str = "next_seq";
 const META_PACKETS: &str = "packets";
@@ -509,6 +509,31 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SERVERS).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (key, value) = entry.map_err(engine)?;
+            let server = key.value().parse::<ServerEntry>().map_err(|e| {
+                StoreError::Corrupt(format!("stored server {:?}: {e}", key.value()))
+            })?;
+            out.push((server, value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn save_peer_record(&self, server: &ServerEntry, record: &[u8]) -> Result<(), StoreError> {
+        let txn = self.begin_durable()?;
+        {
+            let mut table = txn.open_table(SERVERS).map_err(engine)?;
+            table
+                .insert(server.authority().as_str(), record)
+                .map_err(engine)?;
+        }
+        txn.commit().map_err(engine)
+    }
+
     fn add_servers(
         &self,
         servers: &[ServerEntry],
@@ -525,7 +550,7 @@ impl Store for RedbStore {
                 }
                 let key = server.authority();
                 if table.get(key.as_str()).map_err(engine)?.is_none() {
-                    table.insert(key.as_str(), ()).map_err(engine)?;
+                    table.insert(key.as_str(), [].as_slice()).map_err(engine)?;
                     known += 1;
                     added.push(server.clone());
                 }

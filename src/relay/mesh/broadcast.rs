@@ -1,0 +1,99 @@
+//! Message broadcasting (JASPER.md key feature 3): a packet this relay stores for the first
+//! time is pushed on to its healthy peers right away, in the background, through a bounded
+//! queue with bounded fan-out. What a full queue drops, the periodic sync repairs.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::client::{PeerClient, PeerError};
+use crate::proto::{PacketHash, ServerEntry};
+use crate::relay::api::{RelayState, json_with_expiry};
+
+/// Packets waiting to be pushed; more are dropped (and reach peers by sync instead).
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Pushes running at once.
+const CONCURRENT_PUSHES: usize = 8;
+
+/// A packet just stored for the first time.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    /// Its hash.
+    pub hash: PacketHash,
+    /// Its stored JSON.
+    pub json: Vec<u8>,
+    /// Its expiry here, which travels with it.
+    pub expires_at: u64,
+    /// The peer it came from, which need not get it back.
+    pub from: Option<ServerEntry>,
+}
+
+/// The sending side of the broadcast queue; cheap to clone.
+#[derive(Clone)]
+pub struct BroadcastQueue {
+    tx: Option<mpsc::Sender<Fresh>>,
+}
+
+impl BroadcastQueue {
+    /// A queue and its receiving end; with `enabled` false, offers are ignored.
+    pub fn new(enabled: bool) -> (Self, mpsc::Receiver<Fresh>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        (
+            Self {
+                tx: enabled.then_some(tx),
+            },
+            rx,
+        )
+    }
+
+    /// Offers a packet for broadcast without waiting; false when it was dropped.
+    pub fn offer(&self, fresh: Fresh) -> bool {
+        match &self.tx {
+            Some(tx) => tx.try_send(fresh).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Pushes queued packets to up to `broadcast_fanout` healthy peers each, until `stop`.
+pub async fn run(
+    state: Arc<RelayState>,
+    client: PeerClient,
+    mut rx: mpsc::Receiver<Fresh>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
+    loop {
+        let fresh = tokio::select! {
+            f = rx.recv() => match f { Some(f) => f, None => return },
+            _ = stop.changed() => return,
+        };
+        let targets: Vec<ServerEntry> = super::healthy_peers(&state)
+            .into_iter()
+            .filter(|p| Some(p) != fresh.from.as_ref())
+            .take(state.config.broadcast_fanout)
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (state, client) = (state.clone(), client.clone());
+        tokio::task::spawn_blocking(move || {
+            let body = json_with_expiry(&fresh.json, fresh.expires_at);
+            for peer in targets {
+                let limit = 4096;
+                match client.post(&peer, "/send", &body, limit) {
+                    Ok(_) => state.peers.push_accepted(&peer, fresh.hash),
+                    // Refusals (expired there, stricter limits) are the peer's right.
+                    Err(PeerError::Status(code)) => {
+                        tracing::debug!(peer = %peer, code, "push refused");
+                    }
+                    Err(e) => tracing::debug!(peer = %peer, error = %e, "push failed"),
+                }
+            }
+            drop(permit);
+        });
+    }
+}
