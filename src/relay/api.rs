@@ -143,6 +143,12 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .then(status);
+    let peers = warp::path("peers")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::ext::optional::<ClientAddr>())
+        .then(peers);
     post("send", Endpoint::Send)
         .or(post("fetch", Endpoint::Fetch))
         .unify()
@@ -151,6 +157,8 @@ pub fn routes(
         .or(sync("servers", Endpoint::SyncServers))
         .unify()
         .or(status)
+        .unify()
+        .or(peers)
         .unify()
         .recover(recover)
         .unify()
@@ -481,6 +489,23 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
     super::mesh::learn_servers(state, theirs).map_err(storage_error)?;
     let body = serde_json::json!({ "servers": answer });
     Ok(json_response(StatusCode::OK, body.to_string().into()))
+}
+
+/// `GET /peers`: the operator's view of the peers, answered only on loopback (it names the
+/// relay's peers and their faults; nothing about clients).
+async fn peers(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<Bytes> {
+    if !addr.is_some_and(|ClientAddr(a)| a.ip().is_loopback()) {
+        return ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response();
+    }
+    let views = tokio::task::spawn_blocking(move || {
+        state
+            .peers
+            .views(&super::mesh::known_peers(&state), now_ms())
+    })
+    .await
+    .unwrap_or_default();
+    let body = serde_json::json!({ "peers": views });
+    json_response(StatusCode::OK, body.to_string().into())
 }
 
 async fn status(state: Arc<RelayState>) -> Response<Bytes> {

@@ -1,0 +1,231 @@
+//! Misbehaving peers against a real relay: tampering, withholding, dropping and flooding are
+//! detected, never believed, penalised, and (for the worst) quarantined.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::fake_peer::{Answer, FakePeer};
+use common::{Relay, eventually, key_b64, packet_for, run_jasper};
+use serde_json::{Value, json};
+
+/// A relay whose only peer is `fake`, syncing every second.
+fn relay_with_peer(fake: &FakePeer) -> Relay {
+    Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"",
+        fake.addr
+    ))
+}
+
+fn peer_view(relay: &Relay) -> Value {
+    let mut resp = common::agent().get(&relay.url("/peers")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.body_mut().read_json().unwrap();
+    body["peers"][0].clone()
+}
+
+fn holds(relay: &Relay, hash: &Value) -> bool {
+    let (_, body) = relay.post("/fetch", &json!({ "hashes": [hash] }));
+    !body["messages"].as_array().unwrap().is_empty()
+}
+
+#[test]
+fn a_peer_serving_tampered_packets_is_never_believed_and_is_quarantined() {
+    let alice = key_b64("alice-4096");
+    let genuine = packet_for(&alice, 1, 200);
+    let hash = genuine["hash"].clone();
+    let mut tampered = genuine.clone();
+    // Same hash, altered ciphertext: the hash no longer matches the message.
+    let msg = tampered["message"].as_str().unwrap().to_owned();
+    tampered["message"] = json!(format!("{}A", &msg[..msg.len() - 1]));
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        "/fetch" => Answer::Json(json!({ "messages": [tampered] }).to_string()),
+        "/sync/servers" => Answer::Json("{\"servers\":[]}".into()),
+        _ => Answer::Status(404),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(
+        eventually(Duration::from_secs(20), || peer_view(&relay)["state"]
+            == "quarantined"),
+        "the tampering peer was not quarantined: {}",
+        peer_view(&relay)
+    );
+    assert!(
+        !holds(&relay, &genuine["hash"]),
+        "a tampered packet was stored"
+    );
+    assert_eq!(relay.status()["peers"]["quarantined"], 1);
+    assert_eq!(peer_view(&relay)["last_problem"], "tampered");
+    assert!(relay.log().contains("peer quarantined"));
+
+    // Quarantined: contacted far less (not at all within its quarantine).
+    let before = fake.calls("/sync/hashes");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        fake.calls("/sync/hashes"),
+        before,
+        "a quarantined peer was still synced with"
+    );
+
+    // The operator sees it with `jasper relay peers`.
+    let (code, out, err) = run_jasper(
+        &["relay", "peers", "--url", &relay.url("")],
+        relay.dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&fake.addr.to_string()) && out.contains("quarantined"),
+        "{out}"
+    );
+    let (code, out, _) = run_jasper(
+        &["relay", "peers", "--json", "--url", &relay.url("")],
+        relay.dir.path(),
+    );
+    assert_eq!(code, 0);
+    let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line["state"], "quarantined");
+
+    // Scores survive a restart.
+    let relay = relay.restart();
+    assert_eq!(peer_view(&relay)["state"], "quarantined");
+}
+
+#[test]
+fn a_peer_that_sends_packets_nobody_asked_for_is_not_believed() {
+    let alice = key_b64("alice-4096");
+    let asked = packet_for(&alice, 1, 200);
+    let unasked = packet_for(&alice, 2, 200);
+    let (asked_hash, unasked_copy) = (asked["hash"].clone(), unasked.clone());
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [asked_hash] }).to_string()),
+        "/fetch" => Answer::Json(json!({ "messages": [unasked_copy] }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(eventually(
+        Duration::from_secs(20),
+        || peer_view(&relay)["penalties"].as_u64().unwrap_or(0) >= 1
+    ));
+    assert!(!holds(&relay, &unasked["hash"]));
+    assert!(!holds(&relay, &asked["hash"]));
+}
+
+#[test]
+fn a_peer_that_advertises_and_withholds_is_penalised() {
+    let hash = "ab".repeat(32);
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        "/fetch" => Answer::Json("{\"messages\":[]}".into()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(
+        eventually(
+            Duration::from_secs(20),
+            || peer_view(&relay)["last_problem"] == "withheld"
+        ),
+        "{}",
+        peer_view(&relay)
+    );
+    // Repeated refusals to relay end in quarantine.
+    assert!(
+        eventually(Duration::from_secs(30), || peer_view(&relay)["state"]
+            == "quarantined"),
+        "{}",
+        peer_view(&relay)
+    );
+}
+
+#[test]
+fn a_peer_that_drops_packets_it_held_is_penalised() {
+    let alice = key_b64("alice-4096");
+    let packet = packet_for(&alice, 1, 200);
+    let hash = packet["hash"].clone();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        // It serves the packet once, then claims never to have had it.
+        "/fetch" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
+            Answer::Json(json!({ "messages": [packet] }).to_string())
+        }
+        "/fetch" => Answer::Json("{\"messages\":[]}".into()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(
+        eventually(
+            Duration::from_secs(20),
+            || peer_view(&relay)["last_problem"] == "dropped"
+        ),
+        "{}",
+        peer_view(&relay)
+    );
+    assert!(relay.log().contains("peer lost packets it held"));
+    // What it served honestly was stored.
+    assert_eq!(relay.inbox(&alice).len(), 1);
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap()
+        / 1024.0
+}
+
+#[test]
+fn a_peer_answering_endless_bodies_does_not_exhaust_memory() {
+    let fake = FakePeer::start(|path, _| match path {
+        "/sync/hashes" | "/sync/servers" => Answer::Endless,
+        _ => Answer::Status(404),
+    });
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1s\"\nmax_hashes_per_request = 10000",
+        fake.addr
+    ));
+    assert!(
+        eventually(
+            Duration::from_secs(30),
+            || peer_view(&relay)["last_problem"] == "malformed"
+        ),
+        "{}",
+        peer_view(&relay)
+    );
+    assert!(eventually(
+        Duration::from_secs(30),
+        || peer_view(&relay)["state"] == "quarantined"
+    ));
+    // Answers are read only up to what a valid one can be (10,000 hashes: ~670 KB).
+    let peak = rss_mib(relay.pid());
+    assert!(peak < 100.0, "peak RSS {peak:.0} MiB");
+    relay.send_ok(&packet_for(&key_b64("alice-4096"), 1, 100));
+}
+
+#[test]
+fn peers_view_is_for_the_operator_only() {
+    let relay = Relay::start("");
+    let mut resp = common::agent().get(&relay.url("/peers")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "loopback may ask");
+    let body: Value = resp.body_mut().read_json().unwrap();
+    assert!(body["peers"].as_array().unwrap().is_empty());
+    let (code, out, _) = run_jasper(
+        &["relay", "peers", "--url", &relay.url("")],
+        relay.dir.path(),
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("no peers known"), "{out}");
+    let (code, _, err) = run_jasper(
+        &["relay", "peers", "--url", "http://127.0.0.1:1"],
+        relay.dir.path(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach the relay"), "{err}");
+}
