@@ -95,8 +95,10 @@ fn a_line_of_four_relays_delivers_both_ways_by_sync() {
         body["messages"][0]["expires"].as_str().unwrap().to_owned()
     };
     assert_eq!(expiry(&relays[0]), expiry(&relays[3]));
+    // Packets moved by sync (pulled, or fetched back by the answering side), logged at info.
+    let logs: String = relays.iter().map(Relay::log).collect();
     assert!(
-        relays[3].log().contains("message sync"),
+        logs.contains("message sync") && logs.contains("pulled="),
         "sync is logged at info"
     );
 }
@@ -219,4 +221,42 @@ fn an_expired_packet_is_not_pulled_back_from_a_peer_that_still_holds_it() {
     assert!(!holds(&short, &p));
     assert!(short.inbox(&alice).is_empty());
     assert!(holds(&long, &p));
+}
+
+#[test]
+fn the_answering_side_fetches_back_only_from_known_servers() {
+    let (p1, p2) = (free_port(), free_port());
+    // The first relay never runs a message sync of its own (its first, at start, finds
+    // nothing) and pushes nothing: a packet can reach it only by fetch-back.
+    let quiet =
+        "message_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"\nbroadcast_fanout = 0";
+    let first = Relay::start_at(p1, &mesh_config(p1, &[], quiet));
+    let second = Relay::start_at(p2, &mesh_config(p2, &[p1], "broadcast_fanout = 0"));
+    let alice = key_b64("alice-4096");
+    let p = packet_for(&alice, 7, 100);
+    second.send_ok(&p);
+    assert!(
+        eventually(Duration::from_secs(20), || holds(&first, &p)),
+        "the first relay never fetched back from the second"
+    );
+    assert!(first.log().contains("fetch-back"));
+
+    // A caller naming a server the relay does not know gets its answer, and nothing else.
+    let stranger = common::fake_peer::FakePeer::start(|_, _| {
+        common::fake_peer::Answer::Json("{\"messages\":[]}".into())
+    });
+    let mut resp = common::agent()
+        .post(&first.url("/sync/hashes"))
+        .header("jasper-server", &stranger.addr.to_string())
+        .send_json(json!({ "hashes": ["cd".repeat(32)] }))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.body_mut().read_json().unwrap();
+    assert!(!answer["hashes"].as_array().unwrap().is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        stranger.calls("/fetch"),
+        0,
+        "the relay was made to contact an unknown address"
+    );
 }

@@ -19,6 +19,7 @@ use super::clock::{now_ms, rfc3339_ms};
 use super::limits::RateLimiter;
 use super::mesh::broadcast::{BroadcastQueue, Fresh};
 use super::mesh::peers::PeerBook;
+use super::mesh::{FETCH_BACK_QUEUE, FetchBack, MeshInbox};
 use super::store::{NewPacket, PacketView, PutOutcome, Store};
 use super::writer::Writer;
 use crate::config::RelayConfig;
@@ -28,6 +29,8 @@ use crate::proto::packet::json_type;
 use crate::proto::status::CAP_FETCH_CURSOR;
 use crate::proto::{Packet, PacketHash, PacketRules, PublicKey, ServerEntry, Status};
 
+/// Request header by which a relay calling `/sync/*` names its own `host:port` (extension).
+pub const CALLER_HEADER: &str = "jasper-server";
 /// Bytes one hash takes in a JSON list, with quotes and comma.
 const HASH_JSON_BYTES: usize = 64 + 3;
 /// Bytes one server entry may take in a JSON list.
@@ -53,6 +56,8 @@ pub struct RelayState {
     pub peers: PeerBook,
     /// Packets to push to peers.
     pub broadcast: BroadcastQueue,
+    /// Fetch-backs for the mesh to run (bounded; dropped when full).
+    pub fetch_backs: mpsc::Sender<FetchBack>,
 }
 
 impl RelayState {
@@ -62,12 +67,14 @@ impl RelayState {
         writer: Writer,
         config: RelayConfig,
         local_addr: SocketAddr,
-    ) -> (Self, mpsc::Receiver<Fresh>) {
+    ) -> (Self, MeshInbox) {
         let (broadcast, pushes) = BroadcastQueue::new(config.broadcast_fanout > 0);
+        let (fetch_backs, fetch_back_rx) = mpsc::channel(FETCH_BACK_QUEUE);
         let base_backoff = config.message_sync_interval.as_millis() as u64;
         let state = Self {
             peers: PeerBook::load(store.clone(), base_backoff),
             broadcast,
+            fetch_backs,
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,
@@ -79,7 +86,13 @@ impl RelayState {
             writer,
             config,
         };
-        (state, pushes)
+        (
+            state,
+            MeshInbox {
+                pushes,
+                fetch_backs: fetch_back_rx,
+            },
+        )
     }
 
     /// 0.0–1.0: the larger of requests in flight over their limit and the write queue's fill.
@@ -125,7 +138,7 @@ pub fn routes(
             .and(warp::ext::optional::<ClientAddr>())
             .and(warp::header::optional::<u64>("content-length"))
             .and(warp::body::stream())
-            .then(move |state, addr, len, body| handle(state, endpoint, addr, len, body))
+            .then(move |state, addr, len, body| handle(state, endpoint, addr, len, body, None))
     };
     let sync = |name: &'static str, endpoint: Endpoint| {
         warp::path("sync")
@@ -135,8 +148,11 @@ pub fn routes(
             .and(with_state.clone())
             .and(warp::ext::optional::<ClientAddr>())
             .and(warp::header::optional::<u64>("content-length"))
+            .and(warp::header::optional::<String>(CALLER_HEADER))
             .and(warp::body::stream())
-            .then(move |state, addr, len, body| handle(state, endpoint, addr, len, body))
+            .then(move |state, addr, len, caller, body| {
+                handle(state, endpoint, addr, len, body, caller)
+            })
     };
     let status = warp::path("status")
         .and(warp::path::end())
@@ -170,6 +186,7 @@ async fn handle<S, B>(
     addr: Option<ClientAddr>,
     content_length: Option<u64>,
     body: S,
+    caller: Option<String>,
 ) -> Response<Bytes>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -193,7 +210,12 @@ where
     let result = match endpoint {
         Endpoint::Send => send(&state, bytes).await,
         Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,
-        Endpoint::SyncHashes => blocking(state.clone(), move |s| sync_hashes(s, &bytes)).await,
+        Endpoint::SyncHashes => {
+            blocking(state.clone(), move |s| {
+                sync_hashes(s, &bytes, caller.as_deref())
+            })
+            .await
+        }
         Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -439,11 +461,20 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
     }
 }
 
-fn sync_hashes(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+fn sync_hashes(
+    state: &RelayState,
+    body: &[u8],
+    caller: Option<&str>,
+) -> Result<Response<Bytes>, ApiError> {
     let map = parse_object(body)?;
     let max = state.config.max_hashes_per_request;
     let theirs: HashSet<PacketHash> = parse_hashes(&map, max)?.into_iter().collect();
     drop(map);
+    // JASPER.md: the answering side then fetches what it lacks from the caller, but only from
+    // a caller that names itself as a server we already know (never an arbitrary address).
+    if let Some(peer) = caller.and_then(|c| super::mesh::known_caller(state, c)) {
+        super::mesh::request_fetch_back(state, peer, &theirs);
+    }
     let mut out = Vec::with_capacity(64 * 1024);
     out.extend_from_slice(b"{\"hashes\":[");
     let mut count = 0;

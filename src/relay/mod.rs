@@ -89,10 +89,10 @@ pub async fn run(
         header_timeout: config.request_timeout,
         drain_timeout: DRAIN_TIMEOUT,
     };
-    let (state, pushes) = api::RelayState::new(store, writer, config, local);
+    let (state, mesh_inbox) = api::RelayState::new(store, writer, config, local);
     let state = Arc::new(state);
     let routes = api::routes(state.clone()).boxed();
-    let mesh = tokio::spawn(mesh::run(state.clone(), pushes, stop_tx.subscribe()));
+    let mesh = tokio::spawn(mesh::run(state.clone(), mesh_inbox, stop_tx.subscribe()));
     drop(state);
 
     tracing::info!(address = %local, "relay listening");

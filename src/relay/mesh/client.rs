@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::proto::ServerEntry;
 use crate::proto::server::{Host, is_public_ip};
+use crate::relay::api::CALLER_HEADER;
 
 /// Time allowed to connect to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +47,7 @@ pub struct PeerClient {
     agent: ureq::Agent,
     allow_private: bool,
     configured: Vec<ServerEntry>,
+    own: Option<ServerEntry>,
 }
 
 impl PeerClient {
@@ -65,7 +67,15 @@ impl PeerClient {
             agent,
             allow_private,
             configured,
+            own: None,
         }
+    }
+
+    /// Names this relay (its public address) to the peers it calls, so that they can fetch
+    /// back from it (header `jasper-server`).
+    pub fn with_own_address(mut self, own: Option<ServerEntry>) -> Self {
+        self.own = own;
+        self
     }
 
     /// Resolves `peer` to one address this relay may contact.
@@ -103,6 +113,9 @@ impl PeerClient {
             .agent
             .post(&url)
             .header("content-type", "application/json");
+        if let Some(own) = &self.own {
+            request = request.header(CALLER_HEADER, own.to_string());
+        }
         if let Host::Domain(name) = &peer.host {
             request = request.header("host", format!("{name}:{}", peer.port));
         }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod peers;
 pub mod sync;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use self::client::PeerClient;
 use self::peers::Event;
 use self::sync::SyncError;
 use super::api::RelayState;
-use crate::proto::ServerEntry;
 use crate::proto::server::Host;
+use crate::proto::{PacketHash, ServerEntry};
 
 /// This relay's own advertised address, when configured.
 pub fn own_entry(state: &RelayState) -> Option<ServerEntry> {
@@ -101,16 +102,60 @@ fn judge<T>(state: &RelayState, peer: &ServerEntry, result: &Result<T, SyncError
     state.peers.note(peer, event, now);
 }
 
-/// Runs message sync, server sync and broadcasting until `stop` turns true.
-pub async fn run(
-    state: Arc<RelayState>,
-    pushes: mpsc::Receiver<Fresh>,
-    stop: watch::Receiver<bool>,
-) {
+/// Fetch-backs waiting for the mesh; more are dropped (the next sync repairs).
+pub const FETCH_BACK_QUEUE: usize = 64;
+/// Most hashes one fetch-back pulls.
+pub const FETCH_BACK_MAX: usize = 10 * sync::FETCH_BATCH;
+
+/// A request to pull `hashes` from `peer`, which showed it holds them.
+#[derive(Debug, Clone)]
+pub struct FetchBack {
+    /// The known server that called us.
+    pub peer: ServerEntry,
+    /// What it holds and we lack.
+    pub hashes: Vec<PacketHash>,
+}
+
+/// The receiving ends of the queues the API fills for the mesh.
+pub struct MeshInbox {
+    /// Packets to push.
+    pub pushes: mpsc::Receiver<Fresh>,
+    /// Fetch-backs to run.
+    pub fetch_backs: mpsc::Receiver<FetchBack>,
+}
+
+/// The caller of a `/sync/*` request, when it names itself (header `jasper-server`) as a
+/// server we know and may contact.
+pub fn known_caller(state: &RelayState, claimed: &str) -> Option<ServerEntry> {
+    let entry: ServerEntry = claimed.trim().parse().ok()?;
+    let now = crate::relay::clock::now_ms();
+    (known_peers(state).contains(&entry) && state.peers.is_healthy(&entry, now)).then_some(entry)
+}
+
+/// Queues a fetch-back of what `peer` holds (`theirs`) and we lack.
+pub fn request_fetch_back(state: &RelayState, peer: ServerEntry, theirs: &HashSet<PacketHash>) {
+    let now = crate::relay::clock::now_ms();
+    let hashes: Vec<PacketHash> = theirs
+        .iter()
+        .filter(|h| {
+            !state.store.contains(h, now).unwrap_or(true)
+                && !state.store.tombstoned(h, now).unwrap_or(true)
+        })
+        .take(FETCH_BACK_MAX)
+        .copied()
+        .collect();
+    if !hashes.is_empty() {
+        let _ = state.fetch_backs.try_send(FetchBack { peer, hashes });
+    }
+}
+
+/// Runs message sync, server sync, broadcasting and fetch-backs until `stop` turns true.
+pub async fn run(state: Arc<RelayState>, inbox: MeshInbox, stop: watch::Receiver<bool>) {
     let client = PeerClient::new(
         state.config.allow_private_peers,
         state.config.peer_entries(),
-    );
+    )
+    .with_own_address(own_entry(&state));
     let messages = tokio::spawn(message_sync_loop(
         state.clone(),
         client.clone(),
@@ -121,10 +166,49 @@ pub async fn run(
         client.clone(),
         stop.clone(),
     ));
-    let broadcast = tokio::spawn(broadcast::run(state, client, pushes, stop));
+    let backs = tokio::spawn(fetch_back_loop(
+        state.clone(),
+        client.clone(),
+        inbox.fetch_backs,
+        stop.clone(),
+    ));
+    let broadcast = tokio::spawn(broadcast::run(state, client, inbox.pushes, stop));
     let _ = messages.await;
     let _ = servers.await;
+    let _ = backs.await;
     let _ = broadcast.await;
+}
+
+async fn fetch_back_loop(
+    state: Arc<RelayState>,
+    client: PeerClient,
+    mut requests: mpsc::Receiver<FetchBack>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let request = tokio::select! {
+            r = requests.recv() => match r { Some(r) => r, None => return },
+            _ = stop.changed() => return,
+        };
+        let (s, c) = (state.clone(), client.clone());
+        let peer = request.peer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut stored = 0;
+            for chunk in request.hashes.chunks(sync::FETCH_BATCH) {
+                let result = sync::pull(&s, &c, &request.peer, chunk);
+                judge(&s, &request.peer, &result);
+                stored += result?.0;
+            }
+            Ok::<_, SyncError>(stored)
+        })
+        .await;
+        match result {
+            Ok(Ok(n)) if n > 0 => tracing::info!(peer = %peer, pulled = n, "fetch-back"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "fetch-back failed"),
+            Err(_) => tracing::error!(peer = %peer, "fetch-back task panicked"),
+        }
+    }
 }
 
 async fn ticker(period: Duration) -> tokio::time::Interval {
