@@ -78,6 +78,8 @@ pub struct RelayConfig {
     pub server_sync_interval: Duration,
     /// Peers each newly stored packet is pushed to at once (0: no broadcasting, sync only).
     pub broadcast_fanout: usize,
+    /// Offer and use set reconciliation with peers that offer it too (else `/sync/hashes`).
+    pub reconciliation: bool,
     /// Most live packets stored for one recipient; further sends get 429 until some expire.
     pub max_inbox_packets: u64,
     /// Most bytes of packets stored in all; further sends get 503.
@@ -119,6 +121,7 @@ impl Default for RelayConfig {
             message_sync_interval: Duration::from_secs(60),
             server_sync_interval: Duration::from_secs(3600),
             broadcast_fanout: 8,
+            reconciliation: true,
             max_inbox_packets: 10_000,
             max_stored_bytes: 16 << 30,
             max_hashes_per_request: 250_000,

@@ -164,11 +164,11 @@ fn a_stopped_relay_catches_up_and_passes_packets_on() {
     // first <- middle <- last: the last relay may contact only its configured peer (the
     // middle one), so every packet from the first must pass through the middle.
     let ports = [free_port(), free_port(), free_port()];
-    let first = Relay::start_at(ports[0], &mesh_config(ports[0], &[], ""));
+    // The first may not contact private addresses either: it never learns the last one.
+    let strict = |c: String| c.replace("allow_private_peers = true", "allow_private_peers = false");
+    let first = Relay::start_at(ports[0], &strict(mesh_config(ports[0], &[], "")));
     let middle = Relay::start_at(ports[1], &mesh_config(ports[1], &[ports[0]], ""));
-    let last_config = mesh_config(ports[2], &[ports[1]], "")
-        .replace("allow_private_peers = true", "allow_private_peers = false");
-    let last = Relay::start_at(ports[2], &last_config);
+    let last = Relay::start_at(ports[2], &strict(mesh_config(ports[2], &[ports[1]], "")));
     let alice = key_b64("alice-4096");
     let warm = packet_for(&alice, 1, 100);
     first.send_ok(&warm);
@@ -193,6 +193,10 @@ fn a_stopped_relay_catches_up_and_passes_packets_on() {
     assert!(holds(&middle, &while_down));
     assert!(
         !known_servers(&last).contains(&format!("127.0.0.1:{}", ports[0])),
+        "a relay that refuses private peers learned one"
+    );
+    assert!(
+        !known_servers(&first).contains(&format!("127.0.0.1:{}", ports[2])),
         "a relay that refuses private peers learned one"
     );
 }
@@ -231,7 +235,12 @@ fn the_answering_side_fetches_back_only_from_known_servers() {
     let quiet =
         "message_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"\nbroadcast_fanout = 0";
     let first = Relay::start_at(p1, &mesh_config(p1, &[], quiet));
-    let second = Relay::start_at(p2, &mesh_config(p2, &[p1], "broadcast_fanout = 0"));
+    // The second relay speaks plain JASPER.md sync (/sync/hashes), which is what the
+    // answering side fetches back from; reconciliation would push instead.
+    let second = Relay::start_at(
+        p2,
+        &mesh_config(p2, &[p1], "broadcast_fanout = 0\nreconciliation = false"),
+    );
     let alice = key_b64("alice-4096");
     let p = packet_for(&alice, 7, 100);
     second.send_ok(&p);
@@ -259,4 +268,68 @@ fn the_answering_side_fetches_back_only_from_known_servers() {
         0,
         "the relay was made to contact an unknown address"
     );
+}
+
+#[test]
+fn a_mixed_mesh_of_reconciling_and_plain_relays_converges() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let relays: Vec<Relay> = (0..4)
+        .map(|i| {
+            let before: Vec<u16> = if i == 0 { vec![] } else { vec![ports[i - 1]] };
+            let reconciliation = if i % 2 == 0 { "true" } else { "false" };
+            let extra = format!("broadcast_fanout = 0\nreconciliation = {reconciliation}");
+            Relay::start_at(ports[i], &mesh_config(ports[i], &before, &extra))
+        })
+        .collect();
+    let alice = key_b64("alice-4096");
+    let packets: Vec<Value> = (0..4).map(|i| packet_for(&alice, 100 + i, 200)).collect();
+    for (r, p) in relays.iter().zip(&packets) {
+        r.send_ok(p);
+    }
+    for r in &relays {
+        for p in &packets {
+            assert!(
+                eventually(Duration::from_secs(40), || holds(r, p)),
+                "relay {} never got packet {}",
+                r.addr,
+                p["hash"]
+            );
+        }
+    }
+    let logs: String = relays.iter().map(Relay::log).collect();
+    assert!(
+        logs.contains("method=\"reconcile\""),
+        "two reconciling relays reconcile"
+    );
+    assert!(
+        logs.contains("method=\"hashes\""),
+        "with a plain relay, /sync/hashes"
+    );
+    // Only relays that offer reconciliation advertise it.
+    assert!(
+        relays[0].status()["capabilities"]
+            .to_string()
+            .contains("reconcile-negentropy-v1")
+    );
+    assert!(
+        !relays[1].status()["capabilities"]
+            .to_string()
+            .contains("reconcile")
+    );
+}
+
+#[test]
+fn the_reconcile_endpoint_refuses_bad_input() {
+    let relay = Relay::start("");
+    let (status, body) = relay.post_raw("/sync/reconcile", b"\x61garbage");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("negentropy"));
+    let (status, _) = relay.post_raw("/sync/reconcile", &vec![0x61; 400 * 1024]);
+    assert_eq!(status, 413);
+    let (status, _) = relay.post_raw("/sync/reconcile", b"");
+    assert_eq!(status, 400);
+    let plain = Relay::start("reconciliation = false");
+    let (status, body) = plain.post_raw("/sync/reconcile", b"\x61");
+    assert_eq!(status, 404, "{body}");
+    relay.send_ok(&packet_for(&key_b64("alice-4096"), 1, 100));
 }

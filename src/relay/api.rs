@@ -19,6 +19,7 @@ use super::clock::{now_ms, rfc3339_ms};
 use super::limits::RateLimiter;
 use super::mesh::broadcast::{BroadcastQueue, Fresh};
 use super::mesh::peers::PeerBook;
+use super::mesh::reconcile::{self, SnapshotCache};
 use super::mesh::{FETCH_BACK_QUEUE, FetchBack, MeshInbox};
 use super::store::{NewPacket, PacketView, PutOutcome, Store};
 use super::writer::Writer;
@@ -58,6 +59,8 @@ pub struct RelayState {
     pub broadcast: BroadcastQueue,
     /// Fetch-backs for the mesh to run (bounded; dropped when full).
     pub fetch_backs: mpsc::Sender<FetchBack>,
+    /// The set the answering side of reconciliation works on.
+    pub reconcile: SnapshotCache,
 }
 
 impl RelayState {
@@ -75,6 +78,7 @@ impl RelayState {
             peers: PeerBook::load(store.clone(), base_backoff),
             broadcast,
             fetch_backs,
+            reconcile: SnapshotCache::default(),
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,
@@ -109,6 +113,7 @@ enum Endpoint {
     Fetch,
     SyncHashes,
     SyncServers,
+    Reconcile,
 }
 
 impl Endpoint {
@@ -121,6 +126,7 @@ impl Endpoint {
             }
             Endpoint::SyncHashes => c.max_hashes_per_request * HASH_JSON_BYTES + 1024,
             Endpoint::SyncServers => c.max_servers_per_request * SERVER_JSON_BYTES + 1024,
+            Endpoint::Reconcile => reconcile::MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -172,6 +178,8 @@ pub fn routes(
         .unify()
         .or(sync("servers", Endpoint::SyncServers))
         .unify()
+        .or(sync("reconcile", Endpoint::Reconcile))
+        .unify()
         .or(status)
         .unify()
         .or(peers)
@@ -217,6 +225,7 @@ where
             .await
         }
         Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
+        Endpoint::Reconcile => blocking(state.clone(), move |s| reconcile_round(s, &bytes)).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }
@@ -539,6 +548,32 @@ async fn peers(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<Byt
     json_response(StatusCode::OK, body.to_string().into())
 }
 
+/// What this relay offers beyond JASPER.md.
+fn capabilities(state: &RelayState) -> Vec<String> {
+    let mut caps = vec![CAP_FETCH_CURSOR.to_owned()];
+    if state.config.reconciliation {
+        caps.push(reconcile::CAPABILITY.to_owned());
+    }
+    caps
+}
+
+/// `POST /sync/reconcile`: one round of set reconciliation, answering side.
+fn reconcile_round(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+    if !state.config.reconciliation {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "set reconciliation is disabled on this relay; use /sync/hashes",
+        ));
+    }
+    let answer = reconcile::answer(state, body)
+        .map_err(|e| ApiError::bad_request(format!("not a negentropy v1 message: {e}")))?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(answer.into())
+        .expect("static headers are valid"))
+}
+
 async fn status(state: Arc<RelayState>) -> Response<Bytes> {
     let s = state.clone();
     let stats = tokio::task::spawn_blocking(move || s.store.stats()).await;
@@ -551,7 +586,7 @@ async fn status(state: Arc<RelayState>) -> Response<Bytes> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         load: (state.load() * 1000.0).round() / 1000.0,
         messages,
-        capabilities: vec![CAP_FETCH_CURSOR.to_owned()],
+        capabilities: capabilities(&state),
         peers: Some(
             state
                 .peers

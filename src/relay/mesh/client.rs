@@ -107,12 +107,31 @@ impl PeerClient {
         body: &[u8],
         limit: u64,
     ) -> Result<Vec<u8>, PeerError> {
+        self.post_typed(peer, path, "application/json", body, limit)
+    }
+
+    /// As [`PeerClient::post`], with a binary body.
+    pub fn post_bytes(
+        &self,
+        peer: &ServerEntry,
+        path: &str,
+        body: &[u8],
+        limit: u64,
+    ) -> Result<Vec<u8>, PeerError> {
+        self.post_typed(peer, path, "application/octet-stream", body, limit)
+    }
+
+    fn post_typed(
+        &self,
+        peer: &ServerEntry,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        limit: u64,
+    ) -> Result<Vec<u8>, PeerError> {
         let addr = self.resolve(peer)?;
         let url = format!("http://{addr}{path}");
-        let mut request = self
-            .agent
-            .post(&url)
-            .header("content-type", "application/json");
+        let mut request = self.agent.post(&url).header("content-type", content_type);
         if let Some(own) = &self.own {
             request = request.header(CALLER_HEADER, own.to_string());
         }

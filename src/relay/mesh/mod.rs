@@ -5,6 +5,7 @@
 pub mod broadcast;
 pub mod client;
 pub mod peers;
+pub mod reconcile;
 pub mod sync;
 
 use std::collections::HashSet;
@@ -235,15 +236,24 @@ async fn message_sync_loop(
             let (s, c, p) = (state.clone(), client.clone(), peer.clone());
             let result = tokio::task::spawn_blocking(move || sync_with(&s, &c, &p)).await;
             match result {
-                Ok(Ok(report)) if report.stored > 0 || report.withheld > 0 => {
+                Ok(Ok(report)) if report.stored > 0 || report.withheld > 0 || report.pushed > 0 => {
                     tracing::info!(
                         peer = %peer,
+                        method = report.method,
+                        discovery_bytes = report.discovery_bytes,
                         pulled = report.stored,
+                        pushed = report.pushed,
                         withheld = report.withheld,
                         "message sync"
                     );
                 }
-                Ok(Ok(_)) => tracing::debug!(peer = %peer, "message sync: nothing new"),
+                Ok(Ok(report)) => tracing::debug!(
+                    peer = %peer,
+                    method = report.method,
+                    discovery_bytes = report.discovery_bytes,
+                    "message sync: nothing new"
+                ),
+
                 Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "message sync failed"),
                 Err(_) => tracing::error!(peer = %peer, "message sync task panicked"),
             }

@@ -172,6 +172,7 @@ pub struct PeerView {
 /// Every peer's record, shared by the mesh tasks and the API.
 pub struct PeerBook {
     records: Mutex<HashMap<ServerEntry, PeerRecord>>,
+    capabilities: Mutex<HashMap<ServerEntry, (bool, u64)>>,
     held: Mutex<HashMap<ServerEntry, VecDeque<PacketHash>>>,
     store: Arc<dyn Store>,
     base_backoff_ms: u64,
@@ -196,6 +197,7 @@ impl PeerBook {
         }
         Self {
             records: Mutex::new(records),
+            capabilities: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             store,
             base_backoff_ms,
@@ -244,6 +246,20 @@ impl PeerBook {
         if let Err(e) = self.store.save_peer_record(peer, &bytes) {
             tracing::error!(error = %e, "cannot keep a peer record");
         }
+    }
+
+    /// Whether `peer` offers set reconciliation, if checked less than `max_age_ms` ago.
+    pub fn capability(&self, peer: &ServerEntry, now: u64, max_age_ms: u64) -> Option<bool> {
+        let caps = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
+        caps.get(peer)
+            .filter(|(_, at)| now.saturating_sub(*at) < max_age_ms)
+            .map(|(offers, _)| *offers)
+    }
+
+    /// Remembers whether `peer` offers set reconciliation.
+    pub fn set_capability(&self, peer: &ServerEntry, offers: bool, now: u64) {
+        let mut caps = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
+        caps.insert(peer.clone(), (offers, now));
     }
 
     /// Remembers that `peer` holds `hash` (it advertised it, or accepted our push).

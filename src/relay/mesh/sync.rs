@@ -8,13 +8,16 @@ use serde_json::{Map, Value};
 
 use super::broadcast::Fresh;
 use super::client::{PeerClient, PeerError};
+use super::reconcile;
 use crate::proto::{Packet, PacketHash, ServerEntry};
-use crate::relay::api::{RelayState, expiry_for};
+use crate::relay::api::{RelayState, expiry_for, json_with_expiry};
 use crate::relay::clock::now_ms;
 use crate::relay::store::{NewPacket, PutOutcome};
 
 /// Hashes asked for in one `/fetch`.
 pub const FETCH_BATCH: usize = 100;
+/// Most batches of [`FETCH_BATCH`] packets pushed to a peer in one sync.
+const MAX_PUSH_BATCHES: usize = 10;
 /// Hashes spot-checked per sync.
 pub const SPOT_CHECK: usize = 8;
 /// A spot-checked packet must stay live here at least this long, so that expiry races do not
@@ -26,6 +29,12 @@ const PACKET_OVERHEAD: u64 = 64 * 1024;
 /// What one message sync with a peer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MessageSyncReport {
+    /// `hashes` or `reconcile`.
+    pub method: &'static str,
+    /// Bytes spent finding the difference (hash lists or reconciliation messages).
+    pub discovery_bytes: u64,
+    /// Packets pushed to the peer because it lacked them.
+    pub pushed: usize,
     /// Hashes the peer said we lack.
     pub advertised: usize,
     /// Of those, ones we asked for (not known, not tombstoned here).
@@ -100,9 +109,112 @@ fn our_hashes_body(state: &RelayState, max: usize) -> Result<Vec<u8>, SyncError>
     Ok(out)
 }
 
-/// JASPER.md message sync with `peer`: send our hashes, fetch what the peer says we lack,
-/// check every packet as `/send` would, store what passes.
+/// Message sync with `peer`: set reconciliation when both sides offer it, else JASPER.md's
+/// `/sync/hashes`. Either way every packet received is checked as `/send` would check it.
 pub fn sync_messages(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+) -> Result<MessageSyncReport, SyncError> {
+    if state.config.reconciliation && peer_reconciles(state, client, peer) {
+        sync_reconciled(state, client, peer)
+    } else {
+        sync_by_hashes(state, client, peer)
+    }
+}
+
+/// Whether `peer` offers set reconciliation (its `/status`, checked every ten minutes).
+fn peer_reconciles(state: &RelayState, client: &PeerClient, peer: &ServerEntry) -> bool {
+    const RECHECK_MS: u64 = 10 * 60 * 1000;
+    let now = now_ms();
+    if let Some(known) = state.peers.capability(peer, now, RECHECK_MS) {
+        return known;
+    }
+    let offers = match client.get(peer, "/status", 64 * 1024) {
+        Ok(Some(body)) => serde_json::from_slice::<Value>(&body).is_ok_and(|s| {
+            s["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|v| v == reconcile::CAPABILITY))
+        }),
+        // No /status: a relay that speaks only JASPER.md.
+        Ok(None) | Err(PeerError::Status(_)) => false,
+        Err(_) => return false,
+    };
+    state.peers.set_capability(peer, offers, now);
+    offers
+}
+
+/// Sync by reconciliation: learn both differences in a few small round trips, pull what we
+/// lack, push what the peer lacks.
+fn sync_reconciled(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+) -> Result<MessageSyncReport, SyncError> {
+    let diff = reconcile::reconcile_with(state, client, peer)?;
+    let now = now_ms();
+    let mut report = MessageSyncReport {
+        method: "reconcile",
+        advertised: diff.need.len(),
+        discovery_bytes: diff.bytes_out + diff.bytes_in,
+        ..MessageSyncReport::default()
+    };
+    let mut wanted = Vec::new();
+    for hash in diff
+        .need
+        .into_iter()
+        .take(state.config.max_hashes_per_request)
+    {
+        if !state
+            .store
+            .tombstoned(&hash, now)
+            .map_err(|e| SyncError::Storage(e.to_string()))?
+        {
+            wanted.push(hash);
+        }
+    }
+    report.requested = wanted.len();
+    for chunk in wanted.chunks(FETCH_BATCH) {
+        let (stored, delivered) = pull(state, client, peer, chunk)?;
+        report.stored += stored;
+        report.withheld += chunk.len() - delivered;
+    }
+    report.pushed = push(state, client, peer, &diff.have)?;
+    Ok(report)
+}
+
+/// Sends `peer` the packets among `hashes` (that it lacks) by `/send`, with their expiry.
+fn push(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+    hashes: &[PacketHash],
+) -> Result<usize, SyncError> {
+    let mut pushed = 0;
+    for chunk in hashes.chunks(FETCH_BATCH).take(MAX_PUSH_BATCHES) {
+        let mut bodies = Vec::new();
+        state
+            .store
+            .get_many(chunk, u64::MAX, now_ms(), &mut |p| {
+                bodies.push((p.hash, json_with_expiry(p.json, p.expires_at)))
+            })
+            .map_err(|e| SyncError::Storage(e.to_string()))?;
+        for (hash, body) in bodies {
+            match client.post(peer, "/send", &body, 4096) {
+                Ok(_) => {
+                    pushed += 1;
+                    state.peers.note_held(peer, hash);
+                }
+                Err(PeerError::Status(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(pushed)
+}
+
+/// JASPER.md message sync with `peer`: send our hashes, fetch what the peer says we lack.
+fn sync_by_hashes(
     state: &RelayState,
     client: &PeerClient,
     peer: &ServerEntry,
@@ -110,13 +222,16 @@ pub fn sync_messages(
     let max = state.config.max_hashes_per_request;
     let body = our_hashes_body(state, max)?;
     let answer = client.post(peer, "/sync/hashes", &body, (max * 67 + 1024) as u64)?;
+    let discovery_bytes = (body.len() + answer.len()) as u64;
     let answer = parse_object(&answer)?;
     let items = array(&answer, "hashes")?;
     if items.len() > max {
         return Err(PeerError::Malformed(format!("{} hashes in one answer", items.len())).into());
     }
     let mut report = MessageSyncReport {
+        method: "hashes",
         advertised: items.len(),
+        discovery_bytes,
         ..MessageSyncReport::default()
     };
     let now = now_ms();

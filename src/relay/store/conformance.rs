@@ -307,6 +307,16 @@ fn for_each_hash_lists_live(s: &dyn Store) {
     })
     .unwrap();
     assert_eq!(count, 2, "the visitor can stop early");
+    // In (expiry, hash) order, live only.
+    let mut by_expiry = Vec::new();
+    s.for_each_by_expiry(50, &mut |e, h| {
+        by_expiry.push((e, h));
+        true
+    })
+    .unwrap();
+    let mut expected: Vec<_> = live.iter().map(|p| (p.expires_at, p.hash)).collect();
+    expected.sort();
+    assert_eq!(by_expiry, expected);
 }
 
 fn servers_are_bounded_and_unique(s: &dyn Store) {

@@ -180,6 +180,14 @@ pub trait Store: Send + Sync + 'static {
         visit: &mut dyn FnMut(PacketHash) -> bool,
     ) -> Result<(), StoreError>;
 
+    /// Calls `visit` with (expiry, hash) of every live packet in (expiry, hash) order — the
+    /// order set reconciliation works in — until it returns false.
+    fn for_each_by_expiry(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(UnixMillis, PacketHash) -> bool,
+    ) -> Result<(), StoreError>;
+
     /// Whether a hash is stored and live.
     fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError>;
 

@@ -358,6 +358,26 @@ impl Store for RedbStore {
         Ok(())
     }
 
+    fn for_each_by_expiry(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(UnixMillis, PacketHash) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(BY_EXPIRY).map_err(engine)?;
+        let start = cat40(&now.saturating_add(1).to_be_bytes(), &[0; 32]);
+        for entry in table.range::<&[u8; 40]>(&start..).map_err(engine)? {
+            let (key, _) = entry.map_err(engine)?;
+            let key = key.value();
+            let expires = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            let hash = PacketHash(key[8..].try_into().expect("32 bytes"));
+            if !visit(expires, hash) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
