@@ -20,13 +20,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use warp::Filter;
 use warp::http::StatusCode;
 
+mod common;
+
+use common::{KEYS, env_num, key, median, packet};
 use jasper::config::RelayConfig;
 use jasper::http::{ServeLimits, json_response, read_body, serve};
 use jasper::proto::{PacketHash, PacketRules, PublicKey};
@@ -34,63 +37,6 @@ use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
 use redb::TableDefinition;
 
 const CONNECTIONS: usize = 64;
-const KEYS: [&str; 4] = ["alice", "bob", "carol", "dave"];
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn key(name: &str) -> String {
-    let path = format!(
-        "{}/tests/fixtures/keys/{name}-4096.pub.pem",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let pem = std::fs::read_to_string(path).expect("fixture key");
-    pem.lines().filter(|l| !l.starts_with("-----")).collect()
-}
-
-/// A unique JWE-shaped packet to a 4096-bit key with a `ct`-byte ciphertext and a
-/// `sig`-byte encrypted signature. Its JSON is about `4/3 (ct + sig) + 1.6 KiB`.
-fn packet(recipient: &str, n: u64, ct: usize, sig: usize) -> Vec<u8> {
-    let fill = |len: usize, seed: u64| {
-        let mut out = Vec::with_capacity(len + 8);
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.truncate(len);
-        URL_SAFE_NO_PAD.encode(out)
-    };
-    let message = format!(
-        "{}.{}.{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"RSA-OAEP-256","enc":"A256GCM"}"#),
-        fill(512, n),
-        fill(12, n + 1),
-        fill(ct, n + 2),
-        fill(16, n + 3)
-    );
-    let signature = format!(
-        "{}..{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"dir","enc":"A256GCM"}"#),
-        fill(12, n + 4),
-        fill(sig, n + 5),
-        fill(16, n + 6)
-    );
-    serde_json::json!({
-        "recipient": recipient,
-        "hash": PacketHash::of_message(&message).to_string(),
-        "message": message,
-        "signature": signature,
-    })
-    .to_string()
-    .into_bytes()
-}
 
 /// One keep-alive HTTP/1.1 connection speaking just enough of the protocol.
 struct Conn {
@@ -299,16 +245,6 @@ fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> 
         );
         n as f64 / elapsed
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {

@@ -55,6 +55,18 @@ impl BroadcastQueue {
     }
 }
 
+/// Shuffles `peers` with a seed taken from the packet's hash, so that each packet goes to its
+/// own random `broadcast_fanout` peers and no peer is always left out.
+fn shuffle(peers: &mut [ServerEntry], hash: &PacketHash) {
+    let mut x = u64::from_le_bytes(hash.0[..8].try_into().expect("8 bytes")) | 1;
+    for i in (1..peers.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        peers.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 /// Pushes queued packets to up to `broadcast_fanout` healthy peers each, until `stop`.
 pub async fn run(
     state: Arc<RelayState>,
@@ -68,11 +80,13 @@ pub async fn run(
             f = rx.recv() => match f { Some(f) => f, None => return },
             _ = stop.changed() => return,
         };
-        let targets: Vec<ServerEntry> = super::healthy_peers(&state)
+        let mut candidates: Vec<ServerEntry> = super::healthy_peers(&state)
             .into_iter()
             .filter(|p| Some(p) != fresh.from.as_ref())
-            .take(state.config.broadcast_fanout)
             .collect();
+        shuffle(&mut candidates, &fresh.hash);
+        candidates.truncate(state.config.broadcast_fanout);
+        let targets = candidates;
         if targets.is_empty() {
             continue;
         }
@@ -95,5 +109,28 @@ pub async fn run(
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_gets_a_share_of_the_pushes() {
+        let peers: Vec<ServerEntry> = (1..=10)
+            .map(|n| format!("relay{n}.example.org:80").parse().unwrap())
+            .collect();
+        let mut picked = std::collections::HashMap::new();
+        for n in 0..200u32 {
+            let mut order = peers.clone();
+            shuffle(&mut order, &PacketHash::of_message(&n.to_string()));
+            assert_eq!(order.len(), peers.len());
+            for p in order.into_iter().take(3) {
+                *picked.entry(p).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(picked.len(), 10, "every peer is picked sometimes");
+        assert!(picked.values().all(|n| *n > 20), "{picked:?}");
     }
 }

@@ -126,11 +126,13 @@ pub struct MeshInbox {
 }
 
 /// The caller of a `/sync/*` request, when it names itself (header `jasper-server`) as a
-/// server we know and may contact.
+/// server we know and do not quarantine. (A peer we were backing off from is fine: it has
+/// just shown that it is up.)
 pub fn known_caller(state: &RelayState, claimed: &str) -> Option<ServerEntry> {
     let entry: ServerEntry = claimed.trim().parse().ok()?;
     let now = crate::relay::clock::now_ms();
-    (known_peers(state).contains(&entry) && state.peers.is_healthy(&entry, now)).then_some(entry)
+    (known_peers(state).contains(&entry) && !state.peers.is_quarantined(&entry, now))
+        .then_some(entry)
 }
 
 /// Queues a fetch-back of what `peer` holds (`theirs`) and we lack.

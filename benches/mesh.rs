@@ -1,0 +1,313 @@
+//! Mesh benchmarks with real `jasper relay` processes on loopback:
+//!
+//! - `reconcile`: two relays holding 100,000 packets each with 1,000 differences; bytes spent
+//!   finding the difference and time until both hold everything, `/sync/hashes` against set
+//!   reconciliation, side by side, for differences that are recent (the normal case) and
+//!   spread evenly over the expiry range.
+//! - `spread`: a 10-relay mesh (random connected topology): time until every relay holds a
+//!   packet sent to one of them, by broadcast alone (sync every hour) and by sync alone
+//!   (broadcast off, sync every 2 s).
+//!
+//! `cargo bench --bench mesh`; `JASPER_BENCH=reconcile,spread`, `JASPER_BENCH_ROUNDS`
+//! (default 5), `JASPER_BENCH_PACKETS` (default 100,000), `JASPER_BENCH_DIFF` (1,000).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{KEYS, RelayProcess, agent, env_num, holds, key, median, message_count, packet};
+use jasper::proto::{PacketHash, PublicKey};
+use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
+
+/// A free port below the ephemeral range.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let port = 21_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 8_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Fills a relay database with the packets `indices` (packet n expires at `expiry(n)`).
+fn fill(dir: &Path, indices: impl Iterator<Item = u64>, expiry: &dyn Fn(u64) -> u64) {
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let rcpt: Vec<_> = keys
+        .iter()
+        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
+        .collect();
+    let store = RedbStore::open(dir, 64 << 20).unwrap();
+    let limits = PutLimits {
+        max_inbox_packets: u64::MAX,
+        max_stored_bytes: u64::MAX,
+    };
+    let mut batch = Vec::with_capacity(10_000);
+    let flush = |batch: &mut Vec<NewPacket>| {
+        store.put_batch(batch, limits, 0).unwrap();
+        batch.clear();
+    };
+    for n in indices {
+        let json = packet(&keys[(n % 4) as usize], n, 16, 300);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        batch.push(NewPacket {
+            hash: PacketHash::parse(v["hash"].as_str().unwrap()).unwrap(),
+            recipient: rcpt[(n % 4) as usize],
+            expires_at: expiry(n),
+            json,
+        });
+        if batch.len() == 10_000 {
+            flush(&mut batch);
+        }
+    }
+    flush(&mut batch);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Parses `key=value` out of a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
+/// One sync between two prepared databases; returns (discovery bytes, seconds to converge).
+fn converge(a_dir: &Path, b_dir: &Path, reconciliation: bool, total: u64) -> (u64, f64) {
+    let (pa, pb) = (free_port(), free_port());
+    let common = format!(
+        "allow_private_peers = true\nbroadcast_fanout = 0\nrate_limit_per_minute = 0\n\
+         message_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"\n\
+         max_inbox_packets = 1000000\nreconciliation = {reconciliation}\n"
+    );
+    // B first (its own first sync finds A down); then A, whose first sync is the one measured.
+    let b = RelayProcess::start(
+        b_dir,
+        &format!("[relay]\nlisten = \"127.0.0.1:{pb}\"\npeers = [\"127.0.0.1:{pa}\"]\n{common}"),
+    );
+    let started = Instant::now();
+    let a = RelayProcess::start(
+        a_dir,
+        &format!(
+            "[relay]\nlisten = \"127.0.0.1:{pa}\"\npublic_address = \"127.0.0.1:{pa}\"\n\
+             peers = [\"127.0.0.1:{pb}\"]\n{common}"
+        ),
+    );
+    let http = agent();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while message_count(&http, a.addr) < total || message_count(&http, b.addr) < total {
+        assert!(Instant::now() < deadline, "no convergence in 5 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let line = a
+        .lines_with("message sync")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            panic!(
+                "the first relay logged no sync:\n{}\n--- second:\n{}",
+                a.log.lock().unwrap().join("\n"),
+                b.log.lock().unwrap().join("\n")
+            )
+        });
+    let bytes = field(&line, "discovery_bytes").expect("discovery_bytes in the log");
+    (bytes, seconds)
+}
+
+fn bench_reconcile(rounds: u64) {
+    let n = env_num("JASPER_BENCH_PACKETS", 100_000);
+    let diff = env_num("JASPER_BENCH_DIFF", 1_000);
+    let now = jasper::relay::clock::now_ms();
+    let span = 6 * 24 * 3600 * 1000u64;
+    println!(
+        "## set reconciliation: two relays with {n} packets each and {diff} differences ({} only on each side)",
+        diff / 2
+    );
+    for case in ["recent", "spread"] {
+        // Packets 0..n-diff/2 are common; then diff/2 only on A and diff/2 only on B.
+        let common = n - diff / 2;
+        let total = common + diff;
+        let expiry = move |i: u64| -> u64 {
+            let pos = match case {
+                // Differences are the newest packets: they arrived since the last sync.
+                "recent" => i,
+                // Differences are scattered evenly among the common packets.
+                _ if i >= common => (i - common) * (common / diff.max(1)) * 2 + 1,
+                _ => i * 2,
+            };
+            now + span / 2 + pos * (span / 2) / (2 * total)
+        };
+        let base = tempfile::tempdir_in(
+            std::env::var_os("JASPER_BENCH_TMP").unwrap_or_else(|| std::env::temp_dir().into()),
+        )
+        .unwrap();
+        let (a0, b0) = (base.path().join("a0"), base.path().join("b0"));
+        let t = Instant::now();
+        fill(&a0, (0..common).chain(common..common + diff / 2), &expiry);
+        fill(&b0, (0..common).chain(common + diff / 2..total), &expiry);
+        println!(
+            "case {case}: databases filled in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        let (mut hb, mut rb, mut ht, mut rt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let run = |reconciliation: bool| {
+                let dir = base.path().join(format!("r{round}-{reconciliation}"));
+                let (a, b) = (dir.join("a"), dir.join("b"));
+                copy_dir(&a0, &a);
+                copy_dir(&b0, &b);
+                let result = converge(&a, &b, reconciliation, total);
+                let _ = std::fs::remove_dir_all(&dir);
+                result
+            };
+            let (h_bytes, h_secs) = run(false);
+            let (r_bytes, r_secs) = run(true);
+            println!(
+                "round {round}: /sync/hashes {h_bytes} B in {h_secs:.2} s; reconciliation {r_bytes} B in {r_secs:.2} s; bytes ratio {:.4}",
+                r_bytes as f64 / h_bytes as f64
+            );
+            hb.push(h_bytes as f64);
+            rb.push(r_bytes as f64);
+            ht.push(h_secs);
+            rt.push(r_secs);
+        }
+        let (h, r) = (median(hb), median(rb));
+        let target = if case == "recent" {
+            "<= 0.01"
+        } else {
+            "<= 0.15"
+        };
+        println!(
+            "median {case}: /sync/hashes {h:.0} B, {:.2} s to converge; reconciliation {r:.0} B, {:.2} s; bytes ratio {:.4} (target {target})\n",
+            median(ht),
+            median(rt),
+            r / h
+        );
+    }
+}
+
+/// A random connected topology: relay i is configured with one or two earlier relays.
+fn topology(n: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rand = move |m: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % m as u64) as usize
+    };
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                return vec![];
+            }
+            let mut peers = vec![rand(i)];
+            if i > 1 && rand(2) == 0 {
+                let other = rand(i);
+                if !peers.contains(&other) {
+                    peers.push(other);
+                }
+            }
+            peers
+        })
+        .collect()
+}
+
+/// Seconds until all of a fresh 10-relay mesh hold a packet sent to relay 0.
+fn spread_once(round: u64, broadcast: bool) -> f64 {
+    let n = 10;
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let topo = topology(n, round + 1);
+    let base = tempfile::tempdir().unwrap();
+    let sync = if broadcast {
+        "message_sync_interval = \"1h\"\nbroadcast_fanout = 8"
+    } else {
+        "message_sync_interval = \"2s\"\nbroadcast_fanout = 0"
+    };
+    let relays: Vec<RelayProcess> = (0..n)
+        .map(|i| {
+            let peers: Vec<String> = topo[i]
+                .iter()
+                .map(|j| format!("\"127.0.0.1:{}\"", ports[*j]))
+                .collect();
+            RelayProcess::start(
+                &base.path().join(format!("r{i}")),
+                &format!(
+                    "[relay]\nlisten = \"127.0.0.1:{}\"\npublic_address = \"127.0.0.1:{}\"\n\
+                     peers = [{}]\nallow_private_peers = true\nserver_sync_interval = \"1s\"\n{sync}\n",
+                    ports[i],
+                    ports[i],
+                    peers.join(",")
+                ),
+            )
+        })
+        .collect();
+    // Let every relay learn its neighbours (server sync runs every second).
+    std::thread::sleep(Duration::from_secs(3));
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let body = packet(&keys[0], 9_000_000 + round, 16, 300);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let hash = PacketHash::parse(v["hash"].as_str().unwrap()).unwrap();
+    let http = agent();
+    let start = Instant::now();
+    let resp = http
+        .post(&format!("http://{}/send", relays[0].addr))
+        .send(body.as_slice())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut missing: Vec<usize> = (1..n).collect();
+    while !missing.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the packet never reached {missing:?}"
+        );
+        missing.retain(|i| !holds(&http, relays[*i].addr, &hash));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn bench_spread(rounds: u64) {
+    println!(
+        "## a 10-relay mesh (random connected topology): time until every relay holds a new packet, {rounds} rounds"
+    );
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let by_broadcast = spread_once(round, true);
+        let by_sync = spread_once(round, false);
+        println!(
+            "round {round}: broadcast alone {by_broadcast:.3} s; sync alone (every 2 s) {by_sync:.2} s ({:.2} intervals)",
+            by_sync / 2.0
+        );
+        b.push(by_broadcast);
+        s.push(by_sync);
+    }
+    println!(
+        "median: broadcast alone {:.3} s (target < 2 s); sync alone {:.2} s = {:.2} sync intervals (target <= 2)\n",
+        median(b),
+        median(s.clone()),
+        median(s) / 2.0
+    );
+}
+
+fn main() {
+    let which = std::env::var("JASPER_BENCH").unwrap_or_else(|_| "reconcile,spread".into());
+    let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
+    println!("# jasper mesh benchmarks\n");
+    for part in which.split(',') {
+        match part.trim() {
+            "reconcile" => bench_reconcile(rounds),
+            "spread" => bench_spread(rounds),
+            "" => {}
+            other => eprintln!("unknown benchmark {other:?}"),
+        }
+    }
+}
