@@ -108,8 +108,13 @@ fn converge(a_dir: &Path, b_dir: &Path, reconciliation: bool, total: u64) -> (u6
         std::thread::sleep(Duration::from_millis(20));
     }
     let seconds = started.elapsed().as_secs_f64();
+    // The sync's log line follows its last store by a moment.
+    let logged = Instant::now() + Duration::from_secs(10);
+    while a.lines_with("message sync peer=").is_empty() && Instant::now() < logged {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let line = a
-        .lines_with("message sync")
+        .lines_with("message sync peer=")
         .into_iter()
         .next()
         .unwrap_or_else(|| {

@@ -231,34 +231,48 @@ async fn message_sync_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for peer in healthy_peers(&state) {
+        let peers = healthy_peers(&state);
+        let (mut synced, mut failed, mut pulled, mut pushed) = (0, 0, 0, 0);
+        for peer in &peers {
             if *stop.borrow() {
                 return;
             }
             let (s, c, p) = (state.clone(), client.clone(), peer.clone());
             let result = tokio::task::spawn_blocking(move || sync_with(&s, &c, &p)).await;
             match result {
-                Ok(Ok(report)) if report.stored > 0 || report.withheld > 0 || report.pushed > 0 => {
-                    tracing::info!(
-                        peer = %peer,
-                        method = report.method,
-                        discovery_bytes = report.discovery_bytes,
-                        pulled = report.stored,
-                        pushed = report.pushed,
-                        withheld = report.withheld,
-                        "message sync"
-                    );
+                Ok(Ok(report)) => {
+                    synced += 1;
+                    pulled += report.stored;
+                    pushed += report.pushed;
+                    let moved = report.stored > 0 || report.withheld > 0 || report.pushed > 0;
+                    if moved {
+                        tracing::info!(
+                            peer = %peer,
+                            method = report.method,
+                            discovery_bytes = report.discovery_bytes,
+                            pulled = report.stored,
+                            pushed = report.pushed,
+                            withheld = report.withheld,
+                            "message sync"
+                        );
+                    } else {
+                        tracing::debug!(
+                            peer = %peer,
+                            method = report.method,
+                            discovery_bytes = report.discovery_bytes,
+                            "message sync: nothing new"
+                        );
+                    }
                 }
-                Ok(Ok(report)) => tracing::debug!(
-                    peer = %peer,
-                    method = report.method,
-                    discovery_bytes = report.discovery_bytes,
-                    "message sync: nothing new"
-                ),
-
-                Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "message sync failed"),
+                Ok(Err(e)) => {
+                    failed += 1;
+                    tracing::warn!(peer = %peer, error = %e, "message sync failed");
+                }
                 Err(_) => tracing::error!(peer = %peer, "message sync task panicked"),
             }
+        }
+        if !peers.is_empty() {
+            tracing::info!(synced, failed, pulled, pushed, "message sync round");
         }
     }
 }
