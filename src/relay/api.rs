@@ -21,7 +21,7 @@ use super::mesh::broadcast::{BroadcastQueue, Fresh};
 use super::mesh::peers::PeerBook;
 use super::mesh::reconcile::{self, SnapshotCache};
 use super::mesh::{FETCH_BACK_QUEUE, FetchBack, MeshInbox};
-use super::store::{NewPacket, PacketView, PutOutcome, Store};
+use super::store::{NewPacket, PacketView, PutOutcome, Store, StoreError};
 use super::writer::Writer;
 use crate::config::RelayConfig;
 use crate::http::{ApiError, ClientAddr, json_response, read_body, recover};
@@ -484,26 +484,34 @@ fn sync_hashes(
     if let Some(peer) = caller.and_then(|c| super::mesh::known_caller(state, c)) {
         super::mesh::request_fetch_back(state, peer, &theirs);
     }
+    let out = live_hashes_json(state, max, &|h| theirs.contains(h)).map_err(storage_error)?;
+    Ok(json_response(StatusCode::OK, out.into()))
+}
+
+/// `{"hashes":[...]}` with up to `max` of this relay's live hashes, leaving out those `skip`
+/// names: the body of a `/sync/hashes` request, and of its answer.
+pub fn live_hashes_json(
+    state: &RelayState,
+    max: usize,
+    skip: &dyn Fn(&PacketHash) -> bool,
+) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(64 * 1024);
     out.extend_from_slice(b"{\"hashes\":[");
     let mut count = 0;
-    state
-        .store
-        .for_each_hash(now_ms(), &mut |h| {
-            if !theirs.contains(&h) {
-                if count > 0 {
-                    out.push(b',');
-                }
-                out.push(b'"');
-                out.extend_from_slice(h.to_string().as_bytes());
-                out.push(b'"');
-                count += 1;
+    state.store.for_each_hash(now_ms(), &mut |h| {
+        if !skip(&h) {
+            if count > 0 {
+                out.push(b',');
             }
-            count < max
-        })
-        .map_err(storage_error)?;
+            out.push(b'"');
+            out.extend_from_slice(h.to_string().as_bytes());
+            out.push(b'"');
+            count += 1;
+        }
+        count < max
+    })?;
     out.extend_from_slice(b"]}");
-    Ok(json_response(StatusCode::OK, out.into()))
+    Ok(out)
 }
 
 fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {

@@ -145,15 +145,7 @@ impl PeerClient {
         if status != 200 {
             return Err(PeerError::Status(status));
         }
-        response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => PeerError::TooLarge(limit),
-                other => PeerError::Unreachable(other.to_string()),
-            })
+        read_limited(&mut response, limit)
     }
 
     /// GETs `path` on `peer`, read up to `limit` bytes; `None` when the peer answers 404.
@@ -174,17 +166,24 @@ impl PeerClient {
             404 => return Ok(None),
             other => return Err(PeerError::Status(other)),
         }
-        response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map(Some)
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => PeerError::TooLarge(limit),
-                other => PeerError::Unreachable(other.to_string()),
-            })
+        read_limited(&mut response, limit).map(Some)
     }
+}
+
+/// Reads an answer's body, at most `limit` bytes.
+fn read_limited(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<Vec<u8>, PeerError> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => PeerError::TooLarge(limit),
+            other => PeerError::Unreachable(other.to_string()),
+        })
 }
 
 #[cfg(test)]

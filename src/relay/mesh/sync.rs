@@ -10,7 +10,7 @@ use super::broadcast::Fresh;
 use super::client::{PeerClient, PeerError};
 use super::reconcile;
 use crate::proto::{Packet, PacketHash, ServerEntry};
-use crate::relay::api::{RelayState, expiry_for, json_with_expiry};
+use crate::relay::api::{RelayState, expiry_for, json_with_expiry, live_hashes_json};
 use crate::relay::clock::now_ms;
 use crate::relay::store::{NewPacket, PutOutcome};
 
@@ -87,26 +87,21 @@ fn array<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a [Value], Pe
         .ok_or_else(|| PeerError::Malformed(format!("the answer has no `{field}` array")))
 }
 
-/// Our live hashes, at most `max`, as a `/sync/hashes` body.
-fn our_hashes_body(state: &RelayState, max: usize) -> Result<Vec<u8>, SyncError> {
-    let mut out = Vec::with_capacity(64 * 1024);
-    out.extend_from_slice(b"{\"hashes\":[");
-    let mut count = 0;
-    state
-        .store
-        .for_each_hash(now_ms(), &mut |h| {
-            if count > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(h.to_string().as_bytes());
-            out.push(b'"');
-            count += 1;
-            count < max
-        })
-        .map_err(|e| SyncError::Storage(e.to_string()))?;
-    out.extend_from_slice(b"]}");
-    Ok(out)
+/// Pulls `wanted` from `peer` in batches, counting into `report`.
+fn pull_all(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+    wanted: &[PacketHash],
+    report: &mut MessageSyncReport,
+) -> Result<(), SyncError> {
+    report.requested = wanted.len();
+    for chunk in wanted.chunks(FETCH_BATCH) {
+        let (stored, delivered) = pull(state, client, peer, chunk)?;
+        report.stored += stored;
+        report.withheld += chunk.len() - delivered;
+    }
+    Ok(())
 }
 
 /// Message sync with `peer`: set reconciliation when both sides offer it, else JASPER.md's
@@ -173,12 +168,7 @@ fn sync_reconciled(
             wanted.push(hash);
         }
     }
-    report.requested = wanted.len();
-    for chunk in wanted.chunks(FETCH_BATCH) {
-        let (stored, delivered) = pull(state, client, peer, chunk)?;
-        report.stored += stored;
-        report.withheld += chunk.len() - delivered;
-    }
+    pull_all(state, client, peer, &wanted, &mut report)?;
     report.pushed = push(state, client, peer, &diff.have)?;
     Ok(report)
 }
@@ -220,7 +210,8 @@ fn sync_by_hashes(
     peer: &ServerEntry,
 ) -> Result<MessageSyncReport, SyncError> {
     let max = state.config.max_hashes_per_request;
-    let body = our_hashes_body(state, max)?;
+    let body =
+        live_hashes_json(state, max, &|_| false).map_err(|e| SyncError::Storage(e.to_string()))?;
     let answer = client.post(peer, "/sync/hashes", &body, (max * 67 + 1024) as u64)?;
     let discovery_bytes = (body.len() + answer.len()) as u64;
     let answer = parse_object(&answer)?;
@@ -253,12 +244,7 @@ fn sync_by_hashes(
             wanted.push(hash);
         }
     }
-    report.requested = wanted.len();
-    for chunk in wanted.chunks(FETCH_BATCH) {
-        let (stored, delivered) = pull(state, client, peer, chunk)?;
-        report.stored += stored;
-        report.withheld += chunk.len() - delivered;
-    }
+    pull_all(state, client, peer, &wanted, &mut report)?;
     Ok(report)
 }
 
