@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod proto;
 pub mod relay;

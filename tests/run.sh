@@ -4,8 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Nothing beyond the Rust toolchain is needed yet. Later parts add their peers here (coturn's
-# turnutils_stunclient, a Python venv with jwcrypto and aiortc), installed only when missing.
+# Independent protocol peers, installed only when missing:
+# - Python's jwcrypto (in .venv), which opens our envelopes and seals its own.
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3 python3-venv
+fi
+if ! .venv/bin/python -c "import jwcrypto" >/dev/null 2>&1; then
+  rm -rf .venv
+  python3 -m venv .venv || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
+  .venv/bin/pip install --quiet --disable-pip-version-check "jwcrypto==1.6.1"
+fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
