@@ -38,8 +38,70 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `[identity]`: who this user is.
+    pub identity: IdentityConfig,
+    /// `[client]`: the messaging client.
+    pub client: ClientConfig,
     /// `[relay]`: the REST relay.
     pub relay: RelayConfig,
+}
+
+/// `[identity]`: the user's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The private key: a PKCS#8 PEM file, encrypted or not (created by `jasper init`).
+    pub private_key: PathBuf,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            private_key: default_data_dir().join("identity.pem"),
+        }
+    }
+}
+
+/// `[client]`: the messaging client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Directory of the client's database (contacts, history, known relays).
+    pub data_dir: PathBuf,
+    /// Relays to start from, as "host:port".
+    pub servers: Vec<String>,
+    /// Time allowed for one request to a relay.
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir().join("client"),
+            servers: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the client section.
+    pub fn resolve(&self) -> Result<(), ConfigError> {
+        for server in &self.servers {
+            if let Err(e) = server.parse::<ServerEntry>() {
+                return Err(ConfigError::Invalid(format!(
+                    "[client] servers: {server:?} is not host:port ({e})"
+                )));
+            }
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "[client] request_timeout must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[relay]`: everything `jasper relay` needs.
@@ -195,6 +257,7 @@ impl Config {
 
     /// Checks every invariant the code relies on; never panics.
     pub fn resolve(&self) -> Result<(), ConfigError> {
+        self.client.resolve()?;
         self.relay.resolve()
     }
 }

@@ -385,15 +385,41 @@ fn spawn_relay(args: &[String], cwd: &Path) -> (Child, SocketAddr, Arc<Mutex<Str
 
 /// Runs `jasper` with `args` and returns (exit code, stdout, stderr).
 pub fn run_jasper(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(jasper_bin())
+    run_jasper_with_stdin(args, cwd, None)
+}
+
+/// Runs `jasper` in `cwd` (whose `xdg-config` and `xdg-data` folders stand in for the user's),
+/// feeding `stdin` when given; returns (exit code, stdout, stderr).
+pub fn run_jasper_with_stdin(
+    args: &[&str],
+    cwd: &Path,
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(jasper_bin())
         .args(args)
         .current_dir(cwd)
         .env_remove("JASPER_CONFIG")
         .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
         .env("XDG_DATA_HOME", cwd.join("xdg-data"))
-        .stdin(Stdio::null())
-        .output()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run jasper");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().expect("jasper finishes");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

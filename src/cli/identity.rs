@@ -1,0 +1,203 @@
+//! `jasper init` and `jasper id`: create and show the user's identity.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{IdArgs, InitArgs};
+use crate::config::{Config, default_config_path};
+use crate::crypto::Identity;
+use crate::proto::PublicKey;
+
+/// Where the public half is kept, so that `jasper id` needs no passphrase.
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let mut name = private.file_name().unwrap_or_default().to_os_string();
+    name.push(".pub");
+    private.with_file_name(name)
+}
+
+/// Reads the passphrase: the first line of stdin with `--passphrase-stdin`, else a prompt on
+/// the terminal (asked twice when `confirm`).
+pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+    let passphrase = if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the passphrase from standard input")?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "no terminal to ask for a passphrase: pass it with --passphrase-stdin (or use --no-passphrase with init)"
+            );
+        }
+        let first = Zeroizing::new(rpassword::prompt_password("Passphrase: ")?);
+        if confirm {
+            let second = Zeroizing::new(rpassword::prompt_password("Passphrase again: ")?);
+            if first != second {
+                bail!("the two passphrases differ; nothing was written");
+            }
+        }
+        first
+    };
+    if passphrase.is_empty() {
+        bail!("an empty passphrase protects nothing; use --no-passphrase if you mean it");
+    }
+    Ok(passphrase)
+}
+
+fn spinner(message: &'static str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+/// `jasper init`.
+pub fn init(
+    config: &Config,
+    loaded_from: Option<&Path>,
+    explicit: Option<&Path>,
+    args: &InitArgs,
+) -> anyhow::Result<()> {
+    let key_path = &config.identity.private_key;
+    if key_path.exists() {
+        bail!(
+            "an identity exists already at {}; `jasper id` shows it",
+            key_path.display()
+        );
+    }
+    let passphrase = if args.no_passphrase {
+        None
+    } else {
+        Some(read_passphrase(args.passphrase_stdin, true)?)
+    };
+    // The configuration file, when there is none yet.
+    let written_config = match loaded_from {
+        Some(_) => None,
+        None => {
+            let path = explicit
+                .map(Path::to_path_buf)
+                .or_else(default_config_path)
+                .context("cannot tell where to write the configuration (set HOME or --config)")?;
+            if !path.exists() {
+                write_config(&path, config)?;
+                Some(path)
+            } else {
+                None
+            }
+        }
+    };
+    let bar = spinner("generating an RSA-4096 key…");
+    let identity = Identity::generate().context("cannot generate a key")?;
+    bar.finish_and_clear();
+    identity.save(key_path, passphrase.as_ref().map(|p| p.as_str()))?;
+    let public_path = public_key_path(key_path);
+    std::fs::write(&public_path, pem_public(identity.public()))
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
+    let public = identity.public();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "public_key": public.canonical(),
+                "fingerprint": public.fingerprint().to_string(),
+                "private_key_file": key_path,
+                "encrypted": passphrase.is_some(),
+                "config_file": written_config,
+            })
+        );
+    } else {
+        if let Some(path) = &written_config {
+            println!("wrote configuration {}", path.display());
+        }
+        println!(
+            "created identity {} ({})",
+            key_path.display(),
+            if passphrase.is_some() {
+                "passphrase-protected"
+            } else {
+                "NOT encrypted"
+            }
+        );
+        println!("fingerprint {}", public.fingerprint().short());
+        println!("public key  {}", public.canonical());
+    }
+    Ok(())
+}
+
+fn pem_public(key: &PublicKey) -> String {
+    let body = key.canonical();
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
+}
+
+fn write_config(path: &Path, config: &Config) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let text = format!(
+        "# jasper configuration, written by `jasper init`. Every key has a default.\n\n\
+         [identity]\nprivate_key = {:?}\n\n[client]\ndata_dir = {:?}\n# servers = [\"relay.example.org:8080\"]\n",
+        config.identity.private_key.display().to_string(),
+        config.client.data_dir.display().to_string(),
+    );
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The user's public key: from the `.pub` file beside the private key, else from the private
+/// key itself (which may need the passphrase).
+pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<PublicKey> {
+    let key_path = &config.identity.private_key;
+    if !key_path.exists() {
+        bail!(
+            "no identity at {}; create one with `jasper init`",
+            key_path.display()
+        );
+    }
+    if let Ok(text) = std::fs::read_to_string(public_key_path(key_path))
+        && let Ok(key) = PublicKey::parse(&text, 2048)
+    {
+        return Ok(key);
+    }
+    Ok(load_identity(config, passphrase_stdin)?.public().clone())
+}
+
+/// The user's identity, asking for the passphrase when the key is encrypted.
+pub fn load_identity(config: &Config, passphrase_stdin: bool) -> anyhow::Result<Identity> {
+    let key_path = &config.identity.private_key;
+    match Identity::load(key_path, None) {
+        Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
+            let passphrase = read_passphrase(passphrase_stdin, false)?;
+            Ok(Identity::load(key_path, Some(&passphrase))?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `jasper id`.
+pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
+    let key = load_public(config, args.passphrase_stdin)?;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "public_key": key.canonical(), "fingerprint": key.fingerprint().to_string() })
+        );
+    } else {
+        println!("fingerprint {}", key.fingerprint().short());
+        println!("full        {}", key.fingerprint());
+        println!("public key  {}", key.canonical());
+    }
+    Ok(())
+}

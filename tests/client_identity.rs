@@ -1,0 +1,222 @@
+//! `jasper init`, `jasper id` and `jasper contacts` run as a person would, each in its own
+//! home (XDG folders in a temporary directory).
+
+mod common;
+
+use std::path::Path;
+
+use common::{key_b64, key_pem, run_jasper, run_jasper_with_stdin};
+use serde_json::Value;
+
+fn json_line(out: &str) -> Value {
+    serde_json::from_str(out.lines().next().expect("a line of output")).expect("JSON")
+}
+
+/// A home whose configuration points at a fixture key (no key generation needed).
+fn home_with_fixture(name: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("id.pem");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/keys/{name}-4096.key.pem")),
+        &key,
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = home.path().join("xdg-config/jasper/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[identity]\nprivate_key = \"{}\"\n[client]\ndata_dir = \"{}\"\n",
+            key.display(),
+            home.path().join("client").display()
+        ),
+    )
+    .unwrap();
+    home
+}
+
+#[test]
+fn init_creates_a_protected_identity_and_a_config() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_jasper_with_stdin(
+        &["init", "--passphrase-stdin", "--json"],
+        home.path(),
+        Some("correct horse battery\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let made = json_line(&out);
+    assert_eq!(made["encrypted"], true);
+    let key_file = Path::new(made["private_key_file"].as_str().unwrap());
+    let pem = std::fs::read_to_string(key_file).unwrap();
+    assert!(pem.contains("BEGIN ENCRYPTED PRIVATE KEY"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(home.path().join("xdg-config/jasper/config.toml").is_file());
+
+    // `id` shows the same key, without asking for the passphrase.
+    let (code, out, err) = run_jasper(&["id", "--json"], home.path());
+    assert_eq!(code, 0, "{err}");
+    let id = json_line(&out);
+    assert_eq!(id["public_key"], made["public_key"]);
+    assert_eq!(id["fingerprint"], made["fingerprint"]);
+    assert_eq!(id["fingerprint"].as_str().unwrap().len(), 64);
+
+    // Never overwritten.
+    let (code, _, err) =
+        run_jasper_with_stdin(&["init", "--passphrase-stdin"], home.path(), Some("x\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("exists already"), "{err}");
+
+    // Without the .pub file, `id` needs the passphrase: a wrong one is a clear error.
+    std::fs::remove_file(key_file.with_file_name("identity.pem.pub")).unwrap();
+    let (code, _, err) =
+        run_jasper_with_stdin(&["id", "--passphrase-stdin"], home.path(), Some("wrong\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let (code, out, _) = run_jasper_with_stdin(
+        &["id", "--json", "--passphrase-stdin"],
+        home.path(),
+        Some("correct horse battery\n"),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["public_key"], made["public_key"]);
+}
+
+#[test]
+fn init_without_a_terminal_asks_for_a_flag() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_jasper(&["init"], home.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("--passphrase-stdin"), "{err}");
+    let (code, _, err) =
+        run_jasper_with_stdin(&["init", "--passphrase-stdin"], home.path(), Some("\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("empty passphrase"), "{err}");
+    assert!(
+        !home.path().join("xdg-data/jasper/identity.pem").exists(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn an_existing_key_file_is_an_identity_and_a_readable_one_is_refused() {
+    let home = home_with_fixture("alice");
+    let (code, out, err) = run_jasper(&["id", "--json"], home.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = home.path().join("id.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, err) = run_jasper(&["id"], home.path());
+        assert_ne!(code, 0);
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_jasper(&["id"], empty.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("jasper init"), "{err}");
+}
+
+#[test]
+fn contacts_add_list_show_rename_remove() {
+    let home = home_with_fixture("alice");
+    let dir = home.path();
+    let bob_file = dir.join("bob.pub");
+    std::fs::write(&bob_file, key_pem("bob-4096")).unwrap();
+    let avatar = dir.join("bob.png");
+    std::fs::write(&avatar, b"\x89PNG fake picture").unwrap();
+
+    let (code, out, err) = run_jasper(
+        &[
+            "contacts",
+            "add",
+            "bob",
+            bob_file.to_str().unwrap(),
+            "--avatar",
+            avatar.to_str().unwrap(),
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    let bob = json_line(&out);
+    assert_eq!(bob["public_key"], key_b64("bob-4096"));
+    assert!(
+        Path::new(bob["avatar"].as_str().unwrap()).is_file(),
+        "the picture was copied"
+    );
+    let (code, _, err) = run_jasper(&["contacts", "add", "carol", &key_b64("carol-4096")], dir);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_jasper(&["contacts", "add", "dave", &key_pem("dave-4096")], dir);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, _) = run_jasper(&["contacts", "list", "--json"], dir);
+    assert_eq!(code, 0);
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["bob", "carol", "dave"]);
+
+    let (code, _, _) = run_jasper(&["contacts", "rename", "carol", "Carol C."], dir);
+    assert_eq!(code, 0);
+    let (code, out, _) = run_jasper(&["contacts", "show", "Carol C.", "--json"], dir);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["public_key"], key_b64("carol-4096"));
+    let (code, _, _) = run_jasper(&["contacts", "rm", "dave"], dir);
+    assert_eq!(code, 0);
+    let (_, out, _) = run_jasper(&["contacts", "list"], dir);
+    assert!(
+        out.contains("bob") && out.contains("Carol C.") && !out.contains("dave"),
+        "{out}"
+    );
+
+    // Mistakes get clear errors and change nothing.
+    for (args, needle) in [
+        (
+            vec!["contacts", "add", "bob", &key_b64("dave-4096")],
+            "exists already",
+        ),
+        (
+            vec!["contacts", "add", "eve", "not-a-key"],
+            "not a usable public key",
+        ),
+        (
+            vec!["contacts", "add", "eve", &key_pem("small-2048")],
+            "2048 bits",
+        ),
+        (
+            vec!["contacts", "add", "again", &key_b64("bob-4096")],
+            "already saved as \"bob\"",
+        ),
+        (vec!["contacts", "show", "nobody"], "no contact named"),
+        (
+            vec!["contacts", "rename", "nobody", "x"],
+            "no contact named",
+        ),
+        (vec!["contacts", "rm", "nobody"], "no contact named"),
+    ] {
+        let (code, _, err) = run_jasper(&args, dir);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (_, out, _) = run_jasper(&["contacts", "list", "--json"], dir);
+    assert_eq!(out.lines().count(), 2);
+}
