@@ -86,6 +86,11 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The configured relays, parsed (resolve() has checked them).
+    pub fn peer_entries(&self) -> Vec<ServerEntry> {
+        self.servers.iter().filter_map(|p| p.parse().ok()).collect()
+    }
+
     /// Checks the client section.
     pub fn resolve(&self) -> Result<(), ConfigError> {
         for server in &self.servers {

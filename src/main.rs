@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jasper: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(jasper::cli::exit_code(&e))
         }
     }
 }

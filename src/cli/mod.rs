@@ -10,7 +10,10 @@ use crate::config::Config;
 
 mod contacts;
 mod identity;
+mod messaging;
 mod relay;
+
+use crate::client::messaging::Kind;
 
 pub use relay::shutdown_signal;
 
@@ -43,6 +46,82 @@ pub enum Command {
     Id(IdArgs),
     /// Manage your contacts: names for the public keys you talk to
     Contacts(ContactsArgs),
+    /// Send a message to a contact (TEXT "-" reads standard input); prints its id
+    Send(SendArgs),
+    /// Fetch, decrypt and verify new messages from your RX relay; prints only what is new
+    Receive(ReceiveArgs),
+    /// Show the conversation with a contact, edits applied
+    History(HistoryArgs),
+    /// Replace the text of a message you sent
+    Edit(TargetArgs),
+    /// Delete a message you sent
+    Delete(TargetArgs),
+    /// React to a message with :name:
+    React(TargetArgs),
+}
+
+/// Flags every messaging command takes.
+#[derive(Debug, Args)]
+pub struct MessageArgs {
+    /// Read the key's passphrase from the first line of standard input
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+
+    /// Print JSON (one object per line)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `jasper send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The contact
+    pub name: String,
+    /// The message ("-" reads standard input)
+    #[arg(allow_hyphen_values = true)]
+    pub text: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper edit|delete|react`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The contact
+    pub name: String,
+    /// The message's id (from `send` or `history`)
+    pub id: String,
+    /// The new text (edit) or the :reaction: (react)
+    #[arg(allow_hyphen_values = true)]
+    pub text: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Keep polling
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between polls with --watch
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The contact
+    pub name: String,
+    /// One JSON object per message: id, sender, content, timestamp, edited, reactions
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `jasper init`.
@@ -178,5 +257,67 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Id(args) => identity::show_id(&config, &args),
         Command::Contacts(args) => contacts::run(&config, args),
+        Command::Send(args) => messaging::send(&config, &args),
+        Command::Receive(args) => messaging::receive(&config, &args),
+        Command::History(args) => messaging::history(&config, &args),
+        Command::Edit(args) => messaging::act(&config, Kind::Edit, &args),
+        Command::Delete(args) => messaging::act(&config, Kind::Delete, &args),
+        Command::React(args) => messaging::act(&config, Kind::React, &args),
     }
+}
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for failures not covered below (storage, bugs).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for user errors: bad arguments, configuration, unknown contact, wrong
+/// passphrase (clap's own usage errors are 2 as well).
+pub const EXIT_USER: u8 = 2;
+/// Exit status when no relay could be reached.
+pub const EXIT_NETWORK: u8 = 3;
+/// Exit status when a relay rate-limits us (or the recipient's inbox is full).
+pub const EXIT_RATE_LIMITED: u8 = 4;
+
+/// The exit status for an error, from the most specific cause in its chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use crate::client::messaging::MessagingError;
+    use crate::client::servers::ServersError;
+    use crate::client::transport::TransportError;
+    let transport = |t: &TransportError| match t {
+        TransportError::Unreachable { .. } => EXIT_NETWORK,
+        TransportError::RateLimited { .. } => EXIT_RATE_LIMITED,
+        _ => EXIT_FAILURE,
+    };
+    let servers = |s: &ServersError| match s {
+        ServersError::NoneReachable => EXIT_NETWORK,
+        ServersError::NoneKnown => EXIT_USER,
+        ServersError::Db(_) => EXIT_FAILURE,
+    };
+    for cause in err.chain() {
+        if let Some(t) = cause.downcast_ref::<TransportError>() {
+            return transport(t);
+        }
+        if let Some(s) = cause.downcast_ref::<ServersError>() {
+            return servers(s);
+        }
+        if let Some(m) = cause.downcast_ref::<MessagingError>() {
+            return match m {
+                MessagingError::Transport(t) => transport(t),
+                MessagingError::Servers(s) => servers(s),
+                MessagingError::Usage(_) | MessagingError::Contacts(_) => EXIT_USER,
+                _ => EXIT_FAILURE,
+            };
+        }
+        if cause
+            .downcast_ref::<crate::client::ContactError>()
+            .is_some()
+            || cause
+                .downcast_ref::<crate::crypto::IdentityError>()
+                .is_some()
+            || cause.downcast_ref::<crate::config::ConfigError>().is_some()
+        {
+            return EXIT_USER;
+        }
+    }
+    EXIT_FAILURE
 }

@@ -6,6 +6,16 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// contact name → contact JSON.
 const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
+/// Small named values: relay assignments, cursors, channels (see the callers' key prefixes).
+const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+/// Packet hashes already handled by `receive`.
+const SEEN: TableDefinition<&[u8; 32], ()> = TableDefinition::new("seen");
+/// `channel/timestamp-ms(13 digits)/id` → history entry JSON.
+const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// message id → its key in `MESSAGES`.
+const MESSAGE_IDS: TableDefinition<&str, &str> = TableDefinition::new("message_ids");
+/// Known relays: `host:port` → what we know of them (JSON).
+const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 
 /// Errors of the client database.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +53,161 @@ impl ClientDb {
         let db = Database::create(dir.join("client.redb")).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(CONTACTS).map_err(engine)?;
+        txn.open_table(SETTINGS).map_err(engine)?;
+        txn.open_table(SEEN).map_err(engine)?;
+        txn.open_table(MESSAGES).map_err(engine)?;
+        txn.open_table(MESSAGE_IDS).map_err(engine)?;
+        txn.open_table(SERVERS).map_err(engine)?;
         txn.commit().map_err(engine)?;
         Ok(Self { db })
+    }
+
+    /// A named value.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SETTINGS).map_err(engine)?;
+        Ok(table
+            .get(key)
+            .map_err(engine)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    /// Sets a named value.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), DbError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        txn.open_table(SETTINGS)
+            .map_err(engine)?
+            .insert(key, value)
+            .map_err(engine)?;
+        txn.commit().map_err(engine)
+    }
+
+    /// Every named value whose key starts with `prefix`.
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SETTINGS).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..).map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Marks a packet hash as handled; false when it was already.
+    pub fn mark_seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let fresh = txn
+            .open_table(SEEN)
+            .map_err(engine)?
+            .insert(hash, ())
+            .map_err(engine)?
+            .is_none();
+        txn.commit().map_err(engine)?;
+        Ok(fresh)
+    }
+
+    /// Whether a packet hash was handled.
+    pub fn seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SEEN).map_err(engine)?;
+        Ok(table.get(hash).map_err(engine)?.is_some())
+    }
+
+    /// Stores a history entry under `channel`, ordered by `timestamp_ms`, findable by `id`.
+    /// Returns false (and stores nothing) when the id is known already.
+    pub fn put_message(
+        &self,
+        channel: &str,
+        timestamp_ms: u64,
+        id: &str,
+        json: &[u8],
+    ) -> Result<bool, DbError> {
+        let key = format!("{channel}/{timestamp_ms:013}/{id}");
+        let txn = self.db.begin_write().map_err(engine)?;
+        {
+            let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+            if ids.get(id).map_err(engine)?.is_some() {
+                return Ok(false);
+            }
+            ids.insert(id, key.as_str()).map_err(engine)?;
+            txn.open_table(MESSAGES)
+                .map_err(engine)?
+                .insert(key.as_str(), json)
+                .map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(true)
+    }
+
+    /// The entry for message `id`: (channel, entry JSON).
+    pub fn message(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+        let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
+            return Ok(None);
+        };
+        let table = txn.open_table(MESSAGES).map_err(engine)?;
+        let channel = key.split('/').next().unwrap_or_default().to_owned();
+        Ok(table
+            .get(key.as_str())
+            .map_err(engine)?
+            .map(|v| (channel, v.value().to_vec())))
+    }
+
+    /// Replaces the entry of a known message `id`.
+    pub fn update_message(&self, id: &str, json: &[u8]) -> Result<bool, DbError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        {
+            let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+            let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
+                return Ok(false);
+            };
+            txn.open_table(MESSAGES)
+                .map_err(engine)?
+                .insert(key.as_str(), json)
+                .map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(true)
+    }
+
+    /// The history of `channel`, oldest first.
+    pub fn channel_messages(&self, channel: &str) -> Result<Vec<Vec<u8>>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(MESSAGES).map_err(engine)?;
+        let start = format!("{channel}/");
+        let end = format!("{channel}0");
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
+            out.push(entry.map_err(engine)?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Known relays with what we know of them.
+    pub fn servers(&self) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(SERVERS).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Records a relay (insert or replace).
+    pub fn put_server(&self, authority: &str, json: &[u8]) -> Result<(), DbError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        txn.open_table(SERVERS)
+            .map_err(engine)?
+            .insert(authority, json)
+            .map_err(engine)?;
+        txn.commit().map_err(engine)
     }
 
     /// A contact's stored JSON.

@@ -3,6 +3,9 @@
 
 pub mod contacts;
 pub mod db;
+pub mod messaging;
+pub mod servers;
+pub mod transport;
 
 pub use contacts::{Contact, ContactError};
 pub use db::{ClientDb, DbError};

@@ -1,0 +1,425 @@
+//! Anonymous-mode messaging: build message objects (JASPER.md), seal them (PROTOCOL.md §2),
+//! send each through the recipient's TX relay with a copy to our own key for our other
+//! devices, and receive from our RX relay — open, verify, deduplicate, file in the history.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::contacts::{Contact, Contacts};
+use super::db::ClientDb;
+use super::servers::Servers;
+use super::transport::{Transport, TransportError};
+use crate::crypto::{Identity, OpenError, open, seal};
+use crate::proto::time::{parse_rfc3339_ms, rfc3339_ms};
+use crate::proto::{PacketHash, PublicKey};
+
+/// Longest `content` accepted from others.
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+/// Longest `id` or `channel_id` accepted.
+const MAX_ID_CHARS: usize = 64;
+
+/// The four message types of JASPER.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Kind {
+    /// A new message.
+    Message,
+    /// New content for message `id`.
+    Edit,
+    /// Removal of message `id`.
+    Delete,
+    /// A `:reaction:` to message `id`.
+    React,
+}
+
+/// Why messaging failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// A relay problem.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No usable relay.
+    #[error(transparent)]
+    Servers(#[from] super::servers::ServersError),
+    /// Local database.
+    #[error(transparent)]
+    Db(#[from] super::db::DbError),
+    /// Contacts.
+    #[error(transparent)]
+    Contacts(#[from] super::contacts::ContactError),
+    /// Sealing failed.
+    #[error("cannot encrypt: {0}")]
+    Seal(String),
+    /// The user asked for something impossible.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// One history entry, as filed and shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Message id.
+    pub id: String,
+    /// Sender's public key.
+    pub sender: String,
+    /// Current content.
+    pub content: String,
+    /// Original timestamp.
+    pub timestamp: String,
+    /// Whether it was edited.
+    pub edited: bool,
+    /// Whether it was deleted.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Reactions: `:name:` → senders.
+    #[serde(default)]
+    pub reactions: Map<String, Value>,
+}
+
+/// A packet received and accepted, as `receive` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Received {
+    /// Packet hash.
+    pub hash: String,
+    /// Contact name of the sender (or of the recipient, for our own copies), if known.
+    pub contact: Option<String>,
+    /// Sender's public key.
+    pub sender: String,
+    /// Channel.
+    pub channel_id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Content.
+    pub content: String,
+    /// Message id.
+    pub id: String,
+    /// Timestamp.
+    pub timestamp: String,
+}
+
+/// A packet that could not be accepted (it never stops a receive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Packet hash, when the packet had one.
+    pub hash: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// What one `receive` did.
+#[derive(Debug, Default)]
+pub struct ReceiveReport {
+    /// New, verified messages.
+    pub received: Vec<Received>,
+    /// Packets skipped, with the reason.
+    pub rejected: Vec<Rejected>,
+}
+
+/// What `send` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SendReport {
+    /// The message id.
+    pub id: String,
+    /// The packet hash.
+    pub hash: String,
+    /// The channel.
+    pub channel_id: String,
+    /// Whether the copy for our other devices was sent.
+    pub copied_to_self: bool,
+}
+
+/// Messaging for one identity.
+pub struct Messenger<'a> {
+    /// Local database.
+    pub db: &'a ClientDb,
+    /// HTTP to relays.
+    pub transport: &'a Transport,
+    /// Relay roles.
+    pub servers: &'a Servers<'a>,
+    /// Contacts.
+    pub contacts: &'a Contacts<'a>,
+    /// Who we are.
+    pub me: &'a Identity,
+}
+
+fn dm_key(fp: &str) -> String {
+    format!("dm:{fp}")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Messenger<'_> {
+    /// The channel of the direct conversation with `contact` (made on first use).
+    fn dm_channel(&self, contact: &Contact) -> Result<String, MessagingError> {
+        let key = dm_key(&contact.fingerprint);
+        if let Some(c) = self.db.setting(&key)? {
+            return Ok(c);
+        }
+        let channel = new_id();
+        self.db.set_setting(&key, &channel)?;
+        Ok(channel)
+    }
+
+    /// Sends a message of `kind` to `contact`; `target` is the message an edit, delete or
+    /// reaction is about.
+    pub fn send(
+        &self,
+        contact: &Contact,
+        kind: Kind,
+        content: &str,
+        target: Option<&str>,
+        now_ms: u64,
+    ) -> Result<SendReport, MessagingError> {
+        let id = match (kind, target) {
+            (Kind::Message, _) => new_id(),
+            (_, Some(t)) => t.to_owned(),
+            (_, None) => return Err(MessagingError::Usage("which message? give its id".into())),
+        };
+        if kind != Kind::Message {
+            let (_, entry) = self.db.message(&id)?.ok_or_else(|| {
+                MessagingError::Usage(format!(
+                    "no message {id} in the history; see `jasper history`"
+                ))
+            })?;
+            let entry: Entry =
+                serde_json::from_slice(&entry).map_err(|e| MessagingError::Usage(e.to_string()))?;
+            if kind != Kind::React && entry.sender != self.me.public().canonical() {
+                return Err(MessagingError::Usage(
+                    "only your own messages can be edited or deleted".into(),
+                ));
+            }
+        }
+        let recipient = PublicKey::parse(&contact.public_key, 2048)
+            .map_err(|e| MessagingError::Seal(e.to_string()))?;
+        // Our inbox's relay is chosen first, so that no TX relay can end up being it.
+        self.servers.rx_for(&self.me.public().fingerprint())?;
+        let channel = self.dm_channel(contact)?;
+        let timestamp = rfc3339_ms(now_ms);
+        let mut object = json!({
+            "sender": self.me.public().canonical(),
+            "channel_id": channel,
+            "type": kind,
+            "content": content,
+            "id": id,
+            "timestamp": timestamp,
+        });
+        let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
+            .map_err(MessagingError::Seal)?;
+        let relay = self.servers.tx_for(&recipient.fingerprint())?;
+        let packet = json!({
+            "recipient": recipient.canonical(),
+            "message": sealed.message,
+            "hash": sealed.hash.to_string(),
+            "signature": sealed.signature,
+        });
+        self.transport.send(&relay, &packet)?;
+        // Our other devices learn what we sent from a copy to our own key.
+        object["to"] = json!([recipient.canonical()]);
+        let copied_to_self = self.send_to_self(&object).is_ok();
+        self.file(&object, self.me.public())?;
+        Ok(SendReport {
+            id,
+            hash: sealed.hash.to_string(),
+            channel_id: channel,
+            copied_to_self,
+        })
+    }
+
+    fn send_to_self(&self, object: &Value) -> Result<(), MessagingError> {
+        let own = self.me.public();
+        let sealed =
+            seal(object.to_string().as_bytes(), self.me, own).map_err(MessagingError::Seal)?;
+        let relay = self.servers.tx_for(&own.fingerprint())?;
+        let packet = json!({
+            "recipient": own.canonical(),
+            "message": sealed.message,
+            "hash": sealed.hash.to_string(),
+            "signature": sealed.signature,
+        });
+        self.transport.send(&relay, &packet)?;
+        self.db.mark_seen(&sealed.hash.0)?;
+        Ok(())
+    }
+
+    /// Fetches our inbox from our RX relay (from the last cursor where the relay offers one),
+    /// opens and files what is new. Bad packets are reported, never fatal.
+    pub fn receive(&self) -> Result<ReceiveReport, MessagingError> {
+        let own = self.me.public();
+        let relay = self.servers.rx_for(&own.fingerprint())?;
+        let cursor_key = format!("cursor:{}:{}", relay.authority(), own.fingerprint());
+        let use_cursor = self.servers.speaks_cursor(&relay)?;
+        let mut report = ReceiveReport::default();
+        for _ in 0..1000 {
+            let since = if use_cursor {
+                self.db.setting(&cursor_key)?
+            } else {
+                None
+            };
+            let page = self
+                .transport
+                .fetch(&relay, own.canonical(), since.as_deref())?;
+            for packet in &page.messages {
+                match self.accept(packet) {
+                    Ok(Some(r)) => report.received.push(r),
+                    Ok(None) => {}
+                    Err(reason) => report.rejected.push(Rejected {
+                        hash: packet["hash"].as_str().map(str::to_owned),
+                        reason,
+                    }),
+                }
+            }
+            if let (true, Some(c)) = (use_cursor, &page.cursor) {
+                self.db.set_setting(&cursor_key, c)?;
+            }
+            if !(use_cursor && page.more) {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// One packet: `Ok(None)` when already seen, `Err` (with a reason) when it must be skipped.
+    fn accept(&self, packet: &Value) -> Result<Option<Received>, String> {
+        let (Some(message), Some(signature)) =
+            (packet["message"].as_str(), packet["signature"].as_str())
+        else {
+            return Err("not a packet (no message or signature)".into());
+        };
+        let hash = PacketHash::of_message(message);
+        if self.db.seen(&hash.0).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        // Whatever happens next, this packet is handled once.
+        self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
+        let opened = open(message, signature, self.me).map_err(|e: OpenError| e.to_string())?;
+        let object = opened.object;
+        let sender = opened.sender;
+        let text = |f: &str, max: usize| -> Result<String, String> {
+            match object.get(f).and_then(Value::as_str) {
+                Some(s) if s.len() <= max => Ok(s.to_owned()),
+                Some(_) => Err(format!("`{f}` is too long")),
+                None => Err(format!("no `{f}`")),
+            }
+        };
+        let kind: Kind = serde_json::from_value(object["type"].clone())
+            .map_err(|_| "unknown `type`".to_owned())?;
+        let channel_id = text("channel_id", MAX_ID_CHARS)?;
+        let id = text("id", MAX_ID_CHARS)?;
+        let content = text("content", MAX_CONTENT_BYTES)?;
+        let timestamp = text("timestamp", 64)?;
+        // Our own copy (from another device) is filed under the conversation with its recipient.
+        let counterpart = if &sender == self.me.public() {
+            object["to"][0]
+                .as_str()
+                .and_then(|k| PublicKey::parse(k, 2048).ok())
+                .ok_or("our own copy names no recipient")?
+        } else {
+            sender.clone()
+        };
+        let contact = self
+            .contacts
+            .by_key(&counterpart)
+            .map_err(|e| e.to_string())?;
+        if let Some(c) = &contact {
+            let key = dm_key(&c.fingerprint);
+            if self.db.setting(&key).map_err(|e| e.to_string())?.is_none() {
+                self.db
+                    .set_setting(&key, &channel_id)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.file(&object, &sender).map_err(|e| e.to_string())?;
+        Ok(Some(Received {
+            hash: hash.to_string(),
+            contact: contact.map(|c| c.name),
+            sender: sender.canonical().to_owned(),
+            channel_id,
+            kind,
+            content,
+            id,
+            timestamp,
+        }))
+    }
+
+    /// Applies a verified message object from `sender` to the history.
+    fn file(&self, object: &Value, sender: &PublicKey) -> Result<(), MessagingError> {
+        let s = |f: &str| object[f].as_str().unwrap_or_default().to_owned();
+        let kind: Kind = serde_json::from_value(object["type"].clone())
+            .map_err(|_| MessagingError::Usage("unknown type".into()))?;
+        let id = s("id");
+        match kind {
+            Kind::Message => {
+                let entry = Entry {
+                    id: id.clone(),
+                    sender: sender.canonical().to_owned(),
+                    content: s("content"),
+                    timestamp: s("timestamp"),
+                    edited: false,
+                    deleted: false,
+                    reactions: Map::new(),
+                };
+                let ts = parse_rfc3339_ms(&entry.timestamp).unwrap_or(0);
+                self.db.put_message(
+                    &s("channel_id"),
+                    ts,
+                    &id,
+                    &serde_json::to_vec(&entry).expect("entry serializes"),
+                )?;
+            }
+            Kind::Edit | Kind::Delete | Kind::React => {
+                let Some((_, json)) = self.db.message(&id)? else {
+                    return Ok(());
+                };
+                let Ok(mut entry) = serde_json::from_slice::<Entry>(&json) else {
+                    return Ok(());
+                };
+                match kind {
+                    // Only the author edits or deletes.
+                    Kind::Edit if entry.sender == sender.canonical() => {
+                        entry.content = s("content");
+                        entry.edited = true;
+                    }
+                    Kind::Delete if entry.sender == sender.canonical() => {
+                        entry.deleted = true;
+                        entry.content.clear();
+                    }
+                    Kind::React => {
+                        let reaction = s("content");
+                        let valid = reaction.len() >= 3
+                            && reaction.len() <= 64
+                            && reaction.starts_with(':')
+                            && reaction.ends_with(':');
+                        if valid {
+                            let who = entry.reactions.entry(reaction).or_insert(json!([]));
+                            if let Some(list) = who.as_array_mut()
+                                && !list.iter().any(|v| v == sender.canonical())
+                            {
+                                list.push(json!(sender.canonical()));
+                            }
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+                self.db
+                    .update_message(&id, &serde_json::to_vec(&entry).expect("entry serializes"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The history with `contact`, oldest first, with edits applied and deleted messages left out.
+pub fn history(db: &ClientDb, contact: &Contact) -> Result<Vec<Entry>, MessagingError> {
+    let Some(channel) = db.setting(&dm_key(&contact.fingerprint))? else {
+        return Ok(Vec::new());
+    };
+    Ok(db
+        .channel_messages(&channel)?
+        .into_iter()
+        .filter_map(|j| serde_json::from_slice::<Entry>(&j).ok())
+        .filter(|e| !e.deleted)
+        .collect())
+}

@@ -1,0 +1,195 @@
+//! HTTP from the client to relays: `/send`, `/fetch` (with the cursor extension where offered),
+//! `/status` and `/sync/servers`. Blocking (the client runs one command and exits).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::proto::status::CAP_FETCH_CURSOR;
+use crate::proto::{ServerEntry, Status};
+
+/// Largest answer read from a relay (a `/fetch` page is at most a few MiB).
+const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
+/// Why a call to a relay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The relay could not be reached.
+    #[error("relay {relay} is unreachable: {reason}")]
+    Unreachable {
+        /// The relay.
+        relay: String,
+        /// Why.
+        reason: String,
+    },
+    /// The relay asks us to slow down (or the inbox is full).
+    #[error("relay {relay} is rate limiting: {message}")]
+    RateLimited {
+        /// The relay.
+        relay: String,
+        /// Its explanation.
+        message: String,
+    },
+    /// The relay refused the request.
+    #[error("relay {relay} answered {status}: {message}")]
+    Refused {
+        /// The relay.
+        relay: String,
+        /// HTTP status.
+        status: u16,
+        /// Its explanation.
+        message: String,
+    },
+    /// The answer is not what the protocol says.
+    #[error("relay {relay} answered something that is not the protocol: {reason}")]
+    Malformed {
+        /// The relay.
+        relay: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxPage {
+    /// Packets as JSON objects.
+    pub messages: Vec<Value>,
+    /// Where to continue, if the relay speaks `fetch-cursor`.
+    pub cursor: Option<String>,
+    /// Whether more is waiting.
+    pub more: bool,
+}
+
+/// A blocking HTTP client for relays.
+#[derive(Clone)]
+pub struct Transport {
+    agent: ureq::Agent,
+}
+
+impl Transport {
+    /// A client whose requests time out after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self { agent }
+    }
+
+    fn call(
+        &self,
+        relay: &ServerEntry,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, TransportError> {
+        let url = format!("http://{}{path}", relay.authority());
+        let unreachable = |e: ureq::Error| TransportError::Unreachable {
+            relay: relay.to_string(),
+            reason: e.to_string(),
+        };
+        let mut response = match body {
+            Some(b) => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(b.to_string().as_bytes())
+                .map_err(unreachable)?,
+            None => self.agent.get(&url).call().map_err(unreachable)?,
+        };
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .map_err(unreachable)?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = || {
+            value["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned()
+        };
+        match status {
+            200 => Ok(value),
+            429 => Err(TransportError::RateLimited {
+                relay: relay.to_string(),
+                message: message(),
+            }),
+            _ => Err(TransportError::Refused {
+                relay: relay.to_string(),
+                status,
+                message: message(),
+            }),
+        }
+    }
+
+    /// `POST /send`; true when newly stored, false when the relay had it already.
+    pub fn send(&self, relay: &ServerEntry, packet: &Value) -> Result<bool, TransportError> {
+        let answer = self.call(relay, "/send", Some(packet))?;
+        Ok(answer["stored"].as_bool().unwrap_or(true))
+    }
+
+    /// `POST /fetch` for `recipient`, from `since` when the relay speaks `fetch-cursor`.
+    pub fn fetch(
+        &self,
+        relay: &ServerEntry,
+        recipient: &str,
+        since: Option<&str>,
+    ) -> Result<InboxPage, TransportError> {
+        let mut body = json!({ "recipient": recipient });
+        if let Some(since) = since {
+            body["since"] = json!(since);
+        }
+        let mut answer = self.call(relay, "/fetch", Some(&body))?;
+        let Some(Value::Array(messages)) = answer.get_mut("messages").map(Value::take) else {
+            return Err(TransportError::Malformed {
+                relay: relay.to_string(),
+                reason: "no `messages` array".into(),
+            });
+        };
+        Ok(InboxPage {
+            messages,
+            cursor: answer["cursor"].as_str().map(str::to_owned),
+            more: answer["more"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// `GET /status`; `None` for a relay that speaks only JASPER.md.
+    pub fn status(&self, relay: &ServerEntry) -> Result<Option<Status>, TransportError> {
+        match self.call(relay, "/status", None) {
+            Ok(v) => Ok(serde_json::from_value(v).ok()),
+            Err(TransportError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /sync/servers` with what we know; returns what the relay adds.
+    pub fn sync_servers(
+        &self,
+        relay: &ServerEntry,
+        known: &[ServerEntry],
+    ) -> Result<Vec<ServerEntry>, TransportError> {
+        let list: Vec<Value> = known.iter().map(ServerEntry::to_json).collect();
+        let answer = self.call(relay, "/sync/servers", Some(&json!({ "servers": list })))?;
+        Ok(answer["servers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| ServerEntry::from_json(v).ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// Whether a status advertises the cursor extension.
+pub fn speaks_cursor(status: &Option<Status>) -> bool {
+    status
+        .as_ref()
+        .is_some_and(|s| s.capabilities.iter().any(|c| c == CAP_FETCH_CURSOR))
+}

@@ -1,0 +1,413 @@
+//! Anonymous-mode messaging between real clients through real relays on loopback: DMs both
+//! ways, edit/delete/react, two devices of one identity, forged and garbage packets, TX and
+//! RX on different relays (seen by recording proxies), exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{
+    Relay, eventually, free_port, key_b64, packet_for, run_jasper, run_jasper_with_stdin,
+};
+use serde_json::{Value, json};
+
+/// Two relays syncing with each other every second. They trust only each other (configured
+/// peers): the loopback addresses clients tell them about (proxies) are not learned.
+fn mesh() -> (Relay, Relay) {
+    let (p1, p2) = (free_port(), free_port());
+    let cfg = |me: u16, peer: u16| {
+        format!(
+            "public_address = \"127.0.0.1:{me}\"\npeers = [\"127.0.0.1:{peer}\"]\n\
+             message_sync_interval = \"1s\"\nserver_sync_interval = \"1s\"\nrate_limit_per_minute = 0"
+        )
+    };
+    (
+        Relay::start_at(p1, &cfg(p1, p2)),
+        Relay::start_at(p2, &cfg(p2, p1)),
+    )
+}
+
+/// A person's home: a config naming a fixture key and the given relays.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new(key: &str, relays: &[SocketAddr]) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("id.pem");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/keys/{key}-4096.key.pem")),
+            &key_path,
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let servers: Vec<String> = relays.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = dir.path().join("xdg-config/jasper/config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[identity]\nprivate_key = \"{}\"\n[client]\ndata_dir = \"{}\"\nservers = [{}]\nrequest_timeout = \"5s\"\n",
+                key_path.display(),
+                dir.path().join("client").display(),
+                servers.join(", ")
+            ),
+        )
+        .unwrap();
+        Home { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = run_jasper(args, self.path());
+        assert_eq!(code, 0, "jasper {args:?} failed: {err}");
+        out
+    }
+
+    fn add(&self, name: &str, key: &str) {
+        self.ok(&["contacts", "add", name, &key_b64(key)]);
+    }
+
+    fn send(&self, to: &str, text: &str) -> String {
+        self.ok(&["send", to, text]).trim().to_owned()
+    }
+
+    /// Receives until `want` holds for the new lines (or 20 s pass); returns every line seen.
+    fn receive_until(&self, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let ok = eventually(Duration::from_secs(20), || {
+            let out = self.ok(&["receive", "--json"]);
+            seen.extend(
+                out.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+            want(&seen)
+        });
+        assert!(ok, "never received what was expected; got {seen:?}");
+        seen
+    }
+
+    fn history(&self, with: &str) -> Vec<Value> {
+        self.ok(&["history", with, "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn has(lines: &[Value], field: &str, value: &str) -> bool {
+    lines.iter().any(|l| l[field] == value)
+}
+
+#[test]
+fn direct_messages_both_ways_with_edit_react_and_delete() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+
+    let id = alice.send("bob", "hello bob");
+    let got = bob.receive_until(|l| has(l, "id", &id));
+    let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
+    assert_eq!(line["contact"], "alice");
+    assert_eq!(line["type"], "MESSAGE");
+    assert_eq!(line["content"], "hello bob");
+    assert_eq!(line["sender"], key_b64("alice-4096"));
+    for field in ["hash", "channel_id", "timestamp"] {
+        assert!(line[field].is_string(), "{field}");
+    }
+    // Only what is new is printed.
+    assert!(!bob.ok(&["receive", "--json"]).contains(&id));
+
+    let reply = bob.send("alice", "hi alice");
+    alice.receive_until(|l| has(l, "id", &reply));
+    // One conversation, one channel, both sides.
+    let (a, b) = (alice.history("bob"), bob.history("alice"));
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(a[0]["id"], id.as_str());
+    assert_eq!(a[1]["id"], reply.as_str());
+
+    alice.ok(&["edit", "bob", &id, "hello bob, edited"]);
+    bob.receive_until(|l| l.iter().any(|x| x["type"] == "EDIT"));
+    let b = bob.history("alice");
+    assert_eq!(b[0]["content"], "hello bob, edited");
+    assert_eq!(b[0]["edited"], true);
+
+    bob.ok(&["react", "alice", &id, ":thumbsup:"]);
+    alice.receive_until(|l| l.iter().any(|x| x["type"] == "REACT"));
+    let a = alice.history("bob");
+    assert_eq!(a[0]["reactions"][":thumbsup:"][0], key_b64("bob-4096"));
+
+    alice.ok(&["delete", "bob", &id]);
+    bob.receive_until(|l| l.iter().any(|x| x["type"] == "DELETE"));
+    let b = bob.history("alice");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["id"], reply.as_str());
+
+    // Alice cannot edit bob's message.
+    let (code, _, err) = run_jasper(&["edit", "bob", &reply, "mine now"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only your own messages"), "{err}");
+}
+
+#[test]
+fn two_devices_of_one_identity_see_the_same_conversation() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let laptop = Home::new("alice", &relays);
+    let phone = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    for device in [&laptop, &phone] {
+        device.add("bob", "bob-4096");
+    }
+    bob.add("alice", "alice-4096");
+    let id = laptop.send("bob", "sent from the laptop");
+    let got = phone.receive_until(|l| has(l, "id", &id));
+    let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        line["contact"], "bob",
+        "filed under the conversation with bob"
+    );
+    let history = phone.history("bob");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["content"], "sent from the laptop");
+    assert_eq!(history[0]["sender"], key_b64("alice-4096"));
+    // Bob's answer reaches both devices.
+    let reply = bob.send("alice", "hi both");
+    laptop.receive_until(|l| has(l, "id", &reply));
+    phone.receive_until(|l| has(l, "id", &reply));
+}
+
+#[test]
+fn forged_and_garbage_packets_are_skipped_and_do_not_stop_receive() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    bob.add("dave", "dave-4096");
+
+    // Garbage that a relay accepts (JWE-shaped) but nobody can open, to bob.
+    let bob_key = key_b64("bob-4096");
+    for r in [&r1, &r2] {
+        r.send_ok(&packet_for(&bob_key, 7, 300));
+    }
+    // A real envelope claiming to be from alice, signed by dave.
+    let forged = forge("dave", "alice", "bob", "I am alice, send money");
+    for r in [&r1, &r2] {
+        r.send_ok(&forged);
+    }
+    let id = alice.send("bob", "the real alice");
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    if !has(&lines, "id", &id) {
+        lines.extend(bob.receive_until(|l| has(l, "id", &id)));
+    }
+    assert!(
+        !out.contains("send money"),
+        "a forged message was shown: {out}"
+    );
+    assert!(err.contains("cannot decrypt"), "garbage is reported: {err}");
+    assert!(
+        err.contains("does not verify"),
+        "the forgery is reported: {err}"
+    );
+    assert!(
+        bob.history("alice")
+            .iter()
+            .all(|m| m["content"] != "I am alice, send money")
+    );
+}
+
+/// A sealed packet from `signer` that claims `claimed` as its sender, to `to`.
+fn forge(signer: &str, claimed: &str, to: &str, text: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/keys/{signer}-4096.key.pem"));
+    let signer =
+        jasper::crypto::Identity::from_pem(&std::fs::read_to_string(&path).unwrap(), None, &path)
+            .unwrap();
+    let recipient = jasper::proto::PublicKey::parse(&key_b64(&format!("{to}-4096")), 4096).unwrap();
+    let object = json!({
+        "sender": key_b64(&format!("{claimed}-4096")),
+        "channel_id": "0b9b7c7e-5d3a-4f43-9b1e-0c6e2f1d2a3b",
+        "type": "MESSAGE",
+        "content": text,
+        "id": "5f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21",
+        "timestamp": "2026-11-26T19:27:44.123Z",
+    });
+    let sealed = jasper::crypto::seal(object.to_string().as_bytes(), &signer, &recipient).unwrap();
+    json!({
+        "recipient": recipient.canonical(),
+        "message": sealed.message,
+        "hash": sealed.hash.to_string(),
+        "signature": sealed.signature,
+    })
+}
+
+/// A proxy that records what crosses it: (path, recipient) of every request.
+struct RecordingProxy {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl RecordingProxy {
+    fn start(target: SocketAddr) -> RecordingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = line.split_whitespace();
+                        let method = parts.next().unwrap_or("GET").to_owned();
+                        let path = parts.next().unwrap_or("/").to_owned();
+                        let mut len = 0;
+                        loop {
+                            let mut h = String::new();
+                            reader.read_line(&mut h).unwrap();
+                            if h.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        reader.read_exact(&mut body).unwrap();
+                        let rcpt = serde_json::from_slice::<Value>(&body)
+                            .ok()
+                            .and_then(|v| v["recipient"].as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        log.lock().unwrap().push((path.clone(), rcpt));
+                        let agent = common::agent();
+                        let url = format!("http://{target}{path}");
+                        let mut resp = if method == "GET" {
+                            agent.get(&url).call().unwrap()
+                        } else {
+                            agent.post(&url).send(&body[..]).unwrap()
+                        };
+                        let status = resp.status().as_u16();
+                        let answer = resp
+                            .body_mut()
+                            .with_config()
+                            .limit(64 << 20)
+                            .read_to_vec()
+                            .unwrap();
+                        let _ = write!(
+                            writer,
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            answer.len()
+                        );
+                        let _ = writer.write_all(&answer);
+                    }
+                });
+            }
+        });
+        RecordingProxy { addr, seen }
+    }
+
+    fn saw(&self, path: &str, recipient: &str) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, r)| p == path && r == recipient)
+    }
+}
+
+#[test]
+fn sending_and_reading_go_through_different_relays() {
+    let (r1, r2) = mesh();
+    let (p1, p2) = (
+        RecordingProxy::start(r1.addr),
+        RecordingProxy::start(r2.addr),
+    );
+    let alice = Home::new("alice", &[p1.addr, p2.addr]);
+    let bob = Home::new("bob", &[p1.addr, p2.addr]);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    let id = alice.send("bob", "which relay?");
+    alice.ok(&["receive"]);
+    bob.receive_until(|l| has(l, "id", &id));
+    let (alice_key, bob_key) = (key_b64("alice-4096"), key_b64("bob-4096"));
+    // Alice sends to bob through one relay and reads her own inbox through the other.
+    let tx = if p1.saw("/send", &bob_key) { &p1 } else { &p2 };
+    let rx = if p1.saw("/fetch", &alice_key) {
+        &p1
+    } else {
+        &p2
+    };
+    assert!(
+        tx.saw("/send", &bob_key),
+        "alice's send to bob went through neither proxy"
+    );
+    assert!(rx.saw("/fetch", &alice_key));
+    assert!(
+        !std::ptr::eq(tx, rx),
+        "alice used the same relay as TX for bob and RX for herself:\np1 {:?}\np2 {:?}",
+        p1.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, r)| (p.clone(), r.chars().skip(60).take(12).collect::<String>()))
+            .collect::<Vec<_>>(),
+        p2.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, r)| (p.clone(), r.chars().skip(60).take(12).collect::<String>()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !tx.saw("/fetch", &alice_key),
+        "the TX relay saw alice read her inbox"
+    );
+}
+
+#[test]
+fn failures_have_distinct_exit_codes() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let alice = Home::new("alice", &[dead]);
+    alice.add("bob", "bob-4096");
+    let (code, _, err) = run_jasper(&["send", "bob", "hello?"], alice.path());
+    assert_eq!(code, 3, "network failure: {err}");
+    let (code, _, err) = run_jasper(&["send", "nobody", "hello?"], alice.path());
+    assert_eq!(code, 2, "unknown contact is a user error: {err}");
+    assert!(err.contains("no contact named"), "{err}");
+    let (code, _, _) = run_jasper(&["receive"], alice.path());
+    assert_eq!(code, 3);
+    let (code, _, err) = run_jasper_with_stdin(&["send", "bob", "-"], alice.path(), Some(""));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("empty"), "{err}");
+}
