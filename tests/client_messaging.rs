@@ -411,3 +411,110 @@ fn failures_have_distinct_exit_codes() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("empty"), "{err}");
 }
+
+#[test]
+fn a_group_of_three_reaches_everyone_through_different_relays() {
+    let ports = [free_port(), free_port(), free_port()];
+    let relays: Vec<Relay> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+                .collect();
+            Relay::start_at(
+                ports[i],
+                &format!(
+                    "peers = [{}]\nmessage_sync_interval = \"1s\"\nrate_limit_per_minute = 0",
+                    peers.join(", ")
+                ),
+            )
+        })
+        .collect();
+    let proxies: Vec<RecordingProxy> = relays
+        .iter()
+        .map(|r| RecordingProxy::start(r.addr))
+        .collect();
+    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
+    let alice = Home::new("alice", &addrs);
+    let bob = Home::new("bob", &addrs);
+    let carol = Home::new("carol", &addrs);
+    alice.add("bob", "bob-4096");
+    alice.add("carol", "carol-4096");
+    bob.add("alice", "alice-4096");
+    carol.add("alice", "alice-4096");
+    carol.add("bob", "bob-4096");
+
+    alice.ok(&["group", "create", "trio", "bob", "carol"]);
+    let id = alice
+        .ok(&["group", "send", "trio", "hello trio"])
+        .trim()
+        .to_owned();
+    let got = bob.receive_until(|l| has(l, "id", &id));
+    assert!(
+        got.iter()
+            .any(|l| l["id"] == id.as_str() && l["group"] == "trio"),
+        "{got:?}"
+    );
+    carol.receive_until(|l| has(l, "id", &id));
+
+    // Alice's packets to bob and to carol went through different relays.
+    let (bob_key, carol_key) = (key_b64("bob-4096"), key_b64("carol-4096"));
+    let via = |key: &str| -> Vec<usize> {
+        proxies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.saw("/send", key))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    assert_eq!(via(&bob_key).len(), 1, "one TX relay for bob");
+    assert_eq!(via(&carol_key).len(), 1, "one TX relay for carol");
+    assert_ne!(
+        via(&bob_key),
+        via(&carol_key),
+        "bob and carol share a TX relay"
+    );
+
+    // Carol, who only knew the group from its messages, answers everyone.
+    let (code, out, err) = run_jasper(&["group", "list", "--json"], carol.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"trio\""), "{out}");
+    let reply = carol
+        .ok(&["group", "send", "trio", "hi all"])
+        .trim()
+        .to_owned();
+    alice.receive_until(|l| has(l, "id", &reply));
+    bob.receive_until(|l| has(l, "id", &reply));
+    let history: Vec<Value> = alice
+        .ok(&["history", "trio", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(history.iter().any(|m| m["content"] == "hello trio"));
+    assert!(history.iter().any(|m| m["content"] == "hi all"));
+}
+
+#[test]
+fn servers_says_what_the_relays_give() {
+    let (r1, r2) = mesh();
+    let alice = Home::new("alice", &[r1.addr, r2.addr]);
+    alice.add("bob", "bob-4096");
+    alice.send("bob", "hello");
+    let out = alice.ok(&["servers"]);
+    assert!(out.contains("rx you"), "{out}");
+    assert!(out.contains("tx bob"), "{out}");
+    assert!(out.contains("Two relays answer"), "{out}");
+    let lines: Vec<Value> = alice
+        .ok(&["servers", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["reachable"] == true && l["load"].is_number())
+    );
+    let lonely = Home::new("bob", &[r1.addr]);
+    assert!(lonely.ok(&["servers"]).contains("Only one relay answers"));
+}

@@ -6,9 +6,13 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use super::identity::load_identity;
-use super::{HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, TargetArgs};
+use super::{
+    GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersArgs,
+    TargetArgs,
+};
 use crate::client::ClientDb;
 use crate::client::contacts::Contacts;
+use crate::client::groups::{Group, Groups};
 use crate::client::messaging::{Kind, Messenger};
 use crate::client::servers::Servers;
 use crate::client::transport::Transport;
@@ -137,6 +141,10 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
                 let who = r.contact.clone().unwrap_or_else(|| {
                     format!("unknown {}", &r.sender.chars().take(16).collect::<String>())
                 });
+                let who = match &r.group {
+                    Some(g) => format!("{who} in {g}"),
+                    None => who,
+                };
                 match r.kind {
                     Kind::Message => println!("[{}] {who}: {}", r.timestamp, r.content),
                     Kind::Edit => {
@@ -156,12 +164,186 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `jasper history NAME`.
+/// `jasper group create|send|list`.
+pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
+    match &args.action {
+        GroupAction::List => {
+            let db = ClientDb::open(&config.client.data_dir)?;
+            let contacts = Contacts::new(&db, &config.client.data_dir);
+            for g in Groups::new(&db).list()? {
+                let names: Vec<String> = g
+                    .members
+                    .iter()
+                    .map(|k| {
+                        let key = crate::proto::PublicKey::parse(k, 2048).ok();
+                        key.and_then(|k| contacts.by_key(&k).ok().flatten())
+                            .map_or_else(|| format!("{}…", &k[..16.min(k.len())]), |c| c.name)
+                    })
+                    .collect();
+                if args.common.json {
+                    println!(
+                        "{}",
+                        json!({ "name": g.name, "channel_id": g.channel_id, "members": g.members, "member_names": names })
+                    );
+                } else {
+                    println!("{:<24} {}", g.name, names.join(", "));
+                }
+            }
+            Ok(())
+        }
+        GroupAction::Create { name, members } => {
+            let session = Session::open(config, &args.common)?;
+            let report = session.with(|m| {
+                let groups = Groups::new(m.db);
+                if groups.get(name)?.is_some() {
+                    bail!("a group named {name:?} exists already");
+                }
+                let mut keys = Vec::new();
+                for member in members {
+                    keys.push(m.contacts.get(member)?.public_key);
+                }
+                keys.sort();
+                keys.dedup();
+                if keys.len() > crate::client::groups::MAX_MEMBERS {
+                    bail!(
+                        "a group has at most {} members",
+                        crate::client::groups::MAX_MEMBERS
+                    );
+                }
+                let group = groups.save(Group {
+                    name: name.clone(),
+                    channel_id: uuid::Uuid::new_v4().to_string(),
+                    members: keys,
+                })?;
+                Ok(m.send_group(
+                    &group,
+                    &format!("created the group \"{}\"", group.name),
+                    now_ms(),
+                )?)
+            })?;
+            if args.common.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.channel_id);
+            }
+            Ok(())
+        }
+        GroupAction::Send { name, text } => {
+            let session = Session::open(config, &args.common)?;
+            let text = text_arg(text)?;
+            if text.is_empty() {
+                bail!("nothing to send: the message is empty");
+            }
+            let report = session.with(|m| {
+                let group = Groups::new(m.db)
+                    .get(name)?
+                    .with_context(|| format!("no group named {name:?}; see `jasper group list`"))?;
+                Ok(m.send_group(&group, &text, now_ms())?)
+            })?;
+            if args.common.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.id);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `jasper servers`.
+pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
+    let db = ClientDb::open(&config.client.data_dir)?;
+    let transport = Transport::new(config.client.request_timeout);
+    let servers = Servers::new(&db, &transport, config.client.peer_entries());
+    servers.refresh(now_ms())?;
+    let contacts = Contacts::new(&db, &config.client.data_dir);
+    let own = super::identity::load_public(config, false).ok();
+    let roles = servers.assignments()?;
+    let known = servers.known()?;
+    for (entry, info) in &known {
+        let mine: Vec<String> = roles
+            .iter()
+            .filter(|(_, _, relay)| *relay == entry.authority())
+            .map(|(role, fp, _)| {
+                let who = if own
+                    .as_ref()
+                    .is_some_and(|k| k.fingerprint().to_string() == *fp)
+                {
+                    "you".to_owned()
+                } else {
+                    contacts
+                        .list()
+                        .ok()
+                        .and_then(|l| l.into_iter().find(|c| c.fingerprint == *fp))
+                        .map_or_else(|| fp[..16].to_owned(), |c| c.name)
+                };
+                format!("{role} {who}")
+            })
+            .collect();
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "server": entry.authority(), "reachable": info.reachable, "load": info.load,
+                    "fetch_cursor": info.cursor, "roles": mine,
+                })
+            );
+        } else {
+            let load = info
+                .load
+                .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
+            let state = if info.reachable { "up" } else { "down" };
+            println!(
+                "{:<32} {state:<5} load {load:<5} {}",
+                entry.authority(),
+                mine.join(", ")
+            );
+        }
+    }
+    if !args.json {
+        let up = known.iter().filter(|(_, i)| i.reachable).count();
+        println!();
+        println!("{}", anonymity_summary(up));
+    }
+    Ok(())
+}
+
+/// What the number of reachable relays means for anonymity, said plainly.
+pub fn anonymity_summary(up: usize) -> String {
+    match up {
+        0 => "No relay answers: nothing can be sent or received.".to_owned(),
+        1 => "Only one relay answers. It both carries what you send and serves your inbox, so its \
+              owner can link your key to the keys you write to. Add relays to [client] servers."
+            .to_owned(),
+        2 => "Two relays answer: one carries what you send, the other serves your inbox, so neither \
+              alone links your key to the keys you write to - unless one owner runs both. With more \
+              relays each contact gets its own, and you depend less on any one operator."
+            .to_owned(),
+        n => format!(
+            "{n} relays answer: your inbox and your contacts are spread over different relays, so no \
+             single relay links your key to the keys you write to unless their owners collude. \
+             Every relay learned makes that harder."
+        ),
+    }
+}
+
+/// `jasper history NAME` (a contact or a group).
 pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
-    let contact = contacts.get(&args.name)?;
-    let entries = crate::client::messaging::history(&db, &contact)?;
+    let (contact_name, entries) = match contacts.get(&args.name) {
+        Ok(contact) => (
+            Some(contact.name.clone()),
+            crate::client::messaging::history(&db, &contact)?,
+        ),
+        Err(e) => match Groups::new(&db).get(&args.name)? {
+            Some(g) => (
+                None,
+                crate::client::messaging::channel_history(&db, &g.channel_id)?,
+            ),
+            None => return Err(e.into()),
+        },
+    };
     let me = super::identity::load_public(config, false).ok();
     for e in entries {
         if args.json {
@@ -176,7 +358,12 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
             let who = if me.as_ref().is_some_and(|k| k.canonical() == e.sender) {
                 "me".to_owned()
             } else {
-                contact.name.clone()
+                crate::proto::PublicKey::parse(&e.sender, 2048)
+                    .ok()
+                    .and_then(|k| contacts.by_key(&k).ok().flatten())
+                    .map(|c| c.name)
+                    .or_else(|| contact_name.clone())
+                    .unwrap_or_else(|| e.sender.chars().take(16).collect())
             };
             let edited = if e.edited { " (edited)" } else { "" };
             let reactions = if e.reactions.is_empty() {

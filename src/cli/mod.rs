@@ -58,17 +58,63 @@ pub enum Command {
     Delete(TargetArgs),
     /// React to a message with :name:
     React(TargetArgs),
+    /// Group conversations: one packet per member, each through its own relay
+    Group(GroupArgs),
+    /// Show the relays you know, their load and roles, and what that means for anonymity
+    Servers(ServersArgs),
+}
+
+/// `jasper group`.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// What to do
+    #[command(subcommand)]
+    pub action: GroupAction,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// Group operations.
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Create a group with contacts and tell them
+    Create {
+        /// The group's name
+        name: String,
+        /// Contacts to include
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Send a message to everyone in a group
+    Send {
+        /// The group
+        name: String,
+        /// The message ("-" reads standard input)
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
+    /// List groups and their members
+    List,
+}
+
+/// `jasper servers`.
+#[derive(Debug, Args)]
+pub struct ServersArgs {
+    /// Print one JSON object per relay
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags every messaging command takes.
 #[derive(Debug, Args)]
 pub struct MessageArgs {
     /// Read the key's passphrase from the first line of standard input
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub passphrase_stdin: bool,
 
     /// Print JSON (one object per line)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -263,6 +309,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(args) => messaging::act(&config, Kind::Edit, &args),
         Command::Delete(args) => messaging::act(&config, Kind::Delete, &args),
         Command::React(args) => messaging::act(&config, Kind::React, &args),
+        Command::Group(args) => messaging::group(&config, &args),
+        Command::Servers(args) => messaging::servers(&config, &args),
     }
 }
 

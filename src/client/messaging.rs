@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::contacts::{Contact, Contacts};
 use super::db::ClientDb;
+use super::groups::{Group, Groups, MAX_MEMBERS};
 use super::servers::Servers;
 use super::transport::{Transport, TransportError};
 use crate::crypto::{Identity, OpenError, open, seal};
@@ -96,6 +97,9 @@ pub struct Received {
     pub id: String,
     /// Timestamp.
     pub timestamp: String,
+    /// The group it was sent in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A packet that could not be accepted (it never stops a receive).
@@ -228,6 +232,57 @@ impl Messenger<'_> {
         })
     }
 
+    /// Sends `content` to every member of `group`, one packet each through each member's own
+    /// TX relay, with the group's channel, `members` and `name` (PROTOCOL.md §3) so that any
+    /// member, even one that missed the group's creation, files it and can answer everyone.
+    pub fn send_group(
+        &self,
+        group: &Group,
+        content: &str,
+        now_ms: u64,
+    ) -> Result<SendReport, MessagingError> {
+        self.servers.rx_for(&self.me.public().fingerprint())?;
+        let id = new_id();
+        let mut everyone: Vec<String> = group.members.clone();
+        everyone.push(self.me.public().canonical().to_owned());
+        everyone.sort();
+        let mut object = json!({
+            "sender": self.me.public().canonical(),
+            "channel_id": group.channel_id,
+            "type": Kind::Message,
+            "content": content,
+            "id": id,
+            "timestamp": rfc3339_ms(now_ms),
+            "members": everyone,
+            "name": group.name,
+        });
+        let mut last_hash = String::new();
+        for member in &group.members {
+            let recipient =
+                PublicKey::parse(member, 2048).map_err(|e| MessagingError::Seal(e.to_string()))?;
+            let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
+                .map_err(MessagingError::Seal)?;
+            let relay = self.servers.tx_for(&recipient.fingerprint())?;
+            let packet = json!({
+                "recipient": recipient.canonical(),
+                "message": sealed.message,
+                "hash": sealed.hash.to_string(),
+                "signature": sealed.signature,
+            });
+            self.transport.send(&relay, &packet)?;
+            last_hash = sealed.hash.to_string();
+        }
+        object["to"] = json!(group.members);
+        let copied_to_self = self.send_to_self(&object).is_ok();
+        self.file(&object, self.me.public())?;
+        Ok(SendReport {
+            id,
+            hash: last_hash,
+            channel_id: group.channel_id.clone(),
+            copied_to_self,
+        })
+    }
+
     fn send_to_self(&self, object: &Value) -> Result<(), MessagingError> {
         let own = self.me.public();
         let sealed =
@@ -310,6 +365,21 @@ impl Messenger<'_> {
         let id = text("id", MAX_ID_CHARS)?;
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
+        if let Some(group) = self.group_of(&object, &sender, &channel_id)? {
+            self.file(&object, &sender).map_err(|e| e.to_string())?;
+            let contact = self.contacts.by_key(&sender).map_err(|e| e.to_string())?;
+            return Ok(Some(Received {
+                hash: hash.to_string(),
+                contact: contact.map(|c| c.name),
+                sender: sender.canonical().to_owned(),
+                channel_id,
+                kind,
+                content,
+                id,
+                timestamp,
+                group: Some(group.name),
+            }));
+        }
         // Our own copy (from another device) is filed under the conversation with its recipient.
         let counterpart = if &sender == self.me.public() {
             object["to"][0]
@@ -341,7 +411,58 @@ impl Messenger<'_> {
             content,
             id,
             timestamp,
+            group: None,
         }))
+    }
+
+    /// The group a received message belongs to: a known group channel, or a new group when
+    /// the message names its `members` (kept with everyone but us, the sender included).
+    fn group_of(
+        &self,
+        object: &Value,
+        sender: &PublicKey,
+        channel_id: &str,
+    ) -> Result<Option<Group>, String> {
+        let groups = Groups::new(self.db);
+        if let Some(g) = groups.by_channel(channel_id).map_err(|e| e.to_string())? {
+            return Ok(Some(g));
+        }
+        let Some(list) = object.get("members").and_then(Value::as_array) else {
+            return Ok(None);
+        };
+        let me = self.me.public().canonical();
+        let mut members: Vec<String> = list
+            .iter()
+            .take(MAX_MEMBERS + 1)
+            .filter_map(Value::as_str)
+            .filter_map(|k| PublicKey::parse(k, 2048).ok())
+            .map(|k| k.canonical().to_owned())
+            .chain(std::iter::once(sender.canonical().to_owned()))
+            .filter(|k| k != me)
+            .collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() || members.len() > MAX_MEMBERS {
+            return Err("a group message with no usable or too many members".into());
+        }
+        let name = object
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| {
+                !n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)
+            })
+            .map_or_else(
+                || format!("group {}", &channel_id.chars().take(8).collect::<String>()),
+                str::to_owned,
+            );
+        let group = groups
+            .save(Group {
+                name,
+                channel_id: channel_id.to_owned(),
+                members,
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Some(group))
     }
 
     /// Applies a verified message object from `sender` to the history.
@@ -413,11 +534,16 @@ impl Messenger<'_> {
 
 /// The history with `contact`, oldest first, with edits applied and deleted messages left out.
 pub fn history(db: &ClientDb, contact: &Contact) -> Result<Vec<Entry>, MessagingError> {
-    let Some(channel) = db.setting(&dm_key(&contact.fingerprint))? else {
-        return Ok(Vec::new());
-    };
+    match db.setting(&dm_key(&contact.fingerprint))? {
+        Some(channel) => channel_history(db, &channel),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A channel's history, oldest first, with edits applied and deleted messages left out.
+pub fn channel_history(db: &ClientDb, channel: &str) -> Result<Vec<Entry>, MessagingError> {
     Ok(db
-        .channel_messages(&channel)?
+        .channel_messages(channel)?
         .into_iter()
         .filter_map(|j| serde_json::from_slice::<Entry>(&j).ok())
         .filter(|e| !e.deleted)

@@ -3,6 +3,7 @@
 
 pub mod contacts;
 pub mod db;
+pub mod groups;
 pub mod messaging;
 pub mod servers;
 pub mod transport;
