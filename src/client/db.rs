@@ -40,6 +40,7 @@ fn engine<E: std::fmt::Display>(e: E) -> DbError {
 /// The client's database.
 pub struct ClientDb {
     db: Database,
+    relaxed: std::sync::atomic::AtomicBool,
 }
 
 impl ClientDb {
@@ -59,7 +60,33 @@ impl ClientDb {
         txn.open_table(MESSAGE_IDS).map_err(engine)?;
         txn.open_table(SERVERS).map_err(engine)?;
         txn.commit().map_err(engine)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            relaxed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// While relaxed, commits skip the disk flush; [`ClientDb::flush`] makes them all durable
+    /// at once. For bulk work (a big receive) where a crash only means fetching again.
+    pub fn set_relaxed(&self, relaxed: bool) {
+        self.relaxed
+            .store(relaxed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn flush(&self) -> Result<(), DbError> {
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(engine)?;
+        txn.commit().map_err(engine)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, DbError> {
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
+            txn.set_durability(redb::Durability::None).map_err(engine)?;
+        }
+        Ok(txn)
     }
 
     /// A named value.
@@ -74,7 +101,7 @@ impl ClientDb {
 
     /// Sets a named value.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         txn.open_table(SETTINGS)
             .map_err(engine)?
             .insert(key, value)
@@ -99,7 +126,7 @@ impl ClientDb {
 
     /// Marks a packet hash as handled; false when it was already.
     pub fn mark_seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         let fresh = txn
             .open_table(SEEN)
             .map_err(engine)?
@@ -127,7 +154,7 @@ impl ClientDb {
         json: &[u8],
     ) -> Result<bool, DbError> {
         let key = format!("{channel}/{timestamp_ms:013}/{id}");
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         {
             let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
             if ids.get(id).map_err(engine)?.is_some() {
@@ -160,7 +187,7 @@ impl ClientDb {
 
     /// Replaces the entry of a known message `id`.
     pub fn update_message(&self, id: &str, json: &[u8]) -> Result<bool, DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         {
             let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
             let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
@@ -202,7 +229,7 @@ impl ClientDb {
 
     /// Records a relay (insert or replace).
     pub fn put_server(&self, authority: &str, json: &[u8]) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         txn.open_table(SERVERS)
             .map_err(engine)?
             .insert(authority, json)
@@ -231,7 +258,7 @@ impl ClientDb {
 
     /// Stores a contact (insert or replace).
     pub fn put_contact(&self, name: &str, json: &[u8]) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         txn.open_table(CONTACTS)
             .map_err(engine)?
             .insert(name, json)
@@ -241,7 +268,7 @@ impl ClientDb {
 
     /// Renames a contact atomically; false when `from` does not exist.
     pub fn rename_contact(&self, from: &str, to: &str) -> Result<bool, DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(CONTACTS).map_err(engine)?;
             let Some(value) = table
@@ -259,7 +286,7 @@ impl ClientDb {
 
     /// Removes a contact; false when it did not exist.
     pub fn remove_contact(&self, name: &str) -> Result<bool, DbError> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.begin_write()?;
         let removed = txn
             .open_table(CONTACTS)
             .map_err(engine)?

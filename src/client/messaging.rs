@@ -10,7 +10,7 @@ use super::db::ClientDb;
 use super::groups::{Group, Groups, MAX_MEMBERS};
 use super::servers::Servers;
 use super::transport::{Transport, TransportError};
-use crate::crypto::{Identity, OpenError, open, seal};
+use crate::crypto::{Identity, OpenError, Opened, open, seal};
 use crate::proto::time::{parse_rfc3339_ms, rfc3339_ms};
 use crate::proto::{PacketHash, PublicKey};
 
@@ -145,6 +145,33 @@ pub struct Messenger<'a> {
     pub contacts: &'a Contacts<'a>,
     /// Who we are.
     pub me: &'a Identity,
+}
+
+/// Opens `packets` (hash, message, signature) on every core; results in input order.
+pub fn open_all(
+    packets: &[(PacketHash, &str, &str)],
+    me: &Identity,
+) -> Vec<Result<Opened, OpenError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(packets.len().max(1));
+    let chunk = packets.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = packets
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, message, signature)| open(message, signature, me))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("opening does not panic"))
+            .collect()
+    })
 }
 
 fn dm_key(fp: &str) -> String {
@@ -307,49 +334,76 @@ impl Messenger<'_> {
         let cursor_key = format!("cursor:{}:{}", relay.authority(), own.fingerprint());
         let use_cursor = self.servers.speaks_cursor(&relay)?;
         let mut report = ReceiveReport::default();
+        // A crash mid-receive only means fetching again: flush once at the end.
+        self.db.set_relaxed(true);
+        let result = self.receive_pages(&relay, &cursor_key, use_cursor, &mut report);
+        self.db.set_relaxed(false);
+        self.db.flush()?;
+        result.map(|()| report)
+    }
+
+    fn receive_pages(
+        &self,
+        relay: &crate::proto::ServerEntry,
+        cursor_key: &str,
+        use_cursor: bool,
+        report: &mut ReceiveReport,
+    ) -> Result<(), MessagingError> {
+        let own = self.me.public();
         for _ in 0..1000 {
             let since = if use_cursor {
-                self.db.setting(&cursor_key)?
+                self.db.setting(cursor_key)?
             } else {
                 None
             };
             let page = self
                 .transport
-                .fetch(&relay, own.canonical(), since.as_deref())?;
+                .fetch(relay, own.canonical(), since.as_deref())?;
+            // New packets only, each once.
+            let mut fresh = Vec::new();
             for packet in &page.messages {
-                match self.accept(packet) {
-                    Ok(Some(r)) => report.received.push(r),
-                    Ok(None) => {}
-                    Err(reason) => report.rejected.push(Rejected {
+                let (Some(message), Some(signature)) =
+                    (packet["message"].as_str(), packet["signature"].as_str())
+                else {
+                    report.rejected.push(Rejected {
                         hash: packet["hash"].as_str().map(str::to_owned),
+                        reason: "not a packet (no message or signature)".into(),
+                    });
+                    continue;
+                };
+                let hash = PacketHash::of_message(message);
+                if self.db.seen(&hash.0)? || fresh.iter().any(|(h, _, _)| *h == hash) {
+                    continue;
+                }
+                fresh.push((hash, message, signature));
+            }
+            // The RSA work, on every core.
+            let opened = open_all(&fresh, self.me);
+            for ((hash, _, _), result) in fresh.iter().zip(opened) {
+                self.db.mark_seen(&hash.0)?;
+                match result
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| self.accept_opened(*hash, o))
+                {
+                    Ok(r) => report.received.push(r),
+                    Err(reason) => report.rejected.push(Rejected {
+                        hash: Some(hash.to_string()),
                         reason,
                     }),
                 }
             }
             if let (true, Some(c)) = (use_cursor, &page.cursor) {
-                self.db.set_setting(&cursor_key, c)?;
+                self.db.set_setting(cursor_key, c)?;
             }
             if !(use_cursor && page.more) {
                 break;
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// One packet: `Ok(None)` when already seen, `Err` (with a reason) when it must be skipped.
-    fn accept(&self, packet: &Value) -> Result<Option<Received>, String> {
-        let (Some(message), Some(signature)) =
-            (packet["message"].as_str(), packet["signature"].as_str())
-        else {
-            return Err("not a packet (no message or signature)".into());
-        };
-        let hash = PacketHash::of_message(message);
-        if self.db.seen(&hash.0).map_err(|e| e.to_string())? {
-            return Ok(None);
-        }
-        // Whatever happens next, this packet is handled once.
-        self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
-        let opened = open(message, signature, self.me).map_err(|e: OpenError| e.to_string())?;
+    /// Files an opened, verified packet; `Err` (with a reason) when it must be skipped.
+    fn accept_opened(&self, hash: PacketHash, opened: Opened) -> Result<Received, String> {
         let object = opened.object;
         let sender = opened.sender;
         let text = |f: &str, max: usize| -> Result<String, String> {
@@ -368,7 +422,7 @@ impl Messenger<'_> {
         if let Some(group) = self.group_of(&object, &sender, &channel_id)? {
             self.file(&object, &sender).map_err(|e| e.to_string())?;
             let contact = self.contacts.by_key(&sender).map_err(|e| e.to_string())?;
-            return Ok(Some(Received {
+            return Ok(Received {
                 hash: hash.to_string(),
                 contact: contact.map(|c| c.name),
                 sender: sender.canonical().to_owned(),
@@ -378,7 +432,7 @@ impl Messenger<'_> {
                 id,
                 timestamp,
                 group: Some(group.name),
-            }));
+            });
         }
         // Our own copy (from another device) is filed under the conversation with its recipient.
         let counterpart = if &sender == self.me.public() {
@@ -402,7 +456,7 @@ impl Messenger<'_> {
             }
         }
         self.file(&object, &sender).map_err(|e| e.to_string())?;
-        Ok(Some(Received {
+        Ok(Received {
             hash: hash.to_string(),
             contact: contact.map(|c| c.name),
             sender: sender.canonical().to_owned(),
@@ -412,7 +466,7 @@ impl Messenger<'_> {
             id,
             timestamp,
             group: None,
-        }))
+        })
     }
 
     /// The group a received message belongs to: a known group channel, or a new group when
