@@ -52,12 +52,16 @@ pub struct Config {
 pub struct IdentityConfig {
     /// The private key: a PKCS#8 PEM file, encrypted or not (created by `jasper init`).
     pub private_key: PathBuf,
+    /// More private keys that only receive (give their public keys to some contacts, so that
+    /// those contacts' messages reach you through other relays).
+    pub receive_keys: Vec<PathBuf>,
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             private_key: default_data_dir().join("identity.pem"),
+            receive_keys: Vec::new(),
         }
     }
 }

@@ -220,3 +220,25 @@ fn contacts_add_list_show_rename_remove() {
     let (_, out, _) = run_jasper(&["contacts", "list", "--json"], dir);
     assert_eq!(out.lines().count(), 2);
 }
+
+#[test]
+fn init_can_make_an_extra_receive_key() {
+    let home = home_with_fixture("alice");
+    let path = home.path().join("work.pem");
+    let (code, out, err) = run_jasper(
+        &[
+            "init",
+            "--receive-key",
+            path.to_str().unwrap(),
+            "--no-passphrase",
+        ],
+        home.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("receive_keys"), "it says how to use it: {out}");
+    assert!(path.is_file());
+    assert!(home.path().join("work.pem.pub").is_file());
+    // The main identity is untouched.
+    let (_, out, _) = run_jasper(&["id", "--json"], home.path());
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+}

@@ -36,28 +36,45 @@ struct Home {
     dir: tempfile::TempDir,
 }
 
+fn copy_key(name: &str, to: &Path) {
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/keys/{name}-4096.key.pem")),
+        to,
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 impl Home {
     fn new(key: &str, relays: &[SocketAddr]) -> Home {
+        Self::with_receive_key(key, None, relays)
+    }
+
+    /// A home whose identity is `key`, receiving also on `receive` (a fixture key).
+    fn with_receive_key(key: &str, receive: Option<&str>, relays: &[SocketAddr]) -> Home {
         let dir = tempfile::tempdir().unwrap();
         let key_path = dir.path().join("id.pem");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("tests/fixtures/keys/{key}-4096.key.pem")),
-            &key_path,
-        )
-        .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        copy_key(key, &key_path);
+        let receive_keys = match receive {
+            Some(name) => {
+                let path = dir.path().join("receive.pem");
+                copy_key(name, &path);
+                format!("receive_keys = [\"{}\"]\n", path.display())
+            }
+            None => String::new(),
+        };
         let servers: Vec<String> = relays.iter().map(|a| format!("\"{a}\"")).collect();
         let config = dir.path().join("xdg-config/jasper/config.toml");
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(
             &config,
             format!(
-                "[identity]\nprivate_key = \"{}\"\n[client]\ndata_dir = \"{}\"\nservers = [{}]\nrequest_timeout = \"5s\"\n",
+                                "[identity]\nprivate_key = \"{}\"\n{receive_keys}[client]\ndata_dir = \"{}\"\nservers = [{}]\nrequest_timeout = \"5s\"\n",
                 key_path.display(),
                 dir.path().join("client").display(),
                 servers.join(", ")
@@ -517,4 +534,33 @@ fn servers_says_what_the_relays_give() {
     );
     let lonely = Home::new("bob", &[r1.addr]);
     assert!(lonely.ok(&["servers"]).contains("Only one relay answers"));
+}
+
+#[test]
+fn a_second_receive_key_gets_its_own_messages() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    // Bob receives on his identity and on a second key (dave's fixture, standing in).
+    let bob = Home::with_receive_key("bob", Some("dave"), &relays);
+    alice.add("bob", "bob-4096");
+    alice.add("bob at work", "dave-4096");
+    bob.add("alice", "alice-4096");
+    let ids: Vec<Value> = bob
+        .ok(&["id", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0]["public_key"], key_b64("bob-4096"));
+    assert_eq!(ids[1]["public_key"], key_b64("dave-4096"));
+    assert!(ids[1]["receive_key"].is_string());
+
+    let to_main = alice.send("bob", "to your main key");
+    let to_work = alice.send("bob at work", "to your work key");
+    let got = bob.receive_until(|l| has(l, "id", &to_main) && has(l, "id", &to_work));
+    for id in [&to_main, &to_work] {
+        let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
+        assert_eq!(line["contact"], "alice");
+    }
 }

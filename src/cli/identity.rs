@@ -66,10 +66,14 @@ pub fn init(
     explicit: Option<&Path>,
     args: &InitArgs,
 ) -> anyhow::Result<()> {
-    let key_path = &config.identity.private_key;
+    let receive_only = args.receive_key.is_some();
+    let key_path = args
+        .receive_key
+        .as_ref()
+        .unwrap_or(&config.identity.private_key);
     if key_path.exists() {
         bail!(
-            "an identity exists already at {}; `jasper id` shows it",
+            "a key exists already at {}; `jasper id` shows it",
             key_path.display()
         );
     }
@@ -81,6 +85,7 @@ pub fn init(
     // The configuration file, when there is none yet.
     let written_config = match loaded_from {
         Some(_) => None,
+        None if receive_only => None,
         None => {
             let path = explicit
                 .map(Path::to_path_buf)
@@ -118,7 +123,12 @@ pub fn init(
             println!("wrote configuration {}", path.display());
         }
         println!(
-            "created identity {} ({})",
+            "created {} {} ({})",
+            if receive_only {
+                "receive key"
+            } else {
+                "identity"
+            },
             key_path.display(),
             if passphrase.is_some() {
                 "passphrase-protected"
@@ -126,6 +136,12 @@ pub fn init(
                 "NOT encrypted"
             }
         );
+        if receive_only {
+            println!(
+                "add it to your configuration: [identity] receive_keys = [{:?}]",
+                key_path.display().to_string()
+            );
+        }
         println!("fingerprint {}", public.fingerprint().short());
         println!("public key  {}", public.canonical());
     }
@@ -176,28 +192,64 @@ pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<Pu
 
 /// The user's identity, asking for the passphrase when the key is encrypted.
 pub fn load_identity(config: &Config, passphrase_stdin: bool) -> anyhow::Result<Identity> {
+    Ok(load_identity_keeping(config, passphrase_stdin)?.0)
+}
+
+/// As [`load_identity`], also returning the passphrase it was given (for receive keys that
+/// share it).
+pub fn load_identity_keeping(
+    config: &Config,
+    passphrase_stdin: bool,
+) -> anyhow::Result<(Identity, Option<Zeroizing<String>>)> {
     let key_path = &config.identity.private_key;
+    if !key_path.exists() {
+        bail!(
+            "no identity at {}; create one with `jasper init`",
+            key_path.display()
+        );
+    }
     match Identity::load(key_path, None) {
         Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
             let passphrase = read_passphrase(passphrase_stdin, false)?;
-            Ok(Identity::load(key_path, Some(&passphrase))?)
+            let identity = Identity::load(key_path, Some(&passphrase))?;
+            Ok((identity, Some(passphrase)))
         }
-        other => Ok(other?),
+        other => Ok((other?, None)),
     }
 }
 
-/// `jasper id`.
+/// `jasper id`: the identity, then any receive keys (marked so).
 pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
     let key = load_public(config, args.passphrase_stdin)?;
-    if args.json {
-        println!(
-            "{}",
-            json!({ "public_key": key.canonical(), "fingerprint": key.fingerprint().to_string() })
-        );
-    } else {
-        println!("fingerprint {}", key.fingerprint().short());
-        println!("full        {}", key.fingerprint());
-        println!("public key  {}", key.canonical());
+    let mut keys = vec![(key, None)];
+    for path in &config.identity.receive_keys {
+        let public = std::fs::read_to_string(public_key_path(path))
+            .ok()
+            .and_then(|t| PublicKey::parse(&t, 2048).ok());
+        let public = match public {
+            Some(p) => p,
+            None => Identity::load(path, None)
+                .with_context(|| format!("receive key {}", path.display()))?
+                .public()
+                .clone(),
+        };
+        keys.push((public, Some(path)));
+    }
+    for (key, receive_only) in keys {
+        if args.json {
+            let mut line = json!({ "public_key": key.canonical(), "fingerprint": key.fingerprint().to_string() });
+            if let Some(path) = receive_only {
+                line["receive_key"] = json!(path);
+            }
+            println!("{line}");
+        } else {
+            if let Some(path) = receive_only {
+                println!("\nreceive key {}", path.display());
+            }
+            println!("fingerprint {}", key.fingerprint().short());
+            println!("full        {}", key.fingerprint());
+            println!("public key  {}", key.canonical());
+        }
     }
     Ok(())
 }

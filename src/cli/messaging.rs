@@ -5,7 +5,7 @@ use std::io::Read as _;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use super::identity::load_identity;
+use super::identity::load_identity_keeping;
 use super::{
     GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersArgs,
     TargetArgs,
@@ -30,18 +30,35 @@ struct Session {
     db: ClientDb,
     transport: Transport,
     identity: Identity,
+    receive_keys: Vec<Identity>,
     configured: Vec<ServerEntry>,
     data_dir: std::path::PathBuf,
 }
 
 impl Session {
     fn open(config: &Config, common: &MessageArgs) -> anyhow::Result<Session> {
-        let identity = load_identity(config, common.passphrase_stdin)?;
+        let (identity, passphrase) = load_identity_keeping(config, common.passphrase_stdin)?;
+        let mut receive_keys = Vec::new();
+        for path in &config.identity.receive_keys {
+            let key = Identity::load(path, None).or_else(|e| match (&e, &passphrase) {
+                (crate::crypto::IdentityError::NeedsPassphrase(_), Some(p)) => {
+                    Identity::load(path, Some(p))
+                }
+                _ => Err(e),
+            });
+            receive_keys.push(key.with_context(|| {
+                format!(
+                    "receive key {} (from [identity] receive_keys)",
+                    path.display()
+                )
+            })?);
+        }
         let db = ClientDb::open(&config.client.data_dir)?;
         Ok(Session {
             db,
             transport: Transport::new(config.client.request_timeout),
             identity,
+            receive_keys,
             configured: config.client.peer_entries(),
             data_dir: config.client.data_dir.clone(),
         })
@@ -57,6 +74,7 @@ impl Session {
             servers: &servers,
             contacts: &contacts,
             me: &self.identity,
+            receive_keys: &self.receive_keys,
         };
         f(&messenger)
     }

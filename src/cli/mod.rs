@@ -181,6 +181,11 @@ pub struct InitArgs {
     #[arg(long)]
     pub passphrase_stdin: bool,
 
+    /// Create an additional key that only receives, at PATH (then list it in
+    /// `[identity] receive_keys`)
+    #[arg(long, value_name = "PATH")]
+    pub receive_key: Option<PathBuf>,
+
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

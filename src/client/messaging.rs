@@ -145,6 +145,8 @@ pub struct Messenger<'a> {
     pub contacts: &'a Contacts<'a>,
     /// Who we are.
     pub me: &'a Identity,
+    /// Further keys we receive on (`[identity] receive_keys`).
+    pub receive_keys: &'a [Identity],
 }
 
 /// Opens `packets` (hash, message, signature) on every core; results in input order.
@@ -329,27 +331,43 @@ impl Messenger<'_> {
     /// Fetches our inbox from our RX relay (from the last cursor where the relay offers one),
     /// opens and files what is new. Bad packets are reported, never fatal.
     pub fn receive(&self) -> Result<ReceiveReport, MessagingError> {
-        let own = self.me.public();
-        let relay = self.servers.rx_for(&own.fingerprint())?;
-        let cursor_key = format!("cursor:{}:{}", relay.authority(), own.fingerprint());
-        let use_cursor = self.servers.speaks_cursor(&relay)?;
         let mut report = ReceiveReport::default();
         // A crash mid-receive only means fetching again: flush once at the end.
         self.db.set_relaxed(true);
-        let result = self.receive_pages(&relay, &cursor_key, use_cursor, &mut report);
+        let mut result = Ok(());
+        // Every key we receive on has its own RX relay.
+        for who in std::iter::once(self.me).chain(self.receive_keys) {
+            result = self.receive_for(who, &mut report);
+            if result.is_err() {
+                break;
+            }
+        }
         self.db.set_relaxed(false);
         self.db.flush()?;
         result.map(|()| report)
     }
 
+    fn receive_for(
+        &self,
+        who: &Identity,
+        report: &mut ReceiveReport,
+    ) -> Result<(), MessagingError> {
+        let key = who.public();
+        let relay = self.servers.rx_for(&key.fingerprint())?;
+        let cursor_key = format!("cursor:{}:{}", relay.authority(), key.fingerprint());
+        let use_cursor = self.servers.speaks_cursor(&relay)?;
+        self.receive_pages(who, &relay, &cursor_key, use_cursor, report)
+    }
+
     fn receive_pages(
         &self,
+        who: &Identity,
         relay: &crate::proto::ServerEntry,
         cursor_key: &str,
         use_cursor: bool,
         report: &mut ReceiveReport,
     ) -> Result<(), MessagingError> {
-        let own = self.me.public();
+        let own = who.public();
         for _ in 0..1000 {
             let since = if use_cursor {
                 self.db.setting(cursor_key)?
@@ -378,7 +396,7 @@ impl Messenger<'_> {
                 fresh.push((hash, message, signature));
             }
             // The RSA work, on every core.
-            let opened = open_all(&fresh, self.me);
+            let opened = open_all(&fresh, who);
             for ((hash, _, _), result) in fresh.iter().zip(opened) {
                 self.db.mark_seen(&hash.0)?;
                 match result
