@@ -564,3 +564,43 @@ fn a_second_receive_key_gets_its_own_messages() {
         assert_eq!(line["contact"], "alice");
     }
 }
+
+#[test]
+fn receive_watch_prints_messages_as_they_arrive() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    let mut watcher = std::process::Command::new(common::jasper_bin())
+        .args(["receive", "--watch", "--interval", "200ms", "--json"])
+        .current_dir(bob.path())
+        .env_remove("JASPER_CONFIG")
+        .env("XDG_CONFIG_HOME", bob.path().join("xdg-config"))
+        .env("XDG_DATA_HOME", bob.path().join("xdg-data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = alice.send("bob", "one");
+    let second = alice.send("bob", "two");
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the watcher printed the messages");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(ids, [first, second], "each message printed once, in order");
+}
