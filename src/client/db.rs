@@ -81,6 +81,33 @@ impl ClientDb {
         txn.commit().map_err(engine)
     }
 
+    /// Every (key, value) of a string-keyed table.
+    fn all(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(def).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces one value of a string-keyed table.
+    fn put(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), DbError> {
+        let txn = self.begin_write()?;
+        txn.open_table(def)
+            .map_err(engine)?
+            .insert(key, value)
+            .map_err(engine)?;
+        txn.commit().map_err(engine)
+    }
+
     fn begin_write(&self) -> Result<redb::WriteTransaction, DbError> {
         let mut txn = self.db.begin_write().map_err(engine)?;
         if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -217,24 +244,12 @@ impl ClientDb {
 
     /// Known relays with what we know of them.
     pub fn servers(&self) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(SERVERS).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.all(SERVERS)
     }
 
     /// Records a relay (insert or replace).
     pub fn put_server(&self, authority: &str, json: &[u8]) -> Result<(), DbError> {
-        let txn = self.begin_write()?;
-        txn.open_table(SERVERS)
-            .map_err(engine)?
-            .insert(authority, json)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)
+        self.put(SERVERS, authority, json)
     }
 
     /// A contact's stored JSON.
@@ -246,24 +261,12 @@ impl ClientDb {
 
     /// Every contact, by name.
     pub fn contacts(&self) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(CONTACTS).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.all(CONTACTS)
     }
 
     /// Stores a contact (insert or replace).
     pub fn put_contact(&self, name: &str, json: &[u8]) -> Result<(), DbError> {
-        let txn = self.begin_write()?;
-        txn.open_table(CONTACTS)
-            .map_err(engine)?
-            .insert(name, json)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)
+        self.put(CONTACTS, name, json)
     }
 
     /// Renames a contact atomically; false when `from` does not exist.

@@ -239,7 +239,22 @@ impl Messenger<'_> {
             "id": id,
             "timestamp": timestamp,
         });
-        let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
+        let hash = self.deliver(&object, &recipient)?;
+        // Our other devices learn what we sent from a copy to our own key.
+        object["to"] = json!([recipient.canonical()]);
+        let copied_to_self = self.send_to_self(&object).is_ok();
+        self.file(&object, self.me.public())?;
+        Ok(SendReport {
+            id,
+            hash: hash.to_string(),
+            channel_id: channel,
+            copied_to_self,
+        })
+    }
+
+    /// Seals `object` to `recipient` and sends it through the recipient's TX relay.
+    fn deliver(&self, object: &Value, recipient: &PublicKey) -> Result<PacketHash, MessagingError> {
+        let sealed = seal(object.to_string().as_bytes(), self.me, recipient)
             .map_err(MessagingError::Seal)?;
         let relay = self.servers.tx_for(&recipient.fingerprint())?;
         let packet = json!({
@@ -249,16 +264,7 @@ impl Messenger<'_> {
             "signature": sealed.signature,
         });
         self.transport.send(&relay, &packet)?;
-        // Our other devices learn what we sent from a copy to our own key.
-        object["to"] = json!([recipient.canonical()]);
-        let copied_to_self = self.send_to_self(&object).is_ok();
-        self.file(&object, self.me.public())?;
-        Ok(SendReport {
-            id,
-            hash: sealed.hash.to_string(),
-            channel_id: channel,
-            copied_to_self,
-        })
+        Ok(sealed.hash)
     }
 
     /// Sends `content` to every member of `group`, one packet each through each member's own
@@ -289,17 +295,7 @@ impl Messenger<'_> {
         for member in &group.members {
             let recipient =
                 PublicKey::parse(member, 2048).map_err(|e| MessagingError::Seal(e.to_string()))?;
-            let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
-                .map_err(MessagingError::Seal)?;
-            let relay = self.servers.tx_for(&recipient.fingerprint())?;
-            let packet = json!({
-                "recipient": recipient.canonical(),
-                "message": sealed.message,
-                "hash": sealed.hash.to_string(),
-                "signature": sealed.signature,
-            });
-            self.transport.send(&relay, &packet)?;
-            last_hash = sealed.hash.to_string();
+            last_hash = self.deliver(&object, &recipient)?.to_string();
         }
         object["to"] = json!(group.members);
         let copied_to_self = self.send_to_self(&object).is_ok();
@@ -313,18 +309,9 @@ impl Messenger<'_> {
     }
 
     fn send_to_self(&self, object: &Value) -> Result<(), MessagingError> {
-        let own = self.me.public();
-        let sealed =
-            seal(object.to_string().as_bytes(), self.me, own).map_err(MessagingError::Seal)?;
-        let relay = self.servers.tx_for(&own.fingerprint())?;
-        let packet = json!({
-            "recipient": own.canonical(),
-            "message": sealed.message,
-            "hash": sealed.hash.to_string(),
-            "signature": sealed.signature,
-        });
-        self.transport.send(&relay, &packet)?;
-        self.db.mark_seen(&sealed.hash.0)?;
+        let hash = self.deliver(object, self.me.public())?;
+        // This device filed it already.
+        self.db.mark_seen(&hash.0)?;
         Ok(())
     }
 
