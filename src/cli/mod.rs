@@ -62,7 +62,37 @@ pub enum Command {
     Group(GroupArgs),
     /// Show the relays you know, their load and roles, and what that means for anonymity
     Servers(ServersArgs),
+    /// Print the sample configuration, or check a configuration file
+    Config(ConfigArgs),
+    /// Print shell completions
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
+
+/// `jasper config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// Configuration operations.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print a commented configuration with every key and its default
+    Example,
+    /// Check a configuration file; errors name the line
+    Check {
+        /// The file
+        file: PathBuf,
+    },
+}
+
+/// The commented sample configuration (packaging/jasper.toml).
+pub const SAMPLE_CONFIG: &str = include_str!("../../packaging/jasper.toml");
 
 /// `jasper group`.
 #[derive(Debug, Args)]
@@ -296,26 +326,49 @@ pub struct PeersArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let (config, source) = Config::load(cli.config.as_deref())?;
+    let load = || Config::load(cli.config.as_deref());
     match cli.command {
+        // These work whatever the configuration says.
+        Command::Config(ConfigArgs {
+            action: ConfigAction::Example,
+        }) => {
+            print!("{SAMPLE_CONFIG}");
+            Ok(())
+        }
+        Command::Config(ConfigArgs {
+            action: ConfigAction::Check { file },
+        }) => {
+            Config::load(Some(&file))?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "jasper", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Relay(RelayArgs {
             action: Some(RelayAction::Peers(args)),
             ..
-        }) => relay::show_peers(&config, &args),
-        Command::Relay(args) => relay::run_relay(config, args, source),
+        }) => relay::show_peers(&load()?.0, &args),
+        Command::Relay(args) => {
+            let (config, source) = load()?;
+            relay::run_relay(config, args, source)
+        }
         Command::Init(args) => {
+            let (config, source) = load()?;
             identity::init(&config, source.as_deref(), cli.config.as_deref(), &args)
         }
-        Command::Id(args) => identity::show_id(&config, &args),
-        Command::Contacts(args) => contacts::run(&config, args),
-        Command::Send(args) => messaging::send(&config, &args),
-        Command::Receive(args) => messaging::receive(&config, &args),
-        Command::History(args) => messaging::history(&config, &args),
-        Command::Edit(args) => messaging::act(&config, Kind::Edit, &args),
-        Command::Delete(args) => messaging::act(&config, Kind::Delete, &args),
-        Command::React(args) => messaging::act(&config, Kind::React, &args),
-        Command::Group(args) => messaging::group(&config, &args),
-        Command::Servers(args) => messaging::servers(&config, &args),
+        Command::Id(args) => identity::show_id(&load()?.0, &args),
+        Command::Contacts(args) => contacts::run(&load()?.0, args),
+        Command::Send(args) => messaging::send(&load()?.0, &args),
+        Command::Receive(args) => messaging::receive(&load()?.0, &args),
+        Command::History(args) => messaging::history(&load()?.0, &args),
+        Command::Edit(args) => messaging::act(&load()?.0, Kind::Edit, &args),
+        Command::Delete(args) => messaging::act(&load()?.0, Kind::Delete, &args),
+        Command::React(args) => messaging::act(&load()?.0, Kind::React, &args),
+        Command::Group(args) => messaging::group(&load()?.0, &args),
+        Command::Servers(args) => messaging::servers(&load()?.0, &args),
     }
 }
 

@@ -1,0 +1,82 @@
+//! `jasper config example|check` and `jasper completions`: the sample names every key, parses
+//! to the defaults, and broken files are reported with their line.
+
+mod common;
+
+use common::run_jasper;
+
+#[test]
+fn the_sample_config_names_every_key_and_parses_to_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, sample, err) = run_jasper(&["config", "example"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sample, jasper::cli::SAMPLE_CONFIG);
+    let parsed = jasper::config::Config::from_toml(&sample).unwrap();
+    assert_eq!(parsed, jasper::config::Config::default());
+    // Every key of every section is shown (commented) under its section.
+    let defaults = toml::Value::try_from(jasper::config::Config::default()).unwrap();
+    let mut keys = Vec::new();
+    for (section, table) in defaults.as_table().unwrap() {
+        for key in table.as_table().unwrap().keys() {
+            keys.push((section.clone(), key.clone()));
+        }
+    }
+    keys.push(("relay".into(), "public_address".into())); // None by default
+    for (section, key) in keys {
+        let after = sample.split(&format!("[{section}]")).nth(1).unwrap();
+        let body = after.split("\n[").next().unwrap();
+        assert!(
+            body.contains(&format!("# {key} = ")),
+            "[{section}] {key} is not in the sample"
+        );
+    }
+}
+
+#[test]
+fn config_check_reports_good_and_broken_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[relay]\nretention = \"3d\"\n[client]\nservers = [\"relay.example.org:8080\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_jasper(&["config", "check", good.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"));
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[relay]\nretention = \"3d\"\nmax_message_bytes = \"lots\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_jasper(&["config", "check", broken.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("max_message_bytes"),
+        "{err}"
+    );
+    let (code, _, err) = run_jasper(&["config", "check", "/nonexistent.toml"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    // A broken configuration does not stop `config example`.
+    let out = std::process::Command::new(common::jasper_bin())
+        .args(["--config", broken.to_str().unwrap(), "config", "example"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn completions_for_each_shell_know_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run_jasper(&["completions", shell], dir.path());
+        assert_eq!(code, 0, "{shell}: {err}");
+        for sub in ["relay", "send", "receive", "contacts", "group", "servers"] {
+            assert!(out.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let (code, _, _) = run_jasper(&["completions", "tcsh"], dir.path());
+    assert_eq!(code, 2);
+}
