@@ -205,17 +205,22 @@ fn a_stopped_relay_catches_up_and_passes_packets_on() {
 fn an_expired_packet_is_not_pulled_back_from_a_peer_that_still_holds_it() {
     let p1 = free_port();
     let p2 = free_port();
-    // The first relay keeps packets 3 s; the second keeps them a day.
+    // The first relay keeps packets 3 s; the second keeps them a day. No broadcast: a push
+    // carries the sender's expiry, and the receiving relay would keep the earlier one.
     let short = Relay::start_at(
         p1,
-        &mesh_config(p1, &[p2], "retention = \"3s\"\nsweep_interval = \"200ms\""),
+        &mesh_config(
+            p1,
+            &[p2],
+            "retention = \"3s\"\nsweep_interval = \"200ms\"\nbroadcast_fanout = 0",
+        ),
     );
-    let long = Relay::start_at(p2, &mesh_config(p2, &[p1], ""));
+    let long = Relay::start_at(p2, &mesh_config(p2, &[p1], "broadcast_fanout = 0"));
     let alice = key_b64("alice-4096");
     let p = packet_for(&alice, 1, 100);
-    // Sent to both by their clients: each gives it its own retention.
-    short.send_ok(&p);
+    // Sent to both by their clients, the long-lived copy first: each keeps its own expiry.
     long.send_ok(&p);
+    short.send_ok(&p);
     assert!(eventually(
         Duration::from_secs(20),
         || short.status()["messages"] == 0
