@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# mandoc, which lints the man pages.
+if ! command -v mandoc >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq mandoc
+fi
+
 # Independent protocol peers, installed only when missing:
 # - Python's jwcrypto (in .venv), which opens our envelopes and seals its own.
 if ! command -v python3 >/dev/null 2>&1; then

@@ -10,6 +10,7 @@ use crate::config::Config;
 
 mod contacts;
 mod identity;
+pub mod man;
 mod messaging;
 mod relay;
 
@@ -68,6 +69,13 @@ pub enum Command {
     Completions {
         /// The shell
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (for packaging)
+    #[command(hide = true)]
+    Man {
+        /// Where to write them
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -345,6 +353,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "jasper", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => {
+            for path in man::write_pages(&out)? {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Relay(RelayArgs {
