@@ -117,6 +117,8 @@ impl ClientConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
+    /// Whether `jasper serve` runs the relay.
+    pub enabled: bool,
     /// Address and port to listen on.
     pub listen: SocketAddr,
     /// Directory holding the relay's database.
@@ -179,6 +181,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             data_dir: default_data_dir().join("relay"),
             retention: Duration::from_secs(7 * 24 * 3600),

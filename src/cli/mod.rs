@@ -13,6 +13,7 @@ mod identity;
 pub mod man;
 mod messaging;
 mod relay;
+mod serve;
 
 use crate::client::messaging::Kind;
 
@@ -41,6 +42,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a relay: the REST API of the Jasper mesh, backed by an embedded database
     Relay(RelayArgs),
+    /// Run every service enabled in the configuration in one process (the self-hosting shape)
+    Serve,
     /// Create your identity (an RSA-4096 key) and a configuration file if there is none
     Init(InitArgs),
     /// Show your public key and its fingerprint, to give to the people you talk to
@@ -369,6 +372,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, source) = load()?;
             relay::run_relay(config, args, source)
         }
+        Command::Serve => serve::serve(load()?.0),
         Command::Init(args) => {
             let (config, source) = load()?;
             identity::init(&config, source.as_deref(), cli.config.as_deref(), &args)
