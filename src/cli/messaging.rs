@@ -13,7 +13,7 @@ use super::{
 use crate::client::ClientDb;
 use crate::client::contacts::Contacts;
 use crate::client::groups::{Group, Groups};
-use crate::client::messaging::{Kind, Messenger};
+use crate::client::messaging::{Kind, Messenger, SendReport};
 use crate::client::servers::Servers;
 use crate::client::transport::Transport;
 use crate::config::Config;
@@ -91,6 +91,16 @@ fn text_arg(text: &str) -> anyhow::Result<String> {
     Ok(out.trim_end_matches('\n').to_owned())
 }
 
+/// Prints what a send did: its id, or the whole report as JSON.
+fn print_report(report: &SendReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", report.id);
+    }
+    Ok(())
+}
+
 /// `jasper send NAME TEXT`.
 pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
     let session = Session::open(config, &args.common)?;
@@ -102,15 +112,10 @@ pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
         let contact = m.contacts.get(&args.name)?;
         Ok(m.send(&contact, Kind::Message, &text, None, now_ms())?)
     })?;
-    if args.common.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.id);
-        if !report.copied_to_self {
-            eprintln!("warning: the copy for your other devices could not be sent");
-        }
+    if !report.copied_to_self {
+        eprintln!("warning: the copy for your other devices could not be sent");
     }
-    Ok(())
+    print_report(&report, args.common.json)
 }
 
 /// `jasper edit|delete|react NAME ID [TEXT]`.
@@ -132,12 +137,7 @@ pub fn act(config: &Config, kind: Kind, args: &TargetArgs) -> anyhow::Result<()>
         let contact = m.contacts.get(&args.name)?;
         Ok(m.send(&contact, kind, &content, Some(&args.id), now_ms())?)
     })?;
-    if args.common.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.id);
-    }
-    Ok(())
+    print_report(&report, args.common.json)
 }
 
 /// `jasper receive [--watch]`.
@@ -258,12 +258,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("no group named {name:?}; see `jasper group list`"))?;
                 Ok(m.send_group(&group, &text, now_ms())?)
             })?;
-            if args.common.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}", report.id);
-            }
-            Ok(())
+            print_report(&report, args.common.json)
         }
     }
 }

@@ -424,42 +424,37 @@ impl Messenger<'_> {
         let id = text("id", MAX_ID_CHARS)?;
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
-        if let Some(group) = self.group_of(&object, &sender, &channel_id)? {
-            self.file(&object, &sender).map_err(|e| e.to_string())?;
-            let contact = self.contacts.by_key(&sender).map_err(|e| e.to_string())?;
-            return Ok(Received {
-                hash: hash.to_string(),
-                contact: contact.map(|c| c.name),
-                sender: sender.canonical().to_owned(),
-                channel_id,
-                kind,
-                content,
-                id,
-                timestamp,
-                group: Some(group.name),
-            });
-        }
-        // Our own copy (from another device) is filed under the conversation with its recipient.
-        let counterpart = if &sender == self.me.public() {
-            object["to"][0]
-                .as_str()
-                .and_then(|k| PublicKey::parse(k, 2048).ok())
-                .ok_or("our own copy names no recipient")?
-        } else {
-            sender.clone()
-        };
-        let contact = self
-            .contacts
-            .by_key(&counterpart)
-            .map_err(|e| e.to_string())?;
-        if let Some(c) = &contact {
-            let key = dm_key(&c.fingerprint);
-            if self.db.setting(&key).map_err(|e| e.to_string())?.is_none() {
-                self.db
-                    .set_setting(&key, &channel_id)
+        let (contact, group) = match self.group_of(&object, &sender, &channel_id)? {
+            Some(group) => (
+                self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
+                Some(group.name),
+            ),
+            None => {
+                // Our own copy (from another device) is filed under the conversation with
+                // its recipient.
+                let counterpart = if &sender == self.me.public() {
+                    object["to"][0]
+                        .as_str()
+                        .and_then(|k| PublicKey::parse(k, 2048).ok())
+                        .ok_or("our own copy names no recipient")?
+                } else {
+                    sender.clone()
+                };
+                let contact = self
+                    .contacts
+                    .by_key(&counterpart)
                     .map_err(|e| e.to_string())?;
+                if let Some(c) = &contact {
+                    let key = dm_key(&c.fingerprint);
+                    if self.db.setting(&key).map_err(|e| e.to_string())?.is_none() {
+                        self.db
+                            .set_setting(&key, &channel_id)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                (contact, None)
             }
-        }
+        };
         self.file(&object, &sender).map_err(|e| e.to_string())?;
         Ok(Received {
             hash: hash.to_string(),
@@ -470,7 +465,7 @@ impl Messenger<'_> {
             content,
             id,
             timestamp,
-            group: None,
+            group,
         })
     }
 
