@@ -26,6 +26,18 @@ fn peer_view(relay: &Relay) -> Value {
     body["peers"][0].clone()
 }
 
+/// Waits up to `secs` seconds until the relay's only peer shows `problem` as its last one.
+fn wait_for_problem(relay: &Relay, problem: &str, secs: u64) {
+    assert!(
+        eventually(
+            Duration::from_secs(secs),
+            || peer_view(relay)["last_problem"] == problem
+        ),
+        "the peer never showed {problem:?}: {}",
+        peer_view(relay)
+    );
+}
+
 fn holds(relay: &Relay, hash: &Value) -> bool {
     let (_, body) = relay.post("/fetch", &json!({ "hashes": [hash] }));
     !body["messages"].as_array().unwrap().is_empty()
@@ -122,14 +134,7 @@ fn a_peer_that_advertises_and_withholds_is_penalised() {
         _ => Answer::Json("{\"servers\":[]}".into()),
     });
     let relay = relay_with_peer(&fake);
-    assert!(
-        eventually(
-            Duration::from_secs(20),
-            || peer_view(&relay)["last_problem"] == "withheld"
-        ),
-        "{}",
-        peer_view(&relay)
-    );
+    wait_for_problem(&relay, "withheld", 20);
     // Repeated refusals to relay end in quarantine.
     assert!(
         eventually(Duration::from_secs(30), || peer_view(&relay)["state"]
@@ -156,14 +161,7 @@ fn a_peer_that_drops_packets_it_held_is_penalised() {
         _ => Answer::Json("{\"servers\":[]}".into()),
     });
     let relay = relay_with_peer(&fake);
-    assert!(
-        eventually(
-            Duration::from_secs(20),
-            || peer_view(&relay)["last_problem"] == "dropped"
-        ),
-        "{}",
-        peer_view(&relay)
-    );
+    wait_for_problem(&relay, "dropped", 20);
     assert!(relay.log().contains("peer lost packets it held"));
     // What it served honestly was stored.
     assert_eq!(relay.inbox(&alice).len(), 1);
@@ -191,14 +189,7 @@ fn a_peer_answering_endless_bodies_does_not_exhaust_memory() {
          server_sync_interval = \"1s\"\nmax_hashes_per_request = 10000",
         fake.addr
     ));
-    assert!(
-        eventually(
-            Duration::from_secs(30),
-            || peer_view(&relay)["last_problem"] == "malformed"
-        ),
-        "{}",
-        peer_view(&relay)
-    );
+    wait_for_problem(&relay, "malformed", 30);
     assert!(eventually(
         Duration::from_secs(30),
         || peer_view(&relay)["state"] == "quarantined"

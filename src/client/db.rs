@@ -197,19 +197,18 @@ impl ClientDb {
         Ok(true)
     }
 
-    /// The entry for message `id`: (channel, entry JSON).
-    pub fn message(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, DbError> {
+    /// The entry JSON of message `id`.
+    pub fn message(&self, id: &str) -> Result<Option<Vec<u8>>, DbError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
         let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
             return Ok(None);
         };
         let table = txn.open_table(MESSAGES).map_err(engine)?;
-        let channel = key.split('/').next().unwrap_or_default().to_owned();
         Ok(table
             .get(key.as_str())
             .map_err(engine)?
-            .map(|v| (channel, v.value().to_vec())))
+            .map(|v| v.value().to_vec()))
     }
 
     /// Replaces the entry of a known message `id`.

@@ -212,7 +212,7 @@ impl Messenger<'_> {
             (_, None) => return Err(MessagingError::Usage("which message? give its id".into())),
         };
         if kind != Kind::Message {
-            let (_, entry) = self.db.message(&id)?.ok_or_else(|| {
+            let entry = self.db.message(&id)?.ok_or_else(|| {
                 MessagingError::Usage(format!(
                     "no message {id} in the history; see `jasper history`"
                 ))
@@ -545,7 +545,7 @@ impl Messenger<'_> {
                 )?;
             }
             Kind::Edit | Kind::Delete | Kind::React => {
-                let Some((_, json)) = self.db.message(&id)? else {
+                let Some(json) = self.db.message(&id)? else {
                     return Ok(());
                 };
                 let Ok(mut entry) = serde_json::from_slice::<Entry>(&json) else {

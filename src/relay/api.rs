@@ -583,10 +583,15 @@ fn reconcile_round(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, A
 }
 
 async fn status(state: Arc<RelayState>) -> Response<Bytes> {
+    // Both read the store: off the async workers.
     let s = state.clone();
-    let stats = tokio::task::spawn_blocking(move || s.store.stats()).await;
-    let messages = match stats {
-        Ok(Ok(stats)) => stats.packets,
+    let read = tokio::task::spawn_blocking(move || {
+        let peers = s.peers.counts(&super::mesh::known_peers(&s), now_ms());
+        s.store.stats().map(|stats| (stats.packets, peers))
+    })
+    .await;
+    let (messages, peers) = match read {
+        Ok(Ok(read)) => read,
         Ok(Err(e)) => return storage_error(e).into_response(),
         Err(_) => return ApiError::unavailable("status unavailable").into_response(),
     };
@@ -595,11 +600,7 @@ async fn status(state: Arc<RelayState>) -> Response<Bytes> {
         load: (state.load() * 1000.0).round() / 1000.0,
         messages,
         capabilities: capabilities(&state),
-        peers: Some(
-            state
-                .peers
-                .counts(&super::mesh::known_peers(&state), now_ms()),
-        ),
+        peers: Some(peers),
     };
     json_response(
         StatusCode::OK,
