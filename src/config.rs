@@ -44,6 +44,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// `[relay]`: the REST relay.
     pub relay: RelayConfig,
+    /// `[stun]`: the STUN service and rendezvous of transparent mode.
+    pub stun: StunConfig,
 }
 
 /// `[identity]`: the user's keys.
@@ -77,6 +79,13 @@ pub struct ClientConfig {
     /// Time allowed for one request to a relay.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// STUN service for transparent mode's ICE, "host:port" (UDP).
+    pub stun: Option<String>,
+    /// Rendezvous of transparent mode, "host:port" (TLS; the STUN service's `tls_listen`).
+    pub rendezvous: Option<String>,
+    /// The rendezvous certificate's SHA-256 fingerprint (hex, as `jasper stun` prints it).
+    /// When set, only that certificate is accepted; otherwise the system's CA roots decide.
+    pub rendezvous_fingerprint: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -85,6 +94,9 @@ impl Default for ClientConfig {
             data_dir: default_data_dir().join("client"),
             servers: Vec::new(),
             request_timeout: Duration::from_secs(30),
+            stun: None,
+            rendezvous: None,
+            rendezvous_fingerprint: None,
         }
     }
 }
@@ -108,6 +120,23 @@ impl ClientConfig {
             return Err(ConfigError::Invalid(
                 "[client] request_timeout must be longer than zero".into(),
             ));
+        }
+        for (name, value) in [("stun", &self.stun), ("rendezvous", &self.rendezvous)] {
+            if let Some(value) = value
+                && let Err(e) = value.parse::<ServerEntry>()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[client] {name}: {value:?} is not host:port ({e})"
+                )));
+            }
+        }
+        if let Some(fp) = &self.rendezvous_fingerprint
+            && parse_fingerprint(fp).is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[client] rendezvous_fingerprint: {fp:?} is not 64 hex digits \
+                 (colons allowed), as `jasper stun` prints it"
+            )));
         }
         Ok(())
     }
@@ -210,6 +239,104 @@ impl Default for RelayConfig {
     }
 }
 
+/// `[stun]`: everything `jasper stun` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StunConfig {
+    /// Whether `jasper serve` runs the STUN service.
+    pub enabled: bool,
+    /// Address and port of STUN over UDP.
+    pub udp_listen: SocketAddr,
+    /// Address and port of STUN over TLS and the rendezvous.
+    pub tls_listen: SocketAddr,
+    /// Directory holding the generated TLS certificate and key.
+    pub data_dir: PathBuf,
+    /// TLS certificate chain (PEM). Unset: a self-signed one is made in `data_dir`.
+    pub tls_certificate: Option<PathBuf>,
+    /// TLS private key (PEM) for `tls_certificate`.
+    pub tls_key: Option<PathBuf>,
+    /// Binding requests answered per second for one source address (UDP); more are dropped.
+    pub rate_limit_per_second: u32,
+    /// How long an unanswered offer waits for its peer.
+    #[serde(with = "duration_text")]
+    pub offer_ttl: Duration,
+    /// Offers that may wait for one key at once.
+    pub max_offers_per_key: usize,
+    /// Offers that may wait in all.
+    pub max_pending_offers: usize,
+    /// TLS connections served at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and for authentication.
+    #[serde(with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// A TLS connection silent this long is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for StunConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 5349)),
+            data_dir: default_data_dir().join("stun"),
+            tls_certificate: None,
+            tls_key: None,
+            rate_limit_per_second: 50,
+            offer_ttl: Duration::from_secs(120),
+            max_offers_per_key: 16,
+            max_pending_offers: 10_000,
+            max_connections: 4_096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl StunConfig {
+    /// Checks the STUN section.
+    pub fn resolve(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[stun] {m}")));
+        if self.tls_certificate.is_some() != self.tls_key.is_some() {
+            return bad("tls_certificate and tls_key go together: set both or neither".into());
+        }
+        for (name, d) in [
+            ("offer_ttl", self.offer_ttl),
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be longer than zero"));
+            }
+        }
+        for (name, n) in [
+            ("rate_limit_per_second", self.rate_limit_per_second as usize),
+            ("max_offers_per_key", self.max_offers_per_key),
+            ("max_pending_offers", self.max_pending_offers),
+            ("max_connections", self.max_connections),
+        ] {
+            if n == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a certificate fingerprint: 64 hex digits, colons allowed between pairs.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// `$XDG_DATA_HOME/jasper`, else `~/.local/share/jasper`, else `./jasper-data`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -270,7 +397,8 @@ impl Config {
     /// Checks every invariant the code relies on; never panics.
     pub fn resolve(&self) -> Result<(), ConfigError> {
         self.client.resolve()?;
-        self.relay.resolve()
+        self.relay.resolve()?;
+        self.stun.resolve()
     }
 }
 
@@ -410,6 +538,22 @@ pub mod byte_size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stun_settings_are_checked() {
+        let c = Config::from_toml("[stun]\noffer_ttl = \"5s\"\n").unwrap();
+        assert_eq!(c.stun.offer_ttl, Duration::from_secs(5));
+        assert_eq!(c.stun.udp_listen.port(), 3478);
+        assert_eq!(c.stun.tls_listen.port(), 5349);
+        let err = Config::from_toml("[stun]\ntls_key = \"k.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("tls_certificate"), "{err}");
+        let err = Config::from_toml("[client]\nrendezvous_fingerprint = \"ab\"\n").unwrap_err();
+        assert!(err.to_string().contains("64 hex"), "{err}");
+        let fp = "ab:".repeat(31) + "ab";
+        assert_eq!(parse_fingerprint(&fp), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+        assert!(Config::from_toml("[client]\nstun = \"nohost\"\n").is_err());
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

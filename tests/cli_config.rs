@@ -21,7 +21,17 @@ fn the_sample_config_names_every_key_and_parses_to_the_defaults() {
             keys.push((section.clone(), key.clone()));
         }
     }
-    keys.push(("relay".into(), "public_address".into())); // None by default
+    // Keys that are unset by default.
+    for (section, key) in [
+        ("relay", "public_address"),
+        ("client", "stun"),
+        ("client", "rendezvous"),
+        ("client", "rendezvous_fingerprint"),
+        ("stun", "tls_certificate"),
+        ("stun", "tls_key"),
+    ] {
+        keys.push((section.into(), key.into()));
+    }
     for (section, key) in keys {
         let after = sample.split(&format!("[{section}]")).nth(1).unwrap();
         let body = after.split("\n[").next().unwrap();

@@ -1,6 +1,7 @@
 //! Identity keys and the end-to-end envelope of PROTOCOL.md §1–§2. Pure apart from key files:
 //! no network, no clock.
 
+pub mod challenge;
 pub mod envelope;
 pub mod identity;
 pub mod jose;

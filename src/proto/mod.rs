@@ -4,6 +4,7 @@ pub mod hash;
 pub mod jwe;
 pub mod key;
 pub mod packet;
+pub mod rendezvous;
 pub mod server;
 pub mod status;
 pub mod time;
