@@ -5,6 +5,7 @@ pub mod contacts;
 pub mod db;
 pub mod groups;
 pub mod messaging;
+pub mod rtc;
 pub mod servers;
 pub mod transport;
 

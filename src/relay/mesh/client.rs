@@ -209,7 +209,7 @@ mod tests {
         let public: ServerEntry = "8.8.8.8:53".parse().unwrap();
         assert_eq!(
             strict.resolve(&public).unwrap(),
-            "8.8.8.8:53".parse().unwrap()
+            "8.8.8.8:53".parse::<std::net::SocketAddr>().unwrap()
         );
         // `localhost` resolves to loopback, which is refused.
         let named: ServerEntry = "localhost:8080".parse().unwrap();

@@ -1,0 +1,334 @@
+//! The WebRTC side of transparent mode: one peer connection with one data channel, set up by
+//! exchanging complete session descriptions (no trickle ICE) through the rendezvous.
+//!
+//! webrtc 0.21 notes we follow: the SDP is exchanged only after ICE gathering completes, so it
+//! carries every candidate; the data channel always has a send-buffer limit (without one a burst
+//! stalls for seconds); the ICE check interval is lowered so a LAN or loopback connects in
+//! tens of milliseconds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
+};
+
+/// Largest data-channel message we send or accept (webrtc-rs delivers up to 16 KiB).
+pub const MAX_DATA_MESSAGE: usize = 16 * 1024;
+/// Bytes that may wait in a data channel's send buffer before `send` waits.
+const SEND_BUFFER_LIMIT: usize = 1 << 20;
+/// Messages received but not yet read.
+const INCOMING_QUEUE: usize = 256;
+/// The data channel's label.
+const LABEL: &str = "jasper";
+
+/// Why a direct link could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    /// webrtc refused something.
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
+    /// A step took too long.
+    #[error("WebRTC: {0} timed out")]
+    Timeout(&'static str),
+    /// The connection failed or closed.
+    #[error("the direct connection closed")]
+    Closed,
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> RtcError {
+    RtcError::WebRtc(e.to_string())
+}
+
+/// How to build a peer connection.
+#[derive(Debug, Clone)]
+pub struct RtcOptions {
+    /// STUN server for server-reflexive candidates, "host:port" (UDP).
+    pub stun: Option<String>,
+    /// Local address to gather host candidates on (`0.0.0.0:0`: every interface).
+    pub bind: SocketAddr,
+    /// Longest wait for ICE gathering.
+    pub gather_timeout: Duration,
+}
+
+struct Events {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    channel: mpsc::Sender<Arc<dyn DataChannel>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(%state, "peer connection state");
+        let _ = self.state.send(state);
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.channel.try_send(channel);
+    }
+}
+
+/// A peer connection being negotiated.
+pub struct Negotiation {
+    pc: Arc<dyn PeerConnection>,
+    gathered: watch::Receiver<bool>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    own_channel: Option<Arc<dyn DataChannel>>,
+    gather_timeout: Duration,
+}
+
+impl Negotiation {
+    /// A new peer connection.
+    pub async fn new(options: &RtcOptions) -> Result<Self, RtcError> {
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (channel_tx, channels) = mpsc::channel(4);
+        let events = Arc::new(Events {
+            gathered: gathered_tx,
+            state: state_tx,
+            channel: channel_tx,
+        });
+        let ice_servers = options
+            .stun
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: vec![format!("stun:{s}")],
+                ..Default::default()
+            })
+            .collect();
+        let settings = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
+            .with_include_loopback_candidate(options.bind.ip().is_loopback())
+            .build();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(ice_servers)
+                    .build(),
+            )
+            .with_setting_engine(settings)
+            .with_handler(events)
+            .with_runtime(runtime())
+            .with_udp_addrs(vec![options.bind.to_string()])
+            .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+            .build()
+            .await
+            .map_err(rtc_err)?;
+        Ok(Self {
+            pc: Arc::new(pc),
+            gathered,
+            state,
+            channels,
+            own_channel: None,
+            gather_timeout: options.gather_timeout,
+        })
+    }
+
+    async fn local_description(&mut self) -> Result<RTCSessionDescription, RtcError> {
+        let wait = self.gathered.wait_for(|done| *done);
+        tokio::time::timeout(self.gather_timeout, wait)
+            .await
+            .map_err(|_| RtcError::Timeout("ICE gathering"))?
+            .map_err(|_| RtcError::Closed)?;
+        self.pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::WebRtc("no local description".into()))
+    }
+
+    /// The offer (with every candidate), for the side that opens the data channel.
+    pub async fn offer(&mut self) -> Result<String, RtcError> {
+        let channel = self
+            .pc
+            .create_data_channel(LABEL, None)
+            .await
+            .map_err(rtc_err)?;
+        self.own_channel = Some(channel);
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        Ok(self.local_description().await?.sdp)
+    }
+
+    /// Takes the peer's offer and makes the answer (with every candidate).
+    pub async fn answer(&mut self, offer_sdp: String) -> Result<String, RtcError> {
+        let offer = RTCSessionDescription::offer(offer_sdp).map_err(rtc_err)?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(rtc_err)?;
+        Ok(self.local_description().await?.sdp)
+    }
+
+    /// Takes the peer's answer to our offer.
+    pub async fn accept_answer(&mut self, answer_sdp: String) -> Result<(), RtcError> {
+        let answer = RTCSessionDescription::answer(answer_sdp).map_err(rtc_err)?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(rtc_err)
+    }
+
+    /// Waits until the data channel is open.
+    pub async fn connect(mut self, timeout: Duration) -> Result<Link, RtcError> {
+        let work = async {
+            let channel = match self.own_channel.take() {
+                Some(c) => c,
+                None => {
+                    let mut state = self.state.clone();
+                    tokio::select! {
+                        c = self.channels.recv() => c.ok_or(RtcError::Closed)?,
+                        _ = state.wait_for(|s| *s == RTCPeerConnectionState::Failed) => {
+                            return Err(RtcError::Closed);
+                        }
+                    }
+                }
+            };
+            let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+            let (open_tx, mut open_rx) = watch::channel(false);
+            let poller = channel.clone();
+            tokio::spawn(async move {
+                while let Some(event) = poller.poll().await {
+                    match event {
+                        DataChannelEvent::OnOpen => {
+                            let _ = open_tx.send(true);
+                        }
+                        DataChannelEvent::OnMessage(m)
+                            if m.data.len() <= MAX_DATA_MESSAGE
+                                && incoming_tx.send(m.data.to_vec()).await.is_err() =>
+                        {
+                            break;
+                        }
+                        DataChannelEvent::OnClose => break,
+                        _ => {}
+                    }
+                }
+            });
+            let mut state = self.state.clone();
+            tokio::select! {
+                r = open_rx.wait_for(|open| *open) => { r.map_err(|_| RtcError::Closed)?; }
+                _ = state.wait_for(|s| *s == RTCPeerConnectionState::Failed) => {
+                    return Err(RtcError::Closed);
+                }
+            }
+            Ok(Link {
+                pc: self.pc.clone(),
+                channel,
+                incoming,
+                state: self.state.clone(),
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| RtcError::Timeout("connecting to the peer"))?
+    }
+
+    /// Closes the connection being negotiated.
+    pub async fn close(self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// An open data channel to the peer.
+pub struct Link {
+    pc: Arc<dyn PeerConnection>,
+    channel: Arc<dyn DataChannel>,
+    incoming: mpsc::Receiver<Vec<u8>>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl Link {
+    /// Sends one message (at most [`MAX_DATA_MESSAGE`] bytes).
+    pub async fn send(&self, data: &[u8]) -> Result<(), RtcError> {
+        if data.len() > MAX_DATA_MESSAGE {
+            return Err(RtcError::WebRtc(format!(
+                "a message of {} bytes is over the {MAX_DATA_MESSAGE}-byte limit",
+                data.len()
+            )));
+        }
+        self.channel
+            .send(BytesMut::from(data))
+            .await
+            .map_err(|_| RtcError::Closed)
+    }
+
+    /// The next message from the peer; `None` once the connection is gone.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut state = self.state.clone();
+        tokio::select! {
+            m = self.incoming.recv() => m,
+            _ = state.wait_for(|s| matches!(
+                s,
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+            )) => None,
+        }
+    }
+
+    /// Closes the channel and the connection.
+    pub async fn close(self) {
+        let _ = self.channel.close().await;
+        let _ = self.pc.close().await;
+    }
+}
+
+/// The webrtc runtime handle (tokio), made once.
+fn runtime() -> Arc<dyn webrtc::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Arc<dyn webrtc::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| webrtc::runtime::default_runtime().expect("the tokio runtime is built in"))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_peers_on_loopback_open_a_data_channel_and_talk_both_ways() {
+        let options = RtcOptions {
+            stun: None,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            gather_timeout: Duration::from_secs(5),
+        };
+        let mut a = Negotiation::new(&options).await.unwrap();
+        let mut b = Negotiation::new(&options).await.unwrap();
+        let offer = a.offer().await.unwrap();
+        assert!(offer.contains("a=candidate"), "{offer}");
+        let answer = b.answer(offer).await.unwrap();
+        a.accept_answer(answer).await.unwrap();
+        let (a, b) = tokio::join!(
+            a.connect(Duration::from_secs(10)),
+            b.connect(Duration::from_secs(10))
+        );
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        a.send(b"hello from a").await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), b"hello from a");
+        b.send(b"hello from b").await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), b"hello from b");
+        assert!(a.send(&vec![0u8; MAX_DATA_MESSAGE + 1]).await.is_err());
+        a.close().await;
+        b.close().await;
+    }
+}
