@@ -13,30 +13,31 @@ use super::{
 use crate::client::ClientDb;
 use crate::client::contacts::Contacts;
 use crate::client::groups::{Group, Groups};
-use crate::client::messaging::{Kind, Messenger, SendReport};
+use crate::client::messaging::{Kind, Messenger, Received, SendReport};
 use crate::client::servers::Servers;
 use crate::client::transport::Transport;
 use crate::config::Config;
 use crate::crypto::Identity;
 use crate::proto::ServerEntry;
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-struct Session {
-    db: ClientDb,
-    transport: Transport,
-    identity: Identity,
-    receive_keys: Vec<Identity>,
-    configured: Vec<ServerEntry>,
-    data_dir: std::path::PathBuf,
+/// What every messaging command opens: the identity, the database, the relays.
+pub(super) struct Session {
+    pub(super) db: ClientDb,
+    pub(super) transport: Transport,
+    pub(super) identity: Identity,
+    pub(super) receive_keys: Vec<Identity>,
+    pub(super) configured: Vec<ServerEntry>,
+    pub(super) data_dir: std::path::PathBuf,
 }
 
 impl Session {
-    fn open(config: &Config, common: &MessageArgs) -> anyhow::Result<Session> {
+    pub(super) fn open(config: &Config, common: &MessageArgs) -> anyhow::Result<Session> {
         let (identity, passphrase) = load_identity_keeping(config, common.passphrase_stdin)?;
         let mut receive_keys = Vec::new();
         for path in &config.identity.receive_keys {
@@ -64,7 +65,10 @@ impl Session {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let servers = Servers::new(&self.db, &self.transport, self.configured.clone());
         servers.refresh(now_ms())?;
         let contacts = Contacts::new(&self.db, &self.data_dir);
@@ -78,6 +82,28 @@ impl Session {
         };
         f(&messenger)
     }
+}
+
+/// Prints a received message: one JSON object per line, or one human line.
+pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    let who = r.contact.clone().unwrap_or_else(|| {
+        format!("unknown {}", &r.sender.chars().take(16).collect::<String>())
+    });
+    let who = match &r.group {
+        Some(g) => format!("{who} in {g}"),
+        None => who,
+    };
+    match r.kind {
+        Kind::Message => println!("[{}] {who}: {}", r.timestamp, r.content),
+        Kind::Edit => println!("[{}] {who} edited {}: {}", r.timestamp, r.id, r.content),
+        Kind::Delete => println!("[{}] {who} deleted {}", r.timestamp, r.id),
+        Kind::React => println!("[{}] {who} reacted {} to {}", r.timestamp, r.content, r.id),
+    }
+    Ok(())
 }
 
 fn text_arg(text: &str) -> anyhow::Result<String> {
@@ -153,27 +179,7 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
             );
         }
         for r in &report.received {
-            if args.common.json {
-                println!("{}", serde_json::to_string(r)?);
-            } else {
-                let who = r.contact.clone().unwrap_or_else(|| {
-                    format!("unknown {}", &r.sender.chars().take(16).collect::<String>())
-                });
-                let who = match &r.group {
-                    Some(g) => format!("{who} in {g}"),
-                    None => who,
-                };
-                match r.kind {
-                    Kind::Message => println!("[{}] {who}: {}", r.timestamp, r.content),
-                    Kind::Edit => {
-                        println!("[{}] {who} edited {}: {}", r.timestamp, r.id, r.content)
-                    }
-                    Kind::Delete => println!("[{}] {who} deleted {}", r.timestamp, r.id),
-                    Kind::React => {
-                        println!("[{}] {who} reacted {} to {}", r.timestamp, r.content, r.id)
-                    }
-                }
-            }
+            print_received(r, args.common.json)?;
         }
         if !args.watch {
             return Ok(());

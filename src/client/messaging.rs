@@ -267,6 +267,73 @@ impl Messenger<'_> {
         Ok(sealed.hash)
     }
 
+    /// Seals a new message to `contact` for a direct (transparent-mode) link instead of a
+    /// relay, and files it in the history. Returns the packet, as `/send` would carry it.
+    pub fn seal_direct(
+        &self,
+        contact: &Contact,
+        content: &str,
+        now_ms: u64,
+    ) -> Result<(Value, SendReport), MessagingError> {
+        let recipient = PublicKey::parse(&contact.public_key, 2048)
+            .map_err(|e| MessagingError::Seal(e.to_string()))?;
+        let channel = self.dm_channel(contact)?;
+        let id = new_id();
+        let object = json!({
+            "sender": self.me.public().canonical(),
+            "channel_id": channel,
+            "type": Kind::Message,
+            "content": content,
+            "id": id,
+            "timestamp": rfc3339_ms(now_ms),
+        });
+        let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
+            .map_err(MessagingError::Seal)?;
+        let packet = json!({
+            "recipient": recipient.canonical(),
+            "message": sealed.message,
+            "hash": sealed.hash.to_string(),
+            "signature": sealed.signature,
+        });
+        self.db.mark_seen(&sealed.hash.0)?;
+        self.file(&object, self.me.public())?;
+        Ok((
+            packet,
+            SendReport {
+                id,
+                hash: sealed.hash.to_string(),
+                channel_id: channel,
+                copied_to_self: false,
+            },
+        ))
+    }
+
+    /// Opens a packet that came over a direct link from `peer`, and files it like a packet
+    /// from a relay. `Ok(None)`: already seen. `Err`: refused, with the reason.
+    pub fn accept_direct(
+        &self,
+        packet: &[u8],
+        peer: &PublicKey,
+    ) -> Result<Option<Received>, String> {
+        let packet: Value =
+            serde_json::from_slice(packet).map_err(|_| "not a JSON packet".to_owned())?;
+        let (Some(message), Some(signature)) =
+            (packet["message"].as_str(), packet["signature"].as_str())
+        else {
+            return Err("not a packet (no message or signature)".into());
+        };
+        let hash = PacketHash::of_message(message);
+        if self.db.seen(&hash.0).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        let opened = open(message, signature, self.me).map_err(|e| e.to_string())?;
+        if &opened.sender != peer {
+            return Err("signed by someone other than the peer of this link".into());
+        }
+        self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
+        self.accept_opened(hash, opened).map(Some)
+    }
+
     /// Sends `content` to every member of `group`, one packet each through each member's own
     /// TX relay, with the group's channel, `members` and `name` (PROTOCOL.md §3) so that any
     /// member, even one that missed the group's creation, files it and can answer everyone.

@@ -5,8 +5,10 @@ pub mod contacts;
 pub mod db;
 pub mod groups;
 pub mod messaging;
+pub mod rendezvous;
 pub mod rtc;
 pub mod servers;
+pub mod transparent;
 pub mod transport;
 
 pub use contacts::{Contact, ContactError};

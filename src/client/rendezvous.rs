@@ -1,0 +1,310 @@
+//! The client side of the rendezvous (src/proto/rendezvous.rs): a TLS stream to the STUN
+//! service, authentication by signing its challenge, then offers and answers as JSON lines.
+//!
+//! The server's certificate is accepted when its SHA-256 fingerprint equals the pinned one; with
+//! no pin, the first certificate seen is remembered by the caller and pinned from then on
+//! (trust on first use, as SSH does). The TLS handshake's signatures are always checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::crypto::{Identity, challenge};
+use crate::proto::ServerEntry;
+use crate::proto::rendezvous::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, auth_input};
+
+/// Why the rendezvous failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    /// The address is not host:port.
+    #[error("rendezvous {0:?} is not host:port")]
+    Address(String),
+    /// TCP or TLS failed.
+    #[error("cannot reach the rendezvous at {addr}: {reason}")]
+    Unreachable {
+        /// host:port.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate is not the pinned one.
+    #[error(
+        "the rendezvous at {addr} presented certificate {seen}, not the pinned {pinned}; \
+         if its owner changed it on purpose, update [client] rendezvous_fingerprint"
+    )]
+    WrongCertificate {
+        /// host:port.
+        addr: String,
+        /// Fingerprint seen.
+        seen: String,
+        /// Fingerprint expected.
+        pinned: String,
+    },
+    /// The server said no.
+    #[error("the rendezvous refused: {0}")]
+    Refused(String),
+    /// The server broke the protocol or closed the stream.
+    #[error("the rendezvous broke off: {0}")]
+    Protocol(String),
+    /// Too slow.
+    #[error("the rendezvous did not answer in time")]
+    Timeout,
+}
+
+/// Lowercase hex of a fingerprint.
+pub fn hex(fp: &[u8; 32]) -> String {
+    fp.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug)]
+struct PinnedOrFirst {
+    pinned: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedOrFirst {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        match self.pinned {
+            Some(pin) if pin != seen => Err(rustls::Error::General(format!(
+                "certificate {} is not the pinned one",
+                hex(&seen)
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An open TLS stream to the rendezvous.
+pub struct Rendezvous {
+    reader: BufReader<ReadHalf<TlsStream<TcpStream>>>,
+    writer: WriteHalf<TlsStream<TcpStream>>,
+    certificate: Vec<u8>,
+    addr: String,
+}
+
+impl Rendezvous {
+    /// Connects over TLS; `pinned` is the certificate fingerprint to insist on (none: accept
+    /// the first, whose fingerprint [`Rendezvous::fingerprint`] then tells).
+    pub async fn connect(
+        addr: &str,
+        pinned: Option<[u8; 32]>,
+        timeout: Duration,
+    ) -> Result<Self, RendezvousError> {
+        let entry: ServerEntry = addr
+            .parse()
+            .map_err(|_| RendezvousError::Address(addr.to_owned()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedOrFirst { pinned, provider }))
+            .with_no_client_auth();
+        let name = match &entry.host {
+            crate::proto::server::Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            crate::proto::server::Host::Domain(d) => ServerName::try_from(d.clone())
+                .map_err(|_| RendezvousError::Address(addr.to_owned()))?,
+        };
+        let unreachable = |reason: String| RendezvousError::Unreachable {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let work = async {
+            let tcp = TcpStream::connect(entry.authority())
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    match (pinned, text.contains("not the pinned")) {
+                        (Some(pin), true) => RendezvousError::WrongCertificate {
+                            addr: addr.to_owned(),
+                            seen: text
+                                .split_whitespace()
+                                .find(|w| w.len() == 64)
+                                .unwrap_or("?")
+                                .to_owned(),
+                            pinned: hex(&pin),
+                        },
+                        _ => unreachable(text),
+                    }
+                })
+        };
+        let tls = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| RendezvousError::Timeout)??;
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .ok_or_else(|| RendezvousError::Protocol("no server certificate".into()))?;
+        let (read, writer) = tokio::io::split(tls);
+        Ok(Self {
+            reader: BufReader::new(read),
+            writer,
+            certificate,
+            addr: addr.to_owned(),
+        })
+    }
+
+    /// The SHA-256 fingerprint of the server's certificate.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(&self.certificate).into()
+    }
+
+    /// The address it was reached at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), RendezvousError> {
+        self.writer
+            .write_all(frame.to_line().as_bytes())
+            .await
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))
+    }
+
+    /// Sends raw bytes (a STUN message).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RendezvousError> {
+        self.writer
+            .write_all(bytes)
+            .await
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))
+    }
+
+    /// Reads one STUN message (RFC 8489 §6.2.2 framing) from the stream.
+    pub async fn recv_stun(&mut self) -> Result<Vec<u8>, RendezvousError> {
+        let broken = |e: std::io::Error| RendezvousError::Protocol(e.to_string());
+        let mut message = vec![0u8; 20];
+        self.reader.read_exact(&mut message).await.map_err(broken)?;
+        let len = u16::from_be_bytes([message[2], message[3]]) as usize;
+        message.resize(20 + len, 0);
+        self.reader
+            .read_exact(&mut message[20..])
+            .await
+            .map_err(broken)?;
+        Ok(message)
+    }
+
+    /// Receives the next frame; `Err` when the stream ends or breaks the protocol.
+    pub async fn recv(&mut self) -> Result<ServerFrame, RendezvousError> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_FRAME_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+        if n == 0 {
+            return Err(RendezvousError::Protocol("the server closed the stream".into()));
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(RendezvousError::Protocol("an oversized frame".into()));
+        }
+        serde_json::from_slice(&line)
+            .map_err(|e| RendezvousError::Protocol(format!("an unreadable frame ({e})")))
+    }
+
+    /// Proves we hold `me`'s key; afterwards offers and answers for it reach this stream.
+    pub async fn authenticate(
+        &mut self,
+        me: &Identity,
+        timeout: Duration,
+    ) -> Result<(), RendezvousError> {
+        let work = async {
+            self.send(&ClientFrame::Hello {
+                key: me.public().canonical().to_owned(),
+            })
+            .await?;
+            let nonce = match self.recv().await? {
+                ServerFrame::Challenge { nonce } => nonce,
+                ServerFrame::Error { error, .. } => return Err(RendezvousError::Refused(error)),
+                other => return Err(unexpected(&other)),
+            };
+            let nonce = crate::crypto::jose::unb64(&nonce)
+                .ok_or_else(|| RendezvousError::Protocol("an unreadable challenge".into()))?;
+            let signature = challenge::sign(me, &auth_input(&nonce, &self.certificate));
+            self.send(&ClientFrame::Auth { signature }).await?;
+            match self.recv().await? {
+                ServerFrame::Ready { .. } => Ok(()),
+                ServerFrame::Error { error, .. } => Err(RendezvousError::Refused(error)),
+                other => Err(unexpected(&other)),
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| RendezvousError::Timeout)?
+    }
+}
+
+/// The error for a frame that has no place at this step.
+pub fn unexpected(frame: &ServerFrame) -> RendezvousError {
+    RendezvousError::Protocol(format!(
+        "unexpected {}",
+        serde_json::to_value(frame).map_or_else(|_| "frame".into(), |v| v["op"].to_string())
+    ))
+}

@@ -1,0 +1,279 @@
+//! Transparent mode: meet a contact through the rendezvous and open a direct WebRTC link.
+//!
+//! Both sides run the same steps; which one offers is decided by the fingerprints (the lower
+//! one offers), so two clients started in any order never both offer. Session descriptions
+//! travel sealed and signed with the packet envelope (PROTOCOL.md §2): the rendezvous sees only
+//! the two public keys, and a description that does not come from the expected contact, for
+//! this offer, is refused.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::rendezvous::{Rendezvous, RendezvousError, unexpected};
+use super::rtc::{Link, Negotiation, RtcError, RtcOptions};
+use crate::crypto::{Identity, open, seal};
+use crate::proto::PublicKey;
+use crate::proto::rendezvous::{ClientFrame, SealedPayload, ServerFrame};
+use crate::proto::time::{parse_rfc3339_ms, rfc3339_ms};
+
+/// How far a description's timestamp may be from our clock.
+const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// Why no direct link was made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransparentError {
+    /// The rendezvous failed.
+    #[error(transparent)]
+    Rendezvous(#[from] RendezvousError),
+    /// WebRTC failed.
+    #[error(transparent)]
+    Rtc(#[from] RtcError),
+    /// The peer did not show up in time.
+    #[error("the peer did not come online within {0:?}")]
+    PeerAbsent(Duration),
+    /// The peer's description was refused.
+    #[error("refused a session description: {0}")]
+    BadDescription(String),
+}
+
+/// What a transparent connection needs.
+#[derive(Debug, Clone)]
+pub struct TransparentOptions {
+    /// WebRTC settings.
+    pub rtc: RtcOptions,
+    /// How long to wait for the peer.
+    pub wait: Duration,
+    /// Time allowed for each network step (TLS, authentication, ICE + DTLS).
+    pub step_timeout: Duration,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether we make the offer: the lower fingerprint offers.
+pub fn we_offer(me: &PublicKey, peer: &PublicKey) -> bool {
+    me.fingerprint().to_string() < peer.fingerprint().to_string()
+}
+
+fn seal_description(
+    me: &Identity,
+    peer: &PublicKey,
+    kind: &str,
+    id: &str,
+    sdp: &str,
+) -> Result<SealedPayload, TransparentError> {
+    let object = json!({
+        "sender": me.public().canonical(),
+        "kind": kind,
+        "id": id,
+        "sdp": sdp,
+        "timestamp": rfc3339_ms(now_ms()),
+    });
+    let sealed = seal(object.to_string().as_bytes(), me, peer)
+        .map_err(TransparentError::BadDescription)?;
+    Ok(SealedPayload {
+        message: sealed.message,
+        signature: sealed.signature,
+    })
+}
+
+/// Opens a sealed description and checks it is `kind` for offer `id`, signed by `peer`.
+fn open_description(
+    me: &Identity,
+    peer: &PublicKey,
+    kind: &str,
+    id: &str,
+    payload: &SealedPayload,
+) -> Result<String, TransparentError> {
+    let bad = |m: &str| TransparentError::BadDescription(m.to_owned());
+    let opened = open(&payload.message, &payload.signature, me).map_err(|e| bad(&e.to_string()))?;
+    if &opened.sender != peer {
+        return Err(bad("signed by someone other than the contact"));
+    }
+    let object: &Value = &opened.object;
+    if object["kind"] != kind || object["id"] != id {
+        return Err(bad("it belongs to another offer"));
+    }
+    let stamp = object["timestamp"]
+        .as_str()
+        .and_then(parse_rfc3339_ms)
+        .ok_or_else(|| bad("no timestamp"))?;
+    if stamp.abs_diff(now_ms()) > MAX_CLOCK_SKEW_MS {
+        return Err(bad("too old (or the clocks differ by more than 10 minutes)"));
+    }
+    object["sdp"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| bad("no sdp"))
+}
+
+/// Meets `peer` through the authenticated `rendezvous` and opens a direct link.
+pub async fn connect(
+    rendezvous: &mut Rendezvous,
+    me: &Identity,
+    peer: &PublicKey,
+    options: &TransparentOptions,
+) -> Result<Link, TransparentError> {
+    let deadline = Instant::now() + options.wait;
+    let mut negotiation = Negotiation::new(&options.rtc).await?;
+    let result = if we_offer(me.public(), peer) {
+        offer(rendezvous, me, peer, &mut negotiation, deadline, options).await
+    } else {
+        answer(rendezvous, me, peer, &mut negotiation, deadline, options).await
+    };
+    match result {
+        Ok(()) => Ok(negotiation.connect(options.step_timeout).await?),
+        Err(e) => {
+            negotiation.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The next frame before `deadline`; `Ok(None)` when the deadline passed.
+async fn next_frame(
+    rendezvous: &mut Rendezvous,
+    deadline: Instant,
+) -> Result<Option<ServerFrame>, TransparentError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, rendezvous.recv()).await {
+        Ok(frame) => Ok(Some(frame?)),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn offer(
+    rendezvous: &mut Rendezvous,
+    me: &Identity,
+    peer: &PublicKey,
+    negotiation: &mut Negotiation,
+    deadline: Instant,
+    options: &TransparentOptions,
+) -> Result<(), TransparentError> {
+    let sdp = negotiation.offer().await?;
+    // An offer the rendezvous lets expire is made again while we still wait.
+    loop {
+        let id = Uuid::new_v4().to_string();
+        let payload = seal_description(me, peer, "offer", &id, &sdp)?;
+        rendezvous
+            .send(&ClientFrame::Offer {
+                to: peer.canonical().to_owned(),
+                id: id.clone(),
+                payload,
+            })
+            .await?;
+        loop {
+            let Some(frame) = next_frame(rendezvous, deadline).await? else {
+                return Err(TransparentError::PeerAbsent(options.wait));
+            };
+            match frame {
+                ServerFrame::Queued { .. } | ServerFrame::Pong => {}
+                ServerFrame::Answer {
+                    from,
+                    id: answered,
+                    payload,
+                } if answered == id && PublicKey::parse(&from, 2048).is_ok_and(|k| &k == peer) => {
+                    let sdp = open_description(me, peer, "answer", &id, &payload)?;
+                    negotiation.accept_answer(sdp).await?;
+                    return Ok(());
+                }
+                ServerFrame::Expired { id: gone } if gone == id => break,
+                ServerFrame::Error { error, .. } => {
+                    return Err(RendezvousError::Refused(error).into());
+                }
+                // Offers from others and stale answers are not for this chat.
+                ServerFrame::Offer { .. } | ServerFrame::Answer { .. } => {}
+                other => return Err(unexpected(&other).into()),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(TransparentError::PeerAbsent(options.wait));
+        }
+    }
+}
+
+async fn answer(
+    rendezvous: &mut Rendezvous,
+    me: &Identity,
+    peer: &PublicKey,
+    negotiation: &mut Negotiation,
+    deadline: Instant,
+    options: &TransparentOptions,
+) -> Result<(), TransparentError> {
+    loop {
+        let Some(frame) = next_frame(rendezvous, deadline).await? else {
+            return Err(TransparentError::PeerAbsent(options.wait));
+        };
+        match frame {
+            ServerFrame::Offer { from, id, payload }
+                if PublicKey::parse(&from, 2048).is_ok_and(|k| &k == peer) =>
+            {
+                let sdp = match open_description(me, peer, "offer", &id, &payload) {
+                    Ok(sdp) => sdp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignored an offer");
+                        continue;
+                    }
+                };
+                let answer = negotiation.answer(sdp).await?;
+                let payload = seal_description(me, peer, "answer", &id, &answer)?;
+                rendezvous
+                    .send(&ClientFrame::Answer {
+                        to: peer.canonical().to_owned(),
+                        id,
+                        payload,
+                    })
+                    .await?;
+                return Ok(());
+            }
+            ServerFrame::Error { error, .. } => {
+                return Err(RendezvousError::Refused(error).into());
+            }
+            ServerFrame::Offer { .. }
+            | ServerFrame::Pong
+            | ServerFrame::Queued { .. }
+            | ServerFrame::Expired { .. }
+            | ServerFrame::Answer { .. } => {}
+            other => return Err(unexpected(&other).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::identity::tests::fixture;
+
+    #[test]
+    fn exactly_one_side_offers() {
+        let (a, b) = (fixture("alice"), fixture("bob"));
+        assert_ne!(
+            we_offer(a.public(), b.public()),
+            we_offer(b.public(), a.public())
+        );
+    }
+
+    #[test]
+    fn descriptions_are_bound_to_their_sender_kind_and_offer() {
+        let (alice, bob, carol) = (fixture("alice"), fixture("bob"), fixture("carol"));
+        let sealed = seal_description(&alice, bob.public(), "offer", "id-1", "v=0").unwrap();
+        assert_eq!(
+            open_description(&bob, alice.public(), "offer", "id-1", &sealed).unwrap(),
+            "v=0"
+        );
+        for (who, kind, id) in [
+            (carol.public(), "offer", "id-1"),
+            (alice.public(), "answer", "id-1"),
+            (alice.public(), "offer", "id-2"),
+        ] {
+            assert!(open_description(&bob, who, kind, id, &sealed).is_err());
+        }
+        // Only the intended peer can open it.
+        assert!(open_description(&carol, alice.public(), "offer", "id-1", &sealed).is_err());
+    }
+}
