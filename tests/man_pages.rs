@@ -1,6 +1,7 @@
-//! The man pages in `man/` are what the clap definition generates (so `--help`, the pages and
-//! the completions describe one CLI), mandoc finds nothing to lint, and every subcommand and
-//! flag is documented.
+//! The man pages in `man/` are what the clap definition and the sample configuration generate
+//! (so `--help`, the pages and the completions describe one CLI, and jasper.toml(5) the one
+//! configuration), mandoc finds nothing to lint, and every subcommand, flag and configuration
+//! key is documented.
 
 mod common;
 
@@ -24,7 +25,7 @@ fn committed_man_pages_match_the_cli() {
     let mut on_disk: Vec<String> = std::fs::read_dir(&committed)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".1"))
+        .filter(|n| n.ends_with(".1") || n.ends_with(".5"))
         .collect();
     on_disk.sort();
     assert_eq!(
@@ -92,4 +93,126 @@ fn every_subcommand_and_flag_is_documented() {
             sub.get_name()
         );
     }
+}
+
+/// jasper.toml(5) as committed, with its `.SS [section]` blocks split out.
+fn config_page_sections() -> Vec<(String, String)> {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/jasper.toml.5"))
+            .expect("man/jasper.toml.5: run `cargo run -- man --out man` and commit");
+    let keys = page
+        .split("\n.SH KEYS\n")
+        .nth(1)
+        .expect("a KEYS section")
+        .split("\n.SH ")
+        .next()
+        .unwrap();
+    keys.split(".SS [")
+        .skip(1)
+        .map(|block| {
+            let (name, body) = block.split_once("]\n").unwrap();
+            (name.to_owned(), body.to_owned())
+        })
+        .collect()
+}
+
+/// The `key = value` tag lines of a section block, unescaped back to TOML.
+fn tag_lines(block: &str) -> Vec<String> {
+    block
+        .split(".TP\n")
+        .skip(1)
+        .map(|entry| {
+            entry
+                .lines()
+                .next()
+                .unwrap()
+                .replace("\\fB", "")
+                .replace("\\fR", "")
+                .replace("\\-", "-")
+                .replace("\\e", "\\")
+        })
+        .collect()
+}
+
+#[test]
+fn jasper_toml_5_lists_every_config_key_with_a_description() {
+    let sections = config_page_sections();
+    // Every key the real configuration has (keys without a default are absent from this
+    // serialization) and every key the sample shows.
+    let defaults = toml::Value::try_from(jasper::config::Config::default()).unwrap();
+    let mut keys = Vec::new();
+    for (section, table) in defaults.as_table().unwrap() {
+        for key in table.as_table().unwrap().keys() {
+            keys.push((section.clone(), key.clone()));
+        }
+    }
+    for section in jasper::cli::config_page::parse_sample(jasper::cli::SAMPLE_CONFIG).unwrap() {
+        for key in section.keys {
+            keys.push((section.name.clone(), key.name));
+        }
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for (section, key) in keys {
+        let (_, block) = sections
+            .iter()
+            .find(|(name, _)| *name == section)
+            .unwrap_or_else(|| panic!("jasper.toml(5) has no [{section}]"));
+        let entry = block
+            .split(".TP\n")
+            .find(|e| e.starts_with(&format!("\\fB{key}\\fR")))
+            .unwrap_or_else(|| panic!("jasper.toml(5) lacks [{section}] {key}"));
+        let description = entry.lines().nth(1).unwrap_or("");
+        assert!(
+            description.len() > 10,
+            "[{section}] {key} has no description in jasper.toml(5)"
+        );
+    }
+}
+
+#[test]
+fn jasper_toml_5_shows_the_real_defaults() {
+    // Every `key = value` the page shows, read as a configuration, is the built-in default.
+    let data_dir = jasper::config::default_data_dir();
+    let mut text = String::new();
+    let mut shown = 0;
+    for (section, block) in config_page_sections() {
+        text.push_str(&format!("[{section}]\n"));
+        for line in tag_lines(&block).into_iter().filter(|l| l.contains(" = ")) {
+            let line = line.replace("$XDG_DATA_HOME/jasper", &data_dir.display().to_string());
+            text.push_str(&line);
+            text.push('\n');
+            shown += 1;
+        }
+    }
+    assert!(shown >= 25, "{text}");
+    let parsed = jasper::config::Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed, jasper::config::Config::default(), "{text}");
+}
+
+#[test]
+fn jasper_toml_5_examples_are_valid_configurations() {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/jasper.toml.5"))
+            .unwrap();
+    let examples: Vec<&str> = page
+        .split(".EX\n")
+        .skip(1)
+        .map(|e| e.split("\n.EE").next().unwrap())
+        .collect();
+    assert!(examples.len() >= 2);
+    for example in examples {
+        assert!(
+            !example.contains('\\'),
+            "keep roff escapes out of examples: {example}"
+        );
+        jasper::config::Config::from_toml(example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    }
+}
+
+#[test]
+fn jasper_1_points_to_jasper_toml_5() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/jasper.1"))
+        .unwrap();
+    let see_also = page.split(".SH SEE ALSO").nth(1).expect("SEE ALSO");
+    assert!(see_also.contains("\\fBjasper.toml\\fR(5)"), "{see_also}");
 }

@@ -4,9 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# mandoc, which lints the man pages.
-if ! command -v mandoc >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq mandoc
+# mandoc, which lints the man pages; systemd-analyze (and man, for Documentation=), which
+# checks the unit; strip and dpkg-shlibdeps, which cargo-deb uses to build the package that the
+# tests unpack with dpkg-deb.
+missing=()
+command -v mandoc >/dev/null 2>&1 || missing+=(mandoc)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v strip >/dev/null 2>&1 || missing+=(binutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# cargo-deb, which builds the Debian package (pinned: 3.8.0 builds with this toolchain).
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb 3.8.0"; then
+  cargo install cargo-deb --version 3.8.0 --locked
 fi
 
 # Independent protocol peers, installed only when missing:

@@ -1,5 +1,6 @@
 //! Man pages generated from the clap definition (clap_mangen), with the hand-written sections
-//! a man page needs beside it. `jasper man --out DIR` writes them; the committed `man/` is
+//! a man page needs beside it, and jasper.toml(5) from the sample configuration
+//! ([`super::config_page`]). `jasper man --out DIR` writes them; the committed `man/` is
 //! checked against this output by the tests.
 
 use std::io::Write as _;
@@ -62,7 +63,7 @@ Save a contact and write to them.
 Print new messages as they arrive.
 .SH SEE ALSO
 \fBjasper\-relay\fR(1), \fBjasper\-init\fR(1), \fBjasper\-send\fR(1), \fBjasper\-receive\fR(1),
-\fBjasper\-config\fR(1)
+\fBjasper\-config\fR(1), \fBjasper.toml\fR(5)
 "#;
 
 /// The date on every page (change it with the release).
@@ -81,7 +82,8 @@ fn render(command: clap::Command) -> std::io::Result<Vec<u8>> {
     Ok(text.replace("\n.br\n\n.br\n", "\n.br\n").into_bytes())
 }
 
-/// Writes jasper(1) and one page per subcommand into `dir`; returns the files written.
+/// Writes jasper(1), one page per subcommand and jasper.toml(5) into `dir`; returns the files
+/// written.
 pub fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let command = Cli::command();
@@ -97,9 +99,22 @@ pub fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let name = format!("jasper-{}", sub.get_name());
         let path = dir.join(format!("{name}.1"));
         let mut page = render(sub.clone().name(name.clone()).display_name(name))?;
-        writeln!(page, ".SH SEE ALSO\n\\fBjasper\\fR(1)")?;
+        writeln!(
+            page,
+            ".SH SEE ALSO\n\\fBjasper\\fR(1), \\fBjasper.toml\\fR(5)"
+        )?;
         std::fs::write(&path, page)?;
         written.push(path);
     }
+
+    let path = dir.join("jasper.toml.5");
+    let body =
+        super::config_page::render_body(super::SAMPLE_CONFIG).map_err(std::io::Error::other)?;
+    let page = format!(
+        ".TH jasper.toml 5 {MAN_DATE} \"jasper {}\" \"Jasper manual\"\n{body}",
+        env!("CARGO_PKG_VERSION")
+    );
+    std::fs::write(&path, page)?;
+    written.push(path);
     Ok(written)
 }

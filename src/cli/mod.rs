@@ -1,5 +1,5 @@
-//! The command line: one clap definition that drives parsing, `--help`, and (later) the man
-//! pages and completions; one module per command family runs them.
+//! The command line: one clap definition that drives parsing, `--help`, the man pages and the
+//! completions; one module per command family runs them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 
+pub mod assets;
+pub mod config_page;
 mod contacts;
 mod identity;
 pub mod man;
@@ -77,6 +79,14 @@ pub enum Command {
     #[command(hide = true)]
     Man {
         /// Where to write them
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Write the generated packaging files (completions, the service's configuration) into a
+    /// directory
+    #[command(hide = true)]
+    Assets {
+        /// Where to write them (the repository's `packaging/`)
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -354,12 +364,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "jasper", &mut std::io::stdout());
+            use std::io::Write as _;
+            std::io::stdout().write_all(&assets::completions(shell))?;
             Ok(())
         }
         Command::Man { out } => {
             for path in man::write_pages(&out)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+        Command::Assets { out } => {
+            for path in assets::write_assets(&out)? {
                 println!("{}", path.display());
             }
             Ok(())

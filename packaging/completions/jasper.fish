@@ -1,0 +1,238 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_jasper_global_optspecs
+    string join \n config= h/help V/version
+end
+
+function __fish_jasper_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_jasper_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_jasper_using_subcommand
+    set -l cmd (__fish_jasper_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c jasper -n "__fish_jasper_needs_command" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_needs_command" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_needs_command" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "relay" -d 'Run a relay: the REST API of the Jasper mesh, backed by an embedded database'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "serve" -d 'Run every service enabled in the configuration in one process (the self-hosting shape)'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "init" -d 'Create your identity (an RSA-4096 key) and a configuration file if there is none'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "id" -d 'Show your public key and its fingerprint, to give to the people you talk to'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "contacts" -d 'Manage your contacts: names for the public keys you talk to'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "send" -d 'Send a message to a contact (TEXT "-" reads standard input); prints its id'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "receive" -d 'Fetch, decrypt and verify new messages from your RX relay; prints only what is new'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "history" -d 'Show the conversation with a contact, edits applied'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "edit" -d 'Replace the text of a message you sent'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "delete" -d 'Delete a message you sent'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "react" -d 'React to a message with :name:'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "group" -d 'Group conversations: one packet per member, each through its own relay'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "servers" -d 'Show the relays you know, their load and roles, and what that means for anonymity'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "config" -d 'Print the sample configuration, or check a configuration file'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "completions" -d 'Print shell completions'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "man" -d 'Write the man pages into a directory (for packaging)'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "assets" -d 'Write the generated packaging files (completions, the service\'s configuration) into a directory'
+complete -c jasper -n "__fish_jasper_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -l listen -d 'Address and port to listen on (config: relay.listen; default 0.0.0.0:8080)' -r
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -l data-dir -d 'Directory for the relay\'s database (config: relay.data_dir)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -f -a "peers" -d 'Show the peers of a running relay: state, score, penalties (asks the relay on loopback)'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and not __fish_seen_subcommand_from peers help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from peers" -l url -d 'The relay to ask (default: the configured listen address, on loopback)' -r
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from peers" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from peers" -l json -d 'One JSON object per peer and line'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from peers" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from peers" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from help" -f -a "peers" -d 'Show the peers of a running relay: state, score, penalties (asks the relay on loopback)'
+complete -c jasper -n "__fish_jasper_using_subcommand relay; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand serve" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l receive-key -d 'Create an additional key that only receives, at PATH (then list it in `[identity] receive_keys`)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l no-passphrase -d 'Keep the private key unencrypted (anyone who can read the file can read your messages)'
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l passphrase-stdin -d 'Read the passphrase from the first line of standard input instead of a prompt'
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l json -d 'Print the result as JSON'
+complete -c jasper -n "__fish_jasper_using_subcommand init" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand init" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand id" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand id" -l passphrase-stdin -d 'Read the passphrase from standard input, if the public key must be read from the private one'
+complete -c jasper -n "__fish_jasper_using_subcommand id" -l json -d 'Print `{"public_key", "fingerprint"}`'
+complete -c jasper -n "__fish_jasper_using_subcommand id" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand id" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "add" -d 'Save a public key under a name'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "list" -d 'List contacts'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "show" -d 'Show one contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "rename" -d 'Rename a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "avatar" -d 'Set a contact\'s picture'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "rm" -d 'Remove a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l avatar -d 'A picture to show for the contact (copied into the data directory)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from show" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rename" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rename" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rename" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rename" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from avatar" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from avatar" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from avatar" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from avatar" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rm" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rm" -l json -d 'Print JSON (one object per line for lists)'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "add" -d 'Save a public key under a name'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List contacts'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "rename" -d 'Rename a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "avatar" -d 'Set a contact\'s picture'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand send" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand send" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand send" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand send" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand send" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l interval -d 'Time between polls with --watch' -r
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l watch -d 'Keep polling'
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand history" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand history" -l json -d 'One JSON object per message: id, sender, content, timestamp, edited, reactions'
+complete -c jasper -n "__fish_jasper_using_subcommand history" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand history" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand edit" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand edit" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand edit" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand edit" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand edit" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand delete" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand delete" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand delete" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand delete" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand delete" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand react" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand react" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand react" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand react" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand react" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -f -a "create" -d 'Create a group with contacts and tell them'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -f -a "send" -d 'Send a message to everyone in a group'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -f -a "list" -d 'List groups and their members'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and not __fish_seen_subcommand_from create send list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from create" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from create" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from create" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from send" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from send" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from send" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from send" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from list" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (one object per line)'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a group with contacts and tell them'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "send" -d 'Send a message to everyone in a group'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "list" -d 'List groups and their members'
+complete -c jasper -n "__fish_jasper_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand servers" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand servers" -l json -d 'Print one JSON object per relay'
+complete -c jasper -n "__fish_jasper_using_subcommand servers" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand servers" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -f -a "example" -d 'Print a commented configuration with every key and its default'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -f -a "check" -d 'Check a configuration file; errors name the line'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and not __fish_seen_subcommand_from example check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from example" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from example" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from example" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from check" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "example" -d 'Print a commented configuration with every key and its default'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check a configuration file; errors name the line'
+complete -c jasper -n "__fish_jasper_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand completions" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand man" -l out -d 'Where to write them' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand man" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand man" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand man" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand assets" -l out -d 'Where to write them (the repository\'s `packaging/`)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand assets" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand assets" -s h -l help -d 'Print help'
+complete -c jasper -n "__fish_jasper_using_subcommand assets" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "relay" -d 'Run a relay: the REST API of the Jasper mesh, backed by an embedded database'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "serve" -d 'Run every service enabled in the configuration in one process (the self-hosting shape)'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "init" -d 'Create your identity (an RSA-4096 key) and a configuration file if there is none'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "id" -d 'Show your public key and its fingerprint, to give to the people you talk to'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "contacts" -d 'Manage your contacts: names for the public keys you talk to'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "send" -d 'Send a message to a contact (TEXT "-" reads standard input); prints its id'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "receive" -d 'Fetch, decrypt and verify new messages from your RX relay; prints only what is new'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "history" -d 'Show the conversation with a contact, edits applied'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "edit" -d 'Replace the text of a message you sent'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "delete" -d 'Delete a message you sent'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "react" -d 'React to a message with :name:'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "group" -d 'Group conversations: one packet per member, each through its own relay'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "servers" -d 'Show the relays you know, their load and roles, and what that means for anonymity'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "config" -d 'Print the sample configuration, or check a configuration file'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "completions" -d 'Print shell completions'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "man" -d 'Write the man pages into a directory (for packaging)'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "assets" -d 'Write the generated packaging files (completions, the service\'s configuration) into a directory'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and not __fish_seen_subcommand_from relay serve init id contacts send receive history edit delete react group servers config completions man assets help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from relay" -f -a "peers" -d 'Show the peers of a running relay: state, score, penalties (asks the relay on loopback)'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "add" -d 'Save a public key under a name'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "list" -d 'List contacts'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "show" -d 'Show one contact'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "rename" -d 'Rename a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "avatar" -d 'Set a contact\'s picture'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from contacts" -f -a "rm" -d 'Remove a contact'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "create" -d 'Create a group with contacts and tell them'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "send" -d 'Send a message to everyone in a group'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "list" -d 'List groups and their members'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "example" -d 'Print a commented configuration with every key and its default'
+complete -c jasper -n "__fish_jasper_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Check a configuration file; errors name the line'
