@@ -86,6 +86,8 @@ pub struct ClientConfig {
     /// The rendezvous certificate's SHA-256 fingerprint (hex, as `jasper stun` prints it).
     /// When set, only that certificate is accepted; otherwise the system's CA roots decide.
     pub rendezvous_fingerprint: Option<String>,
+    /// Local address for transparent mode's WebRTC (`0.0.0.0:0`: every interface, any port).
+    pub rtc_bind: SocketAddr,
 }
 
 impl Default for ClientConfig {
@@ -97,6 +99,7 @@ impl Default for ClientConfig {
             stun: None,
             rendezvous: None,
             rendezvous_fingerprint: None,
+            rtc_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
 }

@@ -19,6 +19,9 @@ _jasper() {
             jasper,assets)
                 cmd="jasper__subcmd__assets"
                 ;;
+            jasper,chat)
+                cmd="jasper__subcmd__chat"
+                ;;
             jasper,completions)
                 cmd="jasper__subcmd__completions"
                 ;;
@@ -157,6 +160,9 @@ _jasper() {
             jasper__subcmd__help,assets)
                 cmd="jasper__subcmd__help__subcmd__assets"
                 ;;
+            jasper__subcmd__help,chat)
+                cmd="jasper__subcmd__help__subcmd__chat"
+                ;;
             jasper__subcmd__help,completions)
                 cmd="jasper__subcmd__help__subcmd__completions"
                 ;;
@@ -263,7 +269,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay serve init id contacts send receive history edit delete react group servers config completions man assets help"
+            opts="-h -V --config --help --version relay serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -288,6 +294,36 @@ _jasper() {
             fi
             case "${prev}" in
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__chat)
+            opts="-h -V --transparent --wait --fallback --interval --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fallback)
+                    COMPREPLY=($(compgen -W "ask anonymous fail" -- "${cur}"))
+                    return 0
+                    ;;
+                --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -851,7 +887,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay serve init id contacts send receive history edit delete react group servers config completions man assets help"
+            opts="relay serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -865,6 +901,20 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__assets)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__chat)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -44,7 +44,8 @@ Any other failure.
 User error: arguments, configuration, unknown contact, wrong passphrase.
 .TP
 3
-No relay could be reached.
+No relay could be reached; or, in transparent mode, the rendezvous could not be reached or
+the contact did not come online in time.
 .TP
 4
 A relay rate-limited the request, or the recipient's inbox is full.
@@ -61,9 +62,13 @@ Save a contact and write to them.
 .TP
 \fBjasper receive \-\-watch\fR
 Print new messages as they arrive.
+.TP
+\fBjasper chat bob \-\-transparent\fR
+Talk to bob directly over WebRTC once both of you are online (needs \fBstun\fR and
+\fBrendezvous\fR in the \fB[client]\fR section).
 .SH SEE ALSO
 \fBjasper\-relay\fR(1), \fBjasper\-init\fR(1), \fBjasper\-send\fR(1), \fBjasper\-receive\fR(1),
-\fBjasper\-config\fR(1), \fBjasper.toml\fR(5)
+\fBjasper\-chat\fR(1), \fBjasper\-config\fR(1), \fBjasper.toml\fR(5)
 "#;
 
 /// The date on every page (change it with the release).

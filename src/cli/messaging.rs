@@ -65,6 +65,23 @@ impl Session {
         })
     }
 
+    /// A messenger for local work only (sealing, opening, filing): no relay is contacted.
+    pub(super) fn with_local<T>(
+        &self,
+        f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let servers = Servers::new(&self.db, &self.transport, self.configured.clone());
+        let contacts = Contacts::new(&self.db, &self.data_dir);
+        f(&Messenger {
+            db: &self.db,
+            transport: &self.transport,
+            servers: &servers,
+            contacts: &contacts,
+            me: &self.identity,
+            receive_keys: &self.receive_keys,
+        })
+    }
+
     pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>,
@@ -90,9 +107,10 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
-    let who = r.contact.clone().unwrap_or_else(|| {
-        format!("unknown {}", &r.sender.chars().take(16).collect::<String>())
-    });
+    let who = r
+        .contact
+        .clone()
+        .unwrap_or_else(|| format!("unknown {}", &r.sender.chars().take(16).collect::<String>()));
     let who = match &r.group {
         Some(g) => format!("{who} in {g}"),
         None => who,

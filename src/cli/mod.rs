@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 pub mod assets;
+mod chat;
 pub mod config_page;
 mod contacts;
 mod identity;
@@ -66,6 +67,8 @@ pub enum Command {
     React(TargetArgs),
     /// Group conversations: one packet per member, each through its own relay
     Group(GroupArgs),
+    /// Chat with a contact: lines you type go to them, their messages are printed as they come
+    Chat(ChatArgs),
     /// Show the relays you know, their load and roles, and what that means for anonymity
     Servers(ServersArgs),
     /// Print the sample configuration, or check a configuration file
@@ -209,6 +212,41 @@ pub struct ReceiveArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: MessageArgs,
+}
+
+/// `jasper chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The contact
+    pub name: String,
+    /// Talk directly over WebRTC (transparent mode): faster, but the owner of the STUN service
+    /// sees which two keys meet. Needs [client] stun and rendezvous
+    #[arg(long)]
+    pub transparent: bool,
+    /// How long to wait for the contact to come online (transparent mode)
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+    /// When the contact does not come online: ask (on a terminal; otherwise fail), anonymous
+    /// (chat through the relays instead) or fail (exit status 3)
+    #[arg(long, value_enum, default_value_t = Fallback::Ask)]
+    pub fallback: Fallback,
+    /// Time between checks of the relays for new messages (anonymous mode)
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// What `jasper chat --transparent` does when the contact does not come online in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Ask on the terminal; fail when standard input is not a terminal
+    Ask,
+    /// Chat through the relays instead
+    Anonymous,
+    /// Give up with exit status 3
+    Fail,
 }
 
 /// `jasper history`.
@@ -402,6 +440,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => messaging::act(&load()?.0, Kind::Delete, &args),
         Command::React(args) => messaging::act(&load()?.0, Kind::React, &args),
         Command::Group(args) => messaging::group(&load()?.0, &args),
+        Command::Chat(args) => chat::run(&load()?.0, &args),
         Command::Servers(args) => messaging::servers(&load()?.0, &args),
     }
 }
@@ -417,6 +456,14 @@ pub const EXIT_USER: u8 = 2;
 pub const EXIT_NETWORK: u8 = 3;
 /// Exit status when a relay rate-limits us (or the recipient's inbox is full).
 pub const EXIT_RATE_LIMITED: u8 = 4;
+
+fn rendezvous_exit_code(r: &crate::client::rendezvous::RendezvousError) -> u8 {
+    use crate::client::rendezvous::RendezvousError as R;
+    match r {
+        R::Address(_) | R::WrongCertificate { .. } | R::Refused(_) => EXIT_USER,
+        R::Unreachable { .. } | R::Timeout | R::Protocol(_) => EXIT_NETWORK,
+    }
+}
 
 /// The exit status for an error, from the most specific cause in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
@@ -434,6 +481,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         ServersError::Db(_) => EXIT_FAILURE,
     };
     for cause in err.chain() {
+        if let Some(t) = cause.downcast_ref::<crate::client::transparent::TransparentError>() {
+            use crate::client::transparent::TransparentError as T;
+            return match t {
+                T::Rendezvous(r) => rendezvous_exit_code(r),
+                T::Rtc(_) | T::PeerAbsent(_) => EXIT_NETWORK,
+                T::BadDescription(_) => EXIT_FAILURE,
+            };
+        }
+        if let Some(r) = cause.downcast_ref::<crate::client::rendezvous::RendezvousError>() {
+            return rendezvous_exit_code(r);
+        }
         if let Some(t) = cause.downcast_ref::<TransportError>() {
             return transport(t);
         }

@@ -260,7 +260,9 @@ impl Rendezvous {
             .await
             .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
         if n == 0 {
-            return Err(RendezvousError::Protocol("the server closed the stream".into()));
+            return Err(RendezvousError::Protocol(
+                "the server closed the stream".into(),
+            ));
         }
         if line.last() != Some(&b'\n') {
             return Err(RendezvousError::Protocol("an oversized frame".into()));

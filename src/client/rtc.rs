@@ -285,6 +285,16 @@ impl Link {
         }
     }
 
+    /// Waits (at most `timeout`) until everything sent has left the send buffer.
+    pub async fn flush(&self, timeout: Duration) {
+        let wait = async {
+            while self.channel.outstanding_bytes().await.unwrap_or(0) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
+
     /// Closes the channel and the connection.
     pub async fn close(self) {
         let _ = self.channel.close().await;

@@ -74,8 +74,8 @@ fn seal_description(
         "sdp": sdp,
         "timestamp": rfc3339_ms(now_ms()),
     });
-    let sealed = seal(object.to_string().as_bytes(), me, peer)
-        .map_err(TransparentError::BadDescription)?;
+    let sealed =
+        seal(object.to_string().as_bytes(), me, peer).map_err(TransparentError::BadDescription)?;
     Ok(SealedPayload {
         message: sealed.message,
         signature: sealed.signature,
@@ -104,7 +104,9 @@ fn open_description(
         .and_then(parse_rfc3339_ms)
         .ok_or_else(|| bad("no timestamp"))?;
     if stamp.abs_diff(now_ms()) > MAX_CLOCK_SKEW_MS {
-        return Err(bad("too old (or the clocks differ by more than 10 minutes)"));
+        return Err(bad(
+            "too old (or the clocks differ by more than 10 minutes)",
+        ));
     }
     object["sdp"]
         .as_str()

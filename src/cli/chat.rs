@@ -1,0 +1,243 @@
+//! `jasper chat`: an interactive conversation with one contact. Lines on standard input are
+//! sent, the contact's messages are printed as they come (`--json`: one object per line, as
+//! `receive --json`). `--transparent` talks directly over WebRTC after meeting through the
+//! rendezvous; otherwise, or when the contact does not come online and the user agrees, the
+//! chat goes through the relays (anonymous mode).
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use super::messaging::{Session, now_ms, print_received};
+use super::{ChatArgs, Fallback};
+use crate::client::contacts::{Contact, Contacts};
+use crate::client::messaging::Kind;
+use crate::client::rendezvous::{Rendezvous, hex};
+use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
+use crate::client::transparent::{self, TransparentError, TransparentOptions};
+use crate::config::{Config, parse_fingerprint};
+use crate::proto::PublicKey;
+
+/// Longest line sent in transparent mode: its sealed packet must fit one data-channel message.
+const MAX_DIRECT_LINE: usize = 6 * 1024;
+
+/// Reads standard input line by line on a thread; the channel closes at end of input.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = line.trim_end_matches(['\n', '\r']).to_owned();
+                    if tx.blocking_send(text).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `jasper chat`.
+pub fn run(config: &Config, args: &ChatArgs) -> anyhow::Result<()> {
+    let session = Session::open(config, &args.common)?;
+    let contact = Contacts::new(&session.db, &session.data_dir).get(&args.name)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut lines = stdin_lines();
+        if args.transparent {
+            match direct_chat(config, &session, &contact, args, &mut lines).await {
+                Err(e) if is_absent(&e) => {
+                    eprintln!(
+                        "{} did not come online within {} (transparent mode).",
+                        contact.name,
+                        humantime::format_duration(args.wait)
+                    );
+                    if !fall_back(args.fallback, &mut lines).await {
+                        return Err(e);
+                    }
+                    eprintln!("Chatting through the relays instead (anonymous mode).");
+                }
+                other => return other,
+            }
+        }
+        relay_chat(&session, &contact, args, &mut lines).await
+    })
+}
+
+fn is_absent(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<TransparentError>(),
+        Some(TransparentError::PeerAbsent(_))
+    )
+}
+
+/// Whether to go on in anonymous mode.
+async fn fall_back(fallback: Fallback, lines: &mut mpsc::Receiver<String>) -> bool {
+    match fallback {
+        Fallback::Anonymous => true,
+        Fallback::Fail => false,
+        Fallback::Ask if !std::io::stdin().is_terminal() => false,
+        Fallback::Ask => {
+            eprint!("Chat through the relays instead (anonymous mode)? [y/N] ");
+            matches!(
+                lines.recv().await.as_deref().map(str::trim),
+                Some("y" | "Y" | "yes")
+            )
+        }
+    }
+}
+
+/// The rendezvous certificate to insist on: the configured pin, else the one seen first.
+fn pinned_certificate(
+    config: &Config,
+    session: &Session,
+    addr: &str,
+) -> anyhow::Result<Option<[u8; 32]>> {
+    if let Some(text) = &config.client.rendezvous_fingerprint {
+        return Ok(parse_fingerprint(text));
+    }
+    Ok(session
+        .db
+        .setting(&format!("rendezvous-cert:{addr}"))?
+        .and_then(|t| parse_fingerprint(&t)))
+}
+
+async fn direct_chat(
+    config: &Config,
+    session: &Session,
+    contact: &Contact,
+    args: &ChatArgs,
+    lines: &mut mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.client.rendezvous.clone() else {
+        return Err(crate::config::ConfigError::Invalid(
+            "transparent mode needs a rendezvous: set [client] rendezvous = \"host:port\" \
+             (the TLS port of a `jasper stun` service) and [client] stun"
+                .into(),
+        )
+        .into());
+    };
+    let peer = PublicKey::parse(&contact.public_key, 2048)?;
+    let step = config.client.request_timeout;
+    let pinned = pinned_certificate(config, session, &addr)?;
+    let mut rendezvous = Rendezvous::connect(&addr, pinned, step).await?;
+    if pinned.is_none() {
+        let fp = hex(&rendezvous.fingerprint());
+        session
+            .db
+            .set_setting(&format!("rendezvous-cert:{addr}"), &fp)?;
+        eprintln!("Trusting the rendezvous certificate {fp} from now on (first use).");
+    }
+    rendezvous.authenticate(&session.identity, step).await?;
+    eprintln!(
+        "Waiting up to {} for {} (transparent mode)...",
+        humantime::format_duration(args.wait),
+        contact.name
+    );
+    let options = TransparentOptions {
+        rtc: RtcOptions {
+            stun: config.client.stun.clone(),
+            bind: config.client.rtc_bind,
+            gather_timeout: Duration::from_secs(5),
+        },
+        wait: args.wait,
+        step_timeout: step,
+    };
+    let mut link =
+        transparent::connect(&mut rendezvous, &session.identity, &peer, &options).await?;
+    drop(rendezvous);
+    eprintln!("Connected to {} directly.", contact.name);
+    let result = talk(session, contact, &peer, &mut link, lines, args.common.json).await;
+    link.close().await;
+    result
+}
+
+/// The conversation over an open link, until our input ends or the peer leaves.
+async fn talk(
+    session: &Session,
+    contact: &Contact,
+    peer: &PublicKey,
+    link: &mut Link,
+    lines: &mut mpsc::Receiver<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else {
+                    link.flush(Duration::from_secs(5)).await;
+                    return Ok(());
+                };
+                if line.is_empty() {
+                    continue;
+                }
+                if line.len() > MAX_DIRECT_LINE {
+                    eprintln!(
+                        "error: a line over {MAX_DIRECT_LINE} bytes is too long for transparent \
+                         mode; send it with `jasper send`"
+                    );
+                    continue;
+                }
+                let (packet, _) = session.with_local(|m| {
+                    Ok(m.seal_direct(contact, &line, now_ms())?)
+                })?;
+                let bytes = serde_json::to_vec(&packet)?;
+                debug_assert!(bytes.len() <= MAX_DATA_MESSAGE);
+                link.send(&bytes).await.context("the direct connection closed")?;
+            }
+            data = link.recv() => {
+                let Some(data) = data else {
+                    eprintln!("{} left.", contact.name);
+                    return Ok(());
+                };
+                match session.with_local(|m| Ok(m.accept_direct(&data, peer)))? {
+                    Ok(Some(received)) => print_received(&received, json)?,
+                    Ok(None) => {}
+                    Err(reason) => eprintln!("warning: skipped a message: {reason}"),
+                }
+            }
+        }
+    }
+}
+
+/// Anonymous mode: each line is sent through the relays; the inbox is checked every
+/// `--interval` and messages of this conversation are printed.
+async fn relay_chat(
+    session: &Session,
+    contact: &Contact,
+    args: &ChatArgs,
+    lines: &mut mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { return Ok(()) };
+                if line.is_empty() {
+                    continue;
+                }
+                session.with(|m| Ok(m.send(contact, Kind::Message, &line, None, now_ms())?))?;
+            }
+            _ = tick.tick() => {
+                let report = session.with(|m| Ok(m.receive()?))?;
+                // Everything new is shown (it names its sender), so nothing is filed unseen.
+                for r in &report.received {
+                    print_received(r, args.common.json)?;
+                }
+            }
+        }
+    }
+}
