@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_peer;
+pub mod stun;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
