@@ -84,7 +84,8 @@ pub struct ClientConfig {
     /// Rendezvous of transparent mode, "host:port" (TLS; the STUN service's `tls_listen`).
     pub rendezvous: Option<String>,
     /// The rendezvous certificate's SHA-256 fingerprint (hex, as `jasper stun` prints it).
-    /// When set, only that certificate is accepted; otherwise the system's CA roots decide.
+    /// When set, only that certificate is accepted; otherwise the first one seen is remembered
+    /// and required from then on (trust on first use).
     pub rendezvous_fingerprint: Option<String>,
     /// Local address for transparent mode's WebRTC (`0.0.0.0:0`: every interface, any port).
     pub rtc_bind: SocketAddr,

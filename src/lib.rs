@@ -1,7 +1,7 @@
 //! Jasper: a relay mesh for anonymous, end-to-end encrypted messaging (JASPER.md), in one crate.
 //!
-//! `proto` holds the wire types, `relay` the REST relay, `http` the server edge shared by the
-//! servers, `config` the configuration file and `cli` the command line over all of it.
+//! `proto` holds the wire types, `relay` the REST relay, `stun` the STUN service and rendezvous,
+//! `http` the server edge shared by the servers, `config` the configuration file and `cli` the command line over all of it.
 
 #![warn(missing_docs)]
 
@@ -12,3 +12,4 @@ pub mod crypto;
 pub mod http;
 pub mod proto;
 pub mod relay;
+pub mod stun;

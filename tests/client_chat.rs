@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::home::{Home, mesh};
+use common::stun::StunServer;
 use common::{jasper_bin, key_b64, run_jasper};
 use serde_json::Value;
 
@@ -75,6 +76,19 @@ impl Chat {
 
     fn stderr(&self) -> String {
         self.err.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `text`.
+    fn wait_stderr(&self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stderr().contains(text) {
+            assert!(
+                start.elapsed() < limit,
+                "never printed {text:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The next JSON line on stdout (within `limit`).
@@ -167,4 +181,177 @@ fn transparent_chat_without_a_rendezvous_says_what_to_configure() {
     // An unknown contact is a user error too.
     let (code, _, err) = run_jasper(&["chat", "nobody", "--transparent"], alice.path());
     assert_eq!(code, 2, "{err}");
+}
+
+/// Homes for alice and bob that meet through `stun` (no relays at all: transparent mode must
+/// not need them), with WebRTC on loopback.
+fn transparent_pair(stun: &StunServer, pin: bool) -> (Home, Home) {
+    let extra = format!(
+        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\n{}",
+        stun.udp,
+        stun.tls,
+        if pin {
+            format!(
+                "rendezvous_fingerprint = \"{}\"\n",
+                stun.printed_fingerprint
+            )
+        } else {
+            String::new()
+        }
+    );
+    let alice = Home::with_config("alice", None, &[], &extra);
+    let bob = Home::with_config("bob", None, &[], &extra);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    (alice, bob)
+}
+
+#[test]
+fn transparent_chat_meets_through_our_stun_and_talks_both_ways() {
+    let stun = StunServer::start("");
+    let (alice, bob) = transparent_pair(&stun, true);
+    // Bob first, then alice a moment later: either order works.
+    let mut b = Chat::start(&bob, &["alice", "--transparent", "--json", "--wait", "30s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = Chat::start(&alice, &["bob", "--transparent", "--json", "--wait", "30s"]);
+    a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
+    b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
+    a.say("hello bob, directly");
+    let got = b.next_json(Duration::from_secs(10));
+    assert_eq!(got["content"], "hello bob, directly");
+    assert_eq!(got["contact"], "alice");
+    assert_eq!(got["type"], "MESSAGE");
+    assert_eq!(got["sender"], key_b64("alice-4096"));
+    for field in ["hash", "channel_id", "id", "timestamp"] {
+        assert!(got[field].is_string(), "{field}: {got}");
+    }
+    b.say("hi alice");
+    b.say("how are you?");
+    assert_eq!(a.next_json(Duration::from_secs(10))["content"], "hi alice");
+    assert_eq!(
+        a.next_json(Duration::from_secs(10))["content"],
+        "how are you?"
+    );
+    // Alice leaves; bob is told and exits too.
+    let (code, err) = a.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    b.wait_stderr("alice left", Duration::from_secs(30));
+    let (code, err) = b.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    // The same history as anonymous mode, on both sides, in order.
+    let both = ["hello bob, directly", "hi alice", "how are you?"];
+    assert_eq!(history(&alice, "bob"), both);
+    assert_eq!(history(&bob, "alice"), both);
+    // The STUN owner's log at the default level names no key.
+    let log = stun.log();
+    assert!(!log.contains(&key_b64("alice-4096")[..40]), "{log}");
+}
+
+#[test]
+fn the_rendezvous_certificate_is_trusted_on_first_use_and_then_pinned() {
+    let stun = StunServer::start("");
+    let (alice, _bob) = transparent_pair(&stun, false);
+    let (code, _, err) = run_jasper(
+        &[
+            "chat",
+            "bob",
+            "--transparent",
+            "--wait",
+            "1s",
+            "--fallback",
+            "fail",
+        ],
+        alice.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&stun.printed_fingerprint), "{err}");
+    assert!(err.contains("first use"), "{err}");
+    // The second time the remembered certificate is simply checked.
+    let (code, _, err) = run_jasper(
+        &[
+            "chat",
+            "bob",
+            "--transparent",
+            "--wait",
+            "1s",
+            "--fallback",
+            "fail",
+        ],
+        alice.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(!err.contains("first use"), "{err}");
+    // A pin that is not the server's certificate is refused before anything is said.
+    let config = alice.path().join("xdg-config/jasper/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let wrong = "ab".repeat(32);
+    std::fs::write(
+        &config,
+        text.replace(
+            "[client]\n",
+            &format!("[client]\nrendezvous_fingerprint = \"{wrong}\"\n"),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_jasper(
+        &["chat", "bob", "--transparent", "--wait", "1s"],
+        alice.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&wrong) && err.contains(&stun.printed_fingerprint),
+        "names both certificates: {err}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
+    let stun = StunServer::start("offer_ttl = \"1s\"");
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let extra = format!(
+        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\nrendezvous_fingerprint = \"{}\"\n",
+        stun.udp, stun.tls, stun.printed_fingerprint
+    );
+    let alice = Home::with_config("alice", None, &relays, &extra);
+    let bob = Home::with_config("bob", None, &relays, &extra);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+
+    // Not a terminal, no --fallback: it says so and fails with status 3.
+    let (code, _, err) = run_jasper(
+        &["chat", "bob", "--transparent", "--wait", "2s"],
+        alice.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("bob did not come online within 2s"), "{err}");
+
+    // --fallback anonymous: the chat goes on through the relays.
+    let mut a = Chat::start(
+        &alice,
+        &[
+            "bob",
+            "--transparent",
+            "--wait",
+            "2s",
+            "--fallback",
+            "anonymous",
+            "--interval",
+            "200ms",
+        ],
+    );
+    a.wait_stderr("through the relays instead", Duration::from_secs(20));
+    a.say("sent through the relays after all");
+    let mut seen = Vec::new();
+    let ok = common::eventually(Duration::from_secs(20), || {
+        let (_, out, _) = run_jasper(&["receive", "--json"], bob.path());
+        seen.extend(
+            out.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+        seen.iter()
+            .any(|m| m["content"] == "sent through the relays after all")
+    });
+    assert!(ok, "{seen:?}");
+    assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
 }

@@ -22,6 +22,12 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb 3.8.0"; then
 fi
 
 # Independent protocol peers, installed only when missing:
+# - coturn's turnutils_stunclient, which asks our UDP STUN service for its address (and
+#   coturn's turnserver, which benches/stun.rs measures beside ours).
+if ! command -v turnutils_stunclient >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq coturn
+fi
+# - Python's ssl module (tests/interop/stun_tls_peer.py), a TLS stack other than rustls.
 # - Python's jwcrypto (in .venv), which opens our envelopes and seals its own.
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-venv

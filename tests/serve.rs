@@ -1,5 +1,5 @@
-//! `jasper serve`: the enabled services in one process, one readiness signal, one graceful
-//! shutdown.
+//! `jasper serve`: the enabled services (relay and STUN) in one process, one readiness signal,
+//! one graceful shutdown.
 
 mod common;
 
@@ -8,16 +8,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{run_jasper, wait_timeout};
+use jasper::proto::stun::{binding_request, parse_binding_response};
 
 #[test]
-fn serve_runs_the_relay_signals_readiness_and_stops_cleanly() {
+fn serve_runs_the_relay_and_stun_signals_readiness_once_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jasper.toml");
     std::fs::write(
         &config,
         format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            dir.path().join("relay").display()
+            "[relay]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[stun]\nudp_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.path().join("relay").display(),
+            dir.path().join("stun").display()
         ),
     )
     .unwrap();
@@ -41,13 +43,17 @@ fn serve_runs_the_relay_signals_readiness_and_stops_cleanly() {
         }
     });
     let mut addr = None;
+    let mut stun = None;
     let mut log = Vec::new();
-    while addr.is_none() {
+    while addr.is_none() || stun.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("serve starts");
+            .unwrap_or_else(|_| panic!("serve starts both services:\n{}", log.join("\n")));
         if let Some((_, a)) = line.split_once("relay listening address=") {
             addr = Some(a.trim().to_owned());
+        }
+        if let Some((udp, _)) = common::stun::listening(&line) {
+            stun = Some(udp);
         }
         log.push(line);
     }
@@ -65,6 +71,14 @@ fn serve_runs_the_relay_signals_readiness_and_stops_cleanly() {
         .read_json()
         .unwrap();
     assert!(status["version"].is_string());
+    let socket = common::stun::udp_client();
+    let tid = [0x33; 12];
+    let answer = common::stun::exchange(&socket, stun.unwrap(), &binding_request(&tid))
+        .expect("the STUN service answers");
+    assert_eq!(
+        parse_binding_response(&answer, &tid),
+        Some(socket.local_addr().unwrap())
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -77,7 +91,9 @@ fn serve_runs_the_relay_signals_readiness_and_stops_cleanly() {
     }
     let log = log.join("\n");
     assert!(
-        log.contains("all services ready") && log.contains("relay stopped"),
+        log.contains("all services ready")
+            && log.contains("relay stopped")
+            && log.contains("stun stopped"),
         "{log}"
     );
 }
@@ -86,7 +102,11 @@ fn serve_runs_the_relay_signals_readiness_and_stops_cleanly() {
 fn serve_with_nothing_enabled_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jasper.toml");
-    std::fs::write(&config, "[relay]\nenabled = false\n").unwrap();
+    std::fs::write(
+        &config,
+        "[relay]\nenabled = false\n[stun]\nenabled = false\n",
+    )
+    .unwrap();
     let (code, _, err) = run_jasper(&["--config", config.to_str().unwrap(), "serve"], dir.path());
     assert_ne!(code, 0);
     assert!(err.contains("nothing to serve"), "{err}");

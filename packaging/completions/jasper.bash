@@ -73,6 +73,9 @@ _jasper() {
             jasper,servers)
                 cmd="jasper__subcmd__servers"
                 ;;
+            jasper,stun)
+                cmd="jasper__subcmd__stun"
+                ;;
             jasper__subcmd__config,check)
                 cmd="jasper__subcmd__config__subcmd__check"
                 ;;
@@ -214,6 +217,9 @@ _jasper() {
             jasper__subcmd__help,servers)
                 cmd="jasper__subcmd__help__subcmd__servers"
                 ;;
+            jasper__subcmd__help,stun)
+                cmd="jasper__subcmd__help__subcmd__stun"
+                ;;
             jasper__subcmd__help__subcmd__config,check)
                 cmd="jasper__subcmd__help__subcmd__config__subcmd__check"
                 ;;
@@ -269,7 +275,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -887,7 +893,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
+            opts="relay stun serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1334,6 +1340,20 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__help__subcmd__stun)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__history)
             opts="-h -V --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1587,6 +1607,36 @@ _jasper() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__stun)
+            opts="-h -V --udp-listen --tls-listen --data-dir --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --udp-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

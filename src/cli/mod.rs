@@ -17,6 +17,7 @@ pub mod man;
 mod messaging;
 mod relay;
 mod serve;
+mod stun;
 
 use crate::client::messaging::Kind;
 
@@ -45,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a relay: the REST API of the Jasper mesh, backed by an embedded database
     Relay(RelayArgs),
+    /// Run the STUN service (UDP and TLS) and the rendezvous of transparent mode
+    Stun(StunArgs),
     /// Run every service enabled in the configuration in one process (the self-hosting shape)
     Serve,
     /// Create your identity (an RSA-4096 key) and a configuration file if there is none
@@ -364,6 +367,23 @@ pub struct RelayArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Flags of `jasper stun`; they override the `[stun]` section of the configuration.
+#[derive(Debug, Args)]
+pub struct StunArgs {
+    /// Address and port of STUN over UDP (config: stun.udp_listen; default 0.0.0.0:3478)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub udp_listen: Option<SocketAddr>,
+
+    /// Address and port of STUN over TLS and the rendezvous (config: stun.tls_listen; default
+    /// 0.0.0.0:5349)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// Directory of the generated TLS certificate and key (config: stun.data_dir)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// What `jasper relay` can do besides running.
 #[derive(Debug, Subcommand)]
 pub enum RelayAction {
@@ -425,6 +445,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Relay(args) => {
             let (config, source) = load()?;
             relay::run_relay(config, args, source)
+        }
+        Command::Stun(args) => {
+            let (config, source) = load()?;
+            stun::run_stun(config, args, source)
         }
         Command::Serve => serve::serve(load()?.0),
         Command::Init(args) => {

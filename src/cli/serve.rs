@@ -39,7 +39,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         };
         let mut services: Vec<(&'static str, Service)> = Vec::new();
         if config.relay.enabled {
-            let (relay, ready) = (config.relay.clone(), ready_tx.clone());
+            let (relay, ready, stop_rx) = (config.relay.clone(), ready_tx.clone(), stop_rx.clone());
             services.push((
                 "relay",
                 Box::pin(async move {
@@ -51,8 +51,21 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 }),
             ));
         }
+        if config.stun.enabled {
+            let (stun, ready, stop_rx) = (config.stun.clone(), ready_tx.clone(), stop_rx.clone());
+            services.push((
+                "stun",
+                Box::pin(async move {
+                    crate::stun::run(stun, stop(stop_rx.clone()), move |_| {
+                        let _ = ready.try_send("stun");
+                    })
+                    .await
+                    .context("stun")
+                }),
+            ));
+        }
         if services.is_empty() {
-            bail!("nothing to serve: every service is disabled in the configuration ([relay] enabled)");
+            bail!("nothing to serve: every service is disabled in the configuration ([relay] enabled, [stun] enabled)");
         }
         drop(ready_tx);
         let expected = services.len();

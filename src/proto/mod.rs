@@ -7,6 +7,7 @@ pub mod packet;
 pub mod rendezvous;
 pub mod server;
 pub mod status;
+pub mod stun;
 pub mod time;
 
 pub use hash::PacketHash;

@@ -30,6 +30,28 @@
 //! that an answer matches an offer made to the answering key, and every size and count.
 //! A frame the server cannot accept gets `{"op":"error","error":"..."}`; one that breaks the
 //! protocol (not JSON, oversized, anything before `auth`) also closes the stream.
+//!
+//! The server's rules, in detail (src/stun/rendezvous.rs and src/stun/conn.rs):
+//! - Before `ready` only `hello` (once) and `auth` (once, after `challenge`) are accepted;
+//!   anything else, `ping` included, gets an error and closes. A `hello` whose key does not
+//!   parse (under 2048 bits included) and an `auth` that does not verify close too, as does a
+//!   second `hello` or `auth` after `ready`. STUN Binding requests are answered at any time.
+//! - A connection that has not authenticated within `[stun] handshake_timeout` (counted from
+//!   the TCP accept) is closed, so STUN-only clients should ask and go; an authenticated one
+//!   is closed after `[stun] idle_timeout` without a frame from the client (send `ping`).
+//! - `offer`: `id` must be a hyphenated UUID, `to` a key other than the sender's. Refusals are
+//!   `error` frames carrying the offer's `id` and leave the session open: duplicate id, the
+//!   peer's queue full (`max_offers_per_key` offers waiting for one key), the sender's own
+//!   offers full (the same bound on offers waiting from one key), the server full
+//!   (`max_pending_offers`).
+//! - An offer waits until answered or `offer_ttl`; it is delivered as soon as its peer has a
+//!   session, and again to each newer session of that key while unanswered.
+//! - `answer` is accepted only for an offer still waiting that was made to the answering key by
+//!   the key in `to`, and only while that offerer has a session; success sends nothing back
+//!   to the answerer (the `answer` reaches the offerer), failure is an `error` with the `id`.
+//! - One session per key receives: when a key authenticates again the newest session takes
+//!   over and the older one gets an `error` (no `id`) and receives nothing more.
+//! - A session that does not read what it is sent is closed.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -6,6 +6,7 @@
 
 pub mod fake_peer;
 pub mod home;
+pub mod stun;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

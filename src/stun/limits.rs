@@ -1,0 +1,154 @@
+//! Per-source rate limiting of STUN answers: a token bucket per source address, in memory only,
+//! in a bounded table. Over-limit requests are dropped without an answer, so the service
+//! cannot be used to reflect traffic at an address someone spoofs.
+//!
+//! The table holds at most [`MAX_TRACKED`] addresses. When a shard is full, buckets that have
+//! refilled (and so are the same as a fresh one) are forgotten; if none has, a new address is
+//! refused until one does. Spoofed sources therefore cannot grow memory, and cannot reset the
+//! bucket of the address they target either.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most source addresses tracked at once.
+pub const MAX_TRACKED: usize = 65_536;
+const SHARDS: usize = 16;
+const PER_SHARD: usize = MAX_TRACKED / SHARDS;
+/// Shortest time between two sweeps of a full shard, so that a flood of new sources does not
+/// make every packet scan the shard.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+struct Shard {
+    buckets: HashMap<IpAddr, Bucket>,
+    last_sweep: Option<Instant>,
+}
+
+/// Token buckets per source address.
+pub struct SourceLimiter {
+    per_second: f64,
+    burst: f64,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl SourceLimiter {
+    /// `per_second` answers per source on average, with bursts of one second's worth (at
+    /// least 1).
+    pub fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self {
+            per_second,
+            burst: per_second,
+            hasher: std::collections::hash_map::RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        last_sweep: None,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The bucket size: answers a quiet source may get at once.
+    pub fn burst(&self) -> u32 {
+        self.burst as u32
+    }
+
+    /// Takes one token for `source`; false when it is over its rate (or the table is full of
+    /// active sources and `source` is new).
+    pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let index = (self.hasher.hash_one(source) as usize) % SHARDS;
+        let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
+        let (rate, burst) = (self.per_second, self.burst);
+        let refill = |b: &Bucket| {
+            let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+            (b.tokens + elapsed * rate).min(burst)
+        };
+        if let Some(bucket) = shard.buckets.get_mut(&source) {
+            bucket.tokens = refill(bucket);
+            bucket.updated = now;
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                return true;
+            }
+            return false;
+        }
+        if shard.buckets.len() >= PER_SHARD {
+            let due = shard
+                .last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            if !due {
+                return false;
+            }
+            shard.last_sweep = Some(now);
+            shard.buckets.retain(|_, b| refill(b) < burst);
+            if shard.buckets.len() >= PER_SHARD {
+                return false;
+            }
+        }
+        shard.buckets.insert(
+            source,
+            Bucket {
+                tokens: burst - 1.0,
+                updated: now,
+            },
+        );
+        true
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).buckets.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_refills() {
+        let limiter = SourceLimiter::new(10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!((0..100).filter(|_| limiter.allow(a, t0)).count(), 10);
+        assert!(limiter.allow(b, t0), "sources have their own buckets");
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!((0..100).filter(|_| limiter.allow(a, t1)).count(), 5);
+    }
+
+    #[test]
+    fn spoofed_sources_cannot_grow_the_table_or_reset_a_victim() {
+        let limiter = SourceLimiter::new(5);
+        let victim: IpAddr = "198.51.100.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!((0..10).filter(|_| limiter.allow(victim, t0)).count(), 5);
+        for i in 0..(MAX_TRACKED as u32 * 2) {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
+            limiter.allow(ip, t0);
+        }
+        assert!(limiter.tracked() <= MAX_TRACKED);
+        assert!(
+            !limiter.allow(victim, t0),
+            "the victim's bucket is still empty"
+        );
+        // Once the sources go quiet their buckets refill and are forgotten.
+        let later = t0 + Duration::from_secs(2);
+        assert!(limiter.allow("203.0.113.9".parse().unwrap(), later));
+    }
+}
