@@ -355,3 +355,82 @@ fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
     assert!(ok, "{seen:?}");
     assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
 }
+
+/// Runs `jasper chat --transparent` as `ours` against tests/interop/rtc_peer.py (aiortc) as
+/// `theirs`, and checks the messages cross both ways and land in jasper's history.
+fn chat_with_aiortc(ours: &str, theirs: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash tests/run.sh`, which creates it with aiortc and jwcrypto",
+        python.display()
+    );
+    let stun = StunServer::start("");
+    let extra = format!(
+        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\nrendezvous_fingerprint = \"{}\"\n",
+        stun.udp, stun.tls, stun.printed_fingerprint
+    );
+    let home = Home::with_config(ours, None, &[], &extra);
+    home.add(theirs, &format!("{theirs}-4096"));
+    let keys = root.join("tests/fixtures/keys");
+    let mut peer = Command::new(&python)
+        .arg(root.join("tests/interop/rtc_peer.py"))
+        .arg(keys.join(format!("{theirs}-4096.key.pem")))
+        .arg(keys.join(format!("{ours}-4096.pub.pem")))
+        .arg(stun.tls.to_string())
+        .arg(stun.udp.to_string())
+        .arg(&stun.printed_fingerprint)
+        .arg("1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the aiortc peer");
+    let mut chat = Chat::start(&home, &[theirs, "--transparent", "--json", "--wait", "30s"]);
+    chat.wait_stderr(
+        &format!("Connected to {theirs} directly"),
+        Duration::from_secs(40),
+    );
+    chat.say("hello from jasper");
+    let reply = chat.next_json(Duration::from_secs(20));
+    assert_eq!(reply["content"], "aiortc got: hello from jasper");
+    assert_eq!(reply["contact"], theirs);
+    assert_eq!(reply["sender"], key_b64(&format!("{theirs}-4096")));
+    let status = peer.wait().unwrap();
+    let mut out = String::new();
+    peer.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    peer.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "aiortc peer failed:\n{out}\n{err}");
+    // The peer opened and verified our packet with jwcrypto and printed its message object.
+    let got: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let message = got
+        .iter()
+        .find(|o| o["content"] == "hello from jasper")
+        .unwrap_or_else(|| panic!("the peer never got our message: {out}\n{err}"));
+    assert_eq!(message["sender"], key_b64(&format!("{ours}-4096")));
+    assert_eq!(message["type"], "MESSAGE");
+    let (code, err) = chat.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        history(&home, theirs),
+        ["hello from jasper", "aiortc got: hello from jasper"]
+    );
+}
+
+#[test]
+fn aiortc_completes_a_data_channel_with_jasper() {
+    // bob's fingerprint is the lower one, so aiortc (as bob) offers and jasper answers.
+    chat_with_aiortc("alice", "bob");
+}

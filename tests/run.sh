@@ -28,14 +28,15 @@ if ! command -v turnutils_stunclient >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq coturn
 fi
 # - Python's ssl module (tests/interop/stun_tls_peer.py), a TLS stack other than rustls.
-# - Python's jwcrypto (in .venv), which opens our envelopes and seals its own.
+# - Python's jwcrypto (in .venv), which opens our envelopes and seals its own, and aiortc, a
+#   WebRTC stack other than ours (tests/interop/rtc_peer.py).
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-venv
 fi
-if ! .venv/bin/python -c "import jwcrypto" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import jwcrypto, aiortc" >/dev/null 2>&1; then
   rm -rf .venv
   python3 -m venv .venv || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
-  .venv/bin/pip install --quiet --disable-pip-version-check "jwcrypto==1.6.1"
+  .venv/bin/pip install --quiet --disable-pip-version-check "jwcrypto==1.6.1" "aiortc==1.14.0"
 fi
 
 cargo fmt --all -- --check

@@ -113,6 +113,11 @@ impl Negotiation {
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
             .with_include_loopback_candidate(options.bind.ip().is_loopback())
+            // The answerer is the DTLS server, hence the SCTP server, and the offerer (the ICE
+            // controlling side) opens the SCTP association. webrtc-rs lets only the DTLS client
+            // send INIT; peers such as aiortc let only the ICE controlling side send it; this
+            // choice satisfies both.
+            .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
             .build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(

@@ -33,12 +33,10 @@ def fingerprint(pub_pem: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def open_packet(recipient_key_path: str, sender_pub_path: str) -> None:
-    packet = json.load(sys.stdin)
-    with open(recipient_key_path, "rb") as f:
-        recipient = jwk.JWK.from_pem(f.read())
-    with open(sender_pub_path, "rb") as f:
-        sender_pem = f.read()
+def open_dict(packet: dict, recipient_pem: bytes, sender_pem: bytes) -> dict:
+    """Opens a packet addressed to `recipient_pem` (a private key) and verifies it was signed
+    by `sender_pem` (a public key); returns the message object."""
+    recipient = jwk.JWK.from_pem(recipient_pem)
     sender = jwk.JWK.from_pem(sender_pem)
     outer = jwe.JWE()
     outer.deserialize(packet["message"], key=recipient)
@@ -54,26 +52,22 @@ def open_packet(recipient_key_path: str, sender_pub_path: str) -> None:
     protected = json.loads(signature.objects["protected"])
     assert protected["alg"] == "PS256", protected
     # The recipient named in the signature is the key we decrypted with.
-    with open(recipient_key_path, "rb") as f:
-        priv = serialization.load_pem_private_key(f.read(), password=None)
+    priv = serialization.load_pem_private_key(recipient_pem, password=None)
     pub_pem = priv.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert protected["rcpt"] == fingerprint(pub_pem), "rcpt does not name the recipient"
     signature.verify(sender, detached_payload=plaintext)
-    obj = json.loads(plaintext)
-    print(json.dumps(obj))
+    return json.loads(plaintext)
 
 
-def seal_packet(sender_key_path: str, recipient_pub_path: str) -> None:
-    obj = sys.stdin.buffer.read().strip()
+def seal_bytes(obj: bytes, sender_pem: bytes, recipient_pem: bytes) -> dict:
+    """Seals the message object `obj` (JSON bytes) from `sender_pem` (a private key) to
+    `recipient_pem` (a public key); returns message, signature and hash."""
     size = max(len(obj), 512)
     bucket = 1 << (size - 1).bit_length()
     plaintext = obj + b" " * (bucket - len(obj))
-    with open(sender_key_path, "rb") as f:
-        sender = jwk.JWK.from_pem(f.read())
-    with open(recipient_pub_path, "rb") as f:
-        recipient_pem = f.read()
+    sender = jwk.JWK.from_pem(sender_pem)
     recipient = jwk.JWK.from_pem(recipient_pem)
     outer = jwe.JWE(plaintext, protected=json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM"}))
     outer.add_recipient(recipient)
@@ -88,11 +82,27 @@ def seal_packet(sender_key_path: str, recipient_pub_path: str) -> None:
     inner = jwe.JWE(detached.encode(), protected=json.dumps({"alg": "dir", "enc": "A256GCM"}))
     inner.add_recipient(signature_key(outer.cek))
     signature = inner.serialize(compact=True)
-    print(json.dumps({
+    return {
         "message": message,
         "signature": signature,
         "hash": hashlib.sha256(message.encode()).hexdigest(),
-    }))
+    }
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_packet(recipient_key_path: str, sender_pub_path: str) -> None:
+    packet = json.load(sys.stdin)
+    obj = open_dict(packet, read(recipient_key_path), read(sender_pub_path))
+    print(json.dumps(obj))
+
+
+def seal_packet(sender_key_path: str, recipient_pub_path: str) -> None:
+    obj = sys.stdin.buffer.read().strip()
+    print(json.dumps(seal_bytes(obj, read(sender_key_path), read(recipient_pub_path))))
 
 
 if __name__ == "__main__":
