@@ -358,7 +358,7 @@ fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
 
 /// Runs `jasper chat --transparent` as `ours` against tests/interop/rtc_peer.py (aiortc) as
 /// `theirs`, and checks the messages cross both ways and land in jasper's history.
-fn chat_with_aiortc(ours: &str, theirs: &str) {
+fn chat_with_aiortc(ours: &str, theirs: &str, hostile: bool) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(
@@ -382,6 +382,7 @@ fn chat_with_aiortc(ours: &str, theirs: &str) {
         .arg(stun.udp.to_string())
         .arg(&stun.printed_fingerprint)
         .arg("1")
+        .args(hostile.then_some("hostile"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -423,6 +424,14 @@ fn chat_with_aiortc(ours: &str, theirs: &str) {
     assert_eq!(message["type"], "MESSAGE");
     let (code, err) = chat.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{err}");
+    if hostile {
+        assert!(
+            err.contains("skipped a message: not a JSON packet"),
+            "{err}"
+        );
+        assert!(err.contains("skipped a message: not a packet"), "{err}");
+        assert!(err.matches("skipped a message").count() >= 3, "{err}");
+    }
     assert_eq!(
         history(&home, theirs),
         ["hello from jasper", "aiortc got: hello from jasper"]
@@ -432,5 +441,49 @@ fn chat_with_aiortc(ours: &str, theirs: &str) {
 #[test]
 fn aiortc_completes_a_data_channel_with_jasper() {
     // bob's fingerprint is the lower one, so aiortc (as bob) offers and jasper answers.
-    chat_with_aiortc("alice", "bob");
+    chat_with_aiortc("alice", "bob", false);
+}
+
+#[test]
+fn garbage_and_duplicates_from_a_peer_are_skipped_and_the_chat_goes_on() {
+    chat_with_aiortc("alice", "bob", true);
+}
+
+#[test]
+fn stun_check_reports_our_address_over_tls_and_udp() {
+    let stun = StunServer::start("");
+    let (alice, _bob) = transparent_pair(&stun, false);
+    let (code, out, err) = run_jasper(&["stun-check", "--json"], alice.path());
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["tls"]["server"], stun.tls.to_string());
+    assert_eq!(
+        report["tls"]["certificate"],
+        stun.printed_fingerprint.as_str()
+    );
+    let tls: std::net::SocketAddr = report["tls"]["address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(tls.ip().to_string(), "127.0.0.1");
+    assert_ne!(tls.port(), 0);
+    let udp: std::net::SocketAddr = report["udp"]["address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(udp.ip().to_string(), "127.0.0.1");
+    // Human output says the same.
+    let (code, out, err) = run_jasper(&["stun-check"], alice.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("over TLS") && out.contains("over UDP"),
+        "{out}"
+    );
+
+    // Nothing listening: a network failure (3). No rendezvous configured: a user error (2).
+    let nobody = Home::with_config(
+        "alice",
+        None,
+        &[],
+        &format!("rendezvous = \"127.0.0.1:{}\"\n", common::free_port()),
+    );
+    let (code, _, err) = run_jasper(&["stun-check"], nobody.path());
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the rendezvous"), "{err}");
+    let (code, _, err) = run_jasper(&["stun-check"], Home::new("alice", &[]).path());
+    assert_eq!(code, 2, "{err}");
 }

@@ -76,6 +76,9 @@ _jasper() {
             jasper,stun)
                 cmd="jasper__subcmd__stun"
                 ;;
+            jasper,stun-check)
+                cmd="jasper__subcmd__stun__subcmd__check"
+                ;;
             jasper__subcmd__config,check)
                 cmd="jasper__subcmd__config__subcmd__check"
                 ;;
@@ -220,6 +223,9 @@ _jasper() {
             jasper__subcmd__help,stun)
                 cmd="jasper__subcmd__help__subcmd__stun"
                 ;;
+            jasper__subcmd__help,stun-check)
+                cmd="jasper__subcmd__help__subcmd__stun__subcmd__check"
+                ;;
             jasper__subcmd__help__subcmd__config,check)
                 cmd="jasper__subcmd__help__subcmd__config__subcmd__check"
                 ;;
@@ -275,7 +281,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -893,7 +899,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay stun serve init id contacts send receive history edit delete react group chat servers config completions man assets help"
+            opts="relay stun serve init id contacts send receive history edit delete react group chat stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1354,6 +1360,20 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__help__subcmd__stun__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__history)
             opts="-h -V --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1637,6 +1657,24 @@ _jasper() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__stun__subcmd__check)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

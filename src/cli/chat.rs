@@ -12,12 +12,13 @@ use tokio::sync::mpsc;
 
 use super::messaging::{Session, now_ms, print_received};
 use super::{ChatArgs, Fallback};
+use crate::client::ClientDb;
 use crate::client::contacts::{Contact, Contacts};
 use crate::client::messaging::Kind;
-use crate::client::rendezvous::{Rendezvous, hex};
+use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
 use crate::client::transparent::{self, TransparentError, TransparentOptions};
-use crate::config::{Config, parse_fingerprint};
+use crate::config::Config;
 use crate::proto::PublicKey;
 
 /// Longest line sent in transparent mode: its sealed packet must fit one data-channel message.
@@ -99,19 +100,24 @@ async fn fall_back(fallback: Fallback, lines: &mut mpsc::Receiver<String>) -> bo
     }
 }
 
-/// The rendezvous certificate to insist on: the configured pin, else the one seen first.
-fn pinned_certificate(
+/// Connects to the rendezvous at `addr` with the pinned certificate, or remembers the one it
+/// shows the first time.
+pub(super) async fn open_rendezvous(
     config: &Config,
-    session: &Session,
+    db: &ClientDb,
     addr: &str,
-) -> anyhow::Result<Option<[u8; 32]>> {
-    if let Some(text) = &config.client.rendezvous_fingerprint {
-        return Ok(parse_fingerprint(text));
+) -> anyhow::Result<Rendezvous> {
+    let pinned = rendezvous::pin_for(db, config.client.rendezvous_fingerprint.as_deref(), addr)?;
+    let connected = Rendezvous::connect(addr, pinned, config.client.request_timeout).await?;
+    if pinned.is_none() {
+        let fp = connected.fingerprint();
+        rendezvous::remember(db, addr, &fp)?;
+        eprintln!(
+            "Trusting the rendezvous certificate {} from now on (first use).",
+            hex(&fp)
+        );
     }
-    Ok(session
-        .db
-        .setting(&format!("rendezvous-cert:{addr}"))?
-        .and_then(|t| parse_fingerprint(&t)))
+    Ok(connected)
 }
 
 async fn direct_chat(
@@ -131,15 +137,7 @@ async fn direct_chat(
     };
     let peer = PublicKey::parse(&contact.public_key, 2048)?;
     let step = config.client.request_timeout;
-    let pinned = pinned_certificate(config, session, &addr)?;
-    let mut rendezvous = Rendezvous::connect(&addr, pinned, step).await?;
-    if pinned.is_none() {
-        let fp = hex(&rendezvous.fingerprint());
-        session
-            .db
-            .set_setting(&format!("rendezvous-cert:{addr}"), &fp)?;
-        eprintln!("Trusting the rendezvous certificate {fp} from now on (first use).");
-    }
+    let mut rendezvous = open_rendezvous(config, &session.db, &addr).await?;
     rendezvous.authenticate(&session.identity, step).await?;
     eprintln!(
         "Waiting up to {} for {} (transparent mode)...",

@@ -18,6 +18,7 @@ mod messaging;
 mod relay;
 mod serve;
 mod stun;
+mod stun_check;
 
 use crate::client::messaging::Kind;
 
@@ -72,6 +73,8 @@ pub enum Command {
     Group(GroupArgs),
     /// Chat with a contact: lines you type go to them, their messages are printed as they come
     Chat(ChatArgs),
+    /// Show your public address as the STUN service sees it (over TLS, and over UDP)
+    StunCheck(StunCheckArgs),
     /// Show the relays you know, their load and roles, and what that means for anonymity
     Servers(ServersArgs),
     /// Print the sample configuration, or check a configuration file
@@ -239,6 +242,14 @@ pub struct ChatArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: MessageArgs,
+}
+
+/// `jasper stun-check`.
+#[derive(Debug, Args)]
+pub struct StunCheckArgs {
+    /// Print one JSON object: tls {server, address, certificate} and udp {server, address}
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `jasper chat --transparent` does when the contact does not come online in time.
@@ -465,6 +476,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::React(args) => messaging::act(&load()?.0, Kind::React, &args),
         Command::Group(args) => messaging::group(&load()?.0, &args),
         Command::Chat(args) => chat::run(&load()?.0, &args),
+        Command::StunCheck(args) => stun_check::run(&load()?.0, &args),
         Command::Servers(args) => messaging::servers(&load()?.0, &args),
     }
 }

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::db::{ClientDb, DbError};
+use crate::config::parse_fingerprint;
 use crate::crypto::{Identity, challenge};
 use crate::proto::ServerEntry;
 use crate::proto::rendezvous::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, auth_input};
@@ -58,6 +60,26 @@ pub enum RendezvousError {
     /// Too slow.
     #[error("the rendezvous did not answer in time")]
     Timeout,
+}
+
+/// The rendezvous certificate to insist on at `addr`: the configured pin, else the one
+/// remembered from the first connection (trust on first use), else none.
+pub fn pin_for(
+    db: &ClientDb,
+    configured: Option<&str>,
+    addr: &str,
+) -> Result<Option<[u8; 32]>, DbError> {
+    if let Some(text) = configured {
+        return Ok(parse_fingerprint(text));
+    }
+    Ok(db
+        .setting(&format!("rendezvous-cert:{addr}"))?
+        .and_then(|t| parse_fingerprint(&t)))
+}
+
+/// Remembers the certificate first seen at `addr`.
+pub fn remember(db: &ClientDb, addr: &str, fingerprint: &[u8; 32]) -> Result<(), DbError> {
+    db.set_setting(&format!("rendezvous-cert:{addr}"), &hex(fingerprint))
 }
 
 /// Lowercase hex of a fingerprint.
@@ -131,6 +153,8 @@ pub struct Rendezvous {
     writer: WriteHalf<TlsStream<TcpStream>>,
     certificate: Vec<u8>,
     addr: String,
+    /// A frame read in part (kept so that `recv` can be cancelled and called again).
+    partial: Vec<u8>,
 }
 
 impl Rendezvous {
@@ -200,6 +224,7 @@ impl Rendezvous {
             writer,
             certificate,
             addr: addr.to_owned(),
+            partial: Vec::new(),
         })
     }
 
@@ -225,6 +250,17 @@ impl Rendezvous {
             .map_err(|e| RendezvousError::Protocol(e.to_string()))
     }
 
+    /// Asks for our address as the server sees it: a STUN Binding request on this stream.
+    pub async fn binding(&mut self) -> Result<std::net::SocketAddr, RendezvousError> {
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).expect("the operating system's random source works");
+        self.send_raw(&crate::proto::stun::binding_request(&id))
+            .await?;
+        let answer = self.recv_stun().await?;
+        crate::proto::stun::parse_binding_response(&answer, &id)
+            .ok_or_else(|| RendezvousError::Protocol("an unusable STUN answer".into()))
+    }
+
     /// Sends raw bytes (a STUN message).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RendezvousError> {
         self.writer
@@ -240,33 +276,36 @@ impl Rendezvous {
     /// Reads one STUN message (RFC 8489 §6.2.2 framing) from the stream.
     pub async fn recv_stun(&mut self) -> Result<Vec<u8>, RendezvousError> {
         let broken = |e: std::io::Error| RendezvousError::Protocol(e.to_string());
-        let mut message = vec![0u8; 20];
-        self.reader.read_exact(&mut message).await.map_err(broken)?;
-        let len = u16::from_be_bytes([message[2], message[3]]) as usize;
-        message.resize(20 + len, 0);
+        let mut header = [0u8; crate::proto::stun::HEADER_BYTES];
+        self.reader.read_exact(&mut header).await.map_err(broken)?;
+        let len = crate::proto::stun::framed_length(&header)
+            .map_err(|e| RendezvousError::Protocol(format!("a bad STUN answer ({e:?})")))?;
+        let mut message = header.to_vec();
+        message.resize(len, 0);
         self.reader
-            .read_exact(&mut message[20..])
+            .read_exact(&mut message[crate::proto::stun::HEADER_BYTES..])
             .await
             .map_err(broken)?;
         Ok(message)
     }
 
     /// Receives the next frame; `Err` when the stream ends or breaks the protocol.
+    /// Cancel-safe: a frame read in part is kept for the next call.
     pub async fn recv(&mut self) -> Result<ServerFrame, RendezvousError> {
-        let mut line = Vec::new();
+        let room = (MAX_FRAME_BYTES as u64).saturating_sub(self.partial.len() as u64);
         let n = (&mut self.reader)
-            .take(MAX_FRAME_BYTES as u64)
-            .read_until(b'\n', &mut line)
+            .take(room)
+            .read_until(b'\n', &mut self.partial)
             .await
             .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
-        if n == 0 {
-            return Err(RendezvousError::Protocol(
-                "the server closed the stream".into(),
-            ));
+        if self.partial.last() != Some(&b'\n') {
+            return Err(RendezvousError::Protocol(if n == 0 && room > 0 {
+                "the server closed the stream".into()
+            } else {
+                "an oversized frame".into()
+            }));
         }
-        if line.last() != Some(&b'\n') {
-            return Err(RendezvousError::Protocol("an oversized frame".into()));
-        }
+        let line = std::mem::take(&mut self.partial);
         serde_json::from_slice(&line)
             .map_err(|e| RendezvousError::Protocol(format!("an unreadable frame ({e})")))
     }

@@ -137,15 +137,25 @@ pub async fn connect(
     }
 }
 
-/// The next frame before `deadline`; `Ok(None)` when the deadline passed.
+/// How often a waiting client shows the rendezvous it is still there.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The next frame before `deadline`; `Ok(None)` when the deadline passed. A `ping` goes out
+/// every [`KEEPALIVE`] of silence, so that a long wait does not look idle to the server.
 async fn next_frame(
     rendezvous: &mut Rendezvous,
     deadline: Instant,
 ) -> Result<Option<ServerFrame>, TransparentError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, rendezvous.recv()).await {
-        Ok(frame) => Ok(Some(frame?)),
-        Err(_) => Ok(None),
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match tokio::time::timeout(left.min(KEEPALIVE), rendezvous.recv()).await {
+            Ok(frame) => return Ok(Some(frame?)),
+            Err(_) if left > KEEPALIVE => rendezvous.send(&ClientFrame::Ping).await?,
+            Err(_) => return Ok(None),
+        }
     }
 }
 

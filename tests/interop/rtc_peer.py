@@ -5,7 +5,9 @@ used by tests/client_chat.rs. It meets `jasper chat --transparent` through our r
 opens a data channel, and answers every packet it gets with a packet of its own:
 "aiortc got: <content>". It prints each message object it receives, one JSON per line.
 
-    rtc_peer.py MY_KEY.pem PEER_PUB.pem RENDEZVOUS_HOST:PORT STUN_HOST:PORT PIN REPLIES
+    rtc_peer.py MY_KEY.pem PEER_PUB.pem RENDEZVOUS_HOST:PORT STUN_HOST:PORT PIN REPLIES [hostile]
+
+With `hostile`, garbage and a duplicate are sent before each reply.
 """
 
 import asyncio
@@ -77,7 +79,7 @@ async def recv(reader) -> dict:
     return json.loads(line)
 
 
-async def main(key_path, peer_path, rendezvous, stun, pin, replies) -> None:
+async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile) -> None:
     me = Peer(read(key_path), read(peer_path))
     host, port = rendezvous.rsplit(":", 1)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -123,6 +125,14 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies) -> None:
             }
             packet = me.seal(reply)
             packet["recipient"] = me.peer_b64
+            if hostile:
+                # What a hostile peer might send first; jasper must skip it and go on.
+                channel.send(b"\x00\xffnot json at all")
+                channel.send(json.dumps({"message": 5, "signature": []}))
+                channel.send(json.dumps({"message": "a.b.c.d.e", "signature": "x.y.z.w.v"}))
+                channel.send("x" * 15000)
+                # The same packet twice: filed once.
+                channel.send(json.dumps(packet))
             channel.send(json.dumps(packet))
             answered += 1
             if answered >= replies:
@@ -174,4 +184,5 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies) -> None:
 
 if __name__ == "__main__":
     key, peer, rendezvous, stun, pin, replies = sys.argv[1:7]
-    asyncio.run(main(key, peer, rendezvous, stun, pin, int(replies)))
+    hostile = sys.argv[7:8] == ["hostile"]
+    asyncio.run(main(key, peer, rendezvous, stun, pin, int(replies), hostile))
