@@ -25,6 +25,10 @@ The client's database: contacts, history, known relays.
 .TP
 \fI$XDG_DATA_HOME/jasper/relay/relay.redb\fR
 A relay's database.
+.TP
+\fI$XDG_DATA_HOME/jasper/stun/cert.pem\fR, \fIkey.pem\fR
+The STUN service's self-signed TLS certificate and its key (mode 0600), made on first start
+unless \fB[stun] tls_certificate\fR and \fBtls_key\fR name others.
 .SH ENVIRONMENT
 .TP
 \fBJASPER_CONFIG\fR
