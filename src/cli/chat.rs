@@ -188,10 +188,10 @@ async fn talk(
                     );
                     continue;
                 }
-                let (packet, _) = session.with_local(|m| {
-                    Ok(m.seal_direct(contact, &line, now_ms())?)
-                })?;
+                tracing::debug!("sealing a line");
+                let (packet, _) = durably(session, |m| Ok(m.seal_direct(contact, &line, now_ms())?))?;
                 let bytes = serde_json::to_vec(&packet)?;
+                tracing::debug!(bytes = bytes.len(), "sending a packet");
                 debug_assert!(bytes.len() <= MAX_DATA_MESSAGE);
                 link.send(&bytes).await.context("the direct connection closed")?;
             }
@@ -200,14 +200,30 @@ async fn talk(
                     eprintln!("{} left.", contact.name);
                     return Ok(());
                 };
-                match session.with_local(|m| Ok(m.accept_direct(&data, peer)))? {
-                    Ok(Some(received)) => print_received(&received, json)?,
+                tracing::debug!(bytes = data.len(), "received a packet");
+                match durably(session, |m| Ok(m.accept_direct(&data, peer)))? {
+                    Ok(Some(received)) => {
+                        tracing::debug!("filed a message");
+                        print_received(&received, json)?;
+                    }
                     Ok(None) => {}
                     Err(reason) => eprintln!("warning: skipped a message: {reason}"),
                 }
             }
         }
     }
+}
+
+/// Runs `f` (local work) with its several commits made durable by one flush at the end.
+fn durably<T>(
+    session: &Session,
+    f: impl FnOnce(&crate::client::messaging::Messenger<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    session.db.set_relaxed(true);
+    let result = session.with_local(f);
+    session.db.set_relaxed(false);
+    session.db.flush()?;
+    result
 }
 
 /// Anonymous mode: each line is sent through the relays; the inbox is checked every

@@ -231,11 +231,22 @@ impl Negotiation {
                 }
             });
             let mut state = self.state.clone();
+            // webrtc 0.21's driver sends what its own events produce (the SCTP INIT, the
+            // channel's OPEN) only at its next wake, up to the 200 ms SCTP timer later; a
+            // call that wakes it every few milliseconds until the channel is open saves
+            // ~0.4 s of every connection.
+            let nudge = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let _ = channel.set_buffered_amount_low_threshold(0).await;
+                }
+            };
             tokio::select! {
                 r = open_rx.wait_for(|open| *open) => { r.map_err(|_| RtcError::Closed)?; }
                 _ = state.wait_for(|s| *s == RTCPeerConnectionState::Failed) => {
                     return Err(RtcError::Closed);
                 }
+                () = nudge => unreachable!("the nudge never ends"),
             }
             Ok(Link {
                 pc: self.pc.clone(),
