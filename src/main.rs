@@ -6,11 +6,16 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `RUST_LOG`: our own information, and only the errors of the WebRTC
+/// stack, whose routine warnings (ICE checks racing the answer, say) would fill a chat.
+const DEFAULT_LOG: &str = "info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,\
+    rtc_sctp=error,rtc_datachannel=error,rtc_srtp=error,rtc_mdns=error,rtc_stun=error";
+
 fn main() -> ExitCode {
     let cli = jasper::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -25,7 +25,18 @@ struct Chat {
 
 impl Chat {
     fn start(home: &Home, args: &[&str]) -> Chat {
-        let mut child = Command::new(jasper_bin())
+        Self::start_with_log(home, args, "")
+    }
+
+    /// Starts it with `RUST_LOG` set to `log` (its log goes to stderr).
+    fn start_with_log(home: &Home, args: &[&str], log: &str) -> Chat {
+        let mut command = Command::new(jasper_bin());
+        if log.is_empty() {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", log);
+        }
+        let mut child = command
             .arg("chat")
             .args(args)
             .current_dir(home.path())
@@ -241,6 +252,13 @@ fn transparent_chat_meets_through_our_stun_and_talks_both_ways() {
     b.wait_stderr("alice left", Duration::from_secs(30));
     let (code, err) = b.finish(Duration::from_secs(10));
     assert_eq!(code, 0, "{err}");
+    // At the default log level a chat's stderr holds only what it says to the person.
+    for line in err.lines() {
+        assert!(
+            !line.contains(" WARN ") && !line.contains(" INFO "),
+            "noise: {line}"
+        );
+    }
     // The same history as anonymous mode, on both sides, in order.
     let both = ["hello bob, directly", "hi alice", "how are you?"];
     assert_eq!(history(&alice, "bob"), both);
@@ -489,4 +507,29 @@ fn stun_check_reports_our_address_over_tls_and_udp() {
     assert!(err.contains("cannot reach the rendezvous"), "{err}");
     let (code, _, err) = run_jasper(&["stun-check"], Home::new("alice", &[]).path());
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn an_offer_that_expires_is_made_again_while_the_offerer_still_waits() {
+    // Offers live one second; bob (the lower fingerprint, so the offerer) waits alone for
+    // three before alice comes: his first offers expire, a new one reaches her.
+    let stun = StunServer::start("offer_ttl = \"1s\"");
+    let (alice, bob) = transparent_pair(&stun, true);
+    let mut b = Chat::start_with_log(
+        &bob,
+        &["alice", "--transparent", "--json", "--wait", "30s"],
+        "jasper=debug",
+    );
+    b.wait_stderr("the offer expired unanswered", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let a = Chat::start(&alice, &["bob", "--transparent", "--json", "--wait", "30s"]);
+    a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
+    b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
+    b.say("still here");
+    assert_eq!(
+        a.next_json(Duration::from_secs(10))["content"],
+        "still here"
+    );
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
+    assert_eq!(a.finish(Duration::from_secs(30)).0, 0);
 }

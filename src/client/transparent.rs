@@ -194,7 +194,10 @@ async fn offer(
                     negotiation.accept_answer(sdp).await?;
                     return Ok(());
                 }
-                ServerFrame::Expired { id: gone } if gone == id => break,
+                ServerFrame::Expired { id: gone } if gone == id => {
+                    tracing::debug!("the offer expired unanswered; making a new one");
+                    break;
+                }
                 ServerFrame::Error { error, .. } => {
                     return Err(RendezvousError::Refused(error).into());
                 }
