@@ -338,3 +338,38 @@ fn the_reconcile_endpoint_refuses_bad_input() {
     assert_eq!(status, 404, "{body}");
     relay.send_ok(&packet_for(&key_b64("alice-4096"), 1, 100));
 }
+
+/// The one peer `relay` knows, as `GET /peers` shows it.
+fn only_peer(relay: &Relay) -> Value {
+    let mut resp = common::agent().get(&relay.url("/peers")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.body_mut().read_json().unwrap();
+    body["peers"][0].clone()
+}
+
+#[test]
+fn a_peer_that_was_down_gets_broadcasts_as_soon_as_it_calls_us() {
+    // Syncs once an hour: only the peer's own call can end the back-off within the test.
+    let (p1, p2) = (free_port(), free_port());
+    let slow = "message_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"";
+    let r1 = Relay::start_at(p1, &mesh_config(p1, &[p2], slow));
+    // r1 tries r2, which is not there yet, and backs off.
+    assert!(
+        eventually(Duration::from_secs(20), || only_peer(&r1)["state"]
+            == "backing-off"),
+        "{}",
+        only_peer(&r1)
+    );
+    // r2 comes up and syncs with r1 at once, naming itself.
+    let r2 = Relay::start_at(p2, &mesh_config(p2, &[p1], slow));
+    assert!(
+        eventually(Duration::from_secs(20), || only_peer(&r1)["state"]
+            == "healthy"),
+        "{}",
+        only_peer(&r1)
+    );
+    // So a packet sent to r1 now is pushed to r2 right away, not after an hour.
+    let p = packet_for(&key_b64("alice-4096"), 7, 300);
+    r1.send_ok(&p);
+    assert!(eventually(Duration::from_secs(10), || holds(&r2, &p)));
+}

@@ -215,6 +215,16 @@ where
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    // A known peer that calls us is up: broadcasts to it need not wait for our next sync.
+    if matches!(
+        endpoint,
+        Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
+    ) && let Some(peer) = caller
+        .as_deref()
+        .and_then(|c| super::mesh::known_caller(&state, c))
+    {
+        state.peers.note_alive(&peer, crate::relay::clock::now_ms());
+    }
     let result = match endpoint {
         Endpoint::Send => send(&state, bytes).await,
         Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,

@@ -248,6 +248,29 @@ impl PeerBook {
         }
     }
 
+    /// `peer` has just called us, so it is up: any back-off from earlier failures to reach
+    /// it ends now (its score and any quarantine stay). Without this, a peer that was down
+    /// when we last tried would miss every broadcast until our next sync with it.
+    pub fn note_alive(&self, peer: &ServerEntry, now: u64) {
+        let record = {
+            let mut records = self.records();
+            let Some(record) = records.get_mut(peer) else {
+                return;
+            };
+            if record.retry_at <= now || record.quarantined(now) {
+                return;
+            }
+            record.retry_at = 0;
+            record.failures = 0;
+            record.clone()
+        };
+        tracing::debug!(peer = %peer, "peer is up again");
+        let bytes = serde_json::to_vec(&record).expect("record serializes");
+        if let Err(e) = self.store.save_peer_record(peer, &bytes) {
+            tracing::error!(error = %e, "cannot keep a peer record");
+        }
+    }
+
     /// Whether `peer` offers set reconciliation, if checked less than `max_age_ms` ago.
     pub fn capability(&self, peer: &ServerEntry, now: u64, max_age_ms: u64) -> Option<bool> {
         let caps = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
