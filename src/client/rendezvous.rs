@@ -147,6 +147,18 @@ impl ServerCertVerifier for PinnedOrFirst {
     }
 }
 
+/// The TLS client configuration for a rendezvous: the certificate whose SHA-256 is `pinned`
+/// (none: any, for trust on first use), the handshake's signatures always checked.
+pub fn tls_config(pinned: Option<[u8; 32]>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedOrFirst { pinned, provider }))
+        .with_no_client_auth()
+}
+
 /// An open TLS stream to the rendezvous.
 pub struct Rendezvous {
     reader: BufReader<ReadHalf<TlsStream<TcpStream>>>,
@@ -168,13 +180,7 @@ impl Rendezvous {
         let entry: ServerEntry = addr
             .parse()
             .map_err(|_| RendezvousError::Address(addr.to_owned()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RendezvousError::Protocol(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedOrFirst { pinned, provider }))
-            .with_no_client_auth();
+        let config = tls_config(pinned);
         let name = match &entry.host {
             crate::proto::server::Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
             crate::proto::server::Host::Domain(d) => ServerName::try_from(d.clone())
@@ -240,14 +246,7 @@ impl Rendezvous {
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), RendezvousError> {
-        self.writer
-            .write_all(frame.to_line().as_bytes())
-            .await
-            .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
-        self.writer
-            .flush()
-            .await
-            .map_err(|e| RendezvousError::Protocol(e.to_string()))
+        self.send_raw(frame.to_line().as_bytes()).await
     }
 
     /// Asks for our address as the server sees it: a STUN Binding request on this stream.
@@ -261,7 +260,7 @@ impl Rendezvous {
             .ok_or_else(|| RendezvousError::Protocol("an unusable STUN answer".into()))
     }
 
-    /// Sends raw bytes (a STUN message).
+    /// Sends raw bytes (a STUN message, or a frame's line).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RendezvousError> {
         self.writer
             .write_all(bytes)
