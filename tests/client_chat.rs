@@ -170,6 +170,10 @@ fn anonymous_chat_goes_both_ways_through_the_relays() {
     let got = a.next_json(Duration::from_secs(20));
     assert_eq!(got["content"], "hi alice");
     assert_eq!(got["contact"], "bob");
+    // While a chat runs, another command on the same database says why it cannot.
+    let (code, _, err) = run_jasper(&["receive"], alice.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("another jasper is using it"), "{err}");
     assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
     assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
     assert_eq!(

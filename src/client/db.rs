@@ -51,7 +51,14 @@ impl ClientDb {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(dir.join("client.redb")).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(dir.join("client.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
+                "another jasper is using it (a running `chat` or `receive --watch`?); \
+                 stop that one or run this command there"
+                    .into(),
+            ),
+            e => open_err(e.to_string()),
+        })?;
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(CONTACTS).map_err(engine)?;
         txn.open_table(SETTINGS).map_err(engine)?;
