@@ -254,17 +254,27 @@ impl Messenger<'_> {
 
     /// Seals `object` to `recipient` and sends it through the recipient's TX relay.
     fn deliver(&self, object: &Value, recipient: &PublicKey) -> Result<PacketHash, MessagingError> {
+        let (packet, hash) = self.seal_packet(object, recipient)?;
+        let relay = self.servers.tx_for(&recipient.fingerprint())?;
+        self.transport.send(&relay, &packet)?;
+        Ok(hash)
+    }
+
+    /// Seals `object` to `recipient` into a packet, as `/send` carries it.
+    fn seal_packet(
+        &self,
+        object: &Value,
+        recipient: &PublicKey,
+    ) -> Result<(Value, PacketHash), MessagingError> {
         let sealed = seal(object.to_string().as_bytes(), self.me, recipient)
             .map_err(MessagingError::Seal)?;
-        let relay = self.servers.tx_for(&recipient.fingerprint())?;
         let packet = json!({
             "recipient": recipient.canonical(),
             "message": sealed.message,
             "hash": sealed.hash.to_string(),
             "signature": sealed.signature,
         });
-        self.transport.send(&relay, &packet)?;
-        Ok(sealed.hash)
+        Ok((packet, sealed.hash))
     }
 
     /// Seals a new message to `contact` for a direct (transparent-mode) link instead of a
@@ -287,21 +297,14 @@ impl Messenger<'_> {
             "id": id,
             "timestamp": rfc3339_ms(now_ms),
         });
-        let sealed = seal(object.to_string().as_bytes(), self.me, &recipient)
-            .map_err(MessagingError::Seal)?;
-        let packet = json!({
-            "recipient": recipient.canonical(),
-            "message": sealed.message,
-            "hash": sealed.hash.to_string(),
-            "signature": sealed.signature,
-        });
-        self.db.mark_seen(&sealed.hash.0)?;
+        let (packet, hash) = self.seal_packet(&object, &recipient)?;
+        self.db.mark_seen(&hash.0)?;
         self.file(&object, self.me.public())?;
         Ok((
             packet,
             SendReport {
                 id,
-                hash: sealed.hash.to_string(),
+                hash: hash.to_string(),
                 channel_id: channel,
                 copied_to_self: false,
             },
