@@ -10,14 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::messaging::{Session, now_ms, print_received};
+use super::messaging::{Session, print_received};
 use super::{ChatArgs, Fallback};
-use crate::client::ClientDb;
 use crate::client::contacts::{Contact, Contacts};
 use crate::client::messaging::Kind;
 use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
 use crate::client::transparent::{self, TransparentError, TransparentOptions};
+use crate::client::{ClientDb, now_ms};
 use crate::config::Config;
 use crate::proto::PublicKey;
 

@@ -10,21 +10,15 @@ use super::{
     GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersArgs,
     TargetArgs,
 };
-use crate::client::ClientDb;
 use crate::client::contacts::Contacts;
 use crate::client::groups::{Group, Groups};
 use crate::client::messaging::{Kind, Messenger, Received, SendReport};
 use crate::client::servers::Servers;
 use crate::client::transport::Transport;
+use crate::client::{ClientDb, now_ms};
 use crate::config::Config;
 use crate::crypto::Identity;
 use crate::proto::ServerEntry;
-
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What every messaging command opens: the identity, the database, the relays.
 pub(super) struct Session {

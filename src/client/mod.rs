@@ -13,3 +13,10 @@ pub mod transport;
 
 pub use contacts::{Contact, ContactError};
 pub use db::{ClientDb, DbError};
+
+/// Milliseconds since the Unix epoch, by the wall clock (0 if it is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

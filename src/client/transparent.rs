@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::now_ms;
 use super::rendezvous::{Rendezvous, RendezvousError, unexpected};
 use super::rtc::{Link, Negotiation, RtcError, RtcOptions};
 use crate::crypto::{Identity, open, seal};
@@ -47,12 +48,6 @@ pub struct TransparentOptions {
     pub wait: Duration,
     /// Time allowed for each network step (TLS, authentication, ICE + DTLS).
     pub step_timeout: Duration,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Whether we make the offer: the lower fingerprint offers.
