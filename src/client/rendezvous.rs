@@ -91,6 +91,8 @@ pub fn hex(fp: &[u8; 32]) -> String {
 struct PinnedOrFirst {
     pinned: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
+    /// The fingerprint of a certificate refused for not being the pinned one.
+    refused: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl ServerCertVerifier for PinnedOrFirst {
@@ -104,10 +106,13 @@ impl ServerCertVerifier for PinnedOrFirst {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         match self.pinned {
-            Some(pin) if pin != seen => Err(rustls::Error::General(format!(
-                "certificate {} is not the pinned one",
-                hex(&seen)
-            ))),
+            Some(pin) if pin != seen => {
+                *self.refused.lock().expect("not poisoned") = Some(seen);
+                Err(rustls::Error::General(format!(
+                    "certificate {} is not the pinned one",
+                    hex(&seen)
+                )))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -150,13 +155,23 @@ impl ServerCertVerifier for PinnedOrFirst {
 /// The TLS client configuration for a rendezvous: the certificate whose SHA-256 is `pinned`
 /// (none: any, for trust on first use), the handshake's signatures always checked.
 pub fn tls_config(pinned: Option<[u8; 32]>) -> rustls::ClientConfig {
+    with_verifier(pinned).0
+}
+
+fn with_verifier(pinned: Option<[u8; 32]>) -> (rustls::ClientConfig, Arc<PinnedOrFirst>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider.clone())
+    let verifier = Arc::new(PinnedOrFirst {
+        pinned,
+        provider: provider.clone(),
+        refused: std::sync::Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedOrFirst { pinned, provider }))
-        .with_no_client_auth()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    (config, verifier)
 }
 
 /// An open TLS stream to the rendezvous.
@@ -180,7 +195,7 @@ impl Rendezvous {
         let entry: ServerEntry = addr
             .parse()
             .map_err(|_| RendezvousError::Address(addr.to_owned()))?;
-        let config = tls_config(pinned);
+        let (config, verifier) = with_verifier(pinned);
         let name = match &entry.host {
             crate::proto::server::Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
             crate::proto::server::Host::Domain(d) => ServerName::try_from(d.clone())
@@ -199,18 +214,14 @@ impl Rendezvous {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| {
-                    let text = e.to_string();
-                    match (pinned, text.contains("not the pinned")) {
-                        (Some(pin), true) => RendezvousError::WrongCertificate {
+                    let refused = *verifier.refused.lock().expect("not poisoned");
+                    match (pinned, refused) {
+                        (Some(pin), Some(seen)) => RendezvousError::WrongCertificate {
                             addr: addr.to_owned(),
-                            seen: text
-                                .split_whitespace()
-                                .find(|w| w.len() == 64)
-                                .unwrap_or("?")
-                                .to_owned(),
+                            seen: hex(&seen),
                             pinned: hex(&pin),
                         },
-                        _ => unreachable(text),
+                        _ => unreachable(e.to_string()),
                     }
                 })
         };
