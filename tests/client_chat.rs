@@ -201,21 +201,34 @@ fn transparent_chat_without_a_rendezvous_says_what_to_configure() {
 /// Homes for alice and bob that meet through `stun` (no relays at all: transparent mode must
 /// not need them), with WebRTC on loopback.
 fn transparent_pair(stun: &StunServer, pin: bool) -> (Home, Home) {
-    let extra = format!(
-        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\n{}",
-        stun.udp,
-        stun.tls,
-        if pin {
-            format!(
-                "rendezvous_fingerprint = \"{}\"\n",
-                stun.printed_fingerprint
-            )
-        } else {
-            String::new()
-        }
+    transparent_pair_with_relays(stun, pin, &[])
+}
+
+/// The `[client]` lines that point a home at `stun` for transparent mode, with WebRTC on
+/// loopback and, when `pin`, the printed certificate fingerprint pinned.
+fn transparent_config(stun: &StunServer, pin: bool) -> String {
+    let mut extra = format!(
+        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\n",
+        stun.udp, stun.tls
     );
-    let alice = Home::with_config("alice", None, &[], &extra);
-    let bob = Home::with_config("bob", None, &[], &extra);
+    if pin {
+        extra.push_str(&format!(
+            "rendezvous_fingerprint = \"{}\"\n",
+            stun.printed_fingerprint
+        ));
+    }
+    extra
+}
+
+/// Alice and bob as contacts of each other, meeting through `stun`, with `relays` too.
+fn transparent_pair_with_relays(
+    stun: &StunServer,
+    pin: bool,
+    relays: &[std::net::SocketAddr],
+) -> (Home, Home) {
+    let extra = transparent_config(stun, pin);
+    let alice = Home::with_config("alice", None, relays, &extra);
+    let bob = Home::with_config("bob", None, relays, &extra);
     alice.add("bob", "bob-4096");
     bob.add("alice", "alice-4096");
     (alice, bob)
@@ -333,15 +346,7 @@ fn the_rendezvous_certificate_is_trusted_on_first_use_and_then_pinned() {
 fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
     let stun = StunServer::start("offer_ttl = \"1s\"");
     let (r1, r2) = mesh();
-    let relays = [r1.addr, r2.addr];
-    let extra = format!(
-        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\nrendezvous_fingerprint = \"{}\"\n",
-        stun.udp, stun.tls, stun.printed_fingerprint
-    );
-    let alice = Home::with_config("alice", None, &relays, &extra);
-    let bob = Home::with_config("bob", None, &relays, &extra);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = transparent_pair_with_relays(&stun, true, &[r1.addr, r2.addr]);
 
     // Not a terminal, no --fallback: it says so and fails with status 3.
     let (code, _, err) = run_jasper(
@@ -392,11 +397,7 @@ fn chat_with_aiortc(ours: &str, theirs: &str, hostile: bool) {
         python.display()
     );
     let stun = StunServer::start("");
-    let extra = format!(
-        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\nrendezvous_fingerprint = \"{}\"\n",
-        stun.udp, stun.tls, stun.printed_fingerprint
-    );
-    let home = Home::with_config(ours, None, &[], &extra);
+    let home = Home::with_config(ours, None, &[], &transparent_config(&stun, true));
     home.add(theirs, &format!("{theirs}-4096"));
     let keys = root.join("tests/fixtures/keys");
     let mut peer = Command::new(&python)
