@@ -23,8 +23,8 @@ Your private key (PKCS#8 PEM, mode 0600), with the public half in \fIidentity.pe
 \fI$XDG_DATA_HOME/jasper/client/\fR
 The client's database: contacts, history, known relays.
 .TP
-\fI$XDG_DATA_HOME/jasper/relay/relay.redb\fR
-A relay's database.
+\fI$XDG_DATA_HOME/jasper/relay/\fR
+A relay's data: \fIrelay.redb\fR (the index) and \fIsegments/\fR (the packet log).
 .TP
 \fI$XDG_DATA_HOME/jasper/stun/cert.pem\fR, \fIkey.pem\fR
 The STUN service's self-signed TLS certificate and its key (mode 0600), made on first start

@@ -2,6 +2,7 @@
 //! conformance suite checks. Only engine modules touch a database.
 
 pub mod redb;
+pub mod segments;
 
 #[cfg(test)]
 pub(crate) mod conformance;

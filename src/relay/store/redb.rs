@@ -1,26 +1,34 @@
-//! The embedded storage engine: redb, one file, ACID, big-endian keys so that inbox cursors and
-//! expiry sweeps are range scans.
+//! The embedded storage engine: packet bodies in an append-only log of segment files
+//! ([`super::segments`]), everything else — the indexes by hash, recipient and expiry,
+//! tombstones, counters, known servers — in one redb file with big-endian keys, so that inbox
+//! cursors and expiry sweeps are range scans.
+//!
+//! Durability: `put_batch` appends the batch's bodies to the log and `fdatasync`s it, then
+//! commits the index. Index commits are durable once per `checkpoint_interval`; the ones in
+//! between only reach the page cache. The index records how far into the log it reaches, so
+//! after a crash `open` re-reads the log from the last durable position and indexes what it
+//! finds. Every acknowledged packet is in the log, so none is lost.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
 };
 
+use super::segments::{Location, Position, Record, SegmentLog};
 use super::{
     InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
     SweepReport, UnixMillis,
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
-/// hash → expires_at (8, BE) ‖ seq (8, BE) ‖ recipient fingerprint (32).
-const PACKETS: TableDefinition<&[u8; 32], &[u8; 48]> = TableDefinition::new("packets");
-/// seq → hash (32) ‖ packet JSON. Keyed by arrival so that writes append: redb writes large
-/// values in key order at about half the cost of values under random keys.
-const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
-/// recipient fingerprint (32) ‖ seq (8, BE) → expires_at.
-const BY_RECIPIENT: TableDefinition<&[u8; 40], u64> = TableDefinition::new("by_recipient");
+/// hash → expires_at (8, BE) ‖ seq (8, BE) ‖ recipient fingerprint (32) ‖ location (20).
+const PACKETS: TableDefinition<&[u8; 32], &[u8; 68]> = TableDefinition::new("packets_v2");
+/// recipient fingerprint (32) ‖ seq (8, BE) → expires_at (8, BE) ‖ location (20).
+const BY_RECIPIENT: TableDefinition<&[u8; 40], &[u8; 28]> = TableDefinition::new("by_recipient_v2");
 /// expires_at (8, BE) ‖ hash (32) → ().
 const BY_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("by_expiry");
 /// hash → refused until (ms).
@@ -29,6 +37,8 @@ const TOMBSTONES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("tombst
 const TOMBSTONE_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("tombstone_expiry");
 /// recipient fingerprint → live packets stored for it.
 const INBOX_COUNTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inbox_counts");
+/// segment id → live packets whose bodies it holds.
+const SEGMENT_LIVE: TableDefinition<u64, u64> = TableDefinition::new("segment_live");
 /// Counters: see the `META_*` keys.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Known servers by `host:port` → the mesh's record about each (opaque here; may be empty).
@@ -38,17 +48,47 @@ const META_NEXT_SEQ: &str = "next_seq";
 const META_PACKETS: &str = "packets";
 const META_BYTES: &str = "bytes";
 const META_SCHEMA: &str = "schema_version";
-const SCHEMA_VERSION: u64 = 1;
+/// How far into the log the index reaches: segment id and byte offset.
+const META_INDEXED_SEGMENT: &str = "indexed_segment";
+const META_INDEXED_OFFSET: &str = "indexed_offset";
+/// Version 1 kept packet bodies in redb; version 2 keeps them in the segment log.
+const SCHEMA_VERSION: u64 = 2;
 
-/// Bytes before the JSON in a `BODIES` value (the hash).
-const BODY_PREFIX: usize = 32;
-
-/// Page cache redb may use; the data itself stays on disk.
+/// Page cache redb may use for the index; the bodies are read from the log.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// A segment file is closed and a new one started past this size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Longest time between durable index commits: the most log a restart after a crash re-reads.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The redb engine.
+/// How a [`RedbStore`] is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// redb's page cache.
+    pub cache_bytes: usize,
+    /// Size at which the log starts a new segment file.
+    pub segment_bytes: u64,
+    /// Longest time between durable index commits.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
+}
+
+/// The embedded engine: redb index plus segment log.
 pub struct RedbStore {
     db: Database,
+    log: SegmentLog,
+    checkpoint_interval: Duration,
+    last_durable: Mutex<Instant>,
+    recovered: u64,
 }
 
 fn engine<E: std::fmt::Display>(e: E) -> StoreError {
@@ -62,53 +102,158 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
 /// What `PACKETS` holds for a hash.
 struct Header {
     expires_at: u64,
     seq: u64,
     recipient: [u8; 32],
+    location: Location,
 }
 
 impl Header {
-    fn encode(&self) -> [u8; 48] {
-        let mut out = [0u8; 48];
+    fn encode(&self) -> [u8; 68] {
+        let mut out = [0u8; 68];
         out[..8].copy_from_slice(&self.expires_at.to_be_bytes());
         out[8..16].copy_from_slice(&self.seq.to_be_bytes());
-        out[16..].copy_from_slice(&self.recipient);
+        out[16..48].copy_from_slice(&self.recipient);
+        out[48..].copy_from_slice(&self.location.encode());
         out
     }
 
-    fn decode(value: &[u8; 48]) -> Self {
-        let u =
-            |r: std::ops::Range<usize>| u64::from_be_bytes(value[r].try_into().expect("8 bytes"));
+    fn decode(value: &[u8; 68]) -> Self {
         Self {
-            expires_at: u(0..8),
-            seq: u(8..16),
-            recipient: value[16..].try_into().expect("32 bytes"),
+            expires_at: be_u64(&value[0..8]),
+            seq: be_u64(&value[8..16]),
+            recipient: value[16..48].try_into().expect("32 bytes"),
+            location: Location::decode(value[48..].try_into().expect("20 bytes")),
         }
     }
 }
 
-/// Splits a `BODIES` value into the hash and the JSON.
-fn split_body(value: &[u8]) -> Result<(PacketHash, &[u8]), StoreError> {
-    if value.len() < BODY_PREFIX {
-        return Err(StoreError::Corrupt(
-            "a packet body is shorter than its hash".into(),
-        ));
-    }
-    let hash = PacketHash(value[..BODY_PREFIX].try_into().expect("32 bytes"));
-    Ok((hash, &value[BODY_PREFIX..]))
+/// What `BY_RECIPIENT` holds for an inbox entry.
+fn inbox_entry(expires_at: u64, location: Location) -> [u8; 28] {
+    let mut out = [0u8; 28];
+    out[..8].copy_from_slice(&expires_at.to_be_bytes());
+    out[8..].copy_from_slice(&location.encode());
+    out
 }
 
-fn missing_body(seq: u64) -> StoreError {
+fn decode_inbox_entry(value: &[u8; 28]) -> (u64, Location) {
+    (
+        be_u64(&value[..8]),
+        Location::decode(value[8..].try_into().expect("20 bytes")),
+    )
+}
+
+fn wrong_record(hash: &PacketHash, loc: Location) -> StoreError {
     StoreError::Corrupt(format!(
-        "an index names packet #{seq} but its body is missing"
+        "the index names packet {} at {}:{} but the log holds another packet there",
+        hash, loc.segment, loc.offset
     ))
 }
 
+/// The tables a packet write touches, open in one write transaction.
+struct PacketTables<'t> {
+    packets: Table<'t, &'static [u8; 32], &'static [u8; 68]>,
+    by_rcpt: Table<'t, &'static [u8; 40], &'static [u8; 28]>,
+    by_exp: Table<'t, &'static [u8; 40], ()>,
+    counts: Table<'t, &'static [u8; 32], u64>,
+    segment_live: Table<'t, u64, u64>,
+}
+
+impl<'t> PacketTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            packets: txn.open_table(PACKETS).map_err(engine)?,
+            by_rcpt: txn.open_table(BY_RECIPIENT).map_err(engine)?,
+            by_exp: txn.open_table(BY_EXPIRY).map_err(engine)?,
+            counts: txn.open_table(INBOX_COUNTS).map_err(engine)?,
+            segment_live: txn.open_table(SEGMENT_LIVE).map_err(engine)?,
+        })
+    }
+
+    /// Indexes a packet whose body is at `location`; `count` is its inbox's count before.
+    fn index(
+        &mut self,
+        record: &Record<'_>,
+        location: Location,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let hash = &record.hash.0;
+        let rcpt = &record.recipient.0;
+        let header = Header {
+            expires_at: record.expires_at,
+            seq: record.seq,
+            recipient: *rcpt,
+            location,
+        };
+        self.packets
+            .insert(hash, &header.encode())
+            .map_err(engine)?;
+        self.by_rcpt
+            .insert(
+                &cat40(rcpt, &record.seq.to_be_bytes()),
+                &inbox_entry(record.expires_at, location),
+            )
+            .map_err(engine)?;
+        self.by_exp
+            .insert(&cat40(&record.expires_at.to_be_bytes(), hash), ())
+            .map_err(engine)?;
+        self.counts.insert(rcpt, count + 1).map_err(engine)?;
+        Ok(())
+    }
+
+    fn count(&self, rcpt: &[u8; 32]) -> Result<u64, StoreError> {
+        Ok(self
+            .counts
+            .get(rcpt)
+            .map_err(engine)?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn add_live(&mut self, segment: u64, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let live = self
+            .segment_live
+            .get(segment)
+            .map_err(engine)?
+            .map_or(0, |v| v.value());
+        self.segment_live
+            .insert(segment, live + n)
+            .map_err(engine)?;
+        Ok(())
+    }
+}
+
+fn set_indexed(meta: &mut Table<'_, &'static str, u64>, end: Position) -> Result<(), StoreError> {
+    meta.insert(META_INDEXED_SEGMENT, end.segment)
+        .map_err(engine)?;
+    meta.insert(META_INDEXED_OFFSET, end.offset)
+        .map_err(engine)?;
+    Ok(())
+}
+
 impl RedbStore {
-    /// Opens (creating if needed) `dir/relay.redb`, creating `dir` too.
+    /// Opens (creating if needed) the store in `dir` with default options but `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Self::open_with(
+            dir,
+            StoreOptions {
+                cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens (creating if needed) `dir/relay.redb` and the log in `dir/segments`, creating
+    /// `dir` too, and indexes whatever the log holds past the index's last durable commit.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: dir.display().to_string(),
             message,
@@ -116,47 +261,174 @@ impl RedbStore {
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let path = dir.join("relay.redb");
         let db = Database::builder()
-            .set_cache_size(cache_bytes)
+            .set_cache_size(options.cache_bytes)
             .create(&path)
             .map_err(|e| open_err(e.to_string()))?;
-        let store = Self { db };
+        Self::check_schema(&db)?;
+        let log = SegmentLog::open(&dir.join("segments"), options.segment_bytes)?;
+        let mut store = Self {
+            db,
+            log,
+            checkpoint_interval: options.checkpoint_interval,
+            last_durable: Mutex::new(Instant::now()),
+            recovered: 0,
+        };
         store.init_schema()?;
+        store.recovered = store.recover()?;
+        if store.recovered > 0 {
+            tracing::info!(
+                packets = store.recovered,
+                "indexed packets from the log that the index had not made durable before the \
+                 last stop"
+            );
+        }
+        store.remove_unused_segments()?;
         Ok(store)
+    }
+
+    /// Packets `open` had to index from the log (non-zero after a crash).
+    pub fn recovered_on_open(&self) -> u64 {
+        self.recovered
+    }
+
+    fn check_schema(db: &Database) -> Result<(), StoreError> {
+        let txn = db.begin_read().map_err(engine)?;
+        let version = match txn.open_table(META) {
+            Ok(meta) => meta.get(META_SCHEMA).map_err(engine)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(engine(e)),
+        };
+        match version {
+            None | Some(SCHEMA_VERSION) => Ok(()),
+            Some(1) => Err(StoreError::Corrupt(
+                "this database was written by an earlier jasper (schema 1, packet bodies \
+                 inside redb); move the data directory aside and start again: the relay's \
+                 peers send the packets it should hold back at the next sync"
+                    .into(),
+            )),
+            Some(other) => Err(StoreError::Corrupt(format!(
+                "database schema version {other} is not {SCHEMA_VERSION}; \
+                 it was written by another version of jasper"
+            ))),
+        }
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(engine)?;
         {
             txn.open_table(PACKETS).map_err(engine)?;
-            txn.open_table(BODIES).map_err(engine)?;
             txn.open_table(BY_RECIPIENT).map_err(engine)?;
             txn.open_table(BY_EXPIRY).map_err(engine)?;
             txn.open_table(TOMBSTONES).map_err(engine)?;
             txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
             txn.open_table(INBOX_COUNTS).map_err(engine)?;
+            txn.open_table(SEGMENT_LIVE).map_err(engine)?;
             txn.open_table(SERVERS).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
-            let version = meta.get(META_SCHEMA).map_err(engine)?.map(|v| v.value());
-            match version {
-                None => {
-                    meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(engine)?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(other) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "database schema version {other} is not {SCHEMA_VERSION}; \
-                         it was written by another version of jasper"
-                    )));
-                }
+            if meta.get(META_SCHEMA).map_err(engine)?.is_none() {
+                meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(engine)?;
             }
         }
         txn.commit().map_err(engine)
     }
 
+    /// Indexes every record in the log past the position the index records, in one durable
+    /// commit. Returns how many packets were indexed.
+    fn recover(&self) -> Result<u64, StoreError> {
+        let txn = self.begin_durable()?;
+        let mut indexed = 0u64;
+        {
+            let mut tables = PacketTables::open(&txn)?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let from = Position {
+                segment: meta_get(&meta, META_INDEXED_SEGMENT)?,
+                offset: meta_get(&meta, META_INDEXED_OFFSET)?,
+            };
+            let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
+            let mut n_packets = meta_get(&meta, META_PACKETS)?;
+            let mut n_bytes = meta_get(&meta, META_BYTES)?;
+            let report = self.log.scan(from, &mut |location, record| {
+                if tables
+                    .packets
+                    .get(&record.hash.0)
+                    .map_err(engine)?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                let count = tables.count(&record.recipient.0)?;
+                tables.index(&record, location, count)?;
+                tables.add_live(location.segment, 1)?;
+                next_seq = next_seq.max(record.seq + 1);
+                n_packets += 1;
+                n_bytes += record.json.len() as u64;
+                indexed += 1;
+                Ok(())
+            })?;
+            meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
+            meta.insert(META_PACKETS, n_packets).map_err(engine)?;
+            meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+            set_indexed(&mut meta, report.end)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(indexed)
+    }
+
+    /// Deletes segment files below the index's durable position that hold no live packet
+    /// (left behind when a stop came between a sweep's commit and the deletion).
+    fn remove_unused_segments(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let meta = txn.open_table(META).map_err(engine)?;
+        let indexed = meta_get(&meta, META_INDEXED_SEGMENT)?;
+        let live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
+        for id in self.log.segments()? {
+            if id < indexed && live.get(id).map_err(engine)?.is_none_or(|v| v.value() == 0) {
+                self.log.remove(id)?;
+            }
+        }
+        Ok(())
+    }
+
     fn begin_durable(&self) -> Result<WriteTransaction, StoreError> {
+        self.begin(true)
+    }
+
+    fn begin(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_durability(Durability::Immediate).map_err(engine)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(engine)?;
         Ok(txn)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.last_durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.checkpoint_interval
+    }
+
+    fn note_durable(&self) {
+        *self.last_durable.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Makes every index commit so far durable, so the next open has nothing to re-read.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.begin_durable()?.commit().map_err(engine)?;
+        self.note_durable();
+        Ok(())
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "the last index checkpoint failed; the next start re-reads the log");
+        }
     }
 }
 
@@ -171,19 +443,18 @@ impl Store for RedbStore {
         limits: PutLimits,
         now: UnixMillis,
     ) -> Result<Vec<PutOutcome>, StoreError> {
-        let txn = self.begin_durable()?;
+        let durable = self.checkpoint_due();
+        let txn = self.begin(durable)?;
         let mut outcomes = Vec::with_capacity(packets.len());
+        let mut batch = self.log.begin()?;
         {
-            let mut table = txn.open_table(PACKETS).map_err(engine)?;
-            let mut bodies = txn.open_table(BODIES).map_err(engine)?;
-            let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
-            let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
+            let mut tables = PacketTables::open(&txn)?;
             let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
-            let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
+            let mut stored = 0u64;
 
             for p in packets {
                 let hash = &p.hash.0;
@@ -195,7 +466,7 @@ impl Store for RedbStore {
                     outcomes.push(PutOutcome::Tombstoned);
                     continue;
                 }
-                if let Some(existing) = table.get(hash).map_err(engine)? {
+                if let Some(existing) = tables.packets.get(hash).map_err(engine)? {
                     let live = Header::decode(existing.value()).expires_at > now;
                     outcomes.push(if live {
                         PutOutcome::Duplicate
@@ -208,8 +479,7 @@ impl Store for RedbStore {
                     outcomes.push(PutOutcome::Tombstoned);
                     continue;
                 }
-                let rcpt = &p.recipient.0;
-                let count = counts.get(rcpt).map_err(engine)?.map_or(0, |v| v.value());
+                let count = tables.count(&p.recipient.0)?;
                 if count >= limits.max_inbox_packets {
                     outcomes.push(PutOutcome::InboxFull);
                     continue;
@@ -221,34 +491,38 @@ impl Store for RedbStore {
                 }
                 let seq = next_seq;
                 next_seq += 1;
-                let header = Header {
-                    expires_at: p.expires_at,
+                let record = Record {
                     seq,
-                    recipient: *rcpt,
+                    expires_at: p.expires_at,
+                    hash: p.hash,
+                    recipient: p.recipient,
+                    json: &p.json,
                 };
-                table.insert(hash, &header.encode()).map_err(engine)?;
-                let mut body = bodies
-                    .insert_reserve(seq, BODY_PREFIX + p.json.len())
-                    .map_err(engine)?;
-                body.as_mut()[..BODY_PREFIX].copy_from_slice(hash);
-                body.as_mut()[BODY_PREFIX..].copy_from_slice(&p.json);
-                drop(body);
-                by_rcpt
-                    .insert(&cat40(rcpt, &seq.to_be_bytes()), p.expires_at)
-                    .map_err(engine)?;
-                by_exp
-                    .insert(&cat40(&p.expires_at.to_be_bytes(), hash), ())
-                    .map_err(engine)?;
-                counts.insert(rcpt, count + 1).map_err(engine)?;
+                let location = batch.push(&record);
+                tables.index(&record, location, count)?;
+                stored += 1;
                 n_packets += 1;
                 n_bytes += size;
                 outcomes.push(PutOutcome::Stored { seq });
             }
+            tables.add_live(batch.end().segment, stored)?;
             meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+            set_indexed(&mut meta, batch.end())?;
         }
+        if batch.is_empty() {
+            drop(batch);
+            txn.abort().map_err(engine)?;
+            return Ok(outcomes);
+        }
+        // The bodies are on disk before the index that points at them commits; a failed
+        // append drops the transaction, so nothing was stored.
+        batch.write_durably()?;
         txn.commit().map_err(engine)?;
+        if durable {
+            self.note_durable();
+        }
         Ok(outcomes)
     }
 
@@ -261,7 +535,7 @@ impl Store for RedbStore {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
-        let bodies = txn.open_table(BODIES).map_err(engine)?;
+        let mut buf = Vec::new();
         let mut bytes = 0u64;
         let mut any = false;
         for hash in hashes {
@@ -272,21 +546,20 @@ impl Store for RedbStore {
             if header.expires_at <= now {
                 continue;
             }
-            let body = bodies
-                .get(header.seq)
-                .map_err(engine)?
-                .ok_or_else(|| missing_body(header.seq))?;
-            let (_, json) = split_body(body.value())?;
-            if any && bytes + json.len() as u64 > max_bytes {
+            let record = self.log.read(header.location, &mut buf)?;
+            if record.hash != *hash {
+                return Err(wrong_record(hash, header.location));
+            }
+            if any && bytes + record.json.len() as u64 > max_bytes {
                 break;
             }
-            bytes += json.len() as u64;
+            bytes += record.json.len() as u64;
             any = true;
             visit(PacketView {
                 hash: *hash,
                 seq: header.seq,
                 expires_at: header.expires_at,
-                json,
+                json: record.json,
             });
         }
         Ok(())
@@ -302,36 +575,35 @@ impl Store for RedbStore {
     ) -> Result<InboxEnd, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
-        let bodies = txn.open_table(BODIES).map_err(engine)?;
         let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
         let end = cat40(&recipient.0, &u64::MAX.to_be_bytes());
         let mut page = InboxEnd {
             cursor: after,
             more: false,
         };
+        let mut buf = Vec::new();
         let mut bytes = 0u64;
         let mut any = false;
         for entry in index.range::<&[u8; 40]>(&start..=&end).map_err(engine)? {
-            let (key, expires_at) = entry.map_err(engine)?;
-            let seq = u64::from_be_bytes(key.value()[32..].try_into().expect("8 bytes"));
-            let expires_at = expires_at.value();
+            let (key, value) = entry.map_err(engine)?;
+            let seq = be_u64(&key.value()[32..]);
+            let (expires_at, location) = decode_inbox_entry(value.value());
             if expires_at > now {
-                let body = bodies
-                    .get(seq)
-                    .map_err(engine)?
-                    .ok_or_else(|| missing_body(seq))?;
-                let (hash, json) = split_body(body.value())?;
-                if any && bytes + json.len() as u64 > max_bytes {
+                let record = self.log.read(location, &mut buf)?;
+                if record.seq != seq || record.recipient != *recipient {
+                    return Err(wrong_record(&record.hash, location));
+                }
+                if any && bytes + record.json.len() as u64 > max_bytes {
                     page.more = true;
                     break;
                 }
-                bytes += json.len() as u64;
+                bytes += record.json.len() as u64;
                 any = true;
                 visit(PacketView {
-                    hash,
+                    hash: record.hash,
                     seq,
                     expires_at,
-                    json,
+                    json: record.json,
                 });
             }
             page.cursor = seq;
@@ -411,7 +683,12 @@ impl Store for RedbStore {
         batch: usize,
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
+        let mut emptied = Vec::new();
         let txn = self.begin_durable()?;
+        let indexed_segment = {
+            let meta = txn.open_table(META).map_err(engine)?;
+            meta_get(&meta, META_INDEXED_SEGMENT)?
+        };
         {
             let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
             let end = cat40(&now.to_be_bytes(), &[0xff; 32]);
@@ -423,7 +700,7 @@ impl Store for RedbStore {
                 .collect::<Result<_, _>>()?;
             if !due.is_empty() {
                 let mut table = txn.open_table(PACKETS).map_err(engine)?;
-                let mut bodies = txn.open_table(BODIES).map_err(engine)?;
+                let mut segment_live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
                 let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
                 let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
                 let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
@@ -439,11 +716,22 @@ impl Store for RedbStore {
                     };
                     let header = Header::decode(value.value());
                     drop(value);
-                    let size = bodies
-                        .remove(header.seq)
-                        .map_err(engine)?
-                        .map_or(0, |b| b.value().len().saturating_sub(BODY_PREFIX))
+                    let size = header
+                        .location
+                        .len
+                        .saturating_sub(super::segments::PAYLOAD_PREFIX as u32)
                         as u64;
+                    let segment = header.location.segment;
+                    let live = segment_live
+                        .get(segment)
+                        .map_err(engine)?
+                        .map_or(0, |v| v.value());
+                    if live <= 1 {
+                        segment_live.remove(segment).map_err(engine)?;
+                        emptied.push(segment);
+                    } else {
+                        segment_live.insert(segment, live - 1).map_err(engine)?;
+                    }
                     by_rcpt
                         .remove(&cat40(&header.recipient, &header.seq.to_be_bytes()))
                         .map_err(engine)?;
@@ -500,8 +788,16 @@ impl Store for RedbStore {
         }
         if report == SweepReport::default() {
             txn.abort().map_err(engine)?;
-        } else {
-            txn.commit().map_err(engine)?;
+            return Ok(report);
+        }
+        txn.commit().map_err(engine)?;
+        self.note_durable();
+        // Below the durable index position every record of a segment is counted, so an
+        // emptied one holds nothing live. (A stop before this leaves files `open` removes.)
+        for segment in emptied {
+            if segment < indexed_segment {
+                self.log.remove(segment)?;
+            }
         }
         Ok(report)
     }
@@ -619,6 +915,208 @@ mod tests {
             .put_batch(&[q], super::super::conformance::LIMITS, 0)
             .unwrap();
         assert_eq!(out, vec![PutOutcome::Stored { seq: 2 }]);
+    }
+
+    use super::super::conformance::{LIMITS, inbox, packet};
+
+    /// Options that make every index commit after the first non-durable, as between two
+    /// checkpoints under load.
+    fn lazy(segment_bytes: u64) -> StoreOptions {
+        StoreOptions {
+            cache_bytes: 4 << 20,
+            segment_bytes,
+            checkpoint_interval: Duration::from_secs(3600),
+        }
+    }
+
+    /// What `kill -9` leaves: the files as the kernel has them while the store is open.
+    fn crash_image(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to.join("segments")).unwrap();
+        std::fs::copy(from.join("relay.redb"), to.join("relay.redb")).unwrap();
+        for entry in std::fs::read_dir(from.join("segments")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join("segments").join(entry.file_name())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_crash_between_checkpoints_loses_no_acknowledged_packet() {
+        let live = tempfile::tempdir().unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(live.path(), lazy(1 << 20)).unwrap();
+        store.checkpoint().unwrap();
+        let packets: Vec<_> = (1..=50).map(|n| packet(n, (n % 3) as u8, 10_000)).collect();
+        for chunk in packets.chunks(7) {
+            for outcome in store.put_batch(chunk, LIMITS, 0).unwrap() {
+                assert!(matches!(outcome, PutOutcome::Stored { .. }));
+            }
+        }
+        crash_image(live.path(), image.path());
+
+        let reopened = RedbStore::open_with(image.path(), lazy(1 << 20)).unwrap();
+        assert!(
+            reopened.recovered_on_open() > 0,
+            "the image must need the log, or this test proves nothing"
+        );
+        let hashes: Vec<_> = packets.iter().map(|p| p.hash).collect();
+        let got = super::super::conformance::get_many(&reopened, &hashes, u64::MAX, 0);
+        assert_eq!(got.len(), packets.len());
+        for (p, g) in packets.iter().zip(&got) {
+            assert_eq!(g.json, p.json);
+            assert_eq!(g.expires_at, p.expires_at);
+        }
+        let stats = reopened.stats().unwrap();
+        assert_eq!(stats.packets, 50);
+        assert_eq!(
+            stats.bytes,
+            packets.iter().map(|p| p.json.len() as u64).sum::<u64>()
+        );
+        // Inboxes keep their order and sequence numbers, so clients' cursors stay valid.
+        let before = inbox(&store, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        let after = inbox(&reopened, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        assert_eq!(before.packets, after.packets);
+        // New packets continue the sequence.
+        let next = reopened
+            .put_batch(&[packet(51, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        assert_eq!(next, vec![PutOutcome::Stored { seq: 51 }]);
+        // Duplicates and inbox limits see the recovered packets.
+        assert_eq!(
+            reopened.put_batch(&packets[..1], LIMITS, 0).unwrap(),
+            vec![PutOutcome::Duplicate]
+        );
+        drop(reopened);
+        let again = RedbStore::open_with(image.path(), lazy(1 << 20)).unwrap();
+        assert_eq!(
+            again.recovered_on_open(),
+            0,
+            "a clean close leaves nothing to redo"
+        );
+        assert_eq!(again.stats().unwrap().packets, 51);
+    }
+
+    #[test]
+    fn a_torn_append_after_a_crash_is_cut_and_everything_before_it_kept() {
+        let live = tempfile::tempdir().unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(live.path(), lazy(1 << 20)).unwrap();
+        let packets: Vec<_> = (1..=20).map(|n| packet(n, 1, 10_000)).collect();
+        store.put_batch(&packets, LIMITS, 0).unwrap();
+        crash_image(live.path(), image.path());
+        let segment = std::fs::read_dir(image.path().join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x55; 37]).unwrap();
+        drop(file);
+
+        let reopened = RedbStore::open_with(image.path(), lazy(1 << 20)).unwrap();
+        assert_eq!(reopened.stats().unwrap().packets, 20);
+        let page = inbox(&reopened, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        assert_eq!(page.packets.len(), 20);
+        let damaged = std::fs::read_dir(image.path().join("segments"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".damaged-at-")
+            })
+            .count();
+        assert_eq!(damaged, 1, "the cut bytes are kept for the operator");
+        assert_eq!(
+            reopened
+                .put_batch(&[packet(21, 1, 10_000)], LIMITS, 0)
+                .unwrap(),
+            vec![PutOutcome::Stored { seq: 21 }]
+        );
+    }
+
+    #[test]
+    fn swept_segments_are_deleted_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        let segments = || {
+            std::fs::read_dir(dir.path().join("segments"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "seg")
+                })
+                .count()
+        };
+        // Early packets expire at 1,000, later ones at 1,000,000; each batch of 25 (~5 KB)
+        // fills more than a 4 KiB segment.
+        for b in 0..6u32 {
+            let expiry = if b < 4 { 1_000 } else { 1_000_000 };
+            let batch: Vec<_> = (0..25).map(|i| packet(b * 25 + i, 2, expiry)).collect();
+            store.put_batch(&batch, LIMITS, 0).unwrap();
+        }
+        assert!(segments() >= 6, "{}", segments());
+        let report = store.sweep(2_000, 0, 1_000).unwrap();
+        assert_eq!(report.expired, 100);
+        assert_eq!(segments(), 2, "the two segments with live packets remain");
+        let page = inbox(&store, &Fingerprint([2; 32]), 0, u64::MAX, 2_000);
+        assert_eq!(page.packets.len(), 50);
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        assert_eq!(store.stats().unwrap().packets, 50);
+        assert_eq!(
+            inbox(&store, &Fingerprint([2; 32]), 0, u64::MAX, 2_000)
+                .packets
+                .len(),
+            50
+        );
+    }
+
+    #[test]
+    fn a_damaged_body_is_reported_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+        let p = packet(1, 1, 10_000);
+        store
+            .put_batch(std::slice::from_ref(&p), LIMITS, 0)
+            .unwrap();
+        let segment = dir.path().join("segments").join(format!("{:016}.seg", 1));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 1;
+        std::fs::write(&segment, bytes).unwrap();
+        let err = store
+            .get_many(&[p.hash], u64::MAX, 0, &mut |_| {
+                panic!("damaged data served")
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_schema_1_database_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("relay.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA, 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbStore::open(dir.path(), 4 << 20).err().unwrap();
+        assert!(err.to_string().contains("earlier jasper"), "{err}");
+        assert!(
+            err.to_string().contains("move the data directory aside"),
+            "{err}"
+        );
     }
 
     #[test]

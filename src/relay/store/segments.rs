@@ -1,0 +1,673 @@
+//! The packet log: packet bodies appended to segment files, each append made durable with one
+//! `fdatasync` before the index that points into it is committed.
+//!
+//! This is what makes a `/send` answer cheap and still honest. Packet bodies are most of the
+//! bytes; written into a B-tree they cost copy-on-write pages and checksums on every commit.
+//! Appended here, a batch of packets costs one `write` and one `fdatasync`, and the redb index
+//! (small fixed-size entries) can commit without its own sync: whatever it loses in a crash is
+//! re-read from the log on the next open (see `RedbStore::open`).
+//!
+//! A segment file is `segments/<id>.seg`: an 8-byte magic, then records:
+//!
+//! ```text
+//! payload length (u32 LE) ‖ CRC-32C of payload (u32 LE) ‖ payload
+//! payload = seq (u64 BE) ‖ expires_at (u64 BE) ‖ hash (32) ‖ recipient (32) ‖ packet JSON
+//! ```
+//!
+//! Segments are never rewritten. The active one grows until `segment_bytes`, then a new one
+//! starts; a segment file is deleted once no live packet is stored in it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{StoreError, UnixMillis};
+use crate::proto::{Fingerprint, PacketHash};
+
+/// First bytes of every segment file.
+const MAGIC: &[u8; 8] = b"JSPRSEG1";
+/// Bytes before a record's payload: length and checksum.
+const RECORD_HEADER: usize = 8;
+/// Bytes of a payload before the packet JSON.
+pub(super) const PAYLOAD_PREFIX: usize = 8 + 8 + 32 + 32;
+/// Largest payload a record may claim; anything longer is damage, not data.
+const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Where one record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Segment id.
+    pub segment: u64,
+    /// Byte offset of the record (its header) in the segment.
+    pub offset: u64,
+    /// Length of the record's payload.
+    pub len: u32,
+}
+
+impl Location {
+    /// Encoded size.
+    pub const BYTES: usize = 20;
+
+    /// `segment (8, BE) ‖ offset (8, BE) ‖ len (4, BE)`.
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut out = [0u8; Self::BYTES];
+        out[..8].copy_from_slice(&self.segment.to_be_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_be_bytes());
+        out[16..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// The inverse of [`Location::encode`].
+    pub fn decode(bytes: &[u8; Self::BYTES]) -> Self {
+        Self {
+            segment: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+            offset: u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
+            len: u32::from_be_bytes(bytes[16..].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// A position in the log: everything before it has been looked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Segment id.
+    pub segment: u64,
+    /// Byte offset in that segment.
+    pub offset: u64,
+}
+
+/// One packet as the log holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Store sequence number.
+    pub seq: u64,
+    /// When it expires.
+    pub expires_at: UnixMillis,
+    /// SHA-256 of the message.
+    pub hash: PacketHash,
+    /// The recipient's fingerprint.
+    pub recipient: Fingerprint,
+    /// The packet's JSON.
+    pub json: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    fn payload_len(&self) -> usize {
+        PAYLOAD_PREFIX + self.json.len()
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&(self.payload_len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.extend_from_slice(&self.hash.0);
+        out.extend_from_slice(&self.recipient.0);
+        out.extend_from_slice(self.json);
+        let crc = crc32c::crc32c(&out[start + RECORD_HEADER..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn decode(payload: &'a [u8]) -> Option<Self> {
+        if payload.len() < PAYLOAD_PREFIX {
+            return None;
+        }
+        let u = |r: std::ops::Range<usize>| u64::from_be_bytes(payload[r].try_into().unwrap());
+        Some(Self {
+            seq: u(0..8),
+            expires_at: u(8..16),
+            hash: PacketHash(payload[16..48].try_into().unwrap()),
+            recipient: Fingerprint(payload[48..80].try_into().unwrap()),
+            json: &payload[PAYLOAD_PREFIX..],
+        })
+    }
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Engine(format!("{what} {}: {e}", path.display()))
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:016}.seg")
+}
+
+struct Active {
+    id: u64,
+    file: Arc<File>,
+    len: u64,
+}
+
+/// The segment files of one store.
+pub struct SegmentLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    active: Mutex<Active>,
+    readers: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+/// What [`SegmentLog::scan`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Where the log ends now.
+    pub end: Position,
+    /// Damaged or torn tails cut off (each kept beside its segment as `.damaged`).
+    pub damaged_tails: usize,
+}
+
+impl SegmentLog {
+    /// Opens the log in `dir` (creating it), continuing the newest segment.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+        let mut readers = HashMap::new();
+        let active = match list_segments(dir)?.last() {
+            Some(&id) => {
+                let path = dir.join(segment_name(id));
+                let file = Arc::new(open_file(&path)?);
+                let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
+                readers.insert(id, file.clone());
+                Active { id, file, len }
+            }
+            None => {
+                let file = Arc::new(create_file(dir, 1)?);
+                readers.insert(1, file.clone());
+                Active {
+                    id: 1,
+                    file,
+                    len: MAGIC.len() as u64,
+                }
+            }
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(4096),
+            active: Mutex::new(active),
+            readers: Mutex::new(readers),
+        })
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(segment_name(id))
+    }
+
+    fn lock_active(&self) -> MutexGuard<'_, Active> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open_segment(&self, id: u64) -> Result<Arc<File>, StoreError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = readers.get(&id) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(open_file(&self.path(id))?);
+        readers.insert(id, file.clone());
+        Ok(file)
+    }
+
+    fn start_segment(&self, id: u64) -> Result<Active, StoreError> {
+        let file = Arc::new(create_file(&self.dir, id)?);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, file.clone());
+        Ok(Active {
+            id,
+            file,
+            len: MAGIC.len() as u64,
+        })
+    }
+
+    /// Starts an append. The batch holds the log until it is written or dropped, so locations
+    /// handed out are where the records will land.
+    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
+        let mut active = self.lock_active();
+        if active.len >= self.segment_bytes {
+            let next = self.start_segment(active.id + 1)?;
+            *active = next;
+        }
+        Ok(Batch {
+            log: self,
+            base: active.len,
+            active,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Where the log ends now.
+    pub fn end(&self) -> Position {
+        let active = self.lock_active();
+        Position {
+            segment: active.id,
+            offset: active.len,
+        }
+    }
+
+    /// The id of the segment being appended to (never deleted).
+    pub fn active_segment(&self) -> u64 {
+        self.lock_active().id
+    }
+
+    /// Reads the record at `loc` into `buf` and checks its length and checksum.
+    pub fn read<'b>(&self, loc: Location, buf: &'b mut Vec<u8>) -> Result<Record<'b>, StoreError> {
+        if loc.len as usize > MAX_PAYLOAD {
+            return Err(StoreError::Corrupt(format!(
+                "the index names a record of {} bytes; the log writes none that large",
+                loc.len
+            )));
+        }
+        let file = self.open_segment(loc.segment)?;
+        let total = RECORD_HEADER + loc.len as usize;
+        buf.resize(total, 0);
+        file.read_exact_at(buf, loc.offset)
+            .map_err(|e| io("reading", &self.path(loc.segment), e))?;
+        let damaged = || {
+            StoreError::Corrupt(format!(
+                "the record at {}:{} of {} is damaged",
+                loc.segment,
+                loc.offset,
+                self.dir.display()
+            ))
+        };
+        let len = u32::from_le_bytes(buf[..4].try_into().unwrap());
+        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+        let payload = &buf[RECORD_HEADER..];
+        if len != loc.len || crc32c::crc32c(payload) != crc {
+            return Err(damaged());
+        }
+        Record::decode(payload).ok_or_else(damaged)
+    }
+
+    /// Reads every record from `from` to the end of the log, in order, calling `visit` with
+    /// each. A record that does not check out ends its segment: the bytes from there on are
+    /// kept beside it as `<id>.seg.damaged` and the segment is cut, so appends continue on
+    /// sound data. A crash in the middle of an append leaves exactly such a torn tail, and
+    /// that append was never acknowledged.
+    pub fn scan(
+        &self,
+        from: Position,
+        visit: &mut dyn FnMut(Location, Record<'_>) -> Result<(), StoreError>,
+    ) -> Result<ScanReport, StoreError> {
+        let mut report = ScanReport::default();
+        let mut active = self.lock_active();
+        let ids: Vec<u64> = list_segments(&self.dir)?
+            .into_iter()
+            .filter(|&id| id >= from.segment)
+            .collect();
+        let mut buf = Vec::new();
+        for id in ids {
+            let file = self.open_segment(id)?;
+            let path = self.path(id);
+            let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
+            let mut offset = if id == from.segment {
+                from.offset.max(MAGIC.len() as u64)
+            } else {
+                MAGIC.len() as u64
+            };
+            while offset < len {
+                match read_at(&file, offset, len, &mut buf) {
+                    Some(payload_len) => {
+                        let record = Record::decode(&buf[RECORD_HEADER..]).expect("checked");
+                        let loc = Location {
+                            segment: id,
+                            offset,
+                            len: payload_len,
+                        };
+                        visit(loc, record)?;
+                        offset += (RECORD_HEADER + payload_len as usize) as u64;
+                    }
+                    None => {
+                        keep_damaged_tail(&file, &path, offset, len)?;
+                        file.set_len(offset)
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| io("cutting the damaged tail of", &path, e))?;
+                        report.damaged_tails += 1;
+                        break;
+                    }
+                }
+            }
+            if id == active.id {
+                active.len = offset;
+            }
+        }
+        report.end = Position {
+            segment: active.id,
+            offset: active.len,
+        };
+        Ok(report)
+    }
+
+    /// Segment ids present on disk, oldest first.
+    pub fn segments(&self) -> Result<Vec<u64>, StoreError> {
+        list_segments(&self.dir)
+    }
+
+    /// Deletes a segment that no live packet uses any more. The active segment is kept.
+    pub fn remove(&self, id: u64) -> Result<(), StoreError> {
+        if id == self.active_segment() {
+            return Ok(());
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let path = self.path(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("deleting", &path, e)),
+        }
+    }
+}
+
+/// Checks the record at `offset`; on success `buf` holds it and its payload length is returned.
+fn read_at(file: &File, offset: u64, file_len: u64, buf: &mut Vec<u8>) -> Option<u32> {
+    if file_len - offset < RECORD_HEADER as u64 {
+        return None;
+    }
+    let mut header = [0u8; RECORD_HEADER];
+    file.read_exact_at(&mut header, offset).ok()?;
+    let len = u32::from_le_bytes(header[..4].try_into().unwrap());
+    let crc = u32::from_le_bytes(header[4..].try_into().unwrap());
+    let total = RECORD_HEADER as u64 + len as u64;
+    if (len as usize) < PAYLOAD_PREFIX || len as usize > MAX_PAYLOAD || file_len - offset < total {
+        return None;
+    }
+    buf.resize(total as usize, 0);
+    file.read_exact_at(buf, offset).ok()?;
+    (crc32c::crc32c(&buf[RECORD_HEADER..]) == crc).then_some(len)
+}
+
+fn keep_damaged_tail(file: &File, path: &Path, offset: u64, len: u64) -> Result<(), StoreError> {
+    let mut tail = vec![0u8; (len - offset) as usize];
+    file.read_exact_at(&mut tail, offset)
+        .map_err(|e| io("reading", path, e))?;
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".damaged-at-{offset}"));
+    let keep = PathBuf::from(name);
+    std::fs::write(&keep, &tail).map_err(|e| io("writing", &keep, e))?;
+    tracing::warn!(
+        segment = %path.display(),
+        offset,
+        bytes = tail.len(),
+        kept = %keep.display(),
+        "cut a damaged or torn tail off the packet log (a crash during an unacknowledged \
+         write leaves one)"
+    );
+    Ok(())
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("listing", dir, e))? {
+        let entry = entry.map_err(|e| io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        if let Ok(id) = stem.parse::<u64>() {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Opens an existing segment file, checking its magic.
+fn open_file(path: &Path) -> Result<File, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io("opening", path, e))?;
+    let mut magic = [0u8; 8];
+    file.read_exact_at(&mut magic, 0)
+        .map_err(|e| io("reading", path, e))?;
+    if &magic != MAGIC {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not a jasper segment file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Creates segment `id` in `dir`, durably (the file and its name).
+fn create_file(dir: &Path, id: u64) -> Result<File, StoreError> {
+    let path = dir.join(segment_name(id));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io("creating", &path, e))?;
+    file.write_all(MAGIC)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io("writing", &path, e))?;
+    // The new name must be durable too, or a crash could lose the whole file.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing", dir, e))?;
+    Ok(file)
+}
+
+/// Records being appended; see [`SegmentLog::begin`].
+pub struct Batch<'a> {
+    log: &'a SegmentLog,
+    active: MutexGuard<'a, Active>,
+    base: u64,
+    buf: Vec<u8>,
+}
+
+impl Batch<'_> {
+    /// Adds a record and says where it will be.
+    pub fn push(&mut self, record: &Record<'_>) -> Location {
+        let offset = self.base + self.buf.len() as u64;
+        record.encode_into(&mut self.buf);
+        Location {
+            segment: self.active.id,
+            offset,
+            len: record.payload_len() as u32,
+        }
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Where the log will end once this batch is written.
+    pub fn end(&self) -> Position {
+        Position {
+            segment: self.active.id,
+            offset: self.base + self.buf.len() as u64,
+        }
+    }
+
+    /// Writes the records and waits until they are on disk. On failure nothing of the
+    /// batch stays in the log.
+    pub fn write_durably(mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self.active.file.clone();
+        let result = file
+            .write_all_at(&self.buf, self.base)
+            .and_then(|()| file.sync_data());
+        match result {
+            Ok(()) => {
+                self.active.len = self.base + self.buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = file.set_len(self.base);
+                Err(io("appending to", &self.log.path(self.active.id), e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64, json: &[u8]) -> Record<'_> {
+        Record {
+            seq: n,
+            expires_at: 1_000 + n,
+            hash: PacketHash::of_message(&format!("m{n}")),
+            recipient: Fingerprint([n as u8; 32]),
+            json,
+        }
+    }
+
+    fn append(log: &SegmentLog, records: &[Record<'_>]) -> Vec<Location> {
+        let mut batch = log.begin().unwrap();
+        let locs = records.iter().map(|r| batch.push(r)).collect();
+        batch.write_durably().unwrap();
+        locs
+    }
+
+    fn scan_all(log: &SegmentLog, from: Position) -> (Vec<(Location, u64, Vec<u8>)>, ScanReport) {
+        let mut seen = Vec::new();
+        let report = log
+            .scan(from, &mut |loc, r| {
+                seen.push((loc, r.seq, r.json.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        (seen, report)
+    }
+
+    #[test]
+    fn records_read_back_and_the_log_continues_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let locs = append(&log, &[record(1, b"{\"a\":1}"), record(2, b"{\"b\":22}")]);
+        assert_eq!(locs[0].offset, MAGIC.len() as u64);
+        assert_eq!(
+            locs[1].offset,
+            locs[0].offset + (RECORD_HEADER as u64) + locs[0].len as u64
+        );
+        let mut buf = Vec::new();
+        let r = log.read(locs[1], &mut buf).unwrap();
+        assert_eq!((r.seq, r.json), (2, &b"{\"b\":22}"[..]));
+        assert_eq!(r.hash, PacketHash::of_message("m2"));
+        assert_eq!(r.recipient, Fingerprint([2; 32]));
+        let end = log.end();
+        drop(log);
+
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.end(), end, "reopening continues where the log ended");
+        let more = append(&log, &[record(3, b"{}")]);
+        assert_eq!(more[0].offset, end.offset);
+        let (seen, report) = scan_all(&log, Position::default());
+        assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(report.damaged_tails, 0);
+        assert_eq!(report.end, log.end());
+    }
+
+    #[test]
+    fn segments_roll_over_and_old_ones_stay_readable_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let json = vec![b'x'; 1500];
+        let mut locs = Vec::new();
+        for n in 0..10 {
+            locs.extend(append(&log, &[record(n, &json)]));
+        }
+        let segments = log.segments().unwrap();
+        assert!(segments.len() >= 3, "{segments:?}");
+        let mut buf = Vec::new();
+        for (n, loc) in locs.iter().enumerate() {
+            assert_eq!(log.read(*loc, &mut buf).unwrap().seq, n as u64);
+        }
+        // The active segment is never removed; an old one is.
+        log.remove(log.active_segment()).unwrap();
+        assert!(log.segments().unwrap().contains(&log.active_segment()));
+        log.remove(segments[0]).unwrap();
+        assert!(!log.segments().unwrap().contains(&segments[0]));
+        assert!(log.read(locs[0], &mut buf).is_err());
+        // Scanning from a later segment sees only what follows.
+        let (seen, _) = scan_all(
+            &log,
+            Position {
+                segment: locs[9].segment,
+                offset: locs[9].offset,
+            },
+        );
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].1, 9);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_kept_aside_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        append(&log, &[record(1, b"{}"), record(2, b"{}")]);
+        let sound = log.end();
+        drop(log);
+        // What a crash in the middle of an append leaves: half a record.
+        let path = dir.path().join(segment_name(sound.segment));
+        let mut torn = Vec::new();
+        record(3, b"{\"never\":\"acknowledged\"}").encode_into(&mut torn);
+        torn.truncate(torn.len() / 2);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&torn).unwrap();
+        drop(file);
+
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let (seen, report) = scan_all(&log, Position::default());
+        assert_eq!(seen.len(), 2);
+        assert_eq!(report.damaged_tails, 1);
+        assert_eq!(report.end, sound);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), sound.offset);
+        let kept = dir.path().join(format!(
+            "{}.damaged-at-{}",
+            segment_name(sound.segment),
+            sound.offset
+        ));
+        assert_eq!(std::fs::read(kept).unwrap(), torn, "the cut bytes are kept");
+        let next = append(&log, &[record(4, b"{}")]);
+        assert_eq!(next[0].offset, sound.offset);
+        let (seen, report) = scan_all(&log, Position::default());
+        assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert_eq!(report.damaged_tails, 0);
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_not_wrong_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let locs = append(&log, &[record(1, b"{\"k\":\"v\"}")]);
+        let path = dir.path().join(segment_name(locs[0].segment));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = log.read(locs[0], &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        // A location past the end is an error too, never a panic.
+        let beyond = Location {
+            offset: 1 << 30,
+            ..locs[0]
+        };
+        assert!(log.read(beyond, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(7)), b"not a segment at all").unwrap();
+        let err = SegmentLog::open(dir.path(), 1 << 20).err().unwrap();
+        assert!(
+            err.to_string().contains("not a jasper segment file"),
+            "{err}"
+        );
+    }
+}
