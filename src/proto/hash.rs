@@ -41,12 +41,23 @@ fn hex_digit(c: u8) -> Result<u8, HashFormatError> {
     }
 }
 
+impl PacketHash {
+    /// The 64 lowercase hex digits, without allocating.
+    pub fn to_hex(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for PacketHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        let hex = self.to_hex();
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 

@@ -72,17 +72,33 @@ pub enum JweError {
     },
 }
 
+/// Which bytes the base64url alphabet has.
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// Checks `text` against `profile` without decrypting anything.
 pub fn check_compact(text: &str, profile: JweProfile) -> Result<(), JweError> {
-    let parts: Vec<&str> = text.split('.').collect();
-    if parts.len() != 5 {
-        return Err(JweError::PartCount(parts.len()));
+    let mut parts = [""; 5];
+    let mut count = 0;
+    for part in text.split('.') {
+        if count < 5 {
+            parts[count] = part;
+        }
+        count += 1;
+    }
+    if count != 5 {
+        return Err(JweError::PartCount(count));
     }
     for (i, part) in parts.iter().enumerate() {
-        if !part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !part.bytes().all(|b| BASE64URL[b as usize]) {
             return Err(JweError::NotBase64Url(i + 1));
         }
     }

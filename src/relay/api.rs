@@ -303,12 +303,19 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
             ));
         }
     };
-    let body = serde_json::json!({
-        "hash": hash.to_string(),
-        "stored": stored,
-        "duplicate": !stored,
-    });
-    Ok(json_response(StatusCode::OK, body.to_string().into()))
+    // Written directly (hot path); a test checks it against serde_json's form.
+    Ok(json_response(
+        StatusCode::OK,
+        send_answer(&hash, stored).into(),
+    ))
+}
+
+/// The body of a `/send` 200: `{"hash": ..., "stored": ..., "duplicate": ...}`.
+fn send_answer(hash: &PacketHash, stored: bool) -> String {
+    format!(
+        "{{\"hash\":\"{hash}\",\"stored\":{stored},\"duplicate\":{}}}",
+        !stored
+    )
 }
 
 /// When a packet stored now expires: after the retention, or earlier when the relay it came
@@ -618,4 +625,22 @@ async fn status(state: Arc<RelayState>) -> Response<Bytes> {
             .expect("status serializes")
             .into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_answer_is_the_json_it_claims() {
+        let hash = PacketHash::of_message("m");
+        for stored in [true, false] {
+            let parsed: serde_json::Value =
+                serde_json::from_str(&send_answer(&hash, stored)).unwrap();
+            assert_eq!(
+                parsed,
+                serde_json::json!({"hash": hash.to_string(), "stored": stored, "duplicate": !stored})
+            );
+        }
+    }
 }

@@ -55,6 +55,9 @@ impl BroadcastQueue {
     }
 }
 
+/// How long the broadcaster reuses the known-peers list before reading it again.
+pub const PEER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Shuffles `peers` with a seed taken from the packet's hash, so that each packet goes to its
 /// own random `broadcast_fanout` peers and no peer is always left out.
 fn shuffle(peers: &mut [ServerEntry], hash: &PacketHash) {
@@ -75,14 +78,29 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
+    // The known-peers list is read from the store at most once per PEER_LIST_TTL, not once per
+    // packet: under load that read cost more than storing the packet. Health is per packet.
+    let mut known: Option<(std::time::Instant, Vec<ServerEntry>)> = None;
     loop {
         let fresh = tokio::select! {
             f = rx.recv() => match f { Some(f) => f, None => return },
             _ = stop.changed() => return,
         };
-        let mut candidates: Vec<ServerEntry> = super::healthy_peers(&state)
-            .into_iter()
-            .filter(|p| Some(p) != fresh.from.as_ref())
+        if known
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= PEER_LIST_TTL)
+        {
+            known = Some((std::time::Instant::now(), super::known_peers(&state)));
+        }
+        let peers = known.as_ref().map_or(&[][..], |(_, p)| p.as_slice());
+        if peers.is_empty() {
+            continue;
+        }
+        let now = crate::relay::clock::now_ms();
+        let mut candidates: Vec<ServerEntry> = peers
+            .iter()
+            .filter(|p| Some(*p) != fresh.from.as_ref() && state.peers.is_healthy(p, now))
+            .cloned()
             .collect();
         shuffle(&mut candidates, &fresh.hash);
         candidates.truncate(state.config.broadcast_fanout);

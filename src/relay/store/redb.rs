@@ -9,6 +9,7 @@
 //! after a crash `open` re-reads the log from the last durable position and indexes what it
 //! finds. Every acknowledged packet is in the log, so none is lost.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -156,13 +157,16 @@ fn wrong_record(hash: &PacketHash, loc: Location) -> StoreError {
     ))
 }
 
-/// The tables a packet write touches, open in one write transaction.
+/// The tables a packet write touches, open in one write transaction. Inbox counts are kept
+/// in memory for the transaction and written once per recipient by [`PacketTables::finish`].
 struct PacketTables<'t> {
     packets: Table<'t, &'static [u8; 32], &'static [u8; 68]>,
     by_rcpt: Table<'t, &'static [u8; 40], &'static [u8; 28]>,
     by_exp: Table<'t, &'static [u8; 40], ()>,
     counts: Table<'t, &'static [u8; 32], u64>,
     segment_live: Table<'t, u64, u64>,
+    /// recipient → (count now, whether it changed).
+    count_cache: HashMap<[u8; 32], (u64, bool)>,
 }
 
 impl<'t> PacketTables<'t> {
@@ -173,16 +177,18 @@ impl<'t> PacketTables<'t> {
             by_exp: txn.open_table(BY_EXPIRY).map_err(engine)?,
             counts: txn.open_table(INBOX_COUNTS).map_err(engine)?,
             segment_live: txn.open_table(SEGMENT_LIVE).map_err(engine)?,
+            count_cache: HashMap::new(),
         })
     }
 
-    /// Indexes a packet whose body is at `location`; `count` is its inbox's count before.
-    fn index(
+    /// Indexes a packet whose body is at `location`, unless its hash is already stored: then
+    /// nothing changes and the stored packet's header is returned. One B-tree walk for the
+    /// usual, new packet.
+    fn insert_new(
         &mut self,
         record: &Record<'_>,
         location: Location,
-        count: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Header>, StoreError> {
         let hash = &record.hash.0;
         let rcpt = &record.recipient.0;
         let header = Header {
@@ -191,9 +197,15 @@ impl<'t> PacketTables<'t> {
             recipient: *rcpt,
             location,
         };
-        self.packets
+        let old = self
+            .packets
             .insert(hash, &header.encode())
-            .map_err(engine)?;
+            .map_err(engine)?
+            .map(|v| *v.value());
+        if let Some(old) = old {
+            self.packets.insert(hash, &old).map_err(engine)?;
+            return Ok(Some(Header::decode(&old)));
+        }
         self.by_rcpt
             .insert(
                 &cat40(rcpt, &record.seq.to_be_bytes()),
@@ -203,16 +215,23 @@ impl<'t> PacketTables<'t> {
         self.by_exp
             .insert(&cat40(&record.expires_at.to_be_bytes(), hash), ())
             .map_err(engine)?;
-        self.counts.insert(rcpt, count + 1).map_err(engine)?;
-        Ok(())
+        let count = self.count(rcpt)?;
+        self.count_cache.insert(*rcpt, (count + 1, true));
+        Ok(None)
     }
 
-    fn count(&self, rcpt: &[u8; 32]) -> Result<u64, StoreError> {
-        Ok(self
+    /// Live packets stored for `rcpt`.
+    fn count(&mut self, rcpt: &[u8; 32]) -> Result<u64, StoreError> {
+        if let Some((n, _)) = self.count_cache.get(rcpt) {
+            return Ok(*n);
+        }
+        let n = self
             .counts
             .get(rcpt)
             .map_err(engine)?
-            .map_or(0, |v| v.value()))
+            .map_or(0, |v| v.value());
+        self.count_cache.insert(*rcpt, (n, false));
+        Ok(n)
     }
 
     fn add_live(&mut self, segment: u64, n: u64) -> Result<(), StoreError> {
@@ -227,6 +246,16 @@ impl<'t> PacketTables<'t> {
         self.segment_live
             .insert(segment, live + n)
             .map_err(engine)?;
+        Ok(())
+    }
+
+    /// Writes the inbox counts that changed.
+    fn finish(mut self) -> Result<(), StoreError> {
+        for (rcpt, (n, changed)) in self.count_cache.drain() {
+            if changed {
+                self.counts.insert(&rcpt, n).map_err(engine)?;
+            }
+        }
         Ok(())
     }
 }
@@ -348,16 +377,9 @@ impl RedbStore {
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
             let report = self.log.scan(from, &mut |location, record| {
-                if tables
-                    .packets
-                    .get(&record.hash.0)
-                    .map_err(engine)?
-                    .is_some()
-                {
+                if tables.insert_new(&record, location)?.is_some() {
                     return Ok(());
                 }
-                let count = tables.count(&record.recipient.0)?;
-                tables.index(&record, location, count)?;
                 tables.add_live(location.segment, 1)?;
                 next_seq = next_seq.max(record.seq + 1);
                 n_packets += 1;
@@ -369,6 +391,7 @@ impl RedbStore {
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             set_indexed(&mut meta, report.end)?;
+            tables.finish()?;
         }
         txn.commit().map_err(engine)?;
         Ok(indexed)
@@ -456,60 +479,73 @@ impl Store for RedbStore {
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
             let mut stored = 0u64;
 
+            let any_tombstones = tombs.len().map_err(engine)? > 0;
+
             for p in packets {
                 let hash = &p.hash.0;
-                let tombstoned = tombs
-                    .get(hash)
-                    .map_err(engine)?
-                    .is_some_and(|t| t.value() > now);
+                let tombstoned = any_tombstones
+                    && tombs
+                        .get(hash)
+                        .map_err(engine)?
+                        .is_some_and(|t| t.value() > now);
                 if tombstoned {
                     outcomes.push(PutOutcome::Tombstoned);
                     continue;
                 }
-                if let Some(existing) = tables.packets.get(hash).map_err(engine)? {
-                    let live = Header::decode(existing.value()).expires_at > now;
-                    outcomes.push(if live {
+                let existing_outcome = |header: Header| {
+                    if header.expires_at > now {
                         PutOutcome::Duplicate
                     } else {
                         PutOutcome::Tombstoned
+                    }
+                };
+                let count = tables.count(&p.recipient.0)?;
+                let size = p.json.len() as u64;
+                let refusal = if p.expires_at <= now {
+                    Some(PutOutcome::Tombstoned)
+                } else if count >= limits.max_inbox_packets {
+                    Some(PutOutcome::InboxFull)
+                } else if n_bytes + size > limits.max_stored_bytes {
+                    Some(PutOutcome::StoreFull)
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    // A packet already stored is a duplicate even when a new one would be
+                    // refused.
+                    let existing = tables.packets.get(hash).map_err(engine)?;
+                    outcomes.push(match existing {
+                        Some(v) => existing_outcome(Header::decode(v.value())),
+                        None => refusal,
                     });
                     continue;
                 }
-                if p.expires_at <= now {
-                    outcomes.push(PutOutcome::Tombstoned);
-                    continue;
-                }
-                let count = tables.count(&p.recipient.0)?;
-                if count >= limits.max_inbox_packets {
-                    outcomes.push(PutOutcome::InboxFull);
-                    continue;
-                }
-                let size = p.json.len() as u64;
-                if n_bytes + size > limits.max_stored_bytes {
-                    outcomes.push(PutOutcome::StoreFull);
-                    continue;
-                }
-                let seq = next_seq;
-                next_seq += 1;
                 let record = Record {
-                    seq,
+                    seq: next_seq,
                     expires_at: p.expires_at,
                     hash: p.hash,
                     recipient: p.recipient,
                     json: &p.json,
                 };
+                let mark = batch.mark();
                 let location = batch.push(&record);
-                tables.index(&record, location, count)?;
+                if let Some(existing) = tables.insert_new(&record, location)? {
+                    batch.rollback(mark);
+                    outcomes.push(existing_outcome(existing));
+                    continue;
+                }
+                next_seq += 1;
                 stored += 1;
                 n_packets += 1;
                 n_bytes += size;
-                outcomes.push(PutOutcome::Stored { seq });
+                outcomes.push(PutOutcome::Stored { seq: record.seq });
             }
             tables.add_live(batch.end().segment, stored)?;
             meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             set_indexed(&mut meta, batch.end())?;
+            tables.finish()?;
         }
         if batch.is_empty() {
             drop(batch);

@@ -473,6 +473,16 @@ impl Batch<'_> {
         }
     }
 
+    /// The batch's length now, to [`Batch::rollback`] to.
+    pub fn mark(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops every record pushed after `mark`.
+    pub fn rollback(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
