@@ -1,5 +1,10 @@
-//! Group commit: one thread owns the store's write path and commits every pending `/send` in one
-//! durable transaction, so throughput grows with load while each 200 still means "on disk".
+//! Group commit: one thread owns the store's write path and stores every pending `/send` in one
+//! batch, so throughput grows with load while each 200 still means "on disk".
+//!
+//! Two threads form a pipeline: the writer stores batch after batch without waiting for the
+//! disk ([`Store::put_batch_deferred`]), and the syncer flushes whatever has been written
+//! ([`Store::sync`], one flush for every batch that waits) and only then answers the batches'
+//! senders. So the next batch is indexed while the disk works on the last one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +13,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::clock::now_ms;
-use super::store::{NewPacket, PutLimits, PutOutcome, Store};
+use super::store::{NewPacket, PutLimits, PutOutcome, Store, SyncTicket};
 
 /// Most packets committed in one transaction.
 pub const MAX_BATCH_PACKETS: usize = 1024;
@@ -22,9 +27,18 @@ pub const QUEUE_CAPACITY: usize = 4096;
 #[error("storage unavailable: {0}")]
 pub struct WriteError(pub String);
 
+type Reply = oneshot::Sender<Result<PutOutcome, WriteError>>;
+
 struct Job {
     packet: NewPacket,
-    reply: oneshot::Sender<Result<PutOutcome, WriteError>>,
+    reply: Reply,
+}
+
+/// A stored batch whose senders wait for the disk.
+struct Unsynced {
+    ticket: SyncTicket,
+    replies: Vec<Reply>,
+    outcomes: Vec<PutOutcome>,
 }
 
 /// Handle to the writer thread; cheap to clone. The thread ends when every handle is dropped
@@ -101,6 +115,14 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
 ) {
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<Unsynced>();
+    let syncer = {
+        let store = store.clone();
+        std::thread::Builder::new()
+            .name("jasper-sync".into())
+            .spawn(move || sync_and_answer(store, sync_rx))
+            .expect("spawning the sync thread")
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.packet.json.len();
         let mut jobs = vec![first];
@@ -115,22 +137,57 @@ fn run(
         }
         let (packets, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.packet, j.reply)).unzip();
-        let result = store.put_batch(&packets, limits, now_ms());
+        let result = store.put_batch_deferred(&packets, limits, now_ms());
         queued.fetch_sub(replies.len(), Ordering::Relaxed);
         match result {
-            Ok(outcomes) => {
-                tracing::debug!(batch = packets.len(), "committed");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+            Ok((outcomes, ticket)) => {
+                tracing::debug!(batch = packets.len(), "stored, waiting for the disk");
+                let batch = Unsynced {
+                    ticket,
+                    replies,
+                    outcomes,
+                };
+                if let Err(std::sync::mpsc::SendError(batch)) = sync_tx.send(batch) {
+                    answer_all(batch.replies, &WriteError("the sync thread stopped".into()));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = packets.len(), "storing packets failed");
+                answer_all(replies, &WriteError(e.to_string()));
+            }
+        }
+    }
+    drop(sync_tx);
+    let _ = syncer.join();
+}
+
+/// Waits for stored batches, flushes once for all that are waiting, then answers them.
+fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Unsynced>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        let last = batches.iter().map(|b| b.ticket).max().unwrap_or_default();
+        match store.sync(last) {
+            Ok(()) => {
+                for batch in batches {
+                    for (reply, outcome) in batch.replies.into_iter().zip(batch.outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing stored packets failed");
                 let err = WriteError(e.to_string());
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
+                for batch in batches {
+                    answer_all(batch.replies, &err);
                 }
             }
         }
+    }
+}
+
+fn answer_all(replies: Vec<Reply>, err: &WriteError) {
+    for reply in replies {
+        let _ = reply.send(Err(err.clone()));
     }
 }

@@ -139,17 +139,41 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
+/// What [`Store::put_batch_deferred`] hands back: its batch is on disk once [`Store::sync`]
+/// with this ticket (or a later one) returned `Ok`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SyncTicket(pub u64);
+
 /// A relay storage engine. Every method is blocking; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
-    /// Stores packets in one durable transaction: when this returns `Ok`, every `Stored`
-    /// outcome is on disk. Outcomes are in input order; a hash repeated within the batch is
-    /// `Duplicate` the second time.
+    /// Stores packets durably: when this returns `Ok`, every `Stored` outcome is on disk.
+    /// Outcomes are in input order; a hash repeated within the batch is `Duplicate` the second
+    /// time.
     fn put_batch(
         &self,
         packets: &[NewPacket],
         limits: PutLimits,
         now: UnixMillis,
-    ) -> Result<Vec<PutOutcome>, StoreError>;
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let (outcomes, ticket) = self.put_batch_deferred(packets, limits, now)?;
+        self.sync(ticket)?;
+        Ok(outcomes)
+    }
+
+    /// Stores packets like [`Store::put_batch`] but returns before they are on disk: readers
+    /// may see them at once, and they are durable (and may be acknowledged) only once
+    /// [`Store::sync`] with the ticket returned `Ok`. Lets one thread store the next batch
+    /// while another waits for the disk.
+    fn put_batch_deferred(
+        &self,
+        packets: &[NewPacket],
+        limits: PutLimits,
+        now: UnixMillis,
+    ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError>;
+
+    /// Waits until every batch up to `ticket` is on disk. One disk flush covers every batch
+    /// stored before it, however many threads wait.
+    fn sync(&self, ticket: SyncTicket) -> Result<(), StoreError>;
 
     /// Calls `visit` with each live packet among `hashes`, in the order asked (unknown or
     /// expired ones are skipped), until `max_bytes` of JSON were visited (at least one packet

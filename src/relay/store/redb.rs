@@ -3,11 +3,14 @@
 //! tombstones, counters, known servers — in one redb file with big-endian keys, so that inbox
 //! cursors and expiry sweeps are range scans.
 //!
-//! Durability: `put_batch` appends the batch's bodies to the log and `fdatasync`s it, then
-//! commits the index. Index commits are durable once per `checkpoint_interval`; the ones in
-//! between only reach the page cache. The index records how far into the log it reaches, so
-//! after a crash `open` re-reads the log from the last durable position and indexes what it
-//! finds. Every acknowledged packet is in the log, so none is lost.
+//! Durability: `put_batch_deferred` writes the batch's bodies to the log and commits the
+//! index; `sync` flushes the log (`fdatasync`), and only then may the batch be acknowledged.
+//! Index commits are durable once per `checkpoint_interval`, and every durable commit flushes
+//! the log first, so a durable index never points at a record that is not on disk. The index
+//! records how far into the log it reaches; after a crash `open` re-reads the log from the
+//! last durable position and indexes what it finds. Every acknowledged packet is in the log,
+//! so none is lost. (A packet may be readable for the ~1 ms between its batch's commit and
+//! the flush; only the 200 is a promise.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +25,7 @@ use redb::{
 use super::segments::{Location, Position, Record, SegmentLog};
 use super::{
     InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
-    SweepReport, UnixMillis,
+    SweepReport, SyncTicket, UnixMillis,
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
@@ -90,6 +93,19 @@ pub struct RedbStore {
     checkpoint_interval: Duration,
     last_durable: Mutex<Instant>,
     recovered: u64,
+    sync: Mutex<SyncState>,
+    /// Held by whoever is flushing the log, so that one flush serves every waiter.
+    flushing: Mutex<()>,
+}
+
+/// How far the log is written and how far it is on disk, in batches.
+#[derive(Debug, Default)]
+struct SyncState {
+    written: u64,
+    synced: u64,
+    /// Set when a flush failed: what was written since may be lost, so the store refuses
+    /// to promise anything more until it is reopened.
+    failed: Option<String>,
 }
 
 fn engine<E: std::fmt::Display>(e: E) -> StoreError {
@@ -301,6 +317,8 @@ impl RedbStore {
             checkpoint_interval: options.checkpoint_interval,
             last_durable: Mutex::new(Instant::now()),
             recovered: 0,
+            sync: Mutex::new(SyncState::default()),
+            flushing: Mutex::new(()),
         };
         store.init_schema()?;
         store.recovered = store.recover()?;
@@ -441,9 +459,42 @@ impl RedbStore {
 
     /// Makes every index commit so far durable, so the next open has nothing to re-read.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.begin_durable()?.commit().map_err(engine)?;
+        self.commit_durable(self.begin_durable()?)
+    }
+
+    /// Commits a durable transaction. Index entries committed before it may point at log
+    /// records still only in the page cache, and this commit makes them durable, so the log
+    /// is flushed first. (Called holding the write transaction: no batch can slip in between.)
+    fn commit_durable(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        self.sync(self.written())?;
+        txn.commit().map_err(engine)?;
         self.note_durable();
         Ok(())
+    }
+
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ticket of the last batch written to the log.
+    fn written(&self) -> SyncTicket {
+        SyncTicket(self.lock_sync().written)
+    }
+
+    /// The ticket up to which the log is known to be on disk.
+    #[cfg(test)]
+    fn synced(&self) -> SyncTicket {
+        SyncTicket(self.lock_sync().synced)
+    }
+
+    fn refuse_if_failed(&self) -> Result<(), StoreError> {
+        match &self.lock_sync().failed {
+            Some(why) => Err(StoreError::Engine(format!(
+                "the packet log could not be flushed to disk earlier ({why}); restart the \
+                 relay once the disk is healthy"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -460,12 +511,13 @@ fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u
 }
 
 impl Store for RedbStore {
-    fn put_batch(
+    fn put_batch_deferred(
         &self,
         packets: &[NewPacket],
         limits: PutLimits,
         now: UnixMillis,
-    ) -> Result<Vec<PutOutcome>, StoreError> {
+    ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError> {
+        self.refuse_if_failed()?;
         let durable = self.checkpoint_due();
         let txn = self.begin(durable)?;
         let mut outcomes = Vec::with_capacity(packets.len());
@@ -550,16 +602,59 @@ impl Store for RedbStore {
         if batch.is_empty() {
             drop(batch);
             txn.abort().map_err(engine)?;
-            return Ok(outcomes);
+            // Nothing new, but a duplicate is only as durable as the batch that stored it.
+            return Ok((outcomes, self.written()));
         }
-        // The bodies are on disk before the index that points at them commits; a failed
+        // The bodies are written before the index that points at them commits; a failed
         // append drops the transaction, so nothing was stored.
-        batch.write_durably()?;
-        txn.commit().map_err(engine)?;
+        batch.write()?;
+        let ticket = {
+            let mut state = self.lock_sync();
+            state.written += 1;
+            SyncTicket(state.written)
+        };
         if durable {
-            self.note_durable();
+            self.commit_durable(txn)?;
+        } else {
+            txn.commit().map_err(engine)?;
         }
-        Ok(outcomes)
+        Ok((outcomes, ticket))
+    }
+
+    fn sync(&self, ticket: SyncTicket) -> Result<(), StoreError> {
+        let done = |state: &SyncState| -> Result<bool, StoreError> {
+            if let Some(why) = &state.failed {
+                return Err(StoreError::Engine(format!(
+                    "the packet log could not be flushed to disk ({why}); restart the relay \
+                     once the disk is healthy"
+                )));
+            }
+            Ok(state.synced >= ticket.0)
+        };
+        if done(&self.lock_sync())? {
+            return Ok(());
+        }
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        // Whoever flushed while this thread waited may have covered this ticket too.
+        let target = {
+            let state = self.lock_sync();
+            if done(&state)? {
+                return Ok(());
+            }
+            state.written
+        };
+        match self.log.sync() {
+            Ok(()) => {
+                let mut state = self.lock_sync();
+                state.synced = state.synced.max(target);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing the packet log failed; refusing writes");
+                self.lock_sync().failed = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     fn get_many(
@@ -826,8 +921,7 @@ impl Store for RedbStore {
             txn.abort().map_err(engine)?;
             return Ok(report);
         }
-        txn.commit().map_err(engine)?;
-        self.note_durable();
+        self.commit_durable(txn)?;
         // Below the durable index position every record of a segment is counted, so an
         // emptied one holds nothing live. (A stop before this leaves files `open` removes.)
         for segment in emptied {
@@ -883,7 +977,7 @@ impl Store for RedbStore {
                 .insert(server.authority().as_str(), record)
                 .map_err(engine)?;
         }
-        txn.commit().map_err(engine)
+        self.commit_durable(txn)
     }
 
     fn add_servers(
@@ -908,7 +1002,7 @@ impl Store for RedbStore {
                 }
             }
         }
-        txn.commit().map_err(engine)?;
+        self.commit_durable(txn)?;
         Ok(added)
     }
 }
@@ -1133,6 +1227,56 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn deferred_batches_are_durable_after_one_sync_or_any_durable_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        let (out1, t1) = store
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        let (out2, t2) = store
+            .put_batch_deferred(&[packet(2, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        assert!(matches!(out1[0], PutOutcome::Stored { .. }));
+        assert!(matches!(out2[0], PutOutcome::Stored { .. }));
+        assert!(t2 > t1);
+        assert!(store.synced() < t1, "nothing was flushed yet");
+        // Readers see a deferred batch at once.
+        assert_eq!(
+            inbox(&store, &Fingerprint([1; 32]), 0, u64::MAX, 0)
+                .packets
+                .len(),
+            2
+        );
+        // One flush covers every batch written before it.
+        store.sync(t2).unwrap();
+        assert!(store.synced() >= t2);
+        store.sync(t1).unwrap();
+        // A duplicate's ticket waits for the batch that stored the original.
+        let (out3, t3) = store
+            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        assert!(matches!(out3[0], PutOutcome::Stored { .. }));
+        let (dup, t_dup) = store
+            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        assert_eq!(dup, vec![PutOutcome::Duplicate]);
+        assert!(t_dup >= t3);
+        // Any durable index commit flushes the log first, so the index never points at a
+        // record that is not on disk.
+        assert!(store.synced() < t3);
+        store
+            .add_servers(&["relay.example.org:80".parse().unwrap()], 10)
+            .unwrap();
+        assert!(store.synced() >= t3);
+        let (_, t4) = store
+            .put_batch_deferred(&[packet(4, 1, 10_000)], LIMITS, 0)
+            .unwrap();
+        store.sweep(0, 0, 10).unwrap();
+        store.checkpoint().unwrap();
+        assert!(store.synced() >= t4);
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl SegmentLog {
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
         let mut active = self.lock_active();
         if active.len >= self.segment_bytes {
+            // `sync` flushes only the active segment, so the one being closed is flushed now.
+            active
+                .file
+                .sync_data()
+                .map_err(|e| io("syncing", &self.path(active.id), e))?;
             let next = self.start_segment(active.id + 1)?;
             *active = next;
         }
@@ -234,6 +239,16 @@ impl SegmentLog {
             active,
             buf: Vec::new(),
         })
+    }
+
+    /// Flushes every write made so far to disk (`fdatasync`).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (id, file) = {
+            let active = self.lock_active();
+            (active.id, active.file.clone())
+        };
+        file.sync_data()
+            .map_err(|e| io("syncing", &self.path(id), e))
     }
 
     /// Where the log ends now.
@@ -328,6 +343,9 @@ impl SegmentLog {
                     }
                 }
             }
+            // What was read may so far be only in the page cache (the process died, not the
+            // machine); it must be on disk before an index that points at it is.
+            file.sync_data().map_err(|e| io("syncing", &path, e))?;
             if id == active.id {
                 active.len = offset;
             }
@@ -496,17 +514,14 @@ impl Batch<'_> {
         }
     }
 
-    /// Writes the records and waits until they are on disk. On failure nothing of the
-    /// batch stays in the log.
-    pub fn write_durably(mut self) -> Result<(), StoreError> {
+    /// Writes the records (into the page cache; [`SegmentLog::sync`] makes them durable).
+    /// On failure nothing of the batch stays in the log.
+    pub fn write(mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let file = self.active.file.clone();
-        let result = file
-            .write_all_at(&self.buf, self.base)
-            .and_then(|()| file.sync_data());
-        match result {
+        match file.write_all_at(&self.buf, self.base) {
             Ok(()) => {
                 self.active.len = self.base + self.buf.len() as u64;
                 Ok(())
@@ -536,7 +551,8 @@ mod tests {
     fn append(log: &SegmentLog, records: &[Record<'_>]) -> Vec<Location> {
         let mut batch = log.begin().unwrap();
         let locs = records.iter().map(|r| batch.push(r)).collect();
-        batch.write_durably().unwrap();
+        batch.write().unwrap();
+        log.sync().unwrap();
         locs
     }
 
