@@ -79,7 +79,8 @@ pub async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
     // The known-peers list is read from the store at most once per PEER_LIST_TTL, not once per
-    // packet: under load that read cost more than storing the packet. Health is per packet.
+    // packet (a redb read transaction on the async runtime for every stored packet). Health
+    // is checked per packet.
     let mut known: Option<(std::time::Instant, Vec<ServerEntry>)> = None;
     loop {
         let fresh = tokio::select! {

@@ -119,6 +119,14 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
+/// The error every write gets once a flush of the log failed.
+fn flush_failed(why: &str) -> StoreError {
+    StoreError::Engine(format!(
+        "the packet log could not be flushed to disk ({why}); restart the relay once the disk \
+         is healthy"
+    ))
+}
+
 fn be_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
@@ -488,13 +496,10 @@ impl RedbStore {
     }
 
     fn refuse_if_failed(&self) -> Result<(), StoreError> {
-        match &self.lock_sync().failed {
-            Some(why) => Err(StoreError::Engine(format!(
-                "the packet log could not be flushed to disk earlier ({why}); restart the \
-                 relay once the disk is healthy"
-            ))),
-            None => Ok(()),
-        }
+        self.lock_sync()
+            .failed
+            .as_deref()
+            .map_or(Ok(()), |why| Err(flush_failed(why)))
     }
 }
 
@@ -622,14 +627,9 @@ impl Store for RedbStore {
     }
 
     fn sync(&self, ticket: SyncTicket) -> Result<(), StoreError> {
-        let done = |state: &SyncState| -> Result<bool, StoreError> {
-            if let Some(why) = &state.failed {
-                return Err(StoreError::Engine(format!(
-                    "the packet log could not be flushed to disk ({why}); restart the relay \
-                     once the disk is healthy"
-                )));
-            }
-            Ok(state.synced >= ticket.0)
+        let done = |state: &SyncState| match &state.failed {
+            Some(why) => Err(flush_failed(why)),
+            None => Ok(state.synced >= ticket.0),
         };
         if done(&self.lock_sync())? {
             return Ok(());
