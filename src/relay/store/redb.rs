@@ -43,6 +43,10 @@ const TOMBSTONE_EXPIRY: TableDefinition<&[u8; 40], ()> = TableDefinition::new("t
 const INBOX_COUNTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inbox_counts");
 /// segment id → live packets whose bodies it holds.
 const SEGMENT_LIVE: TableDefinition<u64, u64> = TableDefinition::new("segment_live");
+/// Schema 1's tables that schema 2 replaced (read once, by the migration).
+const PACKETS_V1: TableDefinition<&[u8; 32], &[u8; 48]> = TableDefinition::new("packets");
+const BODIES_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const BY_RECIPIENT_V1: TableDefinition<&[u8; 40], u64> = TableDefinition::new("by_recipient");
 /// Counters: see the `META_*` keys.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Known servers by `host:port` → the mesh's record about each (opaque here; may be empty).
@@ -207,7 +211,7 @@ impl<'t> PacketTables<'t> {
 
     /// Indexes a packet whose body is at `location`, unless its hash is already stored: then
     /// nothing changes and the stored packet's header is returned. One B-tree walk for the
-    /// usual, new packet.
+    /// usual, new packet. Inbox counts are the caller's ([`PacketTables::bump_count`]).
     fn insert_new(
         &mut self,
         record: &Record<'_>,
@@ -239,9 +243,14 @@ impl<'t> PacketTables<'t> {
         self.by_exp
             .insert(&cat40(&record.expires_at.to_be_bytes(), hash), ())
             .map_err(engine)?;
+        Ok(None)
+    }
+
+    /// Counts one more live packet for `rcpt`.
+    fn bump_count(&mut self, rcpt: &[u8; 32]) -> Result<(), StoreError> {
         let count = self.count(rcpt)?;
         self.count_cache.insert(*rcpt, (count + 1, true));
-        Ok(None)
+        Ok(())
     }
 
     /// Live packets stored for `rcpt`.
@@ -317,8 +326,13 @@ impl RedbStore {
             .set_cache_size(options.cache_bytes)
             .create(&path)
             .map_err(|e| open_err(e.to_string()))?;
-        Self::check_schema(&db)?;
-        let log = SegmentLog::open(&dir.join("segments"), options.segment_bytes)?;
+        let version = Self::check_schema(&db)?;
+        let segments = dir.join("segments");
+        if version == Some(1) && segments.exists() {
+            // Schema 1 wrote no log: anything there is from a migration that did not finish.
+            std::fs::remove_dir_all(&segments).map_err(|e| open_err(e.to_string()))?;
+        }
+        let log = SegmentLog::open(&segments, options.segment_bytes)?;
         let mut store = Self {
             db,
             log,
@@ -328,6 +342,13 @@ impl RedbStore {
             sync: Mutex::new(SyncState::default()),
             flushing: Mutex::new(()),
         };
+        if version == Some(1) {
+            let moved = store.migrate_from_v1()?;
+            tracing::info!(
+                packets = moved,
+                "moved the packets of a schema 1 database into the packet log"
+            );
+        }
         store.init_schema()?;
         store.recovered = store.recover()?;
         if store.recovered > 0 {
@@ -346,7 +367,9 @@ impl RedbStore {
         self.recovered
     }
 
-    fn check_schema(db: &Database) -> Result<(), StoreError> {
+    /// The schema version of an existing database (`None` for a new one); refuses versions
+    /// this build cannot read or migrate.
+    fn check_schema(db: &Database) -> Result<Option<u64>, StoreError> {
         let txn = db.begin_read().map_err(engine)?;
         let version = match txn.open_table(META) {
             Ok(meta) => meta.get(META_SCHEMA).map_err(engine)?.map(|v| v.value()),
@@ -354,13 +377,7 @@ impl RedbStore {
             Err(e) => return Err(engine(e)),
         };
         match version {
-            None | Some(SCHEMA_VERSION) => Ok(()),
-            Some(1) => Err(StoreError::Corrupt(
-                "this database was written by an earlier jasper (schema 1, packet bodies \
-                 inside redb); move the data directory aside and start again: the relay's \
-                 peers send the packets it should hold back at the next sync"
-                    .into(),
-            )),
+            None | Some(1) | Some(SCHEMA_VERSION) => Ok(version),
             Some(other) => Err(StoreError::Corrupt(format!(
                 "database schema version {other} is not {SCHEMA_VERSION}; \
                  it was written by another version of jasper"
@@ -368,6 +385,71 @@ impl RedbStore {
         }
     }
 
+    /// Moves a schema 1 database (packet bodies inside redb) to schema 2 in one durable
+    /// transaction: bodies go to the log in their arrival order, keeping their sequence
+    /// numbers, so clients' cursors stay valid. A stop in the middle leaves schema 1 as it
+    /// was, and the next start begins again. Returns how many packets moved.
+    fn migrate_from_v1(&self) -> Result<u64, StoreError> {
+        /// Log bytes written per append while migrating.
+        const CHUNK_BYTES: usize = 8 << 20;
+        let txn = self.begin_durable()?;
+        let mut moved = 0u64;
+        {
+            let old_packets = txn.open_table(PACKETS_V1).map_err(engine)?;
+            let bodies = txn.open_table(BODIES_V1).map_err(engine)?;
+            let mut tables = PacketTables::open(&txn)?;
+            let mut batch = self.log.begin()?;
+            let mut live: HashMap<u64, u64> = HashMap::new();
+            for entry in bodies.iter().map_err(engine)? {
+                let (seq, value) = entry.map_err(engine)?;
+                let value = value.value();
+                if value.len() < 32 {
+                    return Err(StoreError::Corrupt(format!(
+                        "schema 1 body #{} is shorter than its hash",
+                        seq.value()
+                    )));
+                }
+                let hash: [u8; 32] = value[..32].try_into().expect("32 bytes");
+                let Some(header) = old_packets.get(&hash).map_err(engine)? else {
+                    continue;
+                };
+                let header = header.value();
+                let record = Record {
+                    seq: seq.value(),
+                    expires_at: be_u64(&header[..8]),
+                    hash: PacketHash(hash),
+                    recipient: Fingerprint(header[16..48].try_into().expect("32 bytes")),
+                    json: &value[32..],
+                };
+                if batch.mark() >= CHUNK_BYTES {
+                    batch.write()?;
+                    batch = self.log.begin()?;
+                }
+                let location = batch.push(&record);
+                // Inbox counts carry over from schema 1 as they are (the same table).
+                if tables.insert_new(&record, location)?.is_none() {
+                    *live.entry(location.segment).or_default() += 1;
+                    moved += 1;
+                }
+            }
+            let end = batch.end();
+            batch.write()?;
+            for (segment, n) in live {
+                tables.add_live(segment, n)?;
+            }
+            tables.finish()?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            set_indexed(&mut meta, end)?;
+            meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(engine)?;
+        }
+        txn.delete_table(PACKETS_V1).map_err(engine)?;
+        txn.delete_table(BODIES_V1).map_err(engine)?;
+        txn.delete_table(BY_RECIPIENT_V1).map_err(engine)?;
+        // Not `commit_durable`: these appends are not counted as batches, so flush directly.
+        self.log.sync()?;
+        txn.commit().map_err(engine)?;
+        Ok(moved)
+    }
     fn init_schema(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(engine)?;
         {
@@ -406,6 +488,7 @@ impl RedbStore {
                 if tables.insert_new(&record, location)?.is_some() {
                     return Ok(());
                 }
+                tables.bump_count(&record.recipient.0)?;
                 tables.add_live(location.segment, 1)?;
                 next_seq = next_seq.max(record.seq + 1);
                 n_packets += 1;
@@ -591,6 +674,7 @@ impl Store for RedbStore {
                     outcomes.push(existing_outcome(existing));
                     continue;
                 }
+                tables.bump_count(&p.recipient.0)?;
                 next_seq += 1;
                 stored += 1;
                 n_packets += 1;
@@ -1279,24 +1363,95 @@ mod tests {
         assert!(store.synced() >= t4);
     }
 
-    #[test]
-    fn refuses_a_schema_1_database_with_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Writes a database as schema 1 did: bodies inside redb.
+    fn write_schema_1(dir: &Path, packets: &[NewPacket]) {
+        std::fs::create_dir_all(dir).unwrap();
+        let db = Database::create(dir.join("relay.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
         {
-            let db = Database::create(dir.path().join("relay.redb")).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(META_SCHEMA, 1)
+            let mut headers = txn.open_table(PACKETS_V1).unwrap();
+            let mut bodies = txn.open_table(BODIES_V1).unwrap();
+            let mut by_rcpt = txn.open_table(BY_RECIPIENT_V1).unwrap();
+            let mut by_exp = txn.open_table(BY_EXPIRY).unwrap();
+            let mut counts = txn.open_table(INBOX_COUNTS).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            let mut bytes = 0;
+            for (i, p) in packets.iter().enumerate() {
+                let seq = 10 + 2 * i as u64; // gaps, as expiry leaves them
+                let mut header = [0u8; 48];
+                header[..8].copy_from_slice(&p.expires_at.to_be_bytes());
+                header[8..16].copy_from_slice(&seq.to_be_bytes());
+                header[16..].copy_from_slice(&p.recipient.0);
+                headers.insert(&p.hash.0, &header).unwrap();
+                let mut body = p.hash.0.to_vec();
+                body.extend_from_slice(&p.json);
+                bodies.insert(seq, body.as_slice()).unwrap();
+                by_rcpt
+                    .insert(&cat40(&p.recipient.0, &seq.to_be_bytes()), p.expires_at)
+                    .unwrap();
+                by_exp
+                    .insert(&cat40(&p.expires_at.to_be_bytes(), &p.hash.0), ())
+                    .unwrap();
+                let n = counts.get(&p.recipient.0).unwrap().map_or(0, |v| v.value());
+                counts.insert(&p.recipient.0, n + 1).unwrap();
+                bytes += p.json.len() as u64;
+            }
+            meta.insert(META_SCHEMA, 1).unwrap();
+            meta.insert(META_NEXT_SEQ, 10 + 2 * packets.len() as u64)
                 .unwrap();
-            txn.commit().unwrap();
+            meta.insert(META_PACKETS, packets.len() as u64).unwrap();
+            meta.insert(META_BYTES, bytes).unwrap();
         }
-        let err = RedbStore::open(dir.path(), 4 << 20).err().unwrap();
-        assert!(err.to_string().contains("earlier jasper"), "{err}");
-        assert!(
-            err.to_string().contains("move the data directory aside"),
-            "{err}"
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_with_its_packets_and_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        let packets: Vec<_> = (1..=30).map(|n| packet(n, (n % 2) as u8, 10_000)).collect();
+        write_schema_1(dir.path(), &packets);
+        // What a migration stopped halfway leaves in the log is thrown away.
+        std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+        std::fs::write(
+            dir.path().join("segments").join(format!("{:016}.seg", 1)),
+            b"JSPRSEG1 half a migration",
+        )
+        .unwrap();
+
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        let hashes: Vec<_> = packets.iter().map(|p| p.hash).collect();
+        let got = super::super::conformance::get_many(&store, &hashes, u64::MAX, 0);
+        assert_eq!(got.len(), 30);
+        for (i, (p, g)) in packets.iter().zip(&got).enumerate() {
+            assert_eq!(g.json, p.json);
+            assert_eq!(g.seq, 10 + 2 * i as u64, "sequence numbers are kept");
+        }
+        let page = inbox(&store, &Fingerprint([1; 32]), 20, u64::MAX, 0);
+        assert!(page.packets.iter().all(|p| p.seq > 20));
+        assert_eq!(
+            page.packets.len(),
+            packets.iter().filter(|p| p.recipient.0[0] == 1).count() - 3
         );
+        assert_eq!(store.stats().unwrap().packets, 30);
+        // New packets continue the sequence; sweeps find the migrated packets.
+        assert_eq!(
+            store
+                .put_batch(&[packet(31, 1, 10_000)], LIMITS, 0)
+                .unwrap(),
+            vec![PutOutcome::Stored { seq: 70 }]
+        );
+        assert_eq!(store.sweep(20_000, 0, 1_000).unwrap().expired, 31);
+        let txn = store.db.begin_read().unwrap();
+        assert!(
+            txn.open_table(BODIES_V1).is_err(),
+            "schema 1's tables are gone"
+        );
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta_get(&meta, META_SCHEMA).unwrap(), SCHEMA_VERSION);
+        drop((meta, txn, store));
+        let again = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        assert_eq!(again.recovered_on_open(), 0);
+        assert_eq!(again.stats().unwrap().packets, 0);
     }
 
     #[test]
