@@ -120,6 +120,68 @@ fn acknowledged_sends_survive_kill_9() {
 }
 
 #[test]
+fn a_torn_log_tail_after_kill_9_is_cut_and_nothing_acknowledged_is_lost() {
+    let mut relay = Relay::start("rate_limit_per_minute = 0");
+    let alice = key_b64("alice-4096");
+    let acked: Vec<String> = (0..40)
+        .map(|n| {
+            let p = packet_for(&alice, n, 500);
+            relay.send_ok(&p);
+            p["hash"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    relay.kill9();
+    // What a crash in the middle of an unacknowledged append leaves: a partial record.
+    let segments = relay.dir.path().join("data").join("segments");
+    let newest = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .expect("the relay keeps its packets in segment files");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .unwrap();
+    file.write_all(&[0x00, 0x10, 0x00, 0x00, 0xde, 0xad])
+        .unwrap();
+    file.write_all(&[0x42; 700]).unwrap();
+    drop(file);
+
+    let relay = relay.restart();
+    let found = fetch_hashes(&relay, &acked);
+    assert_eq!(
+        found.len(),
+        acked.len(),
+        "every acknowledged packet is there"
+    );
+    let log = relay.log();
+    assert!(log.contains("torn tail"), "{log}");
+    assert!(
+        log.contains("indexed packets from the log"),
+        "the restart re-read the log past the last durable index commit: {log}"
+    );
+    let kept = std::fs::read_dir(&segments)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".damaged-at-")
+        })
+        .count();
+    assert_eq!(kept, 1, "the cut bytes are kept for the operator");
+    // Appends continue on sound data, and survive another restart.
+    let more = packet_for(&alice, 1_000, 500);
+    relay.send_ok(&more);
+    let relay = relay.restart();
+    let mut all = acked.clone();
+    all.push(more["hash"].as_str().unwrap().to_owned());
+    assert_eq!(fetch_hashes(&relay, &all).len(), all.len());
+}
+
+#[test]
 fn expired_packets_are_swept_and_stay_gone() {
     let relay = Relay::start("retention = \"2s\"\nsweep_interval = \"200ms\"");
     let alice = key_b64("alice-4096");
