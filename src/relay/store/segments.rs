@@ -154,7 +154,8 @@ pub struct SegmentLog {
 pub struct ScanReport {
     /// Where the log ends now.
     pub end: Position,
-    /// Damaged or torn tails cut off (each kept beside its segment as `.damaged`).
+    /// Damaged or torn tails cut off (each kept beside its segment as
+    /// `<id>.seg.damaged-at-<offset>`).
     pub damaged_tails: usize,
 }
 
@@ -162,8 +163,22 @@ impl SegmentLog {
     /// Opens the log in `dir` (creating it), continuing the newest segment.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+        let mut ids = list_segments(dir)?;
+        // A crash while a segment was being created can leave it without its magic; it holds
+        // no record, so it goes.
+        while let Some(&id) = ids.last() {
+            let path = dir.join(segment_name(id));
+            let len = std::fs::metadata(&path)
+                .map_err(|e| io("reading", &path, e))?
+                .len();
+            if len >= MAGIC.len() as u64 {
+                break;
+            }
+            std::fs::remove_file(&path).map_err(|e| io("deleting", &path, e))?;
+            ids.pop();
+        }
         let mut readers = HashMap::new();
-        let active = match list_segments(dir)?.last() {
+        let active = match ids.last() {
             Some(&id) => {
                 let path = dir.join(segment_name(id));
                 let file = Arc::new(open_file(&path)?);
@@ -297,8 +312,8 @@ impl SegmentLog {
 
     /// Reads every record from `from` to the end of the log, in order, calling `visit` with
     /// each. A record that does not check out ends its segment: the bytes from there on are
-    /// kept beside it as `<id>.seg.damaged` and the segment is cut, so appends continue on
-    /// sound data. A crash in the middle of an append leaves exactly such a torn tail, and
+    /// kept beside it as `<id>.seg.damaged-at-<offset>` and the segment is cut, so appends
+    /// continue on sound data. A crash in the middle of an append leaves exactly such a torn tail, and
     /// that append was never acknowledged.
     pub fn scan(
         &self,
@@ -399,17 +414,28 @@ fn read_at(file: &File, offset: u64, file_len: u64, buf: &mut Vec<u8>) -> Option
 }
 
 fn keep_damaged_tail(file: &File, path: &Path, offset: u64, len: u64) -> Result<(), StoreError> {
-    let mut tail = vec![0u8; (len - offset) as usize];
-    file.read_exact_at(&mut tail, offset)
-        .map_err(|e| io("reading", path, e))?;
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".damaged-at-{offset}"));
     let keep = PathBuf::from(name);
-    std::fs::write(&keep, &tail).map_err(|e| io("writing", &keep, e))?;
+    let mut tail = std::io::Read::take(
+        std::io::BufReader::new(
+            file.try_clone()
+                .and_then(|mut f| {
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+                    Ok(f)
+                })
+                .map_err(|e| io("reading", path, e))?,
+        ),
+        len - offset,
+    );
+    let mut out = File::create(&keep).map_err(|e| io("writing", &keep, e))?;
+    std::io::copy(&mut tail, &mut out)
+        .and_then(|_| out.sync_all())
+        .map_err(|e| io("writing", &keep, e))?;
     tracing::warn!(
         segment = %path.display(),
         offset,
-        bytes = tail.len(),
+        bytes = len - offset,
         kept = %keep.display(),
         "cut a damaged or torn tail off the packet log (a crash during an unacknowledged \
          write leaves one)"
@@ -684,6 +710,22 @@ mod tests {
             ..locs[0]
         };
         assert!(log.read(beyond, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_segment_left_without_its_magic_by_a_crash_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let json = vec![b'y'; 5000];
+        let locs = append(&log, &[record(1, &json)]);
+        drop(log);
+        // The crash came between creating segment 2 and writing its magic.
+        std::fs::write(dir.path().join(segment_name(2)), b"JSP").unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        assert_eq!(log.segments().unwrap(), vec![1]);
+        assert_eq!(log.read(locs[0], &mut Vec::new()).unwrap().seq, 1);
+        let next = append(&log, &[record(2, b"{}")]);
+        assert_eq!(next[0].segment, 2, "the log goes on with a fresh segment 2");
     }
 
     #[test]
