@@ -65,11 +65,16 @@ fn fill(dir: &Path, indices: impl Iterator<Item = u64>, expiry: &dyn Fn(u64) -> 
     flush(&mut batch);
 }
 
+/// Copies a relay's data directory (the index file and the `segments` log) recursively.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 
