@@ -735,8 +735,10 @@ impl Store for RedbStore {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flushing the packet log failed; refusing writes");
-                self.lock_sync().failed = Some(e.to_string());
-                Err(e)
+                let why = e.to_string();
+                let err = flush_failed(&why);
+                self.lock_sync().failed = Some(why);
+                Err(err)
             }
         }
     }
@@ -1361,6 +1363,44 @@ mod tests {
         store.sweep(0, 0, 10).unwrap();
         store.checkpoint().unwrap();
         assert!(store.synced() >= t4);
+    }
+
+    #[test]
+    fn after_a_failed_flush_the_store_promises_nothing_more_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        store.put_batch(&[packet(1, 1, 10_000)], LIMITS, 0).unwrap();
+        store
+            .log
+            .fail_syncs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let err = store
+            .put_batch(&[packet(2, 1, 10_000)], LIMITS, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("could not be flushed"), "{err}");
+        // Even with the disk back, nothing more is promised: what was written since the
+        // failure may be gone (the kernel may have dropped the dirty pages).
+        store
+            .log
+            .fail_syncs
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let err = store
+            .put_batch(&[packet(3, 1, 10_000)], LIMITS, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("restart the relay"), "{err}");
+        assert!(
+            store.checkpoint().is_err(),
+            "no durable index commit either"
+        );
+        drop(store);
+        // Reopening starts from what is on disk: the acknowledged packet is there.
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        let got = super::super::conformance::get_many(&store, &[packet(1, 1, 0).hash], u64::MAX, 0);
+        assert_eq!(got.len(), 1);
+        assert!(matches!(
+            store.put_batch(&[packet(4, 1, 10_000)], LIMITS, 0).unwrap()[0],
+            PutOutcome::Stored { .. }
+        ));
     }
 
     /// Writes a database as schema 1 did: bodies inside redb.

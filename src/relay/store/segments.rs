@@ -147,6 +147,9 @@ pub struct SegmentLog {
     segment_bytes: u64,
     active: Mutex<Active>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Tests set this to make the next flushes fail as a failing disk would.
+    #[cfg(test)]
+    pub(super) fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 /// What [`SegmentLog::scan`] found.
@@ -201,6 +204,8 @@ impl SegmentLog {
             segment_bytes: segment_bytes.max(4096),
             active: Mutex::new(active),
             readers: Mutex::new(readers),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -258,6 +263,14 @@ impl SegmentLog {
 
     /// Flushes every write made so far to disk (`fdatasync`).
     pub fn sync(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_syncs.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io(
+                "syncing",
+                &self.dir,
+                std::io::Error::from_raw_os_error(5), // EIO
+            ));
+        }
         let (id, file) = {
             let active = self.lock_active();
             (active.id, active.file.clone())
