@@ -185,8 +185,9 @@ fn wrong_record(hash: &PacketHash, loc: Location) -> StoreError {
     ))
 }
 
-/// The tables a packet write touches, open in one write transaction. Inbox counts are kept
-/// in memory for the transaction and written once per recipient by [`PacketTables::finish`].
+/// The tables a packet write touches, open in one write transaction. Inbox counts and live
+/// packets per segment are kept in memory for the transaction and written once each by
+/// [`PacketTables::finish`].
 struct PacketTables<'t> {
     packets: Table<'t, &'static [u8; 32], &'static [u8; 68]>,
     by_rcpt: Table<'t, &'static [u8; 40], &'static [u8; 28]>,
@@ -195,6 +196,8 @@ struct PacketTables<'t> {
     segment_live: Table<'t, u64, u64>,
     /// recipient → (count now, whether it changed).
     count_cache: HashMap<[u8; 32], (u64, bool)>,
+    /// segment → packets indexed into it by this transaction.
+    live_added: HashMap<u64, u64>,
 }
 
 impl<'t> PacketTables<'t> {
@@ -206,12 +209,14 @@ impl<'t> PacketTables<'t> {
             counts: txn.open_table(INBOX_COUNTS).map_err(engine)?,
             segment_live: txn.open_table(SEGMENT_LIVE).map_err(engine)?,
             count_cache: HashMap::new(),
+            live_added: HashMap::new(),
         })
     }
 
     /// Indexes a packet whose body is at `location`, unless its hash is already stored: then
     /// nothing changes and the stored packet's header is returned. One B-tree walk for the
-    /// usual, new packet. Inbox counts are the caller's ([`PacketTables::bump_count`]).
+    /// usual, new packet. The packet counts as live in its segment; inbox counts are the
+    /// caller's ([`PacketTables::bump_count`]).
     fn insert_new(
         &mut self,
         record: &Record<'_>,
@@ -243,6 +248,7 @@ impl<'t> PacketTables<'t> {
         self.by_exp
             .insert(&cat40(&record.expires_at.to_be_bytes(), hash), ())
             .map_err(engine)?;
+        *self.live_added.entry(location.segment).or_default() += 1;
         Ok(None)
     }
 
@@ -267,27 +273,22 @@ impl<'t> PacketTables<'t> {
         Ok(n)
     }
 
-    fn add_live(&mut self, segment: u64, n: u64) -> Result<(), StoreError> {
-        if n == 0 {
-            return Ok(());
-        }
-        let live = self
-            .segment_live
-            .get(segment)
-            .map_err(engine)?
-            .map_or(0, |v| v.value());
-        self.segment_live
-            .insert(segment, live + n)
-            .map_err(engine)?;
-        Ok(())
-    }
-
-    /// Writes the inbox counts that changed.
+    /// Writes the inbox counts and segment live counts that changed.
     fn finish(mut self) -> Result<(), StoreError> {
         for (rcpt, (n, changed)) in self.count_cache.drain() {
             if changed {
                 self.counts.insert(&rcpt, n).map_err(engine)?;
             }
+        }
+        for (segment, n) in self.live_added.drain() {
+            let live = self
+                .segment_live
+                .get(segment)
+                .map_err(engine)?
+                .map_or(0, |v| v.value());
+            self.segment_live
+                .insert(segment, live + n)
+                .map_err(engine)?;
         }
         Ok(())
     }
@@ -399,7 +400,6 @@ impl RedbStore {
             let bodies = txn.open_table(BODIES_V1).map_err(engine)?;
             let mut tables = PacketTables::open(&txn)?;
             let mut batch = self.log.begin()?;
-            let mut live: HashMap<u64, u64> = HashMap::new();
             for entry in bodies.iter().map_err(engine)? {
                 let (seq, value) = entry.map_err(engine)?;
                 let value = value.value();
@@ -428,15 +428,11 @@ impl RedbStore {
                 let location = batch.push(&record);
                 // Inbox counts carry over from schema 1 as they are (the same table).
                 if tables.insert_new(&record, location)?.is_none() {
-                    *live.entry(location.segment).or_default() += 1;
                     moved += 1;
                 }
             }
             let end = batch.end();
             batch.write()?;
-            for (segment, n) in live {
-                tables.add_live(segment, n)?;
-            }
             tables.finish()?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             set_indexed(&mut meta, end)?;
@@ -489,7 +485,6 @@ impl RedbStore {
                     return Ok(());
                 }
                 tables.bump_count(&record.recipient.0)?;
-                tables.add_live(location.segment, 1)?;
                 next_seq = next_seq.max(record.seq + 1);
                 n_packets += 1;
                 n_bytes += record.json.len() as u64;
@@ -617,7 +612,6 @@ impl Store for RedbStore {
             let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
-            let mut stored = 0u64;
 
             let any_tombstones = tombs.len().map_err(engine)? > 0;
 
@@ -676,12 +670,10 @@ impl Store for RedbStore {
                 }
                 tables.bump_count(&p.recipient.0)?;
                 next_seq += 1;
-                stored += 1;
                 n_packets += 1;
                 n_bytes += size;
                 outcomes.push(PutOutcome::Stored { seq: record.seq });
             }
-            tables.add_live(batch.end().segment, stored)?;
             meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
