@@ -1,7 +1,9 @@
 //! Relay benchmarks, each run side by side with its ceiling on the same machine:
 //!
 //! - `send`: `/send` throughput with ~2 KiB packets at 64 keep-alive connections, against the
-//!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies.
+//!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies
+//!   (the ceiling), and against that stack appending each body to a file and answering after
+//!   a group `fdatasync` (the durable floor: what durability alone costs here).
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
@@ -199,6 +201,121 @@ fn start_ceiling(answer: Bytes) -> Server {
     }
 }
 
+/// What any durable store pays here, and nothing else: appended bytes waiting to be flushed,
+/// and the ticket of the last request they include.
+struct FloorLog {
+    pending: std::sync::Mutex<(Vec<u8>, u64)>,
+    wake: std::sync::Condvar,
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+impl FloorLog {
+    /// Starts the flush thread: it takes whatever is pending, appends it to `path` and
+    /// `fdatasync`s, then releases every request the flush covered (group commit).
+    fn start(path: std::path::PathBuf) -> Arc<Self> {
+        let log = Arc::new(Self {
+            pending: std::sync::Mutex::new((Vec::new(), 0)),
+            wake: std::sync::Condvar::new(),
+            synced: tokio::sync::watch::channel(0).0,
+        });
+        let flusher = Arc::downgrade(&log);
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(path).expect("floor log");
+            let mut bytes = Vec::new();
+            while let Some(log) = flusher.upgrade() {
+                let ticket = {
+                    let mut pending = log.pending.lock().unwrap();
+                    while pending.0.is_empty() {
+                        let (p, timeout) = log
+                            .wake
+                            .wait_timeout(pending, Duration::from_millis(100))
+                            .unwrap();
+                        pending = p;
+                        if timeout.timed_out() && Arc::strong_count(&log) == 1 {
+                            return;
+                        }
+                    }
+                    std::mem::swap(&mut pending.0, &mut bytes);
+                    pending.1
+                };
+                file.write_all(&bytes).expect("floor append");
+                file.sync_data().expect("floor fdatasync");
+                bytes.clear();
+                log.synced.send_replace(ticket);
+            }
+        });
+        log
+    }
+
+    /// Appends `body` and waits until a flush covers it.
+    async fn put(&self, body: &[u8]) {
+        let mut synced = self.synced.subscribe();
+        let ticket = {
+            let mut pending = self.pending.lock().unwrap();
+            pending.0.extend_from_slice(body);
+            pending.1 += 1;
+            pending.1
+        };
+        self.wake.notify_one();
+        synced
+            .wait_for(|t| *t >= ticket)
+            .await
+            .expect("floor flusher");
+    }
+}
+
+/// The durable floor: the ceiling's stack, reading the same bodies, that appends each body to
+/// one file and answers only after an `fdatasync` covers it; no validation, no index. No
+/// durable store can be faster on this machine.
+fn start_floor(dir: &std::path::Path) -> Server {
+    let path = dir.join("floor.log");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        server_runtime().block_on(async move {
+            let log = FloorLog::start(path);
+            let limit = PacketRules {
+                min_key_bits: 4096,
+                max_message_bytes: 256 * 1024,
+            }
+            .max_body_bytes();
+            let routes = warp::post()
+                .and(warp::header::optional::<u64>("content-length"))
+                .and(warp::body::stream())
+                .then(move |len, body| {
+                    let log = log.clone();
+                    async move {
+                        match read_body(len, Box::pin(body), limit, Duration::from_secs(30)).await {
+                            Ok(bytes) => {
+                                log.put(&bytes).await;
+                                json_response(StatusCode::OK, Bytes::from_static(b"{}"))
+                            }
+                            Err(e) => e.into_response(),
+                        }
+                    }
+                })
+                .boxed();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ready_tx.send(listener.local_addr().unwrap()).unwrap();
+            let limits = ServeLimits {
+                max_connections: 4096,
+                header_timeout: Duration::from_secs(30),
+                drain_timeout: Duration::from_secs(5),
+            };
+            serve(listener, routes, limits, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+    });
+    Server {
+        addr: ready_rx.recv().unwrap(),
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
 fn client_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -253,8 +370,9 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
     // Enough unique packets for the fastest server; each round gets its own.
-    let per_round = (secs * 25_000) as usize;
+    let per_round = (secs * 40_000) as usize;
     let mut ceiling = Vec::new();
+    let mut floor = Vec::new();
     let mut relay = Vec::new();
     for round in 0..rounds {
         let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -271,32 +389,45 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
                 bodies[0].len()
             );
         }
-        // JASPER_BENCH_SIDE=relay (or ceiling) runs one side only, for profiling.
-        let side = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
-        let c = if side == "relay" {
-            f64::NAN
-        } else {
+        // JASPER_BENCH_SIDE=relay (or ceiling, floor, or a list) runs only those, for profiling.
+        let sides = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
+        let runs = |side: &str| sides.is_empty() || sides.split(',').any(|s| s == side);
+        let c = if runs("ceiling") {
             let server = start_ceiling(Bytes::from_static(b"{}"));
             load(server.addr, bodies.clone(), secs, true)
-        };
-        let r = if side == "ceiling" {
-            f64::NAN
         } else {
+            f64::NAN
+        };
+        let f = if runs("floor") {
+            let dir = tempfile::tempdir().unwrap();
+            let server = start_floor(dir.path());
+            load(server.addr, bodies.clone(), secs, false)
+        } else {
+            f64::NAN
+        };
+        let r = if runs("relay") {
             let dir = tempfile::tempdir().unwrap();
             let server = start_relay(dir.path());
             load(server.addr, bodies.clone(), secs, false)
+        } else {
+            f64::NAN
         };
         println!(
-            "round {round}: ceiling {c:.0} req/s, relay {r:.0} req/s, ratio {:.2}",
-            r / c
+            "round {round}: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2}, floor/ceiling {:.2}, relay/floor {:.2}",
+            r / c,
+            f / c,
+            r / f
         );
         ceiling.push(c);
+        floor.push(f);
         relay.push(r);
     }
-    let (c, r) = (median(ceiling), median(relay));
+    let (c, f, r) = (median(ceiling), median(floor), median(relay));
     println!(
-        "median: ceiling {c:.0} req/s, relay {r:.0} req/s, relay/ceiling {:.2} (target >= 0.50)\n",
-        r / c
+        "median: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2} (target >= 0.50), floor/ceiling {:.2}, relay/floor {:.2}\n",
+        r / c,
+        f / c,
+        r / f
     );
 }
 
