@@ -22,7 +22,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
-use super::segments::{Location, Position, Record, SegmentLog};
+use super::segments::{Location, PAYLOAD_PREFIX, Position, Record, SegmentLog};
 use super::{
     InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
     SweepReport, SyncTicket, UnixMillis,
@@ -593,6 +593,33 @@ fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u
     Ok(meta.get(key).map_err(engine)?.map_or(0, |v| v.value()))
 }
 
+/// The size limit of one read answer: packets are taken while their JSON fits, and the first
+/// always is, however large (so a reader is never stuck behind one big packet).
+struct ByteBudget {
+    left: u64,
+    any: bool,
+}
+
+impl ByteBudget {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            left: max_bytes,
+            any: false,
+        }
+    }
+
+    /// Takes the packet whose record is at `location` if it fits.
+    fn take(&mut self, location: Location) -> bool {
+        let json = u64::from(location.len).saturating_sub(PAYLOAD_PREFIX as u64);
+        if self.any && json > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(json);
+        self.any = true;
+        true
+    }
+}
+
 impl Store for RedbStore {
     fn put_batch_deferred(
         &self,
@@ -742,36 +769,42 @@ impl Store for RedbStore {
         now: UnixMillis,
         visit: &mut dyn FnMut(PacketView<'_>),
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(PACKETS).map_err(engine)?;
-        let mut buf = Vec::new();
-        let mut bytes = 0u64;
-        let mut any = false;
-        for hash in hashes {
-            let Some(value) = table.get(&hash.0).map_err(engine)? else {
-                continue;
-            };
-            let header = Header::decode(value.value());
-            if header.expires_at <= now {
-                continue;
+        let mut page = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(engine)?;
+            let table = txn.open_table(PACKETS).map_err(engine)?;
+            let mut budget = ByteBudget::new(max_bytes);
+            for hash in hashes {
+                let Some(value) = table.get(&hash.0).map_err(engine)? else {
+                    continue;
+                };
+                let header = Header::decode(value.value());
+                if header.expires_at <= now {
+                    continue;
+                }
+                if !budget.take(header.location) {
+                    break;
+                }
+                page.push((*hash, header));
             }
-            let record = self.log.read(header.location, &mut buf)?;
+        }
+        let locations: Vec<Location> = page.iter().map(|(_, h)| h.location).collect();
+        let mut wrong = None;
+        self.log.read_many(&locations, &mut |i, record| {
+            let (hash, header) = &page[i];
             if record.hash != *hash {
-                return Err(wrong_record(hash, header.location));
+                wrong = Some(wrong_record(hash, header.location));
+                return false;
             }
-            if any && bytes + record.json.len() as u64 > max_bytes {
-                break;
-            }
-            bytes += record.json.len() as u64;
-            any = true;
             visit(PacketView {
                 hash: *hash,
                 seq: header.seq,
                 expires_at: header.expires_at,
                 json: record.json,
             });
-        }
-        Ok(())
+            true
+        })?;
+        wrong.map_or(Ok(()), Err)
     }
 
     fn inbox(
@@ -782,42 +815,49 @@ impl Store for RedbStore {
         now: UnixMillis,
         visit: &mut dyn FnMut(PacketView<'_>),
     ) -> Result<InboxEnd, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
-        let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
-        let end = cat40(&recipient.0, &u64::MAX.to_be_bytes());
-        let mut page = InboxEnd {
+        let mut end = InboxEnd {
             cursor: after,
             more: false,
         };
-        let mut buf = Vec::new();
-        let mut bytes = 0u64;
-        let mut any = false;
-        for entry in index.range::<&[u8; 40]>(&start..=&end).map_err(engine)? {
-            let (key, value) = entry.map_err(engine)?;
-            let seq = be_u64(&key.value()[32..]);
-            let (expires_at, location) = decode_inbox_entry(value.value());
-            if expires_at > now {
-                let record = self.log.read(location, &mut buf)?;
-                if record.seq != seq || record.recipient != *recipient {
-                    return Err(wrong_record(&record.hash, location));
+        // (seq, expires_at, location) of the packets this page answers with.
+        let mut page = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(engine)?;
+            let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
+            let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
+            let last = cat40(&recipient.0, &u64::MAX.to_be_bytes());
+            let mut budget = ByteBudget::new(max_bytes);
+            for entry in index.range::<&[u8; 40]>(&start..=&last).map_err(engine)? {
+                let (key, value) = entry.map_err(engine)?;
+                let seq = be_u64(&key.value()[32..]);
+                let (expires_at, location) = decode_inbox_entry(value.value());
+                if expires_at > now {
+                    if !budget.take(location) {
+                        end.more = true;
+                        break;
+                    }
+                    page.push((seq, expires_at, location));
                 }
-                if any && bytes + record.json.len() as u64 > max_bytes {
-                    page.more = true;
-                    break;
-                }
-                bytes += record.json.len() as u64;
-                any = true;
-                visit(PacketView {
-                    hash: record.hash,
-                    seq,
-                    expires_at,
-                    json: record.json,
-                });
+                end.cursor = seq;
             }
-            page.cursor = seq;
         }
-        Ok(page)
+        let locations: Vec<Location> = page.iter().map(|p| p.2).collect();
+        let mut wrong = None;
+        self.log.read_many(&locations, &mut |i, record| {
+            let (seq, expires_at, location) = page[i];
+            if record.seq != seq || record.recipient != *recipient {
+                wrong = Some(wrong_record(&record.hash, location));
+                return false;
+            }
+            visit(PacketView {
+                hash: record.hash,
+                seq,
+                expires_at,
+                json: record.json,
+            });
+            true
+        })?;
+        wrong.map_or(Ok(end), Err)
     }
 
     fn for_each_hash(
@@ -925,11 +965,7 @@ impl Store for RedbStore {
                     };
                     let header = Header::decode(value.value());
                     drop(value);
-                    let size = header
-                        .location
-                        .len
-                        .saturating_sub(super::segments::PAYLOAD_PREFIX as u32)
-                        as u64;
+                    let size = header.location.len.saturating_sub(PAYLOAD_PREFIX as u32) as u64;
                     let segment = header.location.segment;
                     let live = segment_live
                         .get(segment)

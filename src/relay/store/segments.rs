@@ -35,6 +35,11 @@ const RECORD_HEADER: usize = 8;
 pub(super) const PAYLOAD_PREFIX: usize = 8 + 8 + 32 + 32;
 /// Largest payload a record may claim; anything longer is damage, not data.
 const MAX_PAYLOAD: usize = 64 << 20;
+/// Most bytes [`SegmentLog::read_many`] reads in one call (more when one record is larger).
+pub const READ_SPAN: u64 = 1 << 20;
+/// Most unwanted bytes between two records that [`SegmentLog::read_many`] still reads through
+/// rather than making another call.
+pub const READ_GAP: u64 = 16 << 10;
 
 /// Where one record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +155,9 @@ pub struct SegmentLog {
     /// Tests set this to make the next flushes fail as a failing disk would.
     #[cfg(test)]
     pub(super) fail_syncs: std::sync::atomic::AtomicBool,
+    /// Reads made by [`SegmentLog::read_many`], for tests of its coalescing.
+    #[cfg(test)]
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 /// What [`SegmentLog::scan`] found.
@@ -206,6 +214,8 @@ impl SegmentLog {
             readers: Mutex::new(readers),
             #[cfg(test)]
             fail_syncs: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            reads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -295,17 +305,74 @@ impl SegmentLog {
 
     /// Reads the record at `loc` into `buf` and checks its length and checksum.
     pub fn read<'b>(&self, loc: Location, buf: &'b mut Vec<u8>) -> Result<Record<'b>, StoreError> {
+        let total = self.record_bytes(loc)?;
+        let file = self.open_segment(loc.segment)?;
+        buf.resize(total as usize, 0);
+        file.read_exact_at(buf, loc.offset)
+            .map_err(|e| io("reading", &self.path(loc.segment), e))?;
+        self.check(loc, buf)
+    }
+
+    /// Reads the records at `locs` and calls `visit` with each index into `locs` and its
+    /// record, in order, checking each as [`SegmentLog::read`] does. Records that lie close
+    /// together in one segment (an inbox written in one go, a sync batch) are read with one
+    /// system call: at most [`READ_SPAN`] bytes, skipping at most [`READ_GAP`] bytes between
+    /// records. `visit` returns `false` to stop.
+    pub fn read_many(
+        &self,
+        locs: &[Location],
+        visit: &mut dyn FnMut(usize, Record<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < locs.len() {
+            let first = locs[i];
+            let mut end = first.offset + self.record_bytes(first)?;
+            let mut j = i + 1;
+            while let Some(&next) = locs.get(j) {
+                let next_end = next.offset + self.record_bytes(next)?;
+                if next.segment != first.segment
+                    || next.offset < end
+                    || next.offset - end > READ_GAP
+                    || next_end - first.offset > READ_SPAN
+                {
+                    break;
+                }
+                end = next_end;
+                j += 1;
+            }
+            let file = self.open_segment(first.segment)?;
+            #[cfg(test)]
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            buf.resize((end - first.offset) as usize, 0);
+            file.read_exact_at(&mut buf, first.offset)
+                .map_err(|e| io("reading", &self.path(first.segment), e))?;
+            for (k, &loc) in locs.iter().enumerate().take(j).skip(i) {
+                let at = (loc.offset - first.offset) as usize;
+                let total = RECORD_HEADER + loc.len as usize;
+                if !visit(k, self.check(loc, &buf[at..at + total])?) {
+                    return Ok(());
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// The bytes the record at `loc` takes, header included; refuses a length no record has.
+    fn record_bytes(&self, loc: Location) -> Result<u64, StoreError> {
         if loc.len as usize > MAX_PAYLOAD {
             return Err(StoreError::Corrupt(format!(
                 "the index names a record of {} bytes; the log writes none that large",
                 loc.len
             )));
         }
-        let file = self.open_segment(loc.segment)?;
-        let total = RECORD_HEADER + loc.len as usize;
-        buf.resize(total, 0);
-        file.read_exact_at(buf, loc.offset)
-            .map_err(|e| io("reading", &self.path(loc.segment), e))?;
+        Ok((RECORD_HEADER + loc.len as usize) as u64)
+    }
+
+    /// Checks that `bytes`, read at `loc`, are the record the index expects, undamaged.
+    fn check<'b>(&self, loc: Location, bytes: &'b [u8]) -> Result<Record<'b>, StoreError> {
         let damaged = || {
             StoreError::Corrupt(format!(
                 "the record at {}:{} of {} is damaged",
@@ -314,9 +381,9 @@ impl SegmentLog {
                 self.dir.display()
             ))
         };
-        let len = u32::from_le_bytes(buf[..4].try_into().unwrap());
-        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-        let payload = &buf[RECORD_HEADER..];
+        let len = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+        let crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+        let payload = &bytes[RECORD_HEADER..];
         if len != loc.len || crc32c::crc32c(payload) != crc {
             return Err(damaged());
         }
@@ -749,6 +816,71 @@ mod tests {
         assert!(
             err.to_string().contains("not a jasper segment file"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn read_many_reads_neighbours_in_one_call_and_still_checks_each_record() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 32 << 10).unwrap();
+        let small = vec![b's'; 500];
+        let big = vec![b'b'; 2 * READ_GAP as usize];
+        // Segment 1: 0..20 small, 20 big, 21 small. Then segment 2: 22 small.
+        let mut records: Vec<Record<'_>> = (0..20).map(|n| record(n, &small)).collect();
+        records.push(record(20, &big));
+        records.push(record(21, &small));
+        let mut locs = append(&log, &records);
+        locs.extend(append(&log, &[record(22, &small)]));
+        assert_eq!(locs[22].segment, locs[0].segment + 1);
+
+        let read = |wanted: &[usize]| {
+            let picked: Vec<Location> = wanted.iter().map(|&i| locs[i]).collect();
+            let before = log.reads.load(Ordering::Relaxed);
+            let mut seen = Vec::new();
+            log.read_many(&picked, &mut |i, r| {
+                assert_eq!(r.json.len(), picked[i].len as usize - PAYLOAD_PREFIX);
+                seen.push((i, r.seq));
+                true
+            })
+            .unwrap();
+            let calls = log.reads.load(Ordering::Relaxed) - before;
+            (seen, calls)
+        };
+        // Neighbours, and small gaps between them, are one read.
+        let (seen, calls) = read(&[0, 1, 2, 5, 9, 19]);
+        assert_eq!(seen, vec![(0, 0), (1, 1), (2, 2), (3, 5), (4, 9), (5, 19)]);
+        assert_eq!(calls, 1);
+        // Past a gap too large, in another segment, or backwards: a new read each.
+        let (seen, calls) = read(&[19, 21, 22, 3]);
+        assert_eq!(seen, vec![(0, 19), (1, 21), (2, 22), (3, 3)]);
+        assert_eq!(calls, 4);
+        // Stopping early.
+        let mut n = 0;
+        log.read_many(&locs, &mut |_, _| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+
+        // A damaged record in the middle of a span is an error, not data.
+        let path = dir.path().join(segment_name(locs[0].segment));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[locs[4].offset as usize + RECORD_HEADER + PAYLOAD_PREFIX + 7] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        let err = log
+            .read_many(&locs[..10], &mut |_, r| {
+                seen.push(r.seq);
+                true
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert_eq!(
+            seen,
+            vec![0, 1, 2, 3],
+            "records before the damage were served"
         );
     }
 }
