@@ -71,6 +71,10 @@ pub(crate) fn run_all<S: Store, G>(make: impl Fn() -> (S, G)) {
             "inbox_pages_in_order_with_cursor",
             inbox_pages_in_order_with_cursor,
         ),
+        (
+            "pages_fill_the_byte_limit_and_pass_expired_packets",
+            pages_fill_the_byte_limit_and_pass_expired_packets,
+        ),
         ("get_many_skips_unknown", get_many_skips_unknown),
         (
             "expired_packets_are_invisible",
@@ -157,6 +161,53 @@ fn inbox_pages_in_order_with_cursor(s: &dyn Store) {
     let after = inbox(s, &Fingerprint([7; 32]), all.cursor, u64::MAX, 0);
     assert_eq!(after.packets.len(), 1);
     assert_eq!(after.packets[0].hash, new.hash);
+}
+
+fn pages_fill_the_byte_limit_and_pass_expired_packets(s: &dyn Store) {
+    // Every third packet expires at 100; the rest live on. All have the same size.
+    let all: Vec<_> = (10..22)
+        .map(|n| packet(n, 9, if n % 3 == 1 { 100 } else { 1_000 }))
+        .collect();
+    for chunk in all.chunks(5) {
+        s.put_batch(chunk, LIMITS, 0).unwrap();
+    }
+    let size = all[0].json.len() as u64;
+    let live: Vec<_> = all
+        .iter()
+        .filter(|p| p.expires_at > 100)
+        .map(|p| p.hash)
+        .collect();
+
+    // Pages of three packets' worth of bytes (or a byte less: then two) at time 100.
+    for (limit, per_page) in [(3 * size, 3), (3 * size - 1, 2)] {
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), 0, 0);
+        loop {
+            let page = inbox(s, &Fingerprint([9; 32]), cursor, limit, 100);
+            pages += 1;
+            assert!(page.packets.len() <= per_page);
+            if page.more {
+                assert_eq!(page.packets.len(), per_page, "a full page at limit {limit}");
+            }
+            seen.extend(page.packets.iter().map(|p| p.hash));
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(
+            seen, live,
+            "every live packet once, in order, at limit {limit}"
+        );
+        assert_eq!(pages, live.len().div_ceil(per_page));
+        let past = inbox(s, &Fingerprint([9; 32]), cursor, limit, 100);
+        assert!(past.packets.is_empty() && !past.more);
+    }
+
+    // By hash: the same budget, expired ones passed over, the order asked for.
+    let asked: Vec<_> = all.iter().rev().map(|p| p.hash).collect();
+    let got = get_many(s, &asked, 2 * size, 100);
+    let want: Vec<_> = live.iter().rev().take(2).copied().collect();
+    assert_eq!(got.iter().map(|p| p.hash).collect::<Vec<_>>(), want);
 }
 
 fn get_many_skips_unknown(s: &dyn Store) {
