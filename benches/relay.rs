@@ -9,6 +9,8 @@
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
 //!   insert of the same bytes.
 //! - `keys`: recipient-key validation against the `rsa` crate's full key constructor.
+//! - `validate`: a whole `/send` body validated with the recipient key parsed each time against
+//!   taken from the relay's key cache.
 //! - `rss`: resident memory of the real `jasper relay` binary holding 1,000,000 packets, against
 //!   the same binary holding none.
 //!
@@ -34,7 +36,8 @@ mod common;
 use common::{KEYS, env_num, key, median, packet};
 use jasper::config::RelayConfig;
 use jasper::http::{ServeLimits, json_response, read_body, serve};
-use jasper::proto::{PacketHash, PacketRules, PublicKey};
+use jasper::proto::key::KeyCache;
+use jasper::proto::{Packet, PacketHash, PacketRules, PublicKey};
 use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
 use redb::TableDefinition;
 
@@ -731,6 +734,58 @@ fn bench_keys(rounds: u64) {
     );
 }
 
+/// Validating a whole `/send` body into a packet and its stored JSON, as the relay does, with
+/// the recipient key parsed each time against taken from the relay's key cache; recipients in
+/// base64 and in PEM.
+fn bench_validate(rounds: u64) {
+    const N: usize = 20_000;
+    println!("## packet validation: ~2 KiB /send bodies, {N} per run, {rounds} rounds");
+    let rules = PacketRules {
+        min_key_bits: 4096,
+        max_message_bytes: 256 * 1024,
+    };
+    let pem = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/keys/{name}-4096.pub.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture key")
+    };
+    for (form, recipients) in [
+        ("base64", KEYS.iter().map(|k| key(k)).collect::<Vec<_>>()),
+        ("PEM", KEYS.iter().map(|k| pem(k)).collect()),
+    ] {
+        let bodies: Vec<Vec<u8>> = (0..N as u64)
+            .map(|n| packet(&recipients[(n % 4) as usize], n, 16, 300))
+            .collect();
+        let (mut plain, mut cached) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let start = Instant::now();
+            for body in &bodies {
+                std::hint::black_box(Packet::from_json(body, &rules).unwrap().to_json());
+            }
+            let p = start.elapsed().as_secs_f64() * 1e6 / N as f64;
+            let keys = KeyCache::new(1024);
+            let start = Instant::now();
+            for body in &bodies {
+                let packet = Packet::from_json_cached(body, &rules, &keys).unwrap();
+                std::hint::black_box(packet.to_json());
+            }
+            let c = start.elapsed().as_secs_f64() * 1e6 / N as f64;
+            println!(
+                "round {round}, {form} recipients: parsing the key {p:.2} us, key cache {c:.2} us"
+            );
+            plain.push(p);
+            cached.push(c);
+        }
+        let (p, c) = (median(plain), median(cached));
+        println!(
+            "median, {form} recipients: parsing the key {p:.2} us/packet, key cache {c:.2} us/packet, ratio {:.2}\n",
+            c / p
+        );
+    }
+}
+
 /// Where the large RSS database goes: `JASPER_BENCH_TMP`, else the system temp dir.
 fn bench_tmp() -> std::path::PathBuf {
     std::env::var_os("JASPER_BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
@@ -746,7 +801,7 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 fn main() {
     let which = std::env::var("JASPER_BENCH")
-        .unwrap_or_else(|_| "send,send-4k,store,keys,fetch,rss".into());
+        .unwrap_or_else(|_| "send,send-4k,store,keys,validate,fetch,rss".into());
     let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
     let secs = env_num("JASPER_BENCH_SECS", 5);
     println!(
@@ -762,6 +817,7 @@ fn main() {
             "fetch" => bench_fetch(rounds),
             "store" => bench_store(rounds),
             "keys" => bench_keys(rounds),
+            "validate" => bench_validate(rounds),
             "rss" => bench_rss(env_num("JASPER_BENCH_RSS_PACKETS", 1_000_000)),
             "" => {}
             other => eprintln!("unknown benchmark {other:?}"),

@@ -33,6 +33,18 @@ impl JweProfile {
             JweProfile::Signature => "dir",
         }
     }
+
+    /// The encoded protected header most senders write (ours among them): exactly
+    /// `{"alg":…,"enc":"A256GCM"}`. A packet carrying it needs no header decoding; any
+    /// other header is decoded and checked.
+    fn usual_header(self) -> &'static str {
+        match self {
+            // {"alg":"RSA-OAEP-256","enc":"A256GCM"}
+            JweProfile::Message { .. } => "eyJhbGciOiJSU0EtT0FFUC0yNTYiLCJlbmMiOiJBMjU2R0NNIn0",
+            // {"alg":"dir","enc":"A256GCM"}
+            JweProfile::Signature => "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0",
+        }
+    }
 }
 
 /// Why a JWE compact serialization does not fit the profile.
@@ -102,16 +114,9 @@ pub fn check_compact(text: &str, profile: JweProfile) -> Result<(), JweError> {
             return Err(JweError::NotBase64Url(i + 1));
         }
     }
-    if parts[0].len() > MAX_HEADER_BYTES * 4 / 3 + 4 {
-        return Err(JweError::HeaderTooLarge);
+    if parts[0] != profile.usual_header() {
+        check_header(parts[0], profile)?;
     }
-    let header = URL_SAFE_NO_PAD
-        .decode(parts[0])
-        .map_err(|_| JweError::NotBase64Url(1))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|_| JweError::HeaderNotJson)?;
-    expect_field(&header, "alg", profile.alg())?;
-    expect_field(&header, "enc", "A256GCM")?;
 
     let expected_key = match profile {
         JweProfile::Message { modulus_bytes } => modulus_bytes,
@@ -125,6 +130,20 @@ pub fn check_compact(text: &str, profile: JweProfile) -> Result<(), JweError> {
         return Err(JweError::NotBase64Url(4));
     }
     Ok(())
+}
+
+/// Decodes a protected header and checks its `alg` and `enc`.
+fn check_header(encoded: &str, profile: JweProfile) -> Result<(), JweError> {
+    if encoded.len() > MAX_HEADER_BYTES * 4 / 3 + 4 {
+        return Err(JweError::HeaderTooLarge);
+    }
+    let header = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| JweError::NotBase64Url(1))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|_| JweError::HeaderNotJson)?;
+    expect_field(&header, "alg", profile.alg())?;
+    expect_field(&header, "enc", "A256GCM")
 }
 
 fn expect_field(
@@ -194,6 +213,26 @@ pub(crate) mod tests {
         check_compact(&m, MSG).unwrap();
         let s = fake_jwe(r#"{"alg":"dir","enc":"A256GCM","kid":"x"}"#, 0, 900);
         check_compact(&s, JweProfile::Signature).unwrap();
+    }
+
+    #[test]
+    fn the_usual_headers_are_what_they_claim_and_others_are_still_checked() {
+        for (profile, json) in [
+            (MSG, r#"{"alg":"RSA-OAEP-256","enc":"A256GCM"}"#),
+            (JweProfile::Signature, r#"{"alg":"dir","enc":"A256GCM"}"#),
+        ] {
+            assert_eq!(profile.usual_header(), URL_SAFE_NO_PAD.encode(json));
+            check_header(profile.usual_header(), profile).unwrap();
+        }
+        // The same fields in another order or spacing take the long way, and pass.
+        let reordered = fake_jwe(r#"{ "enc": "A256GCM", "alg": "RSA-OAEP-256" }"#, 512, 10);
+        check_compact(&reordered, MSG).unwrap();
+        // One profile's usual header is no pass for the other.
+        let swapped = fake_jwe(r#"{"alg":"dir","enc":"A256GCM"}"#, 512, 10);
+        assert!(matches!(
+            check_compact(&swapped, MSG),
+            Err(JweError::WrongAlgorithm { field: "alg", .. })
+        ));
     }
 
     #[test]

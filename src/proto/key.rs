@@ -1,6 +1,8 @@
 //! Public keys on the wire: parse base64 DER SPKI or PEM, canonicalise, fingerprint (PROTOCOL.md §1).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -76,6 +78,59 @@ impl fmt::Display for Fingerprint {
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fingerprint({})", self.short())
+    }
+}
+
+/// Keys parsed recently, by the text they came as: a relay receives many packets for each inbox
+/// and so parses the same recipient key again and again. Bounded: when full, an entry goes for
+/// each new one. Only keys that parsed are kept, so a key is refused exactly as
+/// [`PublicKey::parse`] would refuse it.
+pub struct KeyCache {
+    keys: Mutex<HashMap<Box<str>, PublicKey>>,
+    capacity: usize,
+}
+
+impl KeyCache {
+    /// A cache of at most `capacity` keys (each a few KB).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// [`PublicKey::parse`], answered from the cache when `text` was parsed before.
+    pub fn parse(&self, text: &str, min_bits: usize) -> Result<PublicKey, KeyError> {
+        if let Some(key) = self.lock().get(text)
+            && key.bits >= min_bits.max(ABSOLUTE_MIN_KEY_BITS)
+        {
+            return Ok(key.clone());
+        }
+        let key = PublicKey::parse(text, min_bits)?;
+        if self.capacity > 0 {
+            let mut keys = self.lock();
+            if keys.len() >= self.capacity
+                && let Some(old) = keys.keys().next().cloned()
+            {
+                keys.remove(&old);
+            }
+            keys.insert(text.into(), key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, PublicKey>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -326,5 +381,36 @@ mod tests {
                 .to_string()
                 .starts_with(&short.replace(' ', ""))
         );
+    }
+
+    #[test]
+    fn the_key_cache_answers_as_parse_does_and_stays_bounded() {
+        let cache = KeyCache::new(2);
+        let b64 = PublicKey::parse(KEY_4096_PEM, 4096)
+            .unwrap()
+            .canonical()
+            .to_owned();
+        for text in [KEY_4096_PEM, &b64, KEY_4096_PEM, &b64] {
+            assert_eq!(cache.parse(text, 4096), PublicKey::parse(text, 4096));
+        }
+        assert_eq!(cache.len(), 2, "PEM and base64 are two entries");
+        // A cached key is still held to the caller's minimum.
+        let small = KeyCache::new(4);
+        small.parse(KEY_2048_PEM, 2048).unwrap();
+        assert_eq!(
+            small.parse(KEY_2048_PEM, 4096),
+            PublicKey::parse(KEY_2048_PEM, 4096)
+        );
+        assert!(small.parse(KEY_2048_PEM, 4096).is_err());
+        // Refusals are not kept; a full cache makes room.
+        assert!(cache.parse(KEY_1024_PEM, 2048).is_err());
+        assert!(cache.parse("not a key", 2048).is_err());
+        cache.parse(KEY_2048_PEM, 2048).unwrap();
+        cache.parse(KEY_4096_PKCS1, 4096).unwrap();
+        assert_eq!(cache.len(), 2);
+        // Capacity 0 caches nothing and still parses.
+        let none = KeyCache::new(0);
+        assert!(none.parse(KEY_4096_PEM, 4096).is_ok());
+        assert!(none.is_empty());
     }
 }

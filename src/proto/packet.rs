@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::hash::{HashFormatError, PacketHash};
 use super::jwe::{JweError, JweProfile, check_compact};
-use super::key::{KeyError, PublicKey};
+use super::key::{KeyCache, KeyError, PublicKey};
 use super::time::parse_rfc3339_ms;
 
 /// Largest `signature` we accept: an encrypted PS256 JWS over a 16384-bit key is about 5 KB.
@@ -122,16 +122,51 @@ pub struct Packet {
 impl Packet {
     /// Parses and validates a JSON body.
     pub fn from_json(body: &[u8], rules: &PacketRules) -> Result<Self, PacketError> {
+        Self::parse_body(body, rules, None)
+    }
+
+    /// [`Packet::from_json`], taking the recipient key from `keys` when it was parsed before
+    /// (a relay's hot path).
+    pub fn from_json_cached(
+        body: &[u8],
+        rules: &PacketRules,
+        keys: &KeyCache,
+    ) -> Result<Self, PacketError> {
+        Self::parse_body(body, rules, Some(keys))
+    }
+
+    /// Validates an already-parsed JSON object (for example one item of a `/fetch` answer).
+    pub fn from_map(map: Map<String, Value>, rules: &PacketRules) -> Result<Self, PacketError> {
+        Self::check_map(map, rules, None)
+    }
+
+    /// [`Packet::from_map`] with a [`KeyCache`], as [`Packet::from_json_cached`].
+    pub fn from_map_cached(
+        map: Map<String, Value>,
+        rules: &PacketRules,
+        keys: &KeyCache,
+    ) -> Result<Self, PacketError> {
+        Self::check_map(map, rules, Some(keys))
+    }
+
+    fn parse_body(
+        body: &[u8],
+        rules: &PacketRules,
+        keys: Option<&KeyCache>,
+    ) -> Result<Self, PacketError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| PacketError::NotJson(e.to_string()))?;
         match value {
-            Value::Object(map) => Self::from_map(map, rules),
+            Value::Object(map) => Self::check_map(map, rules, keys),
             _ => Err(PacketError::NotObject),
         }
     }
 
-    /// Validates an already-parsed JSON object (for example one item of a `/fetch` answer).
-    pub fn from_map(mut map: Map<String, Value>, rules: &PacketRules) -> Result<Self, PacketError> {
+    fn check_map(
+        mut map: Map<String, Value>,
+        rules: &PacketRules,
+        keys: Option<&KeyCache>,
+    ) -> Result<Self, PacketError> {
         let recipient = take_string(&mut map, "recipient")?;
         let message = take_string(&mut map, "message")?;
         let hash = take_string(&mut map, "hash")?;
@@ -167,7 +202,10 @@ impl Packet {
             return Err(PacketError::TooManyExtras);
         }
 
-        let recipient = PublicKey::parse(&recipient, rules.min_key_bits)?;
+        let recipient = match keys {
+            Some(keys) => keys.parse(&recipient, rules.min_key_bits)?,
+            None => PublicKey::parse(&recipient, rules.min_key_bits)?,
+        };
         let hash = PacketHash::parse(&hash)?;
         if PacketHash::of_message(&message) != hash {
             return Err(PacketError::HashMismatch);

@@ -25,13 +25,16 @@ use super::store::{NewPacket, PacketView, PutOutcome, Store, StoreError};
 use super::writer::Writer;
 use crate::config::RelayConfig;
 use crate::http::{ApiError, ClientAddr, json_response, read_body, recover};
+use crate::proto::key::KeyCache;
 use crate::proto::key::MAX_KEY_TEXT_BYTES;
 use crate::proto::packet::json_type;
 use crate::proto::status::CAP_FETCH_CURSOR;
-use crate::proto::{Packet, PacketHash, PacketRules, PublicKey, ServerEntry, Status};
+use crate::proto::{Packet, PacketHash, PacketRules, ServerEntry, Status};
 
 /// Request header by which a relay calling `/sync/*` names its own `host:port` (extension).
 pub const CALLER_HEADER: &str = "jasper-server";
+/// Recipient keys the relay keeps parsed (a 4096-bit key takes ~2 KB here).
+const KEY_CACHE_ENTRIES: usize = 1024;
 /// Bytes one hash takes in a JSON list, with quotes and comma.
 const HASH_JSON_BYTES: usize = 64 + 3;
 /// Bytes one server entry may take in a JSON list.
@@ -47,6 +50,8 @@ pub struct RelayState {
     pub config: RelayConfig,
     /// Packet limits derived from the configuration.
     pub rules: PacketRules,
+    /// Recipient keys parsed recently (many packets name the same inbox).
+    pub keys: KeyCache,
     /// Per-client rate limits.
     pub limiter: RateLimiter,
     /// Permits for requests in flight.
@@ -83,6 +88,7 @@ impl RelayState {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,
             },
+            keys: KeyCache::new(KEY_CACHE_ENTRIES),
             limiter: RateLimiter::new(config.rate_limit_per_minute),
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             local_addr,
@@ -256,7 +262,7 @@ fn storage_error(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiError> {
-    let packet = Packet::from_json(&body, &state.rules).map_err(|e| {
+    let packet = Packet::from_json_cached(&body, &state.rules, &state.keys).map_err(|e| {
         if e.is_too_large() {
             ApiError::too_large(e.to_string())
         } else {
@@ -442,7 +448,9 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
     // JASPER.md: the presence of `recipient` is checked first.
     match map.get("recipient") {
         Some(Value::String(key)) => {
-            let key = PublicKey::parse(key, state.rules.min_key_bits)
+            let key = state
+                .keys
+                .parse(key, state.rules.min_key_bits)
                 .map_err(|e| ApiError::bad_request(format!("field `recipient`: {e}")))?;
             let since = match map.get("since") {
                 None | Some(Value::Null) => 0,

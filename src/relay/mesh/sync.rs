@@ -313,8 +313,8 @@ pub fn pull(
         let Value::Object(map) = item else {
             return Err(SyncError::BadPacket("an item is not an object".into()));
         };
-        let packet =
-            Packet::from_map(map, &state.rules).map_err(|e| SyncError::BadPacket(e.to_string()))?;
+        let packet = Packet::from_map_cached(map, &state.rules, &state.keys)
+            .map_err(|e| SyncError::BadPacket(e.to_string()))?;
         if !asked.contains(&packet.hash()) {
             return Err(SyncError::BadPacket(
                 "a packet we did not ask for (or whose message was altered)".into(),
