@@ -159,31 +159,35 @@ fn start_relay(data_dir: &std::path::Path) -> Server {
     }
 }
 
-/// The ceiling: the same accept loop and warp, reading the same bodies with the same limit and
-/// answering `answer` without doing any work.
-fn start_ceiling(answer: Bytes) -> Server {
+/// Serves the relay's stack (our accept loop and warp, two worker threads) reading each POST
+/// body with the relay's size limit and handing it to `handle`: the stack without the relay.
+fn start_stack<F, Fut>(handle: F) -> Server
+where
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = warp::http::Response<Bytes>> + Send,
+{
+    let limit = PacketRules {
+        min_key_bits: 4096,
+        max_message_bytes: 256 * 1024,
+    }
+    .max_body_bytes();
+    let routes = warp::post()
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(move |len, body| {
+            let handle = handle.clone();
+            async move {
+                match read_body(len, Box::pin(body), limit, Duration::from_secs(30)).await {
+                    Ok(bytes) => handle(bytes).await,
+                    Err(e) => e.into_response(),
+                }
+            }
+        })
+        .boxed();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         server_runtime().block_on(async move {
-            let limit = PacketRules {
-                min_key_bits: 4096,
-                max_message_bytes: 256 * 1024,
-            }
-            .max_body_bytes();
-            let routes = warp::post()
-                .and(warp::header::optional::<u64>("content-length"))
-                .and(warp::body::stream())
-                .then(move |len, body| {
-                    let answer = answer.clone();
-                    async move {
-                        match read_body(len, Box::pin(body), limit, Duration::from_secs(30)).await {
-                            Ok(_) => json_response(StatusCode::OK, answer),
-                            Err(e) => e.into_response(),
-                        }
-                    }
-                })
-                .boxed();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             ready_tx.send(listener.local_addr().unwrap()).unwrap();
             let limits = ServeLimits {
@@ -202,6 +206,15 @@ fn start_ceiling(answer: Bytes) -> Server {
         stop: Some(stop),
         thread: Some(thread),
     }
+}
+
+/// The ceiling: the relay's stack reading the same bodies and answering `answer` without doing
+/// any work.
+fn start_ceiling(answer: Bytes) -> Server {
+    start_stack(move |_| {
+        let answer = answer.clone();
+        async move { json_response(StatusCode::OK, answer) }
+    })
 }
 
 /// What any durable store pays here, and nothing else: appended bytes waiting to be flushed,
@@ -269,54 +282,17 @@ impl FloorLog {
 }
 
 /// The durable floor: the ceiling's stack, reading the same bodies, that appends each body to
-/// one file and answers only after an `fdatasync` covers it; no validation, no index. No
-/// durable store can be faster on this machine.
+/// one file and answers only after an `fdatasync` covers it; no validation, no index. About
+/// the most a durable store can reach on this machine.
 fn start_floor(dir: &std::path::Path) -> Server {
-    let path = dir.join("floor.log");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        server_runtime().block_on(async move {
-            let log = FloorLog::start(path);
-            let limit = PacketRules {
-                min_key_bits: 4096,
-                max_message_bytes: 256 * 1024,
-            }
-            .max_body_bytes();
-            let routes = warp::post()
-                .and(warp::header::optional::<u64>("content-length"))
-                .and(warp::body::stream())
-                .then(move |len, body| {
-                    let log = log.clone();
-                    async move {
-                        match read_body(len, Box::pin(body), limit, Duration::from_secs(30)).await {
-                            Ok(bytes) => {
-                                log.put(&bytes).await;
-                                json_response(StatusCode::OK, Bytes::from_static(b"{}"))
-                            }
-                            Err(e) => e.into_response(),
-                        }
-                    }
-                })
-                .boxed();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            ready_tx.send(listener.local_addr().unwrap()).unwrap();
-            let limits = ServeLimits {
-                max_connections: 4096,
-                header_timeout: Duration::from_secs(30),
-                drain_timeout: Duration::from_secs(5),
-            };
-            serve(listener, routes, limits, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-    });
-    Server {
-        addr: ready_rx.recv().unwrap(),
-        stop: Some(stop),
-        thread: Some(thread),
-    }
+    let log = FloorLog::start(dir.join("floor.log"));
+    start_stack(move |bytes| {
+        let log = log.clone();
+        async move {
+            log.put(&bytes).await;
+            json_response(StatusCode::OK, Bytes::from_static(b"{}"))
+        }
+    })
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
