@@ -305,7 +305,7 @@ impl SegmentLog {
 
     /// Reads the record at `loc` into `buf` and checks its length and checksum.
     pub fn read<'b>(&self, loc: Location, buf: &'b mut Vec<u8>) -> Result<Record<'b>, StoreError> {
-        let total = self.record_bytes(loc)?;
+        let total = Self::record_bytes(loc)?;
         let file = self.open_segment(loc.segment)?;
         buf.resize(total as usize, 0);
         file.read_exact_at(buf, loc.offset)
@@ -327,10 +327,11 @@ impl SegmentLog {
         let mut i = 0;
         while i < locs.len() {
             let first = locs[i];
-            let mut end = first.offset + self.record_bytes(first)?;
+            // Saturating: a damaged index may name any offset; the read then fails cleanly.
+            let mut end = first.offset.saturating_add(Self::record_bytes(first)?);
             let mut j = i + 1;
             while let Some(&next) = locs.get(j) {
-                let next_end = next.offset + self.record_bytes(next)?;
+                let next_end = next.offset.saturating_add(Self::record_bytes(next)?);
                 if next.segment != first.segment
                     || next.offset < end
                     || next.offset - end > READ_GAP
@@ -361,7 +362,7 @@ impl SegmentLog {
     }
 
     /// The bytes the record at `loc` takes, header included; refuses a length no record has.
-    fn record_bytes(&self, loc: Location) -> Result<u64, StoreError> {
+    fn record_bytes(loc: Location) -> Result<u64, StoreError> {
         if loc.len as usize > MAX_PAYLOAD {
             return Err(StoreError::Corrupt(format!(
                 "the index names a record of {} bytes; the log writes none that large",
@@ -790,6 +791,13 @@ mod tests {
             ..locs[0]
         };
         assert!(log.read(beyond, &mut Vec::new()).is_err());
+        let at_the_edge = Location {
+            offset: u64::MAX - 3,
+            ..locs[0]
+        };
+        for loc in [beyond, at_the_edge] {
+            assert!(log.read_many(&[loc, loc], &mut |_, _| true).is_err());
+        }
     }
 
     #[test]
