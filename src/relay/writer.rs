@@ -4,7 +4,8 @@
 //! Two threads form a pipeline: the writer stores batch after batch without waiting for the
 //! disk ([`Store::put_batch_deferred`]), and the syncer flushes whatever has been written
 //! ([`Store::sync`], one flush for every batch that waits) and only then answers the batches'
-//! senders. So the next batch is indexed while the disk works on the last one.
+//! senders. The writer tells the syncer as soon as a batch's packets are in the log, before
+//! their index is built, so the disk works on a batch while it is being indexed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,7 +116,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
 ) {
-    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<Unsynced>();
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<ToSync>();
     let syncer = {
         let store = store.clone();
         std::thread::Builder::new()
@@ -137,7 +138,10 @@ fn run(
         }
         let (packets, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.packet, j.reply)).unzip();
-        let result = store.put_batch_deferred(&packets, limits, now_ms());
+        let flush_now = sync_tx.clone();
+        let result = store.put_batch_deferred(&packets, limits, now_ms(), &mut |ticket| {
+            let _ = flush_now.send(ToSync::Flush(ticket));
+        });
         queued.fetch_sub(replies.len(), Ordering::Relaxed);
         match result {
             Ok((outcomes, ticket)) => {
@@ -147,7 +151,9 @@ fn run(
                     replies,
                     outcomes,
                 };
-                if let Err(std::sync::mpsc::SendError(batch)) = sync_tx.send(batch) {
+                if let Err(std::sync::mpsc::SendError(ToSync::Answer(batch))) =
+                    sync_tx.send(ToSync::Answer(batch))
+                {
                     answer_all(batch.replies, &WriteError("the sync thread stopped".into()));
                 }
             }
@@ -161,12 +167,31 @@ fn run(
     let _ = syncer.join();
 }
 
-/// Waits for stored batches, flushes once for all that are waiting, then answers them.
-fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Unsynced>) {
+/// What the writer tells the sync thread.
+enum ToSync {
+    /// A batch's packets are in the log: start flushing (its index is being built).
+    Flush(SyncTicket),
+    /// A batch is stored: answer its senders once it is on disk.
+    Answer(Unsynced),
+}
+
+/// Flushes as soon as packets are in the log, once for everything written by then, and answers
+/// each stored batch once a flush covers it.
+fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<ToSync>) {
     while let Ok(first) = rx.recv() {
-        let mut batches = vec![first];
-        batches.extend(rx.try_iter());
-        let last = batches.iter().map(|b| b.ticket).max().unwrap_or_default();
+        let mut last = SyncTicket::default();
+        let mut batches = Vec::new();
+        for message in std::iter::once(first).chain(rx.try_iter()) {
+            match message {
+                ToSync::Flush(ticket) => last = last.max(ticket),
+                ToSync::Answer(batch) => {
+                    last = last.max(batch.ticket);
+                    batches.push(batch);
+                }
+            }
+        }
+        // Usually the flush for an answer ran while its batch was being indexed, and this
+        // returns at once.
         match store.sync(last) {
             Ok(()) => {
                 for batch in batches {

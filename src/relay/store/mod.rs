@@ -155,7 +155,7 @@ pub trait Store: Send + Sync + 'static {
         limits: PutLimits,
         now: UnixMillis,
     ) -> Result<Vec<PutOutcome>, StoreError> {
-        let (outcomes, ticket) = self.put_batch_deferred(packets, limits, now)?;
+        let (outcomes, ticket) = self.put_batch_deferred(packets, limits, now, &mut |_| {})?;
         self.sync(ticket)?;
         Ok(outcomes)
     }
@@ -163,12 +163,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores packets like [`Store::put_batch`] but returns before they are on disk: readers
     /// may see them at once, and they are durable (and may be acknowledged) only once
     /// [`Store::sync`] with the ticket returned `Ok`. Lets one thread store the next batch
-    /// while another waits for the disk.
+    /// while another waits for the disk. `written` is called with that ticket as soon as the
+    /// packets can be flushed, which may be before this returns: a flush can start while the
+    /// index is still being built.
     fn put_batch_deferred(
         &self,
         packets: &[NewPacket],
         limits: PutLimits,
         now: UnixMillis,
+        written: &mut dyn FnMut(SyncTicket),
     ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError>;
 
     /// Waits until every batch up to `ticket` is on disk. One disk flush covers every batch

@@ -3,8 +3,9 @@
 //! tombstones, counters, known servers — in one redb file with big-endian keys, so that inbox
 //! cursors and expiry sweeps are range scans.
 //!
-//! Durability: `put_batch_deferred` writes the batch's bodies to the log and commits the
-//! index; `sync` flushes the log (`fdatasync`), and only then may the batch be acknowledged.
+//! Durability: `put_batch_deferred` decides each packet's fate, writes the new bodies to the
+//! log, says so (a flush may start now), then builds and commits their index; `sync` flushes
+//! the log (`fdatasync`), and only then may the batch be acknowledged.
 //! Index commits are durable once per `checkpoint_interval`, and every durable commit flushes
 //! the log first, so a durable index never points at a record that is not on disk. The index
 //! records how far into the log it reaches; after a crash `open` re-reads the log from the
@@ -626,23 +627,26 @@ impl Store for RedbStore {
         packets: &[NewPacket],
         limits: PutLimits,
         now: UnixMillis,
+        written: &mut dyn FnMut(SyncTicket),
     ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError> {
         self.refuse_if_failed()?;
         let durable = self.checkpoint_due();
         let txn = self.begin(durable)?;
         let mut outcomes = Vec::with_capacity(packets.len());
-        let mut batch = self.log.begin()?;
-        {
+        let ticket = {
             let mut tables = PacketTables::open(&txn)?;
             let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
-
             let any_tombstones = tombs.len().map_err(engine)? > 0;
 
-            for p in packets {
+            // First every decision, and the new packets appended to the log; ...
+            let mut batch = self.log.begin()?;
+            let mut new = Vec::new();
+            let mut in_batch = std::collections::HashSet::new();
+            for (i, p) in packets.iter().enumerate() {
                 let hash = &p.hash.0;
                 let tombstoned = any_tombstones
                     && tombs
@@ -653,32 +657,30 @@ impl Store for RedbStore {
                     outcomes.push(PutOutcome::Tombstoned);
                     continue;
                 }
-                let existing_outcome = |header: Header| {
-                    if header.expires_at > now {
+                // A packet already stored is a duplicate even when a new one would be refused.
+                if in_batch.contains(hash) {
+                    outcomes.push(PutOutcome::Duplicate);
+                    continue;
+                }
+                if let Some(v) = tables.packets.get(hash).map_err(engine)? {
+                    outcomes.push(if Header::decode(v.value()).expires_at > now {
                         PutOutcome::Duplicate
                     } else {
                         PutOutcome::Tombstoned
-                    }
-                };
-                let count = tables.count(&p.recipient.0)?;
-                let size = p.json.len() as u64;
-                let refusal = if p.expires_at <= now {
-                    Some(PutOutcome::Tombstoned)
-                } else if count >= limits.max_inbox_packets {
-                    Some(PutOutcome::InboxFull)
-                } else if n_bytes + size > limits.max_stored_bytes {
-                    Some(PutOutcome::StoreFull)
-                } else {
-                    None
-                };
-                if let Some(refusal) = refusal {
-                    // A packet already stored is a duplicate even when a new one would be
-                    // refused.
-                    let existing = tables.packets.get(hash).map_err(engine)?;
-                    outcomes.push(match existing {
-                        Some(v) => existing_outcome(Header::decode(v.value())),
-                        None => refusal,
                     });
+                    continue;
+                }
+                let size = p.json.len() as u64;
+                if p.expires_at <= now {
+                    outcomes.push(PutOutcome::Tombstoned);
+                    continue;
+                }
+                if tables.count(&p.recipient.0)? >= limits.max_inbox_packets {
+                    outcomes.push(PutOutcome::InboxFull);
+                    continue;
+                }
+                if n_bytes + size > limits.max_stored_bytes {
+                    outcomes.push(PutOutcome::StoreFull);
                     continue;
                 }
                 let record = Record {
@@ -688,38 +690,54 @@ impl Store for RedbStore {
                     recipient: p.recipient,
                     json: &p.json,
                 };
-                let mark = batch.mark();
-                let location = batch.push(&record);
-                if let Some(existing) = tables.insert_new(&record, location)? {
-                    batch.rollback(mark);
-                    outcomes.push(existing_outcome(existing));
-                    continue;
-                }
+                new.push((i, next_seq, batch.push(&record)));
+                in_batch.insert(*hash);
                 tables.bump_count(&p.recipient.0)?;
                 next_seq += 1;
                 n_packets += 1;
                 n_bytes += size;
                 outcomes.push(PutOutcome::Stored { seq: record.seq });
             }
+            if new.is_empty() {
+                drop(batch);
+                drop((tables, tombs, meta));
+                txn.abort().map_err(engine)?;
+                // Nothing new, but a duplicate is only as durable as the batch that stored it.
+                return Ok((outcomes, self.written()));
+            }
+            let end = batch.end();
+            // ... written before the index that points at them commits (a failed append drops
+            // the transaction, so nothing was stored) and handed to the flush at once, so the
+            // disk works while the index is built.
+            batch.write()?;
+            let ticket = {
+                let mut state = self.lock_sync();
+                state.written += 1;
+                SyncTicket(state.written)
+            };
+            written(ticket);
+            for (i, seq, location) in new {
+                let p = &packets[i];
+                let record = Record {
+                    seq,
+                    expires_at: p.expires_at,
+                    hash: p.hash,
+                    recipient: p.recipient,
+                    json: &p.json,
+                };
+                if tables.insert_new(&record, location)?.is_some() {
+                    return Err(StoreError::Corrupt(format!(
+                        "packet {} appeared in the index while its batch was being stored",
+                        p.hash
+                    )));
+                }
+            }
             meta.insert(META_NEXT_SEQ, next_seq).map_err(engine)?;
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
-            set_indexed(&mut meta, batch.end())?;
+            set_indexed(&mut meta, end)?;
             tables.finish()?;
-        }
-        if batch.is_empty() {
-            drop(batch);
-            txn.abort().map_err(engine)?;
-            // Nothing new, but a duplicate is only as durable as the batch that stored it.
-            return Ok((outcomes, self.written()));
-        }
-        // The bodies are written before the index that points at them commits; a failed
-        // append drops the transaction, so nothing was stored.
-        batch.write()?;
-        let ticket = {
-            let mut state = self.lock_sync();
-            state.written += 1;
-            SyncTicket(state.written)
+            ticket
         };
         if durable {
             self.commit_durable(txn)?;
@@ -1344,14 +1362,46 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_can_be_flushed_before_its_index_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        let mut seen = Vec::new();
+        let (out, ticket) = store
+            .put_batch_deferred(
+                &[packet(1, 1, 10_000), packet(2, 2, 10_000)],
+                LIMITS,
+                0,
+                &mut |t| {
+                    // Called with the index transaction still open: the flush must not wait
+                    // for it, and nothing of the batch is visible yet.
+                    store.sync(t).unwrap();
+                    assert!(!store.contains(&packet(1, 1, 10_000).hash, 0).unwrap());
+                    seen.push(t);
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, vec![ticket], "told once, with the batch's own ticket");
+        assert!(store.synced() >= ticket, "already on disk when it returns");
+        assert!(out.iter().all(|o| matches!(o, PutOutcome::Stored { .. })));
+        assert!(store.contains(&packet(2, 2, 10_000).hash, 0).unwrap());
+        // Nothing new to write: not told.
+        let (dup, _) = store
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0, &mut |t| {
+                panic!("told of ticket {t:?} for a batch that wrote nothing")
+            })
+            .unwrap();
+        assert_eq!(dup, vec![PutOutcome::Duplicate]);
+    }
+
+    #[test]
     fn deferred_batches_are_durable_after_one_sync_or_any_durable_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         let (out1, t1) = store
-            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0)
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         let (out2, t2) = store
-            .put_batch_deferred(&[packet(2, 1, 10_000)], LIMITS, 0)
+            .put_batch_deferred(&[packet(2, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         assert!(matches!(out1[0], PutOutcome::Stored { .. }));
         assert!(matches!(out2[0], PutOutcome::Stored { .. }));
@@ -1370,11 +1420,11 @@ mod tests {
         store.sync(t1).unwrap();
         // A duplicate's ticket waits for the batch that stored the original.
         let (out3, t3) = store
-            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0)
+            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         assert!(matches!(out3[0], PutOutcome::Stored { .. }));
         let (dup, t_dup) = store
-            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0)
+            .put_batch_deferred(&[packet(3, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         assert_eq!(dup, vec![PutOutcome::Duplicate]);
         assert!(t_dup >= t3);
@@ -1386,7 +1436,7 @@ mod tests {
             .unwrap();
         assert!(store.synced() >= t3);
         let (_, t4) = store
-            .put_batch_deferred(&[packet(4, 1, 10_000)], LIMITS, 0)
+            .put_batch_deferred(&[packet(4, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         store.sweep(0, 0, 10).unwrap();
         store.checkpoint().unwrap();
