@@ -422,7 +422,7 @@ impl RedbStore {
                     recipient: Fingerprint(header[16..48].try_into().expect("32 bytes")),
                     json: &value[32..],
                 };
-                if batch.mark() >= CHUNK_BYTES {
+                if batch.len() >= CHUNK_BYTES {
                     batch.write()?;
                     batch = self.log.begin()?;
                 }
@@ -646,7 +646,7 @@ impl Store for RedbStore {
             let mut batch = self.log.begin()?;
             let mut new = Vec::new();
             let mut in_batch = std::collections::HashSet::new();
-            for (i, p) in packets.iter().enumerate() {
+            for p in packets {
                 let hash = &p.hash.0;
                 let tombstoned = any_tombstones
                     && tombs
@@ -690,7 +690,7 @@ impl Store for RedbStore {
                     recipient: p.recipient,
                     json: &p.json,
                 };
-                new.push((i, next_seq, batch.push(&record)));
+                new.push((record, batch.push(&record)));
                 in_batch.insert(*hash);
                 tables.bump_count(&p.recipient.0)?;
                 next_seq += 1;
@@ -716,19 +716,11 @@ impl Store for RedbStore {
                 SyncTicket(state.written)
             };
             written(ticket);
-            for (i, seq, location) in new {
-                let p = &packets[i];
-                let record = Record {
-                    seq,
-                    expires_at: p.expires_at,
-                    hash: p.hash,
-                    recipient: p.recipient,
-                    json: &p.json,
-                };
+            for (record, location) in new {
                 if tables.insert_new(&record, location)?.is_some() {
                     return Err(StoreError::Corrupt(format!(
                         "packet {} appeared in the index while its batch was being stored",
-                        p.hash
+                        record.hash
                     )));
                 }
             }

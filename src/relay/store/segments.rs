@@ -303,18 +303,9 @@ impl SegmentLog {
         self.lock_active().id
     }
 
-    /// Reads the record at `loc` into `buf` and checks its length and checksum.
-    pub fn read<'b>(&self, loc: Location, buf: &'b mut Vec<u8>) -> Result<Record<'b>, StoreError> {
-        let total = Self::record_bytes(loc)?;
-        let file = self.open_segment(loc.segment)?;
-        buf.resize(total as usize, 0);
-        file.read_exact_at(buf, loc.offset)
-            .map_err(|e| io("reading", &self.path(loc.segment), e))?;
-        self.check(loc, buf)
-    }
-
     /// Reads the records at `locs` and calls `visit` with each index into `locs` and its
-    /// record, in order, checking each as [`SegmentLog::read`] does. Records that lie close
+    /// record, in order, checking its length and checksum and that it is the
+    /// record `locs` names. Records that lie close
     /// together in one segment (an inbox written in one go, a sync batch) are read with one
     /// system call: at most [`READ_SPAN`] bytes, skipping at most [`READ_GAP`] bytes between
     /// records. `visit` returns `false` to stop.
@@ -598,14 +589,9 @@ impl Batch<'_> {
         }
     }
 
-    /// The batch's length now, to [`Batch::rollback`] to.
-    pub fn mark(&self) -> usize {
+    /// Bytes pushed so far.
+    pub fn len(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Drops every record pushed after `mark`.
-    pub fn rollback(&mut self, mark: usize) {
-        self.buf.truncate(mark);
     }
 
     /// Whether nothing was pushed.
@@ -663,6 +649,29 @@ mod tests {
         locs
     }
 
+    /// A record read back as the store reads it.
+    #[derive(Debug)]
+    struct Read {
+        seq: u64,
+        hash: PacketHash,
+        recipient: Fingerprint,
+        json: Vec<u8>,
+    }
+
+    fn read_one(log: &SegmentLog, loc: Location) -> Result<Read, StoreError> {
+        let mut read = None;
+        log.read_many(&[loc], &mut |_, r| {
+            read = Some(Read {
+                seq: r.seq,
+                hash: r.hash,
+                recipient: r.recipient,
+                json: r.json.to_vec(),
+            });
+            true
+        })?;
+        Ok(read.expect("read_many visits every record it returns Ok for"))
+    }
+
     fn scan_all(log: &SegmentLog, from: Position) -> (Vec<(Location, u64, Vec<u8>)>, ScanReport) {
         let mut seen = Vec::new();
         let report = log
@@ -684,9 +693,8 @@ mod tests {
             locs[1].offset,
             locs[0].offset + (RECORD_HEADER as u64) + locs[0].len as u64
         );
-        let mut buf = Vec::new();
-        let r = log.read(locs[1], &mut buf).unwrap();
-        assert_eq!((r.seq, r.json), (2, &b"{\"b\":22}"[..]));
+        let r = read_one(&log, locs[1]).unwrap();
+        assert_eq!((r.seq, &r.json[..]), (2, &b"{\"b\":22}"[..]));
         assert_eq!(r.hash, PacketHash::of_message("m2"));
         assert_eq!(r.recipient, Fingerprint([2; 32]));
         let end = log.end();
@@ -713,16 +721,15 @@ mod tests {
         }
         let segments = log.segments().unwrap();
         assert!(segments.len() >= 3, "{segments:?}");
-        let mut buf = Vec::new();
         for (n, loc) in locs.iter().enumerate() {
-            assert_eq!(log.read(*loc, &mut buf).unwrap().seq, n as u64);
+            assert_eq!(read_one(&log, *loc).unwrap().seq, n as u64);
         }
         // The active segment is never removed; an old one is.
         log.remove(log.active_segment()).unwrap();
         assert!(log.segments().unwrap().contains(&log.active_segment()));
         log.remove(segments[0]).unwrap();
         assert!(!log.segments().unwrap().contains(&segments[0]));
-        assert!(log.read(locs[0], &mut buf).is_err());
+        assert!(read_one(&log, locs[0]).is_err());
         // Scanning from a later segment sees only what follows.
         let (seen, _) = scan_all(
             &log,
@@ -783,14 +790,14 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
-        let err = log.read(locs[0], &mut Vec::new()).unwrap_err();
+        let err = read_one(&log, locs[0]).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         // A location past the end is an error too, never a panic.
         let beyond = Location {
             offset: 1 << 30,
             ..locs[0]
         };
-        assert!(log.read(beyond, &mut Vec::new()).is_err());
+        assert!(read_one(&log, beyond).is_err());
         let at_the_edge = Location {
             offset: u64::MAX - 3,
             ..locs[0]
@@ -811,7 +818,7 @@ mod tests {
         std::fs::write(dir.path().join(segment_name(2)), b"JSP").unwrap();
         let log = SegmentLog::open(dir.path(), 4096).unwrap();
         assert_eq!(log.segments().unwrap(), vec![1]);
-        assert_eq!(log.read(locs[0], &mut Vec::new()).unwrap().seq, 1);
+        assert_eq!(read_one(&log, locs[0]).unwrap().seq, 1);
         let next = append(&log, &[record(2, b"{}")]);
         assert_eq!(next[0].segment, 2, "the log goes on with a fresh segment 2");
     }
