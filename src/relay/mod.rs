@@ -110,7 +110,8 @@ pub async fn run(
         tracing::debug!("mesh sync still running at shutdown; leaving it");
     }
     // The writer thread ends once the last handle (held by the routes) is gone and its queue
-    // is drained; every acknowledged packet was committed before its answer was sent.
+    // is drained; every acknowledged packet was in the flushed log before its answer was sent,
+    // and closing the store commits the index of the last batches.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("the writer did not stop in time; exiting anyway");

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::clock::now_ms;
 use super::store::{NewPacket, PutLimits, PutOutcome, Store, SyncTicket};
 
-/// Most packets committed in one transaction.
+/// Most packets stored in one batch.
 pub const MAX_BATCH_PACKETS: usize = 1024;
-/// Most packet bytes committed in one transaction.
+/// Most packet bytes stored in one batch.
 pub const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Writes waiting for the writer before senders wait in turn (backpressure).
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -63,7 +63,7 @@ impl Writer {
         (Self { tx, queued }, handle)
     }
 
-    /// Queues a packet and waits until its transaction committed.
+    /// Queues a packet and waits until it is stored and on disk.
     pub async fn put(&self, packet: NewPacket) -> Result<PutOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.queued.fetch_add(1, Ordering::Relaxed);
@@ -71,12 +71,14 @@ impl Writer {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(WriteError("the writer has stopped".into()));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(WriteError("the writer stopped before committing".into())))
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError(
+                "the writer stopped before storing the packet".into(),
+            ))
+        })
     }
 
-    /// Queues packets from a blocking thread and waits until all are committed (they share
+    /// Queues packets from a blocking thread and waits until all are on disk (they share
     /// transactions with everything else waiting). Outcomes are in input order.
     pub fn put_many_blocking(
         &self,
@@ -97,7 +99,9 @@ impl Writer {
             .into_iter()
             .map(|a| match a {
                 Some(answer) => answer.blocking_recv().unwrap_or_else(|_| {
-                    Err(WriteError("the writer stopped before committing".into()))
+                    Err(WriteError(
+                        "the writer stopped before storing the packet".into(),
+                    ))
                 }),
                 None => Err(WriteError("the writer has stopped".into())),
             })

@@ -161,11 +161,12 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Stores packets like [`Store::put_batch`] but returns before they are on disk: readers
-    /// may see them at once, and they are durable (and may be acknowledged) only once
+    /// see them at once, and they are durable (and may be acknowledged) only once
     /// [`Store::sync`] with the ticket returned `Ok`. Lets one thread store the next batch
     /// while another waits for the disk. `written` is called with that ticket as soon as the
     /// packets can be flushed, which may be before this returns: a flush can start while the
-    /// index is still being built.
+    /// index is still being built. `written` may call [`Store::sync`] but nothing else of the
+    /// store: a reader waits for the batch to be stored.
     fn put_batch_deferred(
         &self,
         packets: &[NewPacket],

@@ -12,6 +12,14 @@
 //! last durable position and indexes what it finds. Every acknowledged packet is in the log,
 //! so none is lost. (A packet may be readable for the ~1 ms between its batch's commit and
 //! the flush; only the 200 is a promise.)
+//!
+//! Batches do not each commit their index: the write transaction stays open across up to
+//! [`MAX_HELD_BATCHES`] of them (a commit costs about as much as indexing a dozen packets),
+//! and every read and every other write commits it first (`settle`). So a reader
+//! sees every packet stored before it began, and a batch can be acknowledged once it is
+//! flushed, without waiting for a commit. Should such a commit fail, packets already
+//! acknowledged are missing from the index until a restart re-reads them from the log, so the
+//! store refuses everything until then.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,6 +77,10 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Longest time between durable index commits: the most log a restart after a crash re-reads.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Most stored batches whose index one write transaction holds before it commits.
+pub const MAX_HELD_BATCHES: u32 = 8;
+/// Most packets whose index one write transaction holds before it commits.
+pub const MAX_HELD_PACKETS: usize = 4096;
 
 /// How a [`RedbStore`] is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +113,33 @@ pub struct RedbStore {
     sync: Mutex<SyncState>,
     /// Held by whoever is flushing the log, so that one flush serves every waiter.
     flushing: Mutex<()>,
+    /// The write transaction indexing the latest batches, not yet committed.
+    held: Mutex<Option<Held>>,
+    /// Tests set this to make the next commits of held batches fail.
+    #[cfg(test)]
+    fail_held_commits: std::sync::atomic::AtomicBool,
+}
+
+/// An open write transaction holding the index of stored batches; see the module doc.
+struct Held {
+    txn: WriteTransaction,
+    batches: u32,
+    packets: usize,
+}
+
+/// How storing one batch in a held transaction failed.
+enum BatchError {
+    /// Before the batch changed the transaction: what it held before is intact.
+    Untouched(StoreError),
+    /// While the batch was changing the transaction: it must be dropped.
+    Touched(StoreError),
+}
+
+/// What storing one batch did.
+struct BatchDone {
+    outcomes: Vec<PutOutcome>,
+    /// The batch's ticket, and how many packets it indexed; `None` if it stored nothing.
+    stored: Option<(SyncTicket, usize)>,
 }
 
 /// How far the log is written and how far it is on disk, in batches.
@@ -108,8 +147,9 @@ pub struct RedbStore {
 struct SyncState {
     written: u64,
     synced: u64,
-    /// Set when a flush failed: what was written since may be lost, so the store refuses
-    /// to promise anything more until it is reopened.
+    /// Set when a flush or a held index commit failed: what was written since may be lost,
+    /// so the store refuses to promise anything more until it is reopened. The error every
+    /// write then gets.
     failed: Option<String>,
 }
 
@@ -124,12 +164,20 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
-/// The error every write gets once a flush of the log failed.
-fn flush_failed(why: &str) -> StoreError {
-    StoreError::Engine(format!(
+/// Why every write is refused once a flush of the log failed.
+fn flush_failed(why: &str) -> String {
+    format!(
         "the packet log could not be flushed to disk ({why}); restart the relay once the disk \
          is healthy"
-    ))
+    )
+}
+
+/// Why every write is refused once the index of acknowledged packets could not be committed.
+fn index_lost(why: &str) -> String {
+    format!(
+        "the index of packets already stored could not be committed ({why}); restart the \
+         relay: it re-reads them from the packet log"
+    )
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
@@ -343,6 +391,9 @@ impl RedbStore {
             recovered: 0,
             sync: Mutex::new(SyncState::default()),
             flushing: Mutex::new(()),
+            held: Mutex::new(None),
+            #[cfg(test)]
+            fail_held_commits: std::sync::atomic::AtomicBool::new(false),
         };
         if version == Some(1) {
             let moved = store.migrate_from_v1()?;
@@ -505,7 +556,7 @@ impl RedbStore {
     /// Deletes segment files below the index's durable position that hold no live packet
     /// (left behind when a stop came between a sweep's commit and the deletion).
     fn remove_unused_segments(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let meta = txn.open_table(META).map_err(engine)?;
         let indexed = meta_get(&meta, META_INDEXED_SEGMENT)?;
         let live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
@@ -521,7 +572,59 @@ impl RedbStore {
         self.begin(true)
     }
 
+    /// Commits the index held open for the latest batches (see the module doc), so that what
+    /// follows sees every packet stored so far. Every read and write but a batch's calls it.
+    fn settle(&self) -> Result<(), StoreError> {
+        let mut held = self.lock_held();
+        match held.take() {
+            Some(h) => self.commit_held(h.txn, h.batches > 0),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `txn`; if that fails and it holds batches that may have been acknowledged,
+    /// refuses everything until a restart re-indexes them.
+    fn commit_held(&self, txn: WriteTransaction, acknowledged: bool) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self
+            .fail_held_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(self.lose_index(acknowledged, engine("injected commit failure")));
+        }
+        txn.commit()
+            .map_err(|e| self.lose_index(acknowledged, engine(e)))
+    }
+
+    /// Notes that the index of acknowledged packets was lost (when it was) and passes `e` on.
+    fn lose_index(&self, acknowledged: bool, e: StoreError) -> StoreError {
+        if acknowledged {
+            tracing::error!(error = %e, "committing the index of stored packets failed; refusing writes");
+            let mut state = self.lock_sync();
+            if state.failed.is_none() {
+                state.failed = Some(index_lost(&e.to_string()));
+            }
+        }
+        e
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read transaction that sees every packet stored so far.
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.settle()?;
+        self.db.begin_read().map_err(engine)
+    }
+
     fn begin(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
+        self.settle()?;
+        self.begin_unsettled(durable)
+    }
+
+    /// A write transaction; the caller has made sure none is held.
+    fn begin_unsettled(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(engine)?;
         let durability = if durable {
             Durability::Immediate
@@ -577,66 +680,29 @@ impl RedbStore {
     fn refuse_if_failed(&self) -> Result<(), StoreError> {
         self.lock_sync()
             .failed
-            .as_deref()
-            .map_or(Ok(()), |why| Err(flush_failed(why)))
-    }
-}
-
-impl Drop for RedbStore {
-    fn drop(&mut self) {
-        if let Err(e) = self.checkpoint() {
-            tracing::warn!(error = %e, "the last index checkpoint failed; the next start re-reads the log");
-        }
-    }
-}
-
-fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
-    Ok(meta.get(key).map_err(engine)?.map_or(0, |v| v.value()))
-}
-
-/// The size limit of one read answer: packets are taken while their JSON fits, and the first
-/// always is, however large (so a reader is never stuck behind one big packet).
-struct ByteBudget {
-    left: u64,
-    any: bool,
-}
-
-impl ByteBudget {
-    fn new(max_bytes: u64) -> Self {
-        Self {
-            left: max_bytes,
-            any: false,
-        }
+            .as_ref()
+            .map_or(Ok(()), |why| Err(StoreError::Engine(why.clone())))
     }
 
-    /// Takes the packet whose record is at `location` if it fits.
-    fn take(&mut self, location: Location) -> bool {
-        let json = u64::from(location.len).saturating_sub(PAYLOAD_PREFIX as u64);
-        if self.any && json > self.left {
-            return false;
-        }
-        self.left = self.left.saturating_sub(json);
-        self.any = true;
-        true
-    }
-}
-
-impl Store for RedbStore {
-    fn put_batch_deferred(
+    /// Stores one batch in `txn`: decides every packet, appends the new ones to the log,
+    /// calls `written` with the batch's ticket, then indexes them (uncommitted).
+    fn store_batch(
         &self,
+        txn: &WriteTransaction,
         packets: &[NewPacket],
         limits: PutLimits,
         now: UnixMillis,
         written: &mut dyn FnMut(SyncTicket),
-    ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError> {
-        self.refuse_if_failed()?;
-        let durable = self.checkpoint_due();
-        let txn = self.begin(durable)?;
+    ) -> Result<BatchDone, BatchError> {
+        use BatchError::{Touched, Untouched};
         let mut outcomes = Vec::with_capacity(packets.len());
-        let ticket = {
-            let mut tables = PacketTables::open(&txn)?;
-            let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
-            let mut meta = txn.open_table(META).map_err(engine)?;
+        // Until the log is written, the batch only reads the transaction.
+        let mut tables = PacketTables::open(txn).map_err(Untouched)?;
+        let tombs = txn
+            .open_table(TOMBSTONES)
+            .map_err(|e| Untouched(engine(e)))?;
+        let mut meta = txn.open_table(META).map_err(|e| Untouched(engine(e)))?;
+        let decided = (|| {
             let mut next_seq = meta_get(&meta, META_NEXT_SEQ)?.max(1);
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
@@ -699,23 +765,30 @@ impl Store for RedbStore {
                 outcomes.push(PutOutcome::Stored { seq: record.seq });
             }
             if new.is_empty() {
-                drop(batch);
-                drop((tables, tombs, meta));
-                txn.abort().map_err(engine)?;
-                // Nothing new, but a duplicate is only as durable as the batch that stored it.
-                return Ok((outcomes, self.written()));
+                return Ok(None);
             }
             let end = batch.end();
-            // ... written before the index that points at them commits (a failed append drops
-            // the transaction, so nothing was stored) and handed to the flush at once, so the
-            // disk works while the index is built.
+            // ... written before the index that points at them commits (a failed append
+            // leaves nothing of the batch in the log or the transaction) and handed to the
+            // flush at once, so the disk works while the index is built.
             batch.write()?;
-            let ticket = {
-                let mut state = self.lock_sync();
-                state.written += 1;
-                SyncTicket(state.written)
-            };
-            written(ticket);
+            Ok(Some((new, end, next_seq, n_packets, n_bytes)))
+        })()
+        .map_err(Untouched)?;
+        let Some((new, end, next_seq, n_packets, n_bytes)) = decided else {
+            return Ok(BatchDone {
+                outcomes,
+                stored: None,
+            });
+        };
+        let ticket = {
+            let mut state = self.lock_sync();
+            state.written += 1;
+            SyncTicket(state.written)
+        };
+        written(ticket);
+        let indexed = new.len();
+        (|| {
             for (record, location) in new {
                 if tables.insert_new(&record, location)?.is_some() {
                     return Err(StoreError::Corrupt(format!(
@@ -728,20 +801,140 @@ impl Store for RedbStore {
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             set_indexed(&mut meta, end)?;
-            tables.finish()?;
-            ticket
-        };
-        if durable {
-            self.commit_durable(txn)?;
-        } else {
-            txn.commit().map_err(engine)?;
+            tables.finish()
+        })()
+        .map_err(Touched)?;
+        Ok(BatchDone {
+            outcomes,
+            stored: Some((ticket, indexed)),
+        })
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "the last index checkpoint failed; the next start re-reads the log");
         }
-        Ok((outcomes, ticket))
+    }
+}
+
+fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key).map_err(engine)?.map_or(0, |v| v.value()))
+}
+
+/// The size limit of one read answer: packets are taken while their JSON fits, and the first
+/// always is, however large (so a reader is never stuck behind one big packet).
+struct ByteBudget {
+    left: u64,
+    any: bool,
+}
+
+impl ByteBudget {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            left: max_bytes,
+            any: false,
+        }
+    }
+
+    /// Takes the packet whose record is at `location` if it fits.
+    fn take(&mut self, location: Location) -> bool {
+        let json = u64::from(location.len).saturating_sub(PAYLOAD_PREFIX as u64);
+        if self.any && json > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(json);
+        self.any = true;
+        true
+    }
+}
+
+impl Store for RedbStore {
+    fn put_batch_deferred(
+        &self,
+        packets: &[NewPacket],
+        limits: PutLimits,
+        now: UnixMillis,
+        written: &mut dyn FnMut(SyncTicket),
+    ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError> {
+        self.refuse_if_failed()?;
+        // Held for the whole batch: a reader settling now waits for it, so it cannot miss a
+        // batch that is out of the slot but not committed.
+        let mut held = self.lock_held();
+        let Held {
+            txn,
+            batches,
+            packets: held_packets,
+        } = match held.take() {
+            Some(h) => h,
+            None => Held {
+                txn: self.begin_unsettled(false)?,
+                batches: 0,
+                packets: 0,
+            },
+        };
+        match self.store_batch(&txn, packets, limits, now, written) {
+            Ok(BatchDone {
+                outcomes,
+                stored: None,
+            }) => {
+                // Nothing changed; a duplicate is only as durable as the batch that stored it.
+                if batches > 0 {
+                    *held = Some(Held {
+                        txn,
+                        batches,
+                        packets: held_packets,
+                    });
+                } else {
+                    txn.abort().map_err(engine)?;
+                }
+                Ok((outcomes, self.written()))
+            }
+            Ok(BatchDone {
+                outcomes,
+                stored: Some((ticket, indexed)),
+            }) => {
+                let h = Held {
+                    txn,
+                    batches: batches + 1,
+                    packets: held_packets + indexed,
+                };
+                // Earlier batches in the transaction may have been acknowledged already.
+                let acknowledged = batches > 0;
+                if self.checkpoint_due() {
+                    let mut txn = h.txn;
+                    txn.set_durability(Durability::Immediate)
+                        .map_err(|e| self.lose_index(acknowledged, engine(e)))?;
+                    self.commit_durable(txn)
+                        .map_err(|e| self.lose_index(acknowledged, e))?;
+                } else if h.batches >= MAX_HELD_BATCHES || h.packets >= MAX_HELD_PACKETS {
+                    self.commit_held(h.txn, acknowledged)?;
+                } else {
+                    *held = Some(h);
+                }
+                Ok((outcomes, ticket))
+            }
+            Err(BatchError::Untouched(e)) => {
+                if batches > 0 {
+                    *held = Some(Held {
+                        txn,
+                        batches,
+                        packets: held_packets,
+                    });
+                }
+                Err(e)
+            }
+            Err(BatchError::Touched(e)) => {
+                drop(txn);
+                Err(self.lose_index(batches > 0, e))
+            }
+        }
     }
 
     fn sync(&self, ticket: SyncTicket) -> Result<(), StoreError> {
         let done = |state: &SyncState| match &state.failed {
-            Some(why) => Err(flush_failed(why)),
+            Some(why) => Err(StoreError::Engine(why.clone())),
             None => Ok(state.synced >= ticket.0),
         };
         if done(&self.lock_sync())? {
@@ -764,10 +957,9 @@ impl Store for RedbStore {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flushing the packet log failed; refusing writes");
-                let why = e.to_string();
-                let err = flush_failed(&why);
-                self.lock_sync().failed = Some(why);
-                Err(err)
+                let why = flush_failed(&e.to_string());
+                self.lock_sync().failed = Some(why.clone());
+                Err(StoreError::Engine(why))
             }
         }
     }
@@ -781,7 +973,7 @@ impl Store for RedbStore {
     ) -> Result<(), StoreError> {
         let mut page = Vec::new();
         {
-            let txn = self.db.begin_read().map_err(engine)?;
+            let txn = self.read()?;
             let table = txn.open_table(PACKETS).map_err(engine)?;
             let mut budget = ByteBudget::new(max_bytes);
             for hash in hashes {
@@ -832,7 +1024,7 @@ impl Store for RedbStore {
         // (seq, expires_at, location) of the packets this page answers with.
         let mut page = Vec::new();
         {
-            let txn = self.db.begin_read().map_err(engine)?;
+            let txn = self.read()?;
             let index = txn.open_table(BY_RECIPIENT).map_err(engine)?;
             let start = cat40(&recipient.0, &after.saturating_add(1).to_be_bytes());
             let last = cat40(&recipient.0, &u64::MAX.to_be_bytes());
@@ -875,7 +1067,7 @@ impl Store for RedbStore {
         now: UnixMillis,
         visit: &mut dyn FnMut(PacketHash) -> bool,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
         for entry in table.iter().map_err(engine)? {
             let (key, value) = entry.map_err(engine)?;
@@ -894,7 +1086,7 @@ impl Store for RedbStore {
         now: UnixMillis,
         visit: &mut dyn FnMut(UnixMillis, PacketHash) -> bool,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let table = txn.open_table(BY_EXPIRY).map_err(engine)?;
         let start = cat40(&now.saturating_add(1).to_be_bytes(), &[0; 32]);
         for entry in table.range::<&[u8; 40]>(&start..).map_err(engine)? {
@@ -910,7 +1102,7 @@ impl Store for RedbStore {
     }
 
     fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let table = txn.open_table(PACKETS).map_err(engine)?;
         Ok(table
             .get(&hash.0)
@@ -919,7 +1111,7 @@ impl Store for RedbStore {
     }
 
     fn tombstoned(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
         if tombs
             .get(&hash.0)
@@ -1057,7 +1249,7 @@ impl Store for RedbStore {
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let meta = txn.open_table(META).map_err(engine)?;
         Ok(StoreStats {
             packets: meta_get(&meta, META_PACKETS)?,
@@ -1066,7 +1258,7 @@ impl Store for RedbStore {
     }
 
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
@@ -1080,7 +1272,7 @@ impl Store for RedbStore {
     }
 
     fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.read()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
@@ -1358,20 +1550,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         let mut seen = Vec::new();
-        let (out, ticket) = store
-            .put_batch_deferred(
-                &[packet(1, 1, 10_000), packet(2, 2, 10_000)],
-                LIMITS,
-                0,
-                &mut |t| {
-                    // Called with the index transaction still open: the flush must not wait
-                    // for it, and nothing of the batch is visible yet.
-                    store.sync(t).unwrap();
-                    assert!(!store.contains(&packet(1, 1, 10_000).hash, 0).unwrap());
-                    seen.push(t);
-                },
-            )
-            .unwrap();
+        let (answer_tx, answer) = std::sync::mpsc::channel();
+        let (out, ticket) = std::thread::scope(|scope| {
+            let result = store
+                .put_batch_deferred(
+                    &[packet(1, 1, 10_000), packet(2, 2, 10_000)],
+                    LIMITS,
+                    0,
+                    &mut |t| {
+                        // Called with the index still being built: the flush must not wait
+                        // for it, and a reader now waits for the whole batch.
+                        store.sync(t).unwrap();
+                        let (store, answer_tx) = (&store, answer_tx.clone());
+                        scope.spawn(move || {
+                            let seen = store.contains(&packet(1, 1, 10_000).hash, 0).unwrap();
+                            answer_tx.send(seen).unwrap();
+                        });
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        assert!(answer.try_recv().is_err(), "the reader waited");
+                        seen.push(t);
+                    },
+                )
+                .unwrap();
+            assert!(answer.recv().unwrap(), "and then saw the batch");
+            result
+        });
         assert_eq!(seen, vec![ticket], "told once, with the batch's own ticket");
         assert!(store.synced() >= ticket, "already on disk when it returns");
         assert!(out.iter().all(|o| matches!(o, PutOutcome::Stored { .. })));
@@ -1433,6 +1636,116 @@ mod tests {
         store.sweep(0, 0, 10).unwrap();
         store.checkpoint().unwrap();
         assert!(store.synced() >= t4);
+    }
+
+    /// How many batches the held write transaction holds now.
+    fn held_batches(store: &RedbStore) -> u32 {
+        store.lock_held().as_ref().map_or(0, |h| h.batches)
+    }
+
+    #[test]
+    fn batches_share_one_index_commit_and_every_read_commits_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        let put = |n: u32| {
+            let (out, _) = store
+                .put_batch_deferred(&[packet(n, 1, 10_000)], LIMITS, 0, &mut |_| {})
+                .unwrap();
+            assert!(matches!(out[0], PutOutcome::Stored { .. }));
+        };
+        for n in 1..MAX_HELD_BATCHES {
+            put(n);
+        }
+        assert_eq!(held_batches(&store), MAX_HELD_BATCHES - 1);
+        // A batch of duplicates changes nothing and keeps what is held.
+        let (dup, _) = store
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0, &mut |_| {})
+            .unwrap();
+        assert_eq!(dup, vec![PutOutcome::Duplicate]);
+        assert_eq!(held_batches(&store), MAX_HELD_BATCHES - 1);
+        put(MAX_HELD_BATCHES);
+        assert_eq!(held_batches(&store), 0, "the last batch committed them all");
+
+        // Every kind of read sees a batch stored just before it.
+        let mut n = 100;
+        let mut next = || {
+            n += 1;
+            put(n);
+            assert_eq!(held_batches(&store), 1);
+            packet(n, 1, 10_000)
+        };
+        let p = next();
+        assert!(store.contains(&p.hash, 0).unwrap());
+        let p = next();
+        assert_eq!(
+            super::super::conformance::get_many(&store, &[p.hash], u64::MAX, 0).len(),
+            1
+        );
+        let p = next();
+        let page = inbox(&store, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        assert_eq!(page.packets.last().map(|q| q.hash), Some(p.hash));
+        let p = next();
+        let mut hashes = Vec::new();
+        store
+            .for_each_hash(0, &mut |h| {
+                hashes.push(h);
+                true
+            })
+            .unwrap();
+        assert!(hashes.contains(&p.hash));
+        let p = next();
+        let mut expiring = Vec::new();
+        store
+            .for_each_by_expiry(0, &mut |_, h| {
+                expiring.push(h);
+                true
+            })
+            .unwrap();
+        assert!(expiring.contains(&p.hash));
+        let p = next();
+        assert!(!store.tombstoned(&p.hash, 0).unwrap());
+        assert_eq!(held_batches(&store), 0);
+        next();
+        let packets = store.stats().unwrap().packets;
+        assert_eq!(packets, u64::from(MAX_HELD_BATCHES) + 7);
+        // Writes of other kinds commit it first too.
+        next();
+        store.sweep(0, 0, 10).unwrap();
+        assert_eq!(held_batches(&store), 0);
+        next();
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        assert_eq!(store.recovered_on_open(), 0, "closing committed it durably");
+        assert_eq!(
+            store.stats().unwrap().packets,
+            u64::from(MAX_HELD_BATCHES) + 9
+        );
+    }
+
+    #[test]
+    fn a_failed_commit_of_held_batches_refuses_everything_until_a_restart_reindexes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        // Acknowledged (flushed), but its index is only held.
+        store.put_batch(&[packet(1, 1, 10_000)], LIMITS, 0).unwrap();
+        assert_eq!(held_batches(&store), 1);
+        store
+            .fail_held_commits
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let err = store.stats().unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        store
+            .fail_held_commits
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let err = store
+            .put_batch(&[packet(2, 1, 10_000)], LIMITS, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("restart the relay"), "{err}");
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        assert_eq!(store.recovered_on_open(), 1, "re-read from the log");
+        assert!(store.contains(&packet(1, 1, 10_000).hash, 0).unwrap());
+        assert!(!store.contains(&packet(2, 1, 10_000).hash, 0).unwrap());
     }
 
     #[test]
