@@ -2,8 +2,9 @@
 //!
 //! - `send`: `/send` throughput with ~2 KiB packets at 64 keep-alive connections, against the
 //!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies
-//!   (the ceiling), and against that stack appending each body to a file and answering after
-//!   a group `fdatasync` (the durable floor: what durability alone costs here).
+//!   (the ceiling), and against that stack writing each body into a file written with zeros
+//!   beforehand and answering after a group `fdatasync` (the durable floor: what durability
+//!   alone costs here).
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
@@ -225,9 +226,14 @@ struct FloorLog {
     synced: tokio::sync::watch::Sender<u64>,
 }
 
+/// Bytes of zeros the floor writes into its file before it starts and then writes over, round
+/// and round: a flush then has no file size or block allocation to journal, only data.
+const FLOOR_RING_BYTES: u64 = 64 << 20;
+
 impl FloorLog {
-    /// Starts the flush thread: it takes whatever is pending, appends it to `path` and
-    /// `fdatasync`s, then releases every request the flush covered (group commit).
+    /// Starts the flush thread: it takes whatever is pending, writes it at the next place in
+    /// `path` (a ring of [`FLOOR_RING_BYTES`] written with zeros first) and `fdatasync`s,
+    /// then releases every request the flush covered (group commit).
     fn start(path: std::path::PathBuf) -> Arc<Self> {
         let log = Arc::new(Self {
             pending: std::sync::Mutex::new((Vec::new(), 0)),
@@ -235,9 +241,18 @@ impl FloorLog {
             synced: tokio::sync::watch::channel(0).0,
         });
         let flusher = Arc::downgrade(&log);
-        std::thread::spawn(move || {
+        let file = std::fs::File::create(path).expect("floor log");
+        {
             use std::io::Write as _;
-            let mut file = std::fs::File::create(path).expect("floor log");
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..FLOOR_RING_BYTES >> 20 {
+                (&file).write_all(&zeros).expect("floor log");
+            }
+            file.sync_all().expect("floor log");
+        }
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt as _;
+            let mut at = 0u64;
             let mut bytes = Vec::new();
             while let Some(log) = flusher.upgrade() {
                 let ticket = {
@@ -255,7 +270,11 @@ impl FloorLog {
                     std::mem::swap(&mut pending.0, &mut bytes);
                     pending.1
                 };
-                file.write_all(&bytes).expect("floor append");
+                if at + bytes.len() as u64 > FLOOR_RING_BYTES {
+                    at = 0;
+                }
+                file.write_all_at(&bytes, at).expect("floor write");
+                at += bytes.len() as u64;
                 file.sync_data().expect("floor fdatasync");
                 bytes.clear();
                 log.synced.send_replace(ticket);
@@ -281,9 +300,9 @@ impl FloorLog {
     }
 }
 
-/// The durable floor: the ceiling's stack, reading the same bodies, that appends each body to
-/// one file and answers only after an `fdatasync` covers it; no validation, no index. About
-/// the most a durable store can reach on this machine.
+/// The durable floor: the ceiling's stack, reading the same bodies, that writes each body into
+/// one file prepared with zeros and answers only after an `fdatasync` covers it; no
+/// validation, no index. About the most a durable store can reach on this machine.
 fn start_floor(dir: &std::path::Path) -> Server {
     let log = FloorLog::start(dir.join("floor.log"));
     start_stack(move |bytes| {
