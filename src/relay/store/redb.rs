@@ -862,11 +862,7 @@ impl Store for RedbStore {
         // Held for the whole batch: a reader settling now waits for it, so it cannot miss a
         // batch that is out of the slot but not committed.
         let mut held = self.lock_held();
-        let Held {
-            txn,
-            batches,
-            packets: held_packets,
-        } = match held.take() {
+        let mut h = match held.take() {
             Some(h) => h,
             None => Held {
                 txn: self.begin_unsettled(false)?,
@@ -874,20 +870,18 @@ impl Store for RedbStore {
                 packets: 0,
             },
         };
-        match self.store_batch(&txn, packets, limits, now, written) {
+        // Batches already in the transaction may have been acknowledged.
+        let acknowledged = h.batches > 0;
+        match self.store_batch(&h.txn, packets, limits, now, written) {
             Ok(BatchDone {
                 outcomes,
                 stored: None,
             }) => {
                 // Nothing changed; a duplicate is only as durable as the batch that stored it.
-                if batches > 0 {
-                    *held = Some(Held {
-                        txn,
-                        batches,
-                        packets: held_packets,
-                    });
+                if acknowledged {
+                    *held = Some(h);
                 } else {
-                    txn.abort().map_err(engine)?;
+                    h.txn.abort().map_err(engine)?;
                 }
                 Ok((outcomes, self.written()))
             }
@@ -895,18 +889,13 @@ impl Store for RedbStore {
                 outcomes,
                 stored: Some((ticket, indexed)),
             }) => {
-                let h = Held {
-                    txn,
-                    batches: batches + 1,
-                    packets: held_packets + indexed,
-                };
-                // Earlier batches in the transaction may have been acknowledged already.
-                let acknowledged = batches > 0;
+                h.batches += 1;
+                h.packets += indexed;
                 if self.checkpoint_due() {
-                    let mut txn = h.txn;
-                    txn.set_durability(Durability::Immediate)
+                    h.txn
+                        .set_durability(Durability::Immediate)
                         .map_err(|e| self.lose_index(acknowledged, engine(e)))?;
-                    self.commit_durable(txn)
+                    self.commit_durable(h.txn)
                         .map_err(|e| self.lose_index(acknowledged, e))?;
                 } else if h.batches >= MAX_HELD_BATCHES || h.packets >= MAX_HELD_PACKETS {
                     self.commit_held(h.txn, acknowledged)?;
@@ -916,18 +905,14 @@ impl Store for RedbStore {
                 Ok((outcomes, ticket))
             }
             Err(BatchError::Untouched(e)) => {
-                if batches > 0 {
-                    *held = Some(Held {
-                        txn,
-                        batches,
-                        packets: held_packets,
-                    });
+                if acknowledged {
+                    *held = Some(h);
                 }
                 Err(e)
             }
             Err(BatchError::Touched(e)) => {
-                drop(txn);
-                Err(self.lose_index(batches > 0, e))
+                drop(h);
+                Err(self.lose_index(acknowledged, e))
             }
         }
     }
