@@ -65,6 +65,49 @@ fn hundreds_of_concurrent_sends_are_all_stored() {
 }
 
 #[test]
+fn a_fetch_right_after_a_200_sees_the_packet_while_others_send() {
+    // Batches share an index commit that reads make first: a packet acknowledged is
+    // visible to the very next request, even while other sends keep the writer busy.
+    let relay = Relay::start("rate_limit_per_minute = 0");
+    let keys: Vec<String> = KEYS.iter().map(|k| key_b64(k)).collect();
+    let (send, fetch) = (relay.url("/send"), relay.url("/fetch"));
+    let handles: Vec<_> = (0..16u64)
+        .map(|t| {
+            let (send, fetch, keys) = (send.clone(), fetch.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let agent = agent();
+                for i in 0..16 {
+                    let n = 1_000 * t + i;
+                    let key = &keys[(n % 4) as usize];
+                    let p = packet_for(key, n, 1500);
+                    let hash = p["hash"].as_str().unwrap().to_owned();
+                    let resp = agent.post(&send).send_json(&p).expect("send");
+                    assert_eq!(resp.status().as_u16(), 200);
+                    let found: Value = if i % 2 == 0 {
+                        agent.post(&fetch).send_json(json!({ "hashes": [hash] }))
+                    } else {
+                        agent.post(&fetch).send_json(json!({ "recipient": key }))
+                    }
+                    .expect("fetch")
+                    .body_mut()
+                    .read_json()
+                    .unwrap();
+                    let messages = found["messages"].as_array().unwrap();
+                    assert!(
+                        messages.iter().any(|m| m["hash"] == hash.as_str()),
+                        "packet {n} was acknowledged but the next fetch did not see it"
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(relay.status()["messages"], 256);
+}
+
+#[test]
 fn acknowledged_sends_survive_kill_9() {
     let relay = Relay::start("rate_limit_per_minute = 0");
     let keys: Vec<String> = KEYS.iter().map(|k| key_b64(k)).collect();
