@@ -1377,11 +1377,15 @@ mod tests {
         let store = RedbStore::open_with(live.path(), lazy(1 << 20)).unwrap();
         store.checkpoint().unwrap();
         let packets: Vec<_> = (1..=50).map(|n| packet(n, (n % 3) as u8, 10_000)).collect();
-        for chunk in packets.chunks(7) {
+        for chunk in packets.chunks(6) {
             for outcome in store.put_batch(chunk, LIMITS, 0).unwrap() {
                 assert!(matches!(outcome, PutOutcome::Stored { .. }));
             }
         }
+        assert!(
+            held_batches(&store) > 0,
+            "acknowledged batches whose index is not committed at all belong in the image"
+        );
         crash_image(live.path(), image.path());
 
         let reopened = RedbStore::open_with(image.path(), lazy(1 << 20)).unwrap();
