@@ -4,7 +4,8 @@
 //!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies
 //!   (the ceiling), and against that stack writing each body into a file written with zeros
 //!   beforehand and answering after a group `fdatasync` (the durable floor: what durability
-//!   alone costs here).
+//!   alone costs here). Each side also reports the p50, p99 and longest latency of its requests,
+//!   so that stalls (the relay's durable index checkpoints) show.
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
@@ -321,9 +322,30 @@ fn client_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Sends the prepared bodies over 64 connections for `secs`; returns requests per second.
-/// With `cycle` the bodies are reused (the ceiling does not care); without, each is sent once.
-fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> f64 {
+/// What one load run measured.
+#[derive(Clone, Copy)]
+struct Load {
+    /// Requests answered per second.
+    rate: f64,
+    /// Latency of the requests answered in the run, in milliseconds.
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Load {
+    const NONE: Self = Self {
+        rate: f64::NAN,
+        p50: f64::NAN,
+        p99: f64::NAN,
+        max: f64::NAN,
+    };
+}
+
+/// Sends the prepared bodies over 64 connections for `secs`; returns requests per second and
+/// the latency of those requests. With `cycle` the bodies are reused (the ceiling does not
+/// care); without, each is sent once.
+fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> Load {
     client_runtime().block_on(async move {
         let next = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicU64::new(0));
@@ -334,16 +356,23 @@ fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> 
                 (bodies.clone(), next.clone(), done.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mut conn = Conn::open(addr).await;
+                let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let mut i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     if cycle {
                         i %= bodies.len();
                     }
                     let Some(body) = bodies.get(i) else { break };
+                    let sent = Instant::now();
                     let (status, _) = conn.post("/send", body).await;
                     assert_eq!(status, 200, "every send must succeed");
-                    done.fetch_add(1, Ordering::Relaxed);
+                    // Only requests answered inside the measured window count.
+                    if !stop.load(Ordering::Relaxed) {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
+                latencies
             }));
         }
         let start = Instant::now();
@@ -351,14 +380,22 @@ fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> 
         stop.store(true, Ordering::Relaxed);
         let n = done.load(Ordering::Relaxed);
         let elapsed = start.elapsed().as_secs_f64();
+        let mut latencies = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            latencies.extend(t.await.unwrap());
         }
         assert!(
             cycle || (next.load(Ordering::Relaxed) as usize) < bodies.len(),
             "ran out of prepared packets; lower JASPER_BENCH_SECS"
         );
-        n as f64 / elapsed
+        assert!(!latencies.is_empty(), "no request was answered in the run");
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Load {
+            rate: n as f64 / elapsed,
+            p50: percentile(&latencies, 0.5),
+            p99: percentile(&latencies, 0.99),
+            max: latencies[latencies.len() - 1],
+        }
     })
 }
 
@@ -394,7 +431,7 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
             let server = start_ceiling(Bytes::from_static(b"{}"));
             load(server.addr, bodies.clone(), secs, true)
         } else {
-            f64::NAN
+            Load::NONE
         };
         let f = if runs("floor") {
             let dir = tempfile::tempdir().unwrap();
@@ -402,31 +439,51 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
             // The floor does not look at what it appends, so bodies may repeat.
             load(server.addr, bodies.clone(), secs, true)
         } else {
-            f64::NAN
+            Load::NONE
         };
         let r = if runs("relay") {
             let dir = tempfile::tempdir().unwrap();
             let server = start_relay(dir.path());
             load(server.addr, bodies.clone(), secs, false)
         } else {
-            f64::NAN
+            Load::NONE
         };
         println!(
-            "round {round}: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2}, floor/ceiling {:.2}, relay/floor {:.2}",
-            r / c,
-            f / c,
-            r / f
+            "round {round}: ceiling {:.0} req/s, durable floor {:.0} req/s, relay {:.0} req/s; relay/ceiling {:.2}, floor/ceiling {:.2}, relay/floor {:.2}",
+            c.rate,
+            f.rate,
+            r.rate,
+            r.rate / c.rate,
+            f.rate / c.rate,
+            r.rate / f.rate
+        );
+        println!(
+            "  latency p50/p99/max ms: ceiling {:.2}/{:.2}/{:.1}, durable floor {:.2}/{:.2}/{:.1}, relay {:.2}/{:.2}/{:.1}",
+            c.p50, c.p99, c.max, f.p50, f.p99, f.max, r.p50, r.p99, r.max
         );
         ceiling.push(c);
         floor.push(f);
         relay.push(r);
     }
-    let (c, f, r) = (median(ceiling), median(floor), median(relay));
+    let rates = |v: &[Load]| median(v.iter().map(|l| l.rate).collect());
+    let (c, f, r) = (rates(&ceiling), rates(&floor), rates(&relay));
     println!(
-        "median: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2} (target >= 0.50), floor/ceiling {:.2}, relay/floor {:.2}\n",
+        "median: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2} (target >= 0.50), floor/ceiling {:.2}, relay/floor {:.2}",
         r / c,
         f / c,
         r / f
+    );
+    let latency = |v: &[Load]| {
+        (
+            median(v.iter().map(|l| l.p50).collect()),
+            median(v.iter().map(|l| l.p99).collect()),
+            median(v.iter().map(|l| l.max).collect()),
+        )
+    };
+    let ((c50, c99, cmax), (f50, f99, fmax), (r50, r99, rmax)) =
+        (latency(&ceiling), latency(&floor), latency(&relay));
+    println!(
+        "median latency p50/p99/max ms: ceiling {c50:.2}/{c99:.2}/{cmax:.1}, durable floor {f50:.2}/{f99:.2}/{fmax:.1}, relay {r50:.2}/{r99:.2}/{rmax:.1}\n"
     );
 }
 

@@ -72,7 +72,7 @@ pub fn packet(recipient: &str, n: u64, ct: usize, sig: usize) -> Vec<u8> {
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
