@@ -15,7 +15,8 @@
 //!
 //! Batches do not each commit their index: the write transaction stays open across up to
 //! [`MAX_HELD_BATCHES`] of them (a commit costs about as much as indexing a dozen packets),
-//! and every read and every other write commits it first (`settle`). So a reader
+//! and every read of packets and every other write commits it first (`settle`); reading the
+//! known servers need not, as the held transaction never holds them. So a reader
 //! sees every packet stored before it began, and a batch can be acknowledged once it is
 //! flushed, without waiting for a commit. Should such a commit fail, packets already
 //! acknowledged are missing from the index until a restart re-reads them from the log, so the
@@ -573,7 +574,8 @@ impl RedbStore {
     }
 
     /// Commits the index held open for the latest batches (see the module doc), so that what
-    /// follows sees every packet stored so far. Every read and write but a batch's calls it.
+    /// follows sees every packet stored so far. Every read of packets and every write but a
+    /// batch's calls it.
     fn settle(&self) -> Result<(), StoreError> {
         let mut held = self.lock_held();
         match held.take() {
@@ -615,6 +617,14 @@ impl RedbStore {
     /// A read transaction that sees every packet stored so far.
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.settle()?;
+        self.db.begin_read().map_err(engine)
+    }
+
+    /// A read transaction for the known servers. Every write of them commits on its own, and
+    /// a held transaction holds only packets, so this need not commit the held one first (nor
+    /// wait behind a batch or a checkpoint): the broadcaster reads the list every second from
+    /// an async worker.
+    fn read_servers(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.db.begin_read().map_err(engine)
     }
 
@@ -1243,7 +1253,7 @@ impl Store for RedbStore {
     }
 
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read_servers()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
@@ -1257,7 +1267,7 @@ impl Store for RedbStore {
     }
 
     fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
-        let txn = self.read()?;
+        let txn = self.read_servers()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
@@ -1709,6 +1719,40 @@ mod tests {
             store.stats().unwrap().packets,
             u64::from(MAX_HELD_BATCHES) + 9
         );
+    }
+
+    #[test]
+    fn the_known_servers_are_read_without_waiting_for_or_committing_held_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap());
+        let server: ServerEntry = "relay.example:8080".parse().unwrap();
+        store
+            .add_servers(std::slice::from_ref(&server), 10)
+            .unwrap();
+        store
+            .save_peer_record(&server, b"record")
+            .expect("saving a peer record");
+        store
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0, &mut |_| {})
+            .unwrap();
+        assert_eq!(held_batches(&store), 1);
+        // A batch in progress holds the write path; reading the servers does not wait for it.
+        let writing = store.lock_held();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send((store.servers(), store.peer_records()));
+            })
+        };
+        let (servers, records) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the servers were read while a batch held the write path");
+        drop(writing);
+        reader.join().unwrap();
+        assert_eq!(servers.unwrap(), vec![server.clone()]);
+        assert_eq!(records.unwrap(), vec![(server, b"record".to_vec())]);
+        assert_eq!(held_batches(&store), 1, "the held batch was not committed");
     }
 
     #[test]
