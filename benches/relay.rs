@@ -18,7 +18,8 @@
 //!
 //! `cargo bench --bench relay` runs all; `JASPER_BENCH=send,fetch,rss`, `JASPER_BENCH_ROUNDS`
 //! (default 5), `JASPER_BENCH_SECS` (default 5) and `JASPER_BENCH_RSS_PACKETS` (default
-//! 1,000,000) adjust it. Results are medians over alternating rounds.
+//! 1,000,000) adjust it; `JASPER_BENCH_PRELOAD=N` starts each `/send` run of the relay on a
+//! database already holding N packets. Results are medians over alternating rounds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -404,6 +405,16 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
         "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    // JASPER_BENCH_PRELOAD=N starts each relay run on a copy of a database holding N packets.
+    let preloaded = match env_num("JASPER_BENCH_PRELOAD", 0) {
+        0 => None,
+        n => {
+            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+            preload(dir.path(), n, &keys);
+            println!("the relay starts each run holding {n} packets");
+            Some(dir)
+        }
+    };
     // Enough unique packets for the fastest server; each round gets its own.
     let per_round = (secs * 40_000) as usize;
     let mut ceiling = Vec::new();
@@ -442,7 +453,10 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
             Load::NONE
         };
         let r = if runs("relay") {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+            if let Some(template) = &preloaded {
+                copy_dir(template.path(), dir.path());
+            }
             let server = start_relay(dir.path());
             load(server.addr, bodies.clone(), secs, false)
         } else {
@@ -624,6 +638,47 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
     (rss, hwm)
 }
 
+/// Fills a relay database at `dir` with `packets` packets of ~1 KiB of JSON for the four
+/// bench recipients, expiring in six days, through the store itself (no HTTP).
+fn preload(dir: &std::path::Path, packets: u64, keys: &[String]) {
+    let started = Instant::now();
+    let store = RedbStore::open(dir, 64 << 20).unwrap();
+    let rcpt: Vec<_> = keys
+        .iter()
+        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
+        .collect();
+    let limits = PutLimits {
+        max_inbox_packets: u64::MAX,
+        max_stored_bytes: u64::MAX,
+    };
+    let expires = jasper::relay::clock::now_ms() + 6 * 24 * 3600 * 1000;
+    let batch = 20_000u64;
+    for start in (0..packets).step_by(batch as usize) {
+        let items: Vec<NewPacket> = (start..(start + batch).min(packets))
+            .map(|n| {
+                let json = format!(
+                    "{{\"recipient\":\"{}\",\"n\":{n},\"pad\":\"{}\"}}",
+                    &keys[(n % 4) as usize][..32],
+                    STANDARD.encode(n.to_le_bytes()).repeat(40)
+                );
+                NewPacket {
+                    hash: PacketHash::of_message(&format!("rss {n}")),
+                    recipient: rcpt[(n % 4) as usize],
+                    expires_at: expires,
+                    json: json.into_bytes(),
+                }
+            })
+            .collect();
+        store.put_batch(&items, limits, 0).unwrap();
+    }
+    drop(store);
+    println!(
+        "stored {packets} packets in {:.1} s ({:.2} GB on disk)",
+        started.elapsed().as_secs_f64(),
+        dir_size(dir) as f64 / 1e9
+    );
+}
+
 fn bench_rss(packets: u64) {
     println!(
         "## relay RSS: the release binary holding {packets} packets vs none, after 300 fetches and a /sync/hashes"
@@ -633,43 +688,7 @@ fn bench_rss(packets: u64) {
     let (rss0, hwm0) = measure_binary(empty.path(), &keys);
 
     let full = tempfile::tempdir_in(bench_tmp()).unwrap();
-    let started = Instant::now();
-    {
-        let store = RedbStore::open(full.path(), 64 << 20).unwrap();
-        let rcpt: Vec<_> = keys
-            .iter()
-            .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
-            .collect();
-        let limits = PutLimits {
-            max_inbox_packets: u64::MAX,
-            max_stored_bytes: u64::MAX,
-        };
-        let expires = jasper::relay::clock::now_ms() + 6 * 24 * 3600 * 1000;
-        let batch = 20_000u64;
-        for start in (0..packets).step_by(batch as usize) {
-            let items: Vec<NewPacket> = (start..(start + batch).min(packets))
-                .map(|n| {
-                    let json = format!(
-                        "{{\"recipient\":\"{}\",\"n\":{n},\"pad\":\"{}\"}}",
-                        &keys[(n % 4) as usize][..32],
-                        STANDARD.encode(n.to_le_bytes()).repeat(40)
-                    );
-                    NewPacket {
-                        hash: PacketHash::of_message(&format!("rss {n}")),
-                        recipient: rcpt[(n % 4) as usize],
-                        expires_at: expires,
-                        json: json.into_bytes(),
-                    }
-                })
-                .collect();
-            store.put_batch(&items, limits, 0).unwrap();
-        }
-        println!(
-            "stored {packets} packets in {:.1} s ({:.2} GB on disk)",
-            started.elapsed().as_secs_f64(),
-            dir_size(full.path()) as f64 / 1e9
-        );
-    }
+    preload(full.path(), packets, &keys);
     let (rss1, hwm1) = measure_binary(full.path(), &keys);
     println!(
         "empty relay: RSS {rss0:.1} MiB (peak {hwm0:.1}); {packets} packets: RSS {rss1:.1} MiB (peak {hwm1:.1}) (target < 150 MB)\n"
@@ -844,12 +863,31 @@ fn bench_tmp() -> std::path::PathBuf {
     std::env::var_os("JASPER_BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
 }
 
+/// Bytes of the files under `dir`, subdirectories included.
 fn dir_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
         .sum()
+}
+
+/// Copies the files under `from` into `to`, subdirectories included.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 fn main() {
