@@ -16,9 +16,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{KEYS, RelayProcess, agent, env_num, holds, key, median, message_count, packet};
-use jasper::proto::{PacketHash, PublicKey};
-use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
+use common::{
+    KEYS, RelayProcess, UNLIMITED, agent, env_num, holds, inboxes, key, median, message_count,
+    packet,
+};
+use jasper::proto::PacketHash;
+use jasper::relay::store::{NewPacket, RedbStore, Store};
 
 /// A free port below the ephemeral range.
 fn free_port() -> u16 {
@@ -35,15 +38,9 @@ fn free_port() -> u16 {
 /// Fills a relay database with the packets `indices` (packet n expires at `expiry(n)`).
 fn fill(dir: &Path, indices: impl Iterator<Item = u64>, expiry: &dyn Fn(u64) -> u64) {
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
-    let rcpt: Vec<_> = keys
-        .iter()
-        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
-        .collect();
+    let rcpt = inboxes(&keys);
     let store = RedbStore::open(dir, 64 << 20).unwrap();
-    let limits = PutLimits {
-        max_inbox_packets: u64::MAX,
-        max_stored_bytes: u64::MAX,
-    };
+    let limits = UNLIMITED;
     let mut batch = Vec::with_capacity(10_000);
     let flush = |batch: &mut Vec<NewPacket>| {
         store.put_batch(batch, limits, 0).unwrap();

@@ -36,12 +36,12 @@ use warp::http::StatusCode;
 
 mod common;
 
-use common::{KEYS, env_num, key, median, packet};
+use common::{KEYS, UNLIMITED, env_num, inboxes, key, median, packet};
 use jasper::config::RelayConfig;
 use jasper::http::{ServeLimits, json_response, read_body, serve};
 use jasper::proto::key::KeyCache;
 use jasper::proto::{Packet, PacketHash, PacketRules, PublicKey};
-use jasper::relay::store::{NewPacket, PutLimits, RedbStore, Store};
+use jasper::relay::store::{NewPacket, RedbStore, Store};
 use redb::TableDefinition;
 
 const CONNECTIONS: usize = 64;
@@ -643,14 +643,8 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
 fn preload(dir: &std::path::Path, packets: u64, keys: &[String]) {
     let started = Instant::now();
     let store = RedbStore::open(dir, 64 << 20).unwrap();
-    let rcpt: Vec<_> = keys
-        .iter()
-        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
-        .collect();
-    let limits = PutLimits {
-        max_inbox_packets: u64::MAX,
-        max_stored_bytes: u64::MAX,
-    };
+    let rcpt = inboxes(keys);
+    let limits = UNLIMITED;
     let expires = jasper::relay::clock::now_ms() + 6 * 24 * 3600 * 1000;
     let batch = 20_000u64;
     for start in (0..packets).step_by(batch as usize) {
@@ -706,14 +700,8 @@ fn bench_store(rounds: u64) {
         "## store: durable commits of {batch} packets of ~2.1 KiB, {per_round} commits per run, {rounds} rounds"
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
-    let rcpt: Vec<_> = keys
-        .iter()
-        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
-        .collect();
-    let limits = PutLimits {
-        max_inbox_packets: u64::MAX,
-        max_stored_bytes: u64::MAX,
-    };
+    let rcpt = inboxes(&keys);
+    let limits = UNLIMITED;
     let (mut floor, mut ours) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let batches: Vec<Vec<NewPacket>> = (0..per_round)

@@ -10,10 +10,24 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jasper::proto::PacketHash;
+use jasper::proto::{Fingerprint, PacketHash, PublicKey};
+use jasper::relay::store::PutLimits;
 
 /// The fixture keys.
 pub const KEYS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// No inbox or store limit, for filling a store directly.
+pub const UNLIMITED: PutLimits = PutLimits {
+    max_inbox_packets: u64::MAX,
+    max_stored_bytes: u64::MAX,
+};
+
+/// The inboxes (key fingerprints) of `keys`, public keys as the fixtures give them.
+pub fn inboxes(keys: &[String]) -> Vec<Fingerprint> {
+    keys.iter()
+        .map(|k| PublicKey::parse(k, 4096).unwrap().fingerprint())
+        .collect()
+}
 
 pub fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
