@@ -622,14 +622,14 @@ impl RedbStore {
     /// A read transaction that sees every packet stored so far.
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.settle()?;
-        self.db.begin_read().map_err(engine)
+        self.read_committed()
     }
 
-    /// A read transaction for the known servers. Every write of them commits on its own, and
-    /// a held transaction holds only packets, so this need not commit the held one first (nor
-    /// wait behind a batch or a checkpoint): the broadcaster reads the list every second from
-    /// an async worker.
-    fn read_servers(&self) -> Result<redb::ReadTransaction, StoreError> {
+    /// A read transaction over what is committed, without committing held batches first.
+    /// Enough for the known servers: every write of them commits on its own, and a held
+    /// transaction holds only packets, so their reads need not wait behind a batch or a
+    /// checkpoint (the broadcaster reads the list every second from an async worker).
+    fn read_committed(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.db.begin_read().map_err(engine)
     }
 
@@ -1258,7 +1258,7 @@ impl Store for RedbStore {
     }
 
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
-        let txn = self.read_servers()?;
+        let txn = self.read_committed()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
@@ -1272,7 +1272,7 @@ impl Store for RedbStore {
     }
 
     fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
-        let txn = self.read_servers()?;
+        let txn = self.read_committed()?;
         let table = txn.open_table(SERVERS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(engine)? {
