@@ -71,7 +71,12 @@ fn a_peer_serving_tampered_packets_is_never_believed_and_is_quarantined() {
     );
     assert_eq!(relay.status()["peers"]["quarantined"], 1);
     assert_eq!(peer_view(&relay)["last_problem"], "tampered");
-    assert!(relay.log().contains("peer quarantined"));
+    assert!(
+        eventually(Duration::from_secs(10), || relay
+            .log()
+            .contains("peer quarantined")),
+        "the quarantine is logged"
+    );
 
     // Quarantined: contacted far less (not at all within its quarantine).
     let before = fake.calls("/sync/hashes");

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Relay, agent, key_b64, packet_for};
+use common::{Relay, agent, eventually, key_b64, packet_for};
 use serde_json::{Value, json};
 
 const KEYS: [&str; 4] = ["alice-4096", "bob-4096", "carol-4096", "dave-4096"];
@@ -248,7 +248,11 @@ fn expired_packets_are_swept_and_stay_gone() {
     assert_eq!(status, 410, "{body}");
     assert!(body["error"].as_str().unwrap().contains("expired"));
     assert!(relay.inbox(&alice).is_empty());
-    assert!(relay.log().contains("swept"), "the sweep is logged");
+    // The sweep logs after its commit, so the line can trail the packet's removal.
+    assert!(
+        eventually(Duration::from_secs(10), || relay.log().contains("swept")),
+        "the sweep is logged"
+    );
     // Other packets are unaffected.
     relay.send_ok(&packet_for(&alice, 2, 100));
 }
