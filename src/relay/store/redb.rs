@@ -159,6 +159,15 @@ struct SyncState {
     failed: Option<String>,
 }
 
+impl SyncState {
+    /// `Ok` unless a failure made the store refuse writes; then the error each one gets.
+    fn refusal(&self) -> Result<(), StoreError> {
+        self.failed
+            .as_ref()
+            .map_or(Ok(()), |why| Err(StoreError::Engine(why.clone())))
+    }
+}
+
 fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
@@ -693,10 +702,7 @@ impl RedbStore {
     }
 
     fn refuse_if_failed(&self) -> Result<(), StoreError> {
-        self.lock_sync()
-            .failed
-            .as_ref()
-            .map_or(Ok(()), |why| Err(StoreError::Engine(why.clone())))
+        self.lock_sync().refusal()
     }
 
     /// Stores one batch in `txn`: decides every packet, appends the new ones to the log,
@@ -933,10 +939,7 @@ impl Store for RedbStore {
     }
 
     fn sync(&self, ticket: SyncTicket) -> Result<(), StoreError> {
-        let done = |state: &SyncState| match &state.failed {
-            Some(why) => Err(StoreError::Engine(why.clone())),
-            None => Ok(state.synced >= ticket.0),
-        };
+        let done = |state: &SyncState| state.refusal().map(|()| state.synced >= ticket.0);
         if done(&self.lock_sync())? {
             return Ok(());
         }
