@@ -165,6 +165,11 @@ pub struct RelayConfig {
     /// How often expired packets are swept.
     #[serde(with = "duration_text")]
     pub sweep_interval: Duration,
+    /// Longest time between durable commits of the index under load: at most this much of
+    /// the log is re-read after a crash. Longer is faster under heavy load, with rarer but
+    /// longer pauses. Acknowledged packets are durable either way (they are in the log).
+    #[serde(with = "duration_text")]
+    pub checkpoint_interval: Duration,
     /// Largest `message` field accepted, in bytes (an integer or a string such as "256KiB").
     #[serde(with = "byte_size")]
     pub max_message_bytes: u64,
@@ -220,6 +225,7 @@ impl Default for RelayConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             tombstone_horizon: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(10),
+            checkpoint_interval: crate::relay::store::redb::DEFAULT_CHECKPOINT_INTERVAL,
             max_message_bytes: 256 * 1024,
             min_key_bits: 4096,
             allow_private_peers: false,
@@ -406,6 +412,11 @@ impl Config {
     }
 }
 
+/// Shortest `[relay] checkpoint_interval`: shorter would stall the write path most of the time.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest `[relay] checkpoint_interval`: bounds the log a restart after a crash re-reads.
+pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl RelayConfig {
     /// Checks the relay section.
     pub fn resolve(&self) -> Result<(), ConfigError> {
@@ -420,6 +431,15 @@ impl RelayConfig {
             return bad(format!(
                 "max_message_bytes = {} is outside 1KiB..=64MiB",
                 self.max_message_bytes
+            ));
+        }
+        if !(MIN_CHECKPOINT_INTERVAL..=MAX_CHECKPOINT_INTERVAL).contains(&self.checkpoint_interval)
+        {
+            return bad(format!(
+                "checkpoint_interval = {} is outside {}..={}",
+                humantime::format_duration(self.checkpoint_interval),
+                humantime::format_duration(MIN_CHECKPOINT_INTERVAL),
+                humantime::format_duration(MAX_CHECKPOINT_INTERVAL),
             ));
         }
         for (name, d) in [
@@ -592,6 +612,27 @@ mod tests {
         assert!(e.to_string().contains("nope"), "{e}");
         let e = Config::from_toml("[relay]\nsweep_interval = \"0s\"\n").unwrap_err();
         assert!(e.to_string().contains("sweep_interval"), "{e}");
+        for out_of_range in ["0s", "99ms", "61m", "1d"] {
+            let e = Config::from_toml(&format!(
+                "[relay]\ncheckpoint_interval = \"{out_of_range}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("checkpoint_interval = ")
+                    && e.to_string().contains("100ms..=1h"),
+                "{out_of_range}: {e}"
+            );
+        }
+        let e = Config::from_toml("[relay]\ncheckpoint_interval = 5\n").unwrap_err();
+        assert!(e.to_string().contains("checkpoint_interval"), "{e}");
+        for in_range in ["100ms", "1s", "1h"] {
+            let c = Config::from_toml(&format!("[relay]\ncheckpoint_interval = \"{in_range}\"\n"))
+                .unwrap();
+            assert_eq!(
+                c.relay.checkpoint_interval,
+                humantime::parse_duration(in_range).unwrap()
+            );
+        }
     }
 
     #[test]

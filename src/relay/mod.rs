@@ -19,6 +19,7 @@ use warp::Filter as _;
 
 use crate::config::RelayConfig;
 use crate::http::{ServeLimits, serve};
+use store::redb::StoreOptions;
 use store::{PutLimits, RedbStore, Store, StoreError};
 use writer::Writer;
 
@@ -54,13 +55,21 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RelayError> {
     let dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            RedbStore::open(&dir, store::redb::DEFAULT_CACHE_BYTES)
-        })
+    let options = StoreOptions {
+        checkpoint_interval: config.checkpoint_interval,
+        ..StoreOptions::default()
+    };
+    let opened = tokio::task::spawn_blocking(move || RedbStore::open_with(&dir, options))
         .await
-        .expect("opening the store does not panic")?,
-    );
+        .expect("opening the store does not panic")?;
+    match opened.recovered_on_open() {
+        0 => {}
+        packets => tracing::info!(
+            packets,
+            "re-indexed packets from the log written after the last index checkpoint (the relay did not stop cleanly)"
+        ),
+    }
+    let store: Arc<dyn Store> = Arc::new(opened);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RelayError::Bind {

@@ -81,7 +81,8 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// path meanwhile; under load nearly every leaf of the hash index changes within a second, so
 /// longer intervals write each page once for more packets (BENCHMARKS.md: 5 s against 1 s,
 /// +22 % `/send` on a relay holding 1,000,000 packets, the same on an empty one), at the
-/// price of rarer but longer stalls and more log to re-read after a crash.
+/// price of rarer but longer stalls and more log to re-read after a crash. Operators choose
+/// another with `[relay] checkpoint_interval`.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Most stored batches whose index one write transaction holds before it commits.
 pub const MAX_HELD_BATCHES: u32 = 8;
