@@ -8,6 +8,8 @@
 //!   so that stalls (the relay's durable index checkpoints) show.
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
+//! - `fetch-load`: the same `/fetch` on one relay, idle against while 64 connections send to
+//!   other recipients (a read first commits the index the write path holds).
 //! - `store`: the per-packet cost of the store's durable batch insert, against one bare redb
 //!   insert of the same bytes.
 //! - `keys`: recipient-key validation against the `rsa` crate's full key constructor.
@@ -570,6 +572,96 @@ fn bench_fetch(rounds: u64) {
     );
 }
 
+/// Sequential `/fetch`es of `body` until `until`; sorted latencies in milliseconds.
+fn fetch_latencies_until(addr: SocketAddr, body: &[u8], until: Instant) -> Vec<f64> {
+    client_runtime().block_on(async {
+        let mut conn = Conn::open(addr).await;
+        let mut lat = Vec::new();
+        while Instant::now() < until {
+            let t = Instant::now();
+            let (status, _) = conn.post("/fetch", body).await;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+        }
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        lat
+    })
+}
+
+/// `/fetch` of one recipient's 1,000 packets on one relay, side by side: with nothing else
+/// to do, and while 64 connections send new packets (to other recipients) as fast as it takes
+/// them. Every read first commits the index the write path holds, so under load a fetch may
+/// wait for a batch or a checkpoint.
+fn bench_fetch_under_load(rounds: u64, secs: u64) {
+    println!(
+        "## /fetch latency under /send load: 1,000 packets of ~2.1 KiB, sequential fetches for {secs} s idle, then {secs} s beside {CONNECTIONS} sending connections, {rounds} rounds"
+    );
+    let alice = key("alice");
+    let others: Vec<String> = KEYS[1..].iter().map(|k| key(k)).collect();
+    let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+    let relay = start_relay(dir.path());
+    client_runtime().block_on(async {
+        let mut conn = Conn::open(relay.addr).await;
+        for n in 0..1000 {
+            assert_eq!(conn.post("/send", &packet(&alice, n, 16, 300)).await.0, 200);
+        }
+    });
+    let request = serde_json::json!({ "recipient": alice })
+        .to_string()
+        .into_bytes();
+    let (mut idle50, mut idle99, mut busy50, mut busy99, mut sends) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let idle = fetch_latencies_until(
+            relay.addr,
+            &request,
+            Instant::now() + Duration::from_secs(secs),
+        );
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..secs * 40_000)
+                .map(|i| {
+                    let n = (round + 1) * 10_000_000 + i;
+                    packet(&others[(n % 3) as usize], n, 16, 300)
+                })
+                .collect(),
+        );
+        let addr = relay.addr;
+        let sender = std::thread::spawn(move || load(addr, bodies, secs, false));
+        // Fetch only while the load runs at full speed.
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = fetch_latencies_until(
+            relay.addr,
+            &request,
+            Instant::now() + Duration::from_secs(secs.saturating_sub(1).max(1)),
+        );
+        let sent = sender.join().unwrap();
+        println!(
+            "round {round}: idle p50 {:.2} ms p99 {:.2} ms ({} fetches); under load p50 {:.2} ms p99 {:.2} ms max {:.1} ms ({} fetches, beside {:.0} sends/s)",
+            percentile(&idle, 0.5),
+            percentile(&idle, 0.99),
+            idle.len(),
+            percentile(&busy, 0.5),
+            percentile(&busy, 0.99),
+            busy[busy.len() - 1],
+            busy.len(),
+            sent.rate
+        );
+        idle50.push(percentile(&idle, 0.5));
+        idle99.push(percentile(&idle, 0.99));
+        busy50.push(percentile(&busy, 0.5));
+        busy99.push(percentile(&busy, 0.99));
+        sends.push(sent.rate);
+    }
+    let (i50, b50) = (median(idle50), median(busy50));
+    println!(
+        "median: idle p50 {i50:.2} ms p99 {:.2} ms; under load p50 {b50:.2} ms (target < 10 ms) p99 {:.2} ms, beside {:.0} sends/s; under load/idle p50 {:.2}\n",
+        median(idle99),
+        median(busy99),
+        median(sends),
+        b50 / i50
+    );
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -880,7 +972,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 fn main() {
     let which = std::env::var("JASPER_BENCH")
-        .unwrap_or_else(|_| "send,send-4k,store,keys,validate,fetch,rss".into());
+        .unwrap_or_else(|_| "send,send-4k,store,keys,validate,fetch,fetch-load,rss".into());
     let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
     let secs = env_num("JASPER_BENCH_SECS", 5);
     println!(
@@ -894,6 +986,7 @@ fn main() {
             "send" => bench_send(rounds, secs, 16, 300),
             "send-4k" => bench_send(rounds, secs, 1000, 700),
             "fetch" => bench_fetch(rounds),
+            "fetch-load" => bench_fetch_under_load(rounds, secs),
             "store" => bench_store(rounds),
             "keys" => bench_keys(rounds),
             "validate" => bench_validate(rounds),
