@@ -275,7 +275,7 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
         expires_at: expiry_for(state, packet.expires()),
         json: packet.to_json().into_bytes(),
     };
-    let fresh = (state.config.broadcast_fanout > 0).then(|| Fresh {
+    let fresh = state.broadcast.wanted().then(|| Fresh {
         hash,
         json: new.json.clone(),
         expires_at: new.expires_at,

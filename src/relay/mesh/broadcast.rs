@@ -3,6 +3,7 @@
 //! queue with bounded fan-out. What a full queue drops, the periodic sync repairs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -32,6 +33,9 @@ pub struct Fresh {
 #[derive(Clone)]
 pub struct BroadcastQueue {
     tx: Option<mpsc::Sender<Fresh>>,
+    /// Whether the broadcaster's last read of the known peers found any (true until it first
+    /// reads them).
+    peers_known: Arc<AtomicBool>,
 }
 
 impl BroadcastQueue {
@@ -41,9 +45,16 @@ impl BroadcastQueue {
         (
             Self {
                 tx: enabled.then_some(tx),
+                peers_known: Arc::new(AtomicBool::new(true)),
             },
             rx,
         )
+    }
+
+    /// Whether a packet offered now could go anywhere: broadcasting is on and the relay knows
+    /// a peer. Lets the write path skip copying a packet that a lone relay would only drop.
+    pub fn wanted(&self) -> bool {
+        self.tx.is_some() && self.peers_known.load(Ordering::Relaxed)
     }
 
     /// Offers a packet for broadcast without waiting; false when it was dropped.
@@ -53,9 +64,15 @@ impl BroadcastQueue {
             None => false,
         }
     }
+
+    /// Records whether the known-peers list just read has any peer.
+    fn note_peers(&self, any: bool) {
+        self.peers_known.store(any, Ordering::Relaxed);
+    }
 }
 
-/// How long the broadcaster reuses the known-peers list before reading it again.
+/// How often the broadcaster reads the known-peers list again (a peer learned meanwhile gets
+/// pushes from then on; the periodic sync brings it what came before).
 pub const PEER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Shuffles `peers` with a seed taken from the packet's hash, so that each packet goes to its
@@ -78,22 +95,25 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
-    // The known-peers list is read from the store at most once per PEER_LIST_TTL, not once per
-    // packet (a redb read transaction on the async runtime for every stored packet). Health
-    // is checked per packet.
-    let mut known: Option<(std::time::Instant, Vec<ServerEntry>)> = None;
+    // The known-peers list is read from the store once per PEER_LIST_TTL, not once per packet
+    // (a redb read transaction on the async runtime for every stored packet), and also while
+    // no packet comes: the write path asks `wanted` before it copies one. Health is checked
+    // per packet.
+    let mut reread = tokio::time::interval(PEER_LIST_TTL);
+    reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peers: Vec<ServerEntry> = Vec::new();
     loop {
         let fresh = tokio::select! {
+            // First, so that the list is read before the first packet is looked at.
+            biased;
+            _ = reread.tick() => {
+                peers = super::known_peers(&state);
+                state.broadcast.note_peers(!peers.is_empty());
+                continue;
+            }
             f = rx.recv() => match f { Some(f) => f, None => return },
             _ = stop.changed() => return,
         };
-        if known
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() >= PEER_LIST_TTL)
-        {
-            known = Some((std::time::Instant::now(), super::known_peers(&state)));
-        }
-        let peers = known.as_ref().map_or(&[][..], |(_, p)| p.as_slice());
         if peers.is_empty() {
             continue;
         }
@@ -134,6 +154,60 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RelayConfig;
+    use crate::relay::store::{PutLimits, RedbStore, Store};
+    use crate::relay::writer::Writer;
+
+    /// Waits up to 5 s for `cond`.
+    async fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..100 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test]
+    async fn the_write_path_is_told_whether_any_peer_would_get_a_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), 4 << 20).unwrap());
+        let limits = PutLimits {
+            max_inbox_packets: 10,
+            max_stored_bytes: 1 << 20,
+        };
+        let (writer, _) = Writer::spawn(store.clone(), limits);
+        let config = RelayConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..RelayConfig::default()
+        };
+        let local = "127.0.0.1:9".parse().unwrap();
+        let (state, inbox) = RelayState::new(store.clone(), writer, config, local);
+        let state = Arc::new(state);
+        assert!(
+            state.broadcast.wanted(),
+            "until the broadcaster reads the peers, packets are offered"
+        );
+        let (stop_tx, stop) = watch::channel(false);
+        let client = PeerClient::new(false, Vec::new());
+        let broadcaster = tokio::spawn(run(state.clone(), client, inbox.pushes, stop));
+        assert!(
+            eventually(|| !state.broadcast.wanted()).await,
+            "a relay without peers copies nothing for broadcast"
+        );
+        let peer: ServerEntry = "relay.example.org:8080".parse().unwrap();
+        store.add_servers(&[peer], 10).unwrap();
+        assert!(
+            eventually(|| state.broadcast.wanted()).await,
+            "a peer learned later gets pushes within {PEER_LIST_TTL:?}"
+        );
+        stop_tx.send(true).unwrap();
+        broadcaster.await.unwrap();
+
+        let (disabled, _rx) = BroadcastQueue::new(false);
+        assert!(!disabled.wanted(), "broadcast_fanout = 0 never copies");
+    }
 
     #[test]
     fn every_peer_gets_a_share_of_the_pushes() {
