@@ -507,12 +507,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `n` sequential `/fetch`es of `body`: sorted latencies in milliseconds, and the answer's size.
 fn fetch_latencies(addr: SocketAddr, body: &[u8], n: usize) -> (Vec<f64>, usize) {
+    fetch_latencies_while(addr, body, |done| done < n)
+}
+
+/// Sequential `/fetch`es of `body` until `until`; sorted latencies in milliseconds.
+fn fetch_latencies_until(addr: SocketAddr, body: &[u8], until: Instant) -> Vec<f64> {
+    fetch_latencies_while(addr, body, |_| Instant::now() < until).0
+}
+
+/// Sequential `/fetch`es of `body` on one connection while `go(fetches so far)`: sorted
+/// latencies in milliseconds, and the size of the last answer.
+fn fetch_latencies_while(
+    addr: SocketAddr,
+    body: &[u8],
+    go: impl Fn(usize) -> bool,
+) -> (Vec<f64>, usize) {
     client_runtime().block_on(async {
         let mut conn = Conn::open(addr).await;
-        let mut lat = Vec::with_capacity(n);
+        let mut lat = Vec::new();
         let mut size = 0;
-        for _ in 0..n {
+        while go(lat.len()) {
             let t = Instant::now();
             let (status, len) = conn.post("/fetch", body).await;
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -570,22 +586,6 @@ fn bench_fetch(rounds: u64) {
         median(r99),
         r / c
     );
-}
-
-/// Sequential `/fetch`es of `body` until `until`; sorted latencies in milliseconds.
-fn fetch_latencies_until(addr: SocketAddr, body: &[u8], until: Instant) -> Vec<f64> {
-    client_runtime().block_on(async {
-        let mut conn = Conn::open(addr).await;
-        let mut lat = Vec::new();
-        while Instant::now() < until {
-            let t = Instant::now();
-            let (status, _) = conn.post("/fetch", body).await;
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(status, 200);
-        }
-        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        lat
-    })
 }
 
 /// `/fetch` of one recipient's 1,000 packets on one relay, side by side: with nothing else
