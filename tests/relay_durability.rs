@@ -120,9 +120,9 @@ fn acknowledged_sends_survive_kill_9_with_frequent_checkpoints() {
     );
 }
 
-/// No durable index commit before the kill (the sweeper, which commits durably too, sweeps
-/// the empty store at start and then not for an hour): every acknowledged packet comes back
-/// from the log.
+/// No durable index commit before the kill (nor from the sweeper, which commits durably when
+/// it removes something, and here runs once at start and then not for an hour): every
+/// acknowledged packet comes back from the log.
 #[test]
 fn acknowledged_sends_survive_kill_9_with_no_checkpoint_before_it() {
     let (relay, acked) = acknowledged_sends_survive_kill_9_with(
