@@ -470,6 +470,15 @@ fn aiortc_completes_a_data_channel_with_jasper() {
     chat_with_aiortc("alice", "bob", false);
 }
 
+/// The other way round: our offer asks the answerer to be the DTLS server, so that one side
+/// sends the SCTP INIT (aiortc lets only the ICE controlling side send it, webrtc-rs only the
+/// DTLS client).
+#[test]
+fn aiortc_answers_when_jasper_offers() {
+    // bob's fingerprint is the lower one, so jasper (as bob) offers and aiortc answers.
+    chat_with_aiortc("bob", "alice", false);
+}
+
 #[test]
 fn garbage_and_duplicates_from_a_peer_are_skipped_and_the_chat_goes_on() {
     chat_with_aiortc("alice", "bob", true);

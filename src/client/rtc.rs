@@ -42,6 +42,24 @@ pub enum RtcError {
     Closed,
 }
 
+/// The offer as sent: the offerer claims the DTLS client role (`a=setup:active`) instead of
+/// leaving the choice to the answerer (`actpass`). The DTLS client is the side webrtc-rs lets
+/// send the SCTP INIT, and the offerer is the ICE controlling side, the one peers such as
+/// aiortc let send it; an answerer that took the client role would leave both waiting. Our
+/// own description keeps `actpass`, which accepts the `passive` answer this asks for (our
+/// answering side gives it, see `with_answering_dtls_role`).
+fn offer_as_dtls_client(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            if line.trim_end_matches(['\r', '\n']) == "a=setup:actpass" {
+                line.replacen("actpass", "active", 1)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
+}
+
 fn rtc_err(e: impl std::fmt::Display) -> RtcError {
     RtcError::WebRtc(e.to_string())
 }
@@ -168,7 +186,7 @@ impl Negotiation {
             .set_local_description(offer)
             .await
             .map_err(rtc_err)?;
-        Ok(self.local_description().await?.sdp)
+        Ok(offer_as_dtls_client(&self.local_description().await?.sdp))
     }
 
     /// Takes the peer's offer and makes the answer (with every candidate).
@@ -342,7 +360,10 @@ mod tests {
         let mut b = Negotiation::new(&options).await.unwrap();
         let offer = a.offer().await.unwrap();
         assert!(offer.contains("a=candidate"), "{offer}");
+        assert!(offer.contains("\na=setup:active\r\n"), "{offer}");
+        assert!(!offer.contains("actpass"), "{offer}");
         let answer = b.answer(offer).await.unwrap();
+        assert!(answer.contains("\na=setup:passive\r\n"), "{answer}");
         a.accept_answer(answer).await.unwrap();
         let (a, b) = tokio::join!(
             a.connect(Duration::from_secs(10)),
@@ -356,5 +377,21 @@ mod tests {
         assert!(a.send(&vec![0u8; MAX_DATA_MESSAGE + 1]).await.is_err());
         a.close().await;
         b.close().await;
+    }
+
+    #[test]
+    fn the_sent_offer_claims_the_dtls_client_role_and_nothing_else_changes() {
+        let sdp = "v=0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+                   a=setup:actpass\r\na=x-note:setup:actpass\r\na=mid:0\r\n";
+        assert_eq!(
+            offer_as_dtls_client(sdp),
+            sdp.replace("\r\na=setup:actpass\r\n", "\r\na=setup:active\r\n")
+        );
+        let lf_only = "a=setup:actpass\na=mid:0\n";
+        assert_eq!(offer_as_dtls_client(lf_only), "a=setup:active\na=mid:0\n");
+        // An offer that already chose, or has no setup line, is sent as it is.
+        for unchanged in ["a=setup:passive\r\n", "v=0\r\n", ""] {
+            assert_eq!(offer_as_dtls_client(unchanged), unchanged);
+        }
     }
 }
