@@ -402,6 +402,25 @@ fn load(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, secs: u64, cycle: bool) -> 
     })
 }
 
+/// `count` distinct packets for load round `round` (numbered from `round` × 10,000,000, so
+/// that no two rounds share one), addressed to `keys` in turn.
+fn round_bodies(
+    keys: &[String],
+    round: u64,
+    count: usize,
+    ct: usize,
+    sig: usize,
+) -> Arc<Vec<Vec<u8>>> {
+    Arc::new(
+        (0..count as u64)
+            .map(|i| {
+                let n = round * 10_000_000 + i;
+                packet(&keys[(n % keys.len() as u64) as usize], n, ct, sig)
+            })
+            .collect(),
+    )
+}
+
 fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
     println!(
         "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
@@ -423,14 +442,7 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
     let mut floor = Vec::new();
     let mut relay = Vec::new();
     for round in 0..rounds {
-        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..per_round as u64)
-                .map(|i| {
-                    let n = round * 10_000_000 + i;
-                    packet(&keys[(n % 4) as usize], n, ct, sig)
-                })
-                .collect(),
-        );
+        let bodies = round_bodies(&keys, round, per_round, ct, sig);
         if round == 0 {
             println!(
                 "packet: {} bytes of JSON ({ct}-byte ciphertext, {sig}-byte encrypted signature)",
@@ -617,14 +629,8 @@ fn bench_fetch_under_load(rounds: u64, secs: u64) {
             &request,
             Instant::now() + Duration::from_secs(secs),
         );
-        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..secs * 40_000)
-                .map(|i| {
-                    let n = (round + 1) * 10_000_000 + i;
-                    packet(&others[(n % 3) as usize], n, 16, 300)
-                })
-                .collect(),
-        );
+        // Round 0 is the fetched inbox's own numbers.
+        let bodies = round_bodies(&others, round + 1, (secs * 40_000) as usize, 16, 300);
         let addr = relay.addr;
         let sender = std::thread::spawn(move || load(addr, bodies, secs, false));
         // Fetch only while the load runs at full speed.
