@@ -73,7 +73,7 @@ impl BroadcastQueue {
 
 /// How often the broadcaster reads the known-peers list again (a peer learned meanwhile gets
 /// pushes from then on; the periodic sync brings it what came before).
-pub const PEER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const PEER_LIST_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Shuffles `peers` with a seed taken from the packet's hash, so that each packet goes to its
 /// own random `broadcast_fanout` peers and no peer is always left out.
@@ -95,11 +95,11 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
-    // The known-peers list is read from the store once per PEER_LIST_TTL, not once per packet
+    // The known-peers list is read from the store once per PEER_LIST_PERIOD, not once per packet
     // (a redb read transaction on the async runtime for every stored packet), and also while
     // no packet comes: the write path asks `wanted` before it copies one. Health is checked
     // per packet.
-    let mut reread = tokio::time::interval(PEER_LIST_TTL);
+    let mut reread = tokio::time::interval(PEER_LIST_PERIOD);
     reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers: Vec<ServerEntry> = Vec::new();
     loop {
@@ -200,7 +200,7 @@ mod tests {
         store.add_servers(&[peer], 10).unwrap();
         assert!(
             eventually(|| state.broadcast.wanted()).await,
-            "a peer learned later gets pushes within {PEER_LIST_TTL:?}"
+            "a peer learned later gets pushes within {PEER_LIST_PERIOD:?}"
         );
         stop_tx.send(true).unwrap();
         broadcaster.await.unwrap();
