@@ -149,6 +149,7 @@ async fn direct_chat(
             stun: config.client.stun.clone(),
             bind: config.client.rtc_bind,
             gather_timeout: Duration::from_secs(5),
+            audio: false,
         },
         wait: args.wait,
         step_timeout: step,

@@ -1,5 +1,6 @@
-//! The WebRTC side of transparent mode: one peer connection with one data channel, set up by
-//! exchanging complete session descriptions (no trickle ICE) through the rendezvous.
+//! The WebRTC side of transparent mode: one peer connection with one data channel, and for a
+//! call one audio track each way (G.711 µ-law, [`AudioPath`]), set up by exchanging complete
+//! session descriptions (no trickle ICE) through the rendezvous.
 //!
 //! webrtc 0.21 notes we follow: the SDP is exchanged only after ICE gathering completes, so it
 //! carries every candidate; the data channel always has a send-buffer limit (without one a burst
@@ -10,9 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_PCMU, MediaEngine};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
@@ -27,6 +37,12 @@ const SEND_BUFFER_LIMIT: usize = 1 << 20;
 const INCOMING_QUEUE: usize = 256;
 /// The data channel's label.
 const LABEL: &str = "jasper";
+/// The RTP payload type of G.711 µ-law (PCMU), static since RFC 3551.
+pub const PCMU_PAYLOAD_TYPE: u8 = 0;
+/// PCMU's RTP clock: 8,000 samples a second, one byte each.
+pub const PCMU_CLOCK_RATE: u32 = 8000;
+/// RTP packets received on the audio track but not yet read.
+const AUDIO_QUEUE: usize = 256;
 
 /// Why a direct link could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +89,15 @@ pub struct RtcOptions {
     pub bind: SocketAddr,
     /// Longest wait for ICE gathering.
     pub gather_timeout: Duration,
+    /// Also send and receive one audio track (a call), besides the data channel.
+    pub audio: bool,
 }
 
 struct Events {
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
     channel: mpsc::Sender<Arc<dyn DataChannel>>,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
 }
 
 #[async_trait::async_trait]
@@ -97,6 +116,28 @@ impl PeerConnectionEventHandler for Events {
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
         let _ = self.channel.try_send(channel);
     }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.try_send(track);
+    }
+}
+
+/// The one codec a call offers and accepts: G.711 µ-law, which every WebRTC stack implements
+/// (RFC 7874) and which needs no codec library.
+fn pcmu() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_PCMU.to_owned(),
+        clock_rate: PCMU_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Our audio track, before the connection is made.
+struct LocalAudio {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
 }
 
 /// A peer connection being negotiated.
@@ -107,6 +148,8 @@ pub struct Negotiation {
     channels: mpsc::Receiver<Arc<dyn DataChannel>>,
     own_channel: Option<Arc<dyn DataChannel>>,
     gather_timeout: Duration,
+    audio: Option<LocalAudio>,
+    tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
 }
 
 impl Negotiation {
@@ -115,10 +158,12 @@ impl Negotiation {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (channel_tx, channels) = mpsc::channel(4);
+        let (tracks_tx, tracks) = mpsc::channel(4);
         let events = Arc::new(Events {
             gathered: gathered_tx,
             state: state_tx,
             channel: channel_tx,
+            tracks: tracks_tx,
         });
         let ice_servers = options
             .stun
@@ -137,7 +182,21 @@ impl Negotiation {
             // choice satisfies both.
             .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
             .build();
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if options.audio {
+            let mut media = MediaEngine::default();
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: pcmu(),
+                        payload_type: PCMU_PAYLOAD_TYPE,
+                    },
+                    RtpCodecKind::Audio,
+                )
+                .map_err(rtc_err)?;
+            builder = builder.with_media_engine(media);
+        }
+        let pc = builder
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(ice_servers)
@@ -151,6 +210,30 @@ impl Negotiation {
             .build()
             .await
             .map_err(rtc_err)?;
+        let audio = if options.audio {
+            let ssrc = getrandom::u32().map_err(rtc_err)?;
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "jasper".to_owned(),
+                "jasper-voice".to_owned(),
+                "voice".to_owned(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    active: true,
+                    codec: pcmu(),
+                    ..Default::default()
+                }],
+            )));
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(rtc_err)?;
+            Some(LocalAudio { track, ssrc })
+        } else {
+            None
+        };
         Ok(Self {
             pc: Arc::new(pc),
             gathered,
@@ -158,6 +241,8 @@ impl Negotiation {
             channels,
             own_channel: None,
             gather_timeout: options.gather_timeout,
+            audio,
+            tracks,
         })
     }
 
@@ -266,11 +351,18 @@ impl Negotiation {
                 }
                 () = nudge => unreachable!("the nudge never ends"),
             }
+            let audio = self.audio.take().map(|local| AudioPath {
+                track: local.track,
+                ssrc: local.ssrc,
+                remote: std::mem::replace(&mut self.tracks, mpsc::channel(1).1),
+                state: self.state.clone(),
+            });
             Ok(Link {
                 pc: self.pc.clone(),
                 channel,
                 incoming,
                 state: self.state.clone(),
+                audio,
             })
         };
         tokio::time::timeout(timeout, work)
@@ -284,15 +376,21 @@ impl Negotiation {
     }
 }
 
-/// An open data channel to the peer.
+/// An open data channel to the peer (and, for a call, the audio tracks).
 pub struct Link {
     pc: Arc<dyn PeerConnection>,
     channel: Arc<dyn DataChannel>,
     incoming: mpsc::Receiver<Vec<u8>>,
     state: watch::Receiver<RTCPeerConnectionState>,
+    audio: Option<AudioPath>,
 }
 
 impl Link {
+    /// The audio tracks of a call (`RtcOptions::audio`), once; `None` otherwise.
+    pub fn take_audio(&mut self) -> Option<AudioPath> {
+        self.audio.take()
+    }
+
     /// Sends one message (at most [`MAX_DATA_MESSAGE`] bytes).
     pub async fn send(&self, data: &[u8]) -> Result<(), RtcError> {
         if data.len() > MAX_DATA_MESSAGE {
@@ -336,6 +434,104 @@ impl Link {
     }
 }
 
+/// One RTP packet of audio as the peer sent it: what [`AudioPath::next_packet`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioPacket {
+    /// RTP sequence number.
+    pub sequence: u16,
+    /// RTP timestamp (in [`PCMU_CLOCK_RATE`] units).
+    pub timestamp: u32,
+    /// RTP payload type; [`PCMU_PAYLOAD_TYPE`] is the one we negotiate.
+    pub payload_type: u8,
+    /// The payload: one µ-law byte per sample for PCMU.
+    pub payload: Bytes,
+}
+
+/// Our audio track to the peer and theirs to us, over an open [`Link`].
+pub struct AudioPath {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    remote: mpsc::Receiver<Arc<dyn TrackRemote>>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl AudioPath {
+    /// Splits the path: our track to send on, and the peer's audio, which arrives on the
+    /// returned channel until the connection ends. A task reads the peer's track; it waits
+    /// for the track first (webrtc announces it with its first packet).
+    pub fn split(mut self) -> (AudioOut, mpsc::Receiver<AudioPacket>) {
+        let (tx, rx) = mpsc::channel(AUDIO_QUEUE);
+        let mut state = self.state.clone();
+        let mut remote = std::mem::replace(&mut self.remote, mpsc::channel(1).1);
+        tokio::spawn(async move {
+            let ended = |s: &RTCPeerConnectionState| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                )
+            };
+            let track = tokio::select! {
+                t = remote.recv() => t,
+                _ = state.wait_for(ended) => None,
+            };
+            let Some(track) = track else { return };
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(p) => {
+                        let packet = AudioPacket {
+                            sequence: p.header.sequence_number,
+                            timestamp: p.header.timestamp,
+                            payload_type: p.header.payload_type,
+                            payload: p.payload,
+                        };
+                        if tx.send(packet).await.is_err() {
+                            break;
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+        let out = AudioOut {
+            track: self.track,
+            ssrc: self.ssrc,
+        };
+        (out, rx)
+    }
+}
+
+/// Our audio track to the peer.
+pub struct AudioOut {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+}
+
+impl AudioOut {
+    /// Sends one RTP packet of PCMU.
+    pub async fn send(
+        &self,
+        sequence: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: Bytes,
+    ) -> Result<(), RtcError> {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: PCMU_PAYLOAD_TYPE,
+                sequence_number: sequence,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload,
+        };
+        self.track.write_rtp(packet).await.map_err(rtc_err)
+    }
+}
+
 /// The webrtc runtime handle (tokio), made once.
 fn runtime() -> Arc<dyn webrtc::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<Arc<dyn webrtc::runtime::Runtime>> =
@@ -355,6 +551,7 @@ mod tests {
             stun: None,
             bind: "127.0.0.1:0".parse().unwrap(),
             gather_timeout: Duration::from_secs(5),
+            audio: false,
         };
         let mut a = Negotiation::new(&options).await.unwrap();
         let mut b = Negotiation::new(&options).await.unwrap();
@@ -375,6 +572,62 @@ mod tests {
         b.send(b"hello from b").await.unwrap();
         assert_eq!(a.recv().await.unwrap(), b"hello from b");
         assert!(a.send(&vec![0u8; MAX_DATA_MESSAGE + 1]).await.is_err());
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_carries_pcmu_audio_both_ways_beside_the_data_channel() {
+        let options = RtcOptions {
+            stun: None,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            gather_timeout: Duration::from_secs(5),
+            audio: true,
+        };
+        let mut a = Negotiation::new(&options).await.unwrap();
+        let mut b = Negotiation::new(&options).await.unwrap();
+        let offer = a.offer().await.unwrap();
+        assert!(offer.contains("m=audio"), "{offer}");
+        assert!(offer.contains("PCMU/8000"), "{offer}");
+        let answer = b.answer(offer).await.unwrap();
+        assert!(answer.contains("a=sendrecv"), "{answer}");
+        a.accept_answer(answer).await.unwrap();
+        let (a, b) = tokio::join!(
+            a.connect(Duration::from_secs(10)),
+            b.connect(Duration::from_secs(10))
+        );
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        let (a_out, mut a_in) = a.take_audio().unwrap().split();
+        let (b_out, mut b_in) = b.take_audio().unwrap().split();
+        assert!(a.take_audio().is_none());
+        for (out, mark) in [(&a_out, 0x11u8), (&b_out, 0x22)] {
+            for n in 0..20u16 {
+                let payload = Bytes::from(vec![mark ^ n as u8; 160]);
+                out.send(1000 + n, u32::from(n) * 160, n == 0, payload)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for (incoming, mark) in [(&mut b_in, 0x11u8), (&mut a_in, 0x22)] {
+            let mut got = Vec::new();
+            while got.len() < 20 {
+                let p = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+                    .await
+                    .expect("audio within 10 s")
+                    .expect("the track is open");
+                got.push(p);
+            }
+            for (n, p) in got.iter().enumerate() {
+                assert_eq!(p.sequence, 1000 + n as u16);
+                assert_eq!(p.timestamp, n as u32 * 160);
+                assert_eq!(p.payload_type, PCMU_PAYLOAD_TYPE);
+                assert_eq!(&p.payload[..], &vec![mark ^ n as u8; 160][..]);
+            }
+        }
+        // The data channel still works beside the audio.
+        a.send(b"hangup").await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), b"hangup");
         a.close().await;
         b.close().await;
     }
