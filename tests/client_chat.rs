@@ -4,137 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::home::{Home, mesh};
+use common::interactive::{Interactive, transparent_config};
 use common::stun::StunServer;
-use common::{jasper_bin, key_b64, run_jasper};
+use common::{key_b64, run_jasper};
 use serde_json::Value;
-
-/// A running `jasper chat`: lines go to its stdin; its stdout lines are collected.
-struct Chat {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: mpsc::Receiver<String>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Chat {
-    fn start(home: &Home, args: &[&str]) -> Chat {
-        Self::start_with_log(home, args, "")
-    }
-
-    /// Starts it with `RUST_LOG` set to `log` (its log goes to stderr).
-    fn start_with_log(home: &Home, args: &[&str], log: &str) -> Chat {
-        let mut command = Command::new(jasper_bin());
-        if log.is_empty() {
-            command.env_remove("RUST_LOG");
-        } else {
-            command.env("RUST_LOG", log);
-        }
-        let mut child = command
-            .arg("chat")
-            .args(args)
-            .current_dir(home.path())
-            .env_remove("JASPER_CONFIG")
-            .env("XDG_CONFIG_HOME", home.path().join("xdg-config"))
-            .env("XDG_DATA_HOME", home.path().join("xdg-data"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run jasper chat");
-        let (tx, out) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = Arc::new(Mutex::new(String::new()));
-        let (mut stderr, sink) = (child.stderr.take().unwrap(), err.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Chat {
-            stdin: child.stdin.take(),
-            child,
-            out,
-            err,
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr contains `text`.
-    fn wait_stderr(&self, text: &str, limit: Duration) {
-        let start = Instant::now();
-        while !self.stderr().contains(text) {
-            assert!(
-                start.elapsed() < limit,
-                "never printed {text:?}; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The next JSON line on stdout (within `limit`).
-    fn next_json(&self, limit: Duration) -> Value {
-        match self.out.recv_timeout(limit) {
-            Ok(line) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{}", self.stderr())),
-            Err(_) => panic!("no output within {limit:?}; stderr:\n{}", self.stderr()),
-        }
-    }
-
-    /// Closes stdin and waits for the exit status.
-    fn finish(mut self, limit: Duration) -> (i32, String) {
-        drop(self.stdin.take());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                return (status.code().unwrap_or(-1), self.stderr());
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("chat did not exit; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn history(home: &Home, with: &str) -> Vec<String> {
     let (code, out, err) = run_jasper(&["history", with, "--json"], home.path());
@@ -158,8 +36,8 @@ fn anonymous_chat_goes_both_ways_through_the_relays() {
     alice.add("bob", "bob-4096");
     bob.add("alice", "alice-4096");
 
-    let mut a = Chat::start(&alice, &["bob", "--json", "--interval", "200ms"]);
-    let mut b = Chat::start(&bob, &["alice", "--json", "--interval", "200ms"]);
+    let mut a = Interactive::start(&alice, &["chat", "bob", "--json", "--interval", "200ms"]);
+    let mut b = Interactive::start(&bob, &["chat", "alice", "--json", "--interval", "200ms"]);
     a.say("hello bob, through the mesh");
     let got = b.next_json(Duration::from_secs(20));
     assert_eq!(got["content"], "hello bob, through the mesh");
@@ -204,22 +82,6 @@ fn transparent_pair(stun: &StunServer, pin: bool) -> (Home, Home) {
     transparent_pair_with_relays(stun, pin, &[])
 }
 
-/// The `[client]` lines that point a home at `stun` for transparent mode, with WebRTC on
-/// loopback and, when `pin`, the printed certificate fingerprint pinned.
-fn transparent_config(stun: &StunServer, pin: bool) -> String {
-    let mut extra = format!(
-        "stun = \"{}\"\nrendezvous = \"{}\"\nrtc_bind = \"127.0.0.1:0\"\n",
-        stun.udp, stun.tls
-    );
-    if pin {
-        extra.push_str(&format!(
-            "rendezvous_fingerprint = \"{}\"\n",
-            stun.printed_fingerprint
-        ));
-    }
-    extra
-}
-
 /// Alice and bob as contacts of each other, meeting through `stun`, with `relays` too.
 fn transparent_pair_with_relays(
     stun: &StunServer,
@@ -239,9 +101,15 @@ fn transparent_chat_meets_through_our_stun_and_talks_both_ways() {
     let stun = StunServer::start("");
     let (alice, bob) = transparent_pair(&stun, true);
     // Bob first, then alice a moment later: either order works.
-    let mut b = Chat::start(&bob, &["alice", "--transparent", "--json", "--wait", "30s"]);
+    let mut b = Interactive::start(
+        &bob,
+        &["chat", "alice", "--transparent", "--json", "--wait", "30s"],
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let mut a = Chat::start(&alice, &["bob", "--transparent", "--json", "--wait", "30s"]);
+    let mut a = Interactive::start(
+        &alice,
+        &["chat", "bob", "--transparent", "--json", "--wait", "30s"],
+    );
     a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
     b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
     a.say("hello bob, directly");
@@ -357,9 +225,10 @@ fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
     assert!(err.contains("bob did not come online within 2s"), "{err}");
 
     // --fallback anonymous: the chat goes on through the relays.
-    let mut a = Chat::start(
+    let mut a = Interactive::start(
         &alice,
         &[
+            "chat",
             "bob",
             "--transparent",
             "--wait",
@@ -413,7 +282,10 @@ fn chat_with_aiortc(ours: &str, theirs: &str, hostile: bool) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the aiortc peer");
-    let mut chat = Chat::start(&home, &[theirs, "--transparent", "--json", "--wait", "30s"]);
+    let mut chat = Interactive::start(
+        &home,
+        &["chat", theirs, "--transparent", "--json", "--wait", "30s"],
+    );
     chat.wait_stderr(
         &format!("Connected to {theirs} directly"),
         Duration::from_secs(40),
@@ -529,14 +401,17 @@ fn an_offer_that_expires_is_made_again_while_the_offerer_still_waits() {
     // three before alice comes: his first offers expire, a new one reaches her.
     let stun = StunServer::start("offer_ttl = \"1s\"");
     let (alice, bob) = transparent_pair(&stun, true);
-    let mut b = Chat::start_with_log(
+    let mut b = Interactive::start_with_log(
         &bob,
-        &["alice", "--transparent", "--json", "--wait", "30s"],
+        &["chat", "alice", "--transparent", "--json", "--wait", "30s"],
         "jasper=debug",
     );
     b.wait_stderr("the offer expired unanswered", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
-    let a = Chat::start(&alice, &["bob", "--transparent", "--json", "--wait", "30s"]);
+    let a = Interactive::start(
+        &alice,
+        &["chat", "bob", "--transparent", "--json", "--wait", "30s"],
+    );
     a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
     b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
     b.say("still here");

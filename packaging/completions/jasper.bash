@@ -19,6 +19,9 @@ _jasper() {
             jasper,assets)
                 cmd="jasper__subcmd__assets"
                 ;;
+            jasper,call)
+                cmd="jasper__subcmd__call"
+                ;;
             jasper,chat)
                 cmd="jasper__subcmd__chat"
                 ;;
@@ -166,6 +169,9 @@ _jasper() {
             jasper__subcmd__help,assets)
                 cmd="jasper__subcmd__help__subcmd__assets"
                 ;;
+            jasper__subcmd__help,call)
+                cmd="jasper__subcmd__help__subcmd__call"
+                ;;
             jasper__subcmd__help,chat)
                 cmd="jasper__subcmd__help__subcmd__chat"
                 ;;
@@ -281,7 +287,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat stun-check servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +312,40 @@ _jasper() {
             fi
             case "${prev}" in
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__call)
+            opts="-h -V --input --output --wait --duration --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --input)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -899,7 +939,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay stun serve init id contacts send receive history edit delete react group chat stun-check servers config completions man assets help"
+            opts="relay stun serve init id contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -913,6 +953,20 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__assets)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__call)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -16,7 +16,7 @@ use crate::client::contacts::{Contact, Contacts};
 use crate::client::messaging::Kind;
 use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
-use crate::client::transparent::{self, TransparentError, TransparentOptions};
+use crate::client::transparent::{self, Purpose, TransparentError, TransparentOptions};
 use crate::client::{ClientDb, now_ms};
 use crate::config::Config;
 use crate::proto::PublicKey;
@@ -120,13 +120,15 @@ pub(super) async fn open_rendezvous(
     Ok(connected)
 }
 
-async fn direct_chat(
+/// Meets `contact` through the configured rendezvous and opens a direct link for `purpose`,
+/// waiting up to `wait` for them; says on stderr what it waits for.
+pub(super) async fn meet(
     config: &Config,
     session: &Session,
     contact: &Contact,
-    args: &ChatArgs,
-    lines: &mut mpsc::Receiver<String>,
-) -> anyhow::Result<()> {
+    wait: Duration,
+    purpose: Purpose,
+) -> anyhow::Result<Link> {
     let Some(addr) = config.client.rendezvous.clone() else {
         return Err(crate::config::ConfigError::Invalid(
             "transparent mode needs a rendezvous: set [client] rendezvous = \"host:port\" \
@@ -139,9 +141,13 @@ async fn direct_chat(
     let step = config.client.request_timeout;
     let mut rendezvous = open_rendezvous(config, &session.db, &addr).await?;
     rendezvous.authenticate(&session.identity, step).await?;
+    let what = match purpose {
+        Purpose::Chat => "(transparent mode)",
+        Purpose::Call => "to take the call (`jasper call` on their side)",
+    };
     eprintln!(
-        "Waiting up to {} for {} (transparent mode)...",
-        humantime::format_duration(args.wait),
+        "Waiting up to {} for {} {what}...",
+        humantime::format_duration(wait),
         contact.name
     );
     let options = TransparentOptions {
@@ -149,14 +155,25 @@ async fn direct_chat(
             stun: config.client.stun.clone(),
             bind: config.client.rtc_bind,
             gather_timeout: Duration::from_secs(5),
-            audio: false,
+            audio: purpose == Purpose::Call,
         },
-        wait: args.wait,
+        wait,
         step_timeout: step,
+        purpose,
     };
-    let mut link =
-        transparent::connect(&mut rendezvous, &session.identity, &peer, &options).await?;
-    drop(rendezvous);
+    let link = transparent::connect(&mut rendezvous, &session.identity, &peer, &options).await?;
+    Ok(link)
+}
+
+async fn direct_chat(
+    config: &Config,
+    session: &Session,
+    contact: &Contact,
+    args: &ChatArgs,
+    lines: &mut mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
+    let peer = PublicKey::parse(&contact.public_key, 2048)?;
+    let mut link = meet(config, session, contact, args.wait, Purpose::Chat).await?;
     eprintln!("Connected to {} directly.", contact.name);
     let result = talk(session, contact, &peer, &mut link, lines, args.common.json).await;
     link.close().await;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 pub mod assets;
+mod call;
 mod chat;
 pub mod config_page;
 mod contacts;
@@ -73,6 +74,8 @@ pub enum Command {
     Group(GroupArgs),
     /// Chat with a contact: lines you type go to them, their messages are printed as they come
     Chat(ChatArgs),
+    /// Call a contact (voice, directly over WebRTC): they run `jasper call` naming you too
+    Call(CallArgs),
     /// Show your public address as the STUN service sees it (over TLS, and over UDP)
     StunCheck(StunCheckArgs),
     /// Show the relays you know, their load and roles, and what that means for anonymity
@@ -239,6 +242,30 @@ pub struct ChatArgs {
     /// Time between checks of the relays for new messages (anonymous mode)
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub interval: std::time::Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The contact
+    pub name: String,
+    /// Audio to send: "mic" (the microphone, through arecord), "-" (raw PCM on standard
+    /// input), "silence", or a file (WAV, or raw PCM); 16-bit mono at 8,000 Hz
+    #[arg(long, value_name = "SOURCE", default_value = "mic")]
+    pub input: crate::client::audio::AudioSource,
+    /// Where their audio goes: "speaker" (through aplay), "-" (raw PCM on standard output),
+    /// "none", or a file (WAV if it ends in .wav, raw PCM otherwise)
+    #[arg(long, value_name = "SINK", default_value = "speaker")]
+    pub output: crate::client::audio::AudioSink,
+    /// How long to wait for the contact to take the call
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Hang up after this long (default: when either side hangs up or the input ends)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: MessageArgs,
@@ -476,6 +503,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::React(args) => messaging::act(&load()?.0, Kind::React, &args),
         Command::Group(args) => messaging::group(&load()?.0, &args),
         Command::Chat(args) => chat::run(&load()?.0, &args),
+        Command::Call(args) => call::run(&load()?.0, &args),
         Command::StunCheck(args) => stun_check::run(&load()?.0, &args),
         Command::Servers(args) => messaging::servers(&load()?.0, &args),
     }
@@ -549,6 +577,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 .downcast_ref::<crate::crypto::IdentityError>()
                 .is_some()
             || cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<crate::client::audio::AudioError>()
+                .is_some()
         {
             return EXIT_USER;
         }

@@ -1,6 +1,8 @@
 //! The messaging client: its local database and the operations behind the client commands.
 //! Talks to relays only through `transport`; never depends on the relay or STUN code.
 
+pub mod audio;
+pub mod call;
 pub mod contacts;
 pub mod db;
 pub mod groups;

@@ -39,6 +39,25 @@ pub enum TransparentError {
     BadDescription(String),
 }
 
+/// What a direct connection is for; both sides must want the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `jasper chat --transparent`: a data channel.
+    Chat,
+    /// `jasper call`: a data channel and audio both ways.
+    Call,
+}
+
+impl Purpose {
+    /// The `purpose` a description carries; a chat's leaves it out (as peers that only chat do).
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Call => "call",
+        }
+    }
+}
+
 /// What a transparent connection needs.
 #[derive(Debug, Clone)]
 pub struct TransparentOptions {
@@ -48,6 +67,8 @@ pub struct TransparentOptions {
     pub wait: Duration,
     /// Time allowed for each network step (TLS, authentication, ICE + DTLS).
     pub step_timeout: Duration,
+    /// Chat or call.
+    pub purpose: Purpose,
 }
 
 /// Whether we make the offer: the lower fingerprint offers.
@@ -58,17 +79,21 @@ pub fn we_offer(me: &PublicKey, peer: &PublicKey) -> bool {
 fn seal_description(
     me: &Identity,
     peer: &PublicKey,
+    purpose: Purpose,
     kind: &str,
     id: &str,
     sdp: &str,
 ) -> Result<SealedPayload, TransparentError> {
-    let object = json!({
+    let mut object = json!({
         "sender": me.public().canonical(),
         "kind": kind,
         "id": id,
         "sdp": sdp,
         "timestamp": rfc3339_ms(now_ms()),
     });
+    if purpose != Purpose::Chat {
+        object["purpose"] = purpose.tag().into();
+    }
     let sealed =
         seal(object.to_string().as_bytes(), me, peer).map_err(TransparentError::BadDescription)?;
     Ok(SealedPayload {
@@ -77,10 +102,12 @@ fn seal_description(
     })
 }
 
-/// Opens a sealed description and checks it is `kind` for offer `id`, signed by `peer`.
+/// Opens a sealed description and checks it is `kind` for offer `id`, signed by `peer`, for
+/// `purpose`.
 fn open_description(
     me: &Identity,
     peer: &PublicKey,
+    purpose: Purpose,
     kind: &str,
     id: &str,
     payload: &SealedPayload,
@@ -102,6 +129,16 @@ fn open_description(
         return Err(bad(
             "too old (or the clocks differ by more than 10 minutes)",
         ));
+    }
+    let theirs = object["purpose"].as_str().unwrap_or("chat");
+    if theirs != purpose.tag() {
+        return Err(bad(&match theirs {
+            "call" => "the contact is calling: answer with `jasper call`".to_owned(),
+            "chat" => {
+                "the contact wants to chat: answer with `jasper chat --transparent`".to_owned()
+            }
+            other => format!("an unknown purpose {other:?}"),
+        }));
     }
     object["sdp"]
         .as_str()
@@ -166,7 +203,7 @@ async fn offer(
     // An offer the rendezvous lets expire is made again while we still wait.
     loop {
         let id = Uuid::new_v4().to_string();
-        let payload = seal_description(me, peer, "offer", &id, &sdp)?;
+        let payload = seal_description(me, peer, options.purpose, "offer", &id, &sdp)?;
         rendezvous
             .send(&ClientFrame::Offer {
                 to: peer.canonical().to_owned(),
@@ -185,7 +222,7 @@ async fn offer(
                     id: answered,
                     payload,
                 } if answered == id && PublicKey::parse(&from, 2048).is_ok_and(|k| &k == peer) => {
-                    let sdp = open_description(me, peer, "answer", &id, &payload)?;
+                    let sdp = open_description(me, peer, options.purpose, "answer", &id, &payload)?;
                     negotiation.accept_answer(sdp).await?;
                     return Ok(());
                 }
@@ -223,7 +260,8 @@ async fn answer(
             ServerFrame::Offer { from, id, payload }
                 if PublicKey::parse(&from, 2048).is_ok_and(|k| &k == peer) =>
             {
-                let sdp = match open_description(me, peer, "offer", &id, &payload) {
+                let sdp = match open_description(me, peer, options.purpose, "offer", &id, &payload)
+                {
                     Ok(sdp) => sdp,
                     Err(e) => {
                         tracing::warn!(error = %e, "ignored an offer");
@@ -231,7 +269,7 @@ async fn answer(
                     }
                 };
                 let answer = negotiation.answer(sdp).await?;
-                let payload = seal_description(me, peer, "answer", &id, &answer)?;
+                let payload = seal_description(me, peer, options.purpose, "answer", &id, &answer)?;
                 rendezvous
                     .send(&ClientFrame::Answer {
                         to: peer.canonical().to_owned(),
@@ -271,9 +309,18 @@ mod tests {
     #[test]
     fn descriptions_are_bound_to_their_sender_kind_and_offer() {
         let (alice, bob, carol) = (fixture("alice"), fixture("bob"), fixture("carol"));
-        let sealed = seal_description(&alice, bob.public(), "offer", "id-1", "v=0").unwrap();
+        let sealed =
+            seal_description(&alice, bob.public(), Purpose::Chat, "offer", "id-1", "v=0").unwrap();
         assert_eq!(
-            open_description(&bob, alice.public(), "offer", "id-1", &sealed).unwrap(),
+            open_description(
+                &bob,
+                alice.public(),
+                Purpose::Chat,
+                "offer",
+                "id-1",
+                &sealed
+            )
+            .unwrap(),
             "v=0"
         );
         for (who, kind, id) in [
@@ -281,9 +328,36 @@ mod tests {
             (alice.public(), "answer", "id-1"),
             (alice.public(), "offer", "id-2"),
         ] {
-            assert!(open_description(&bob, who, kind, id, &sealed).is_err());
+            assert!(open_description(&bob, who, Purpose::Chat, kind, id, &sealed).is_err());
         }
         // Only the intended peer can open it.
-        assert!(open_description(&carol, alice.public(), "offer", "id-1", &sealed).is_err());
+        assert!(
+            open_description(
+                &carol,
+                alice.public(),
+                Purpose::Chat,
+                "offer",
+                "id-1",
+                &sealed
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_call_and_a_chat_do_not_connect_and_each_says_what_the_other_wants() {
+        let (alice, bob) = (fixture("alice"), fixture("bob"));
+        let call =
+            seal_description(&alice, bob.public(), Purpose::Call, "offer", "id-1", "v=0").unwrap();
+        let chat =
+            seal_description(&alice, bob.public(), Purpose::Chat, "offer", "id-1", "v=0").unwrap();
+        let open = |purpose, sealed| {
+            open_description(&bob, alice.public(), purpose, "offer", "id-1", sealed)
+        };
+        assert_eq!(open(Purpose::Call, &call).unwrap(), "v=0");
+        let err = open(Purpose::Chat, &call).unwrap_err().to_string();
+        assert!(err.contains("answer with `jasper call`"), "{err}");
+        let err = open(Purpose::Call, &chat).unwrap_err().to_string();
+        assert!(err.contains("`jasper chat --transparent`"), "{err}");
     }
 }

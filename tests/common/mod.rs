@@ -6,6 +6,7 @@
 
 pub mod fake_peer;
 pub mod home;
+pub mod interactive;
 pub mod stun;
 
 use std::io::{BufRead, BufReader};

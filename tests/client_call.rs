@@ -1,0 +1,359 @@
+//! `jasper call`: voice calls between real clients. They meet through a real `jasper stun`
+//! (rendezvous over TLS, STUN over UDP) and send PCMU audio over real WebRTC on loopback.
+//! Each side plays a tone from a WAV file and records what it hears into another, and the
+//! test checks which tone each recording holds.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::home::Home;
+use common::interactive::{Interactive, transparent_config};
+use common::run_jasper;
+use common::stun::StunServer;
+
+/// 16-bit mono PCM at 8 kHz in a WAV file.
+fn wav(samples: &[i16]) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    out.extend(b"RIFF");
+    out.extend((data + 36).to_le_bytes());
+    out.extend(b"WAVEfmt ");
+    out.extend(16u32.to_le_bytes());
+    out.extend(1u16.to_le_bytes()); // PCM
+    out.extend(1u16.to_le_bytes()); // mono
+    out.extend(8000u32.to_le_bytes());
+    out.extend(16000u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(16u16.to_le_bytes());
+    out.extend(b"data");
+    out.extend(data.to_le_bytes());
+    out.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+    out
+}
+
+/// `secs` of a sine at `hz`, at 8 kHz.
+fn tone(hz: f64, secs: f64) -> Vec<i16> {
+    (0..(secs * 8000.0) as usize)
+        .map(|i| (12_000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+        .collect()
+}
+
+/// The samples of one of our recordings (a WAV file with a 44-byte header).
+fn recording(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.len() >= 44, "{}: no WAV header", path.display());
+    assert_eq!(&bytes[..4], b"RIFF");
+    let data = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
+    assert_eq!(data, bytes.len() - 44, "the header counts every sample");
+    bytes[44..]
+        .chunks_exact(2)
+        .map(|s| i16::from_le_bytes([s[0], s[1]]))
+        .collect()
+}
+
+/// The power of `samples` at `hz` (Goertzel), per sample.
+fn power_at(samples: &[i16], hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
+}
+
+/// Alice and bob as contacts of each other, meeting through `stun`.
+fn pair(stun: &StunServer) -> (Home, Home) {
+    let extra = transparent_config(stun, true);
+    let alice = Home::with_config("alice", None, &[], &extra);
+    let bob = Home::with_config("bob", None, &[], &extra);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    (alice, bob)
+}
+
+#[test]
+fn a_call_carries_each_sides_voice_to_the_other() {
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    // Alice says 440 Hz for 3 s, bob 660 Hz for longer: alice's input ends first, so she hangs
+    // up and bob hears that she did.
+    let alice_says = alice.path().join("alice-says.wav");
+    let bob_says = bob.path().join("bob-says.wav");
+    std::fs::write(&alice_says, wav(&tone(440.0, 3.0))).unwrap();
+    std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
+    let alice_hears = alice.path().join("alice-hears.wav");
+    let bob_hears = bob.path().join("bob-hears.wav");
+    let args = |contact: &'static str, says: &Path, hears: &Path| -> Vec<String> {
+        [
+            "call",
+            contact,
+            "--json",
+            "--wait",
+            "30s",
+            "--input",
+            says.to_str().unwrap(),
+            "--output",
+            hears.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let bob_args = args("alice", &bob_says, &bob_hears);
+    let b = Interactive::start(
+        &bob,
+        &bob_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_args = args("bob", &alice_says, &alice_hears);
+    let a = Interactive::start(
+        &alice,
+        &alice_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for (side, contact) in [(&a, "bob"), (&b, "alice")] {
+        let connected = side.next_json(Duration::from_secs(30));
+        assert_eq!(connected["event"], "connected", "{connected}");
+        assert_eq!(connected["contact"], contact);
+        side.wait_stderr("In the call", Duration::from_secs(5));
+    }
+    let alice_end = a.next_json(Duration::from_secs(20));
+    let bob_end = b.next_json(Duration::from_secs(20));
+    let (code, err) = a.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the audio input ended"), "{err}");
+    let (code, bob_err) = b.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{bob_err}");
+    assert!(bob_err.contains("they hung up"), "{bob_err}");
+
+    assert_eq!(alice_end["event"], "ended");
+    assert_eq!(alice_end["ended"], "input-ended", "{alice_end}");
+    assert_eq!(bob_end["ended"], "peer-hung-up", "{bob_end}");
+    // 3 s of input is 150 frames of 20 ms, all sent.
+    assert_eq!(alice_end["sent_frames"], 150, "{alice_end}");
+    let ms = alice_end["duration_ms"].as_u64().unwrap();
+    assert!((2_900..10_000).contains(&ms), "{alice_end}");
+    // On loopback (nearly) everything arrives.
+    let bob_got = bob_end["received_frames"].as_u64().unwrap();
+    assert!(bob_got >= 140, "{bob_end}");
+    let alice_got = alice_end["received_frames"].as_u64().unwrap();
+    assert!(alice_got >= 130, "{alice_end}");
+    assert!(
+        alice_end["lost_frames"].as_u64().unwrap() <= 5,
+        "{alice_end}"
+    );
+
+    // Each recording holds the other side's tone, not its own, and about as much as was said.
+    let heard_by_bob = recording(&bob_hears);
+    assert!(
+        heard_by_bob.len() as u64 >= bob_got * 160,
+        "gaps are filled"
+    );
+    let (p440, p660) = (
+        power_at(&heard_by_bob, 440.0),
+        power_at(&heard_by_bob, 660.0),
+    );
+    assert!(
+        p440 > 100.0 * p660,
+        "bob hears 440 Hz: {p440} against {p660}"
+    );
+    let heard_by_alice = recording(&alice_hears);
+    let (p440, p660) = (
+        power_at(&heard_by_alice, 440.0),
+        power_at(&heard_by_alice, 660.0),
+    );
+    assert!(
+        p660 > 100.0 * p440,
+        "alice hears 660 Hz: {p660} against {p440}"
+    );
+    // The tone's loudness survives µ-law: power of a 12,000 amplitude sine.
+    let expected = 12_000.0f64.powi(2) * heard_by_bob.len() as f64 / 4.0;
+    let p = power_at(&heard_by_bob, 440.0);
+    assert!(
+        p > 0.5 * expected && p < 1.5 * expected,
+        "{p} against {expected}"
+    );
+
+    // The STUN owner's log at the default level names neither key.
+    let log = stun.log();
+    assert!(!log.contains(&common::key_b64("alice-4096")[..40]), "{log}");
+}
+
+#[test]
+fn a_call_with_a_duration_hangs_up_by_itself_and_the_listener_is_told() {
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    let b = Interactive::start(
+        &bob,
+        &[
+            "call", "alice", "--input", "silence", "--output", "none", "--json",
+        ],
+    );
+    let a = Interactive::start(
+        &alice,
+        &[
+            "call",
+            "bob",
+            "--input",
+            "silence",
+            "--output",
+            "none",
+            "--duration",
+            "2s",
+            "--json",
+        ],
+    );
+    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
+    let end = a.next_json(Duration::from_secs(20));
+    assert_eq!(end["ended"], "duration", "{end}");
+    let ms = end["duration_ms"].as_u64().unwrap();
+    assert!((1_900..6_000).contains(&ms), "{end}");
+    assert!(end["sent_frames"].as_u64().unwrap() >= 80, "{end}");
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    let end = b.next_json(Duration::from_secs(20));
+    assert_eq!(end["ended"], "peer-hung-up", "{end}");
+    // Silence is still audio: the listener got frames.
+    assert!(end["received_frames"].as_u64().unwrap() >= 50, "{end}");
+    assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
+}
+
+#[test]
+fn a_call_hung_up_with_a_signal_ends_cleanly_on_both_sides() {
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    let b = Interactive::start(
+        &bob,
+        &[
+            "call", "alice", "--input", "silence", "--output", "none", "--json",
+        ],
+    );
+    let a = Interactive::start(
+        &alice,
+        &[
+            "call", "bob", "--input", "silence", "--output", "none", "--json",
+        ],
+    );
+    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM (what Ctrl-C's SIGINT does too): bob hangs up.
+    b.signal("TERM");
+    let end = b.next_json(Duration::from_secs(10));
+    assert_eq!(end["ended"], "hung-up", "{end}");
+    let end = a.next_json(Duration::from_secs(20));
+    assert_eq!(end["ended"], "peer-hung-up", "{end}");
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
+    assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
+}
+
+#[test]
+fn bad_audio_and_bad_settings_are_refused_before_any_waiting() {
+    let stun = StunServer::start("");
+    let (alice, _bob) = pair(&stun);
+    let dir = alice.path();
+    let run = |args: &[&str]| {
+        let mut all = vec!["call", "bob", "--wait", "1s"];
+        all.extend_from_slice(args);
+        run_jasper(&all, dir)
+    };
+    // A missing file names the file.
+    let (code, _, err) = run(&["--input", "/nonexistent/voice.wav"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/voice.wav"), "{err}");
+    // A WAV of another format says what it is and how to convert it.
+    let mut stereo = wav(&tone(440.0, 0.1));
+    stereo[22] = 2;
+    std::fs::write(dir.join("stereo.wav"), &stereo).unwrap();
+    let (code, _, err) = run(&["--input", dir.join("stereo.wav").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("2-channel") && err.contains("sox"), "{err}");
+    // Garbage that claims to be a WAV file.
+    std::fs::write(
+        dir.join("junk.wav"),
+        b"RIFF\x00\x00\x00\x00WAVEjunk\xff\xff\xff\xff",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--input", dir.join("junk.wav").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("junk.wav"), "{err}");
+    // An output that cannot be written.
+    let (code, _, err) = run(&["--input", "silence", "--output", "/nonexistent/out.wav"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/out.wav"), "{err}");
+    // Two things on standard output.
+    let (code, _, err) = run(&["--input", "silence", "--output", "-", "--json"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pick one"), "{err}");
+    // No microphone program: says what to install.
+    let out = std::process::Command::new(common::jasper_bin())
+        .args(["call", "bob", "--wait", "1s", "--output", "none"])
+        .current_dir(dir)
+        .env_remove("JASPER_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("arecord") && err.contains("alsa-utils"),
+        "{err}"
+    );
+    // Bad flag values are clap's errors.
+    let (code, _, err) = run(&["--duration", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    // An unknown contact.
+    let (code, _, err) = run_jasper(&["call", "nobody", "--input", "silence"], dir);
+    assert_eq!(code, 2, "{err}");
+    // No rendezvous configured.
+    let lone = Home::new("alice", &[]);
+    lone.add("bob", "bob-4096");
+    let (code, _, err) = run_jasper(
+        &["call", "bob", "--input", "silence", "--output", "none"],
+        lone.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[client] rendezvous"), "{err}");
+    // Nobody answers: a network failure (3), with who and how long.
+    let (code, _, err) = run(&["--input", "silence", "--output", "none"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("did not come online within 1s"), "{err}");
+}
+
+#[test]
+fn a_call_does_not_connect_to_a_chat_and_the_chat_side_is_told_why() {
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    // Whichever side offers, the other refuses a description for the other purpose.
+    let b = Interactive::start(
+        &bob,
+        &[
+            "chat",
+            "alice",
+            "--transparent",
+            "--wait",
+            "4s",
+            "--fallback",
+            "fail",
+        ],
+    );
+    let (code, _, err) = run_jasper(
+        &[
+            "call", "bob", "--input", "silence", "--output", "none", "--wait", "4s",
+        ],
+        alice.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    let (code, chat_err) = b.finish(Duration::from_secs(20));
+    assert_eq!(code, 3, "{chat_err}");
+    let told = format!("{err}{chat_err}");
+    assert!(
+        told.contains("the contact is calling: answer with `jasper call`")
+            || told.contains("the contact wants to chat"),
+        "{told}"
+    );
+}
