@@ -357,3 +357,97 @@ fn a_call_does_not_connect_to_a_chat_and_the_chat_side_is_told_why() {
         "{told}"
     );
 }
+
+/// Runs `jasper call` as `ours` against tests/interop/rtc_peer.py (aiortc) as `theirs`: jasper
+/// says 440 Hz from a file, aiortc 660 Hz for 3 s and then hangs up. Each side's recording is
+/// checked for the other's tone and its loudness; aiortc decodes with ffmpeg's µ-law, not ours.
+fn call_with_aiortc(ours: &str, theirs: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash tests/run.sh`, which creates it with aiortc and jwcrypto",
+        python.display()
+    );
+    let stun = StunServer::start("");
+    let home = Home::with_config(ours, None, &[], &transparent_config(&stun, true));
+    home.add(theirs, &format!("{theirs}-4096"));
+    let says = home.path().join("says.wav");
+    std::fs::write(&says, wav(&tone(440.0, 20.0))).unwrap();
+    let hears = home.path().join("hears.wav");
+    let keys = root.join("tests/fixtures/keys");
+    let peer = std::process::Command::new(&python)
+        .arg(root.join("tests/interop/rtc_peer.py"))
+        .arg(keys.join(format!("{theirs}-4096.key.pem")))
+        .arg(keys.join(format!("{ours}-4096.pub.pem")))
+        .arg(stun.tls.to_string())
+        .arg(stun.udp.to_string())
+        .arg(&stun.printed_fingerprint)
+        .args(["call", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the aiortc peer");
+    let call = Interactive::start(
+        &home,
+        &[
+            "call",
+            theirs,
+            "--json",
+            "--wait",
+            "30s",
+            "--input",
+            says.to_str().unwrap(),
+            "--output",
+            hears.to_str().unwrap(),
+        ],
+    );
+    let connected = call.next_json(Duration::from_secs(40));
+    assert_eq!(connected["event"], "connected", "{connected}");
+    let end = call.next_json(Duration::from_secs(30));
+    let peer = peer.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&peer.stdout),
+        String::from_utf8_lossy(&peer.stderr),
+    );
+    assert!(peer.status.success(), "aiortc peer failed:\n{out}\n{err}");
+    let (code, jasper_err) = call.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{jasper_err}");
+    assert_eq!(end["ended"], "peer-hung-up", "{end}\n{jasper_err}");
+
+    // What jasper heard: aiortc's 3 s of 660 Hz.
+    let got = end["received_frames"].as_u64().unwrap();
+    assert!(got >= 120, "{end}");
+    let heard = recording(&hears);
+    let (p440, p660) = (power_at(&heard, 440.0), power_at(&heard, 660.0));
+    assert!(
+        p660 > 100.0 * p440,
+        "jasper hears 660 Hz: {p660} against {p440}"
+    );
+
+    // What aiortc heard: ours, 440 Hz, as loud as it was sent (RMS of a 12,000 sine: 8,485).
+    let report: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|o| o["event"] == "heard")
+        .unwrap_or_else(|| panic!("the peer reported nothing it heard:\n{out}\n{err}"));
+    assert!(report["frames"].as_u64().unwrap() >= 100, "{report}");
+    let (p440, p660) = (
+        report["p440"].as_f64().unwrap(),
+        report["p660"].as_f64().unwrap(),
+    );
+    assert!(p440 > 100.0 * p660, "aiortc hears 440 Hz: {report}");
+    let rms = report["rms"].as_f64().unwrap();
+    assert!((6_000.0..11_000.0).contains(&rms), "{report}");
+}
+
+#[test]
+fn aiortc_takes_a_call_that_jasper_offers() {
+    // bob's fingerprint is the lower one, so jasper (as bob) offers and aiortc answers.
+    call_with_aiortc("bob", "alice");
+}
+
+#[test]
+fn jasper_takes_a_call_that_aiortc_offers() {
+    call_with_aiortc("alice", "bob");
+}

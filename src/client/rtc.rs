@@ -280,7 +280,13 @@ impl Negotiation {
         self.pc
             .set_remote_description(offer)
             .await
-            .map_err(rtc_err)?;
+            .map_err(|e| match e.to_string() {
+                why if why.contains("ice-ufrag") => RtcError::WebRtc(format!(
+                    "{why}: the peer's offer gives its media separate ICE transports; ours \
+                     must share one (the peer's bundle policy must be max-bundle)"
+                )),
+                why => RtcError::WebRtc(why),
+            })?;
         let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
         self.pc
             .set_local_description(answer)
@@ -628,6 +634,38 @@ mod tests {
         // The data channel still works beside the audio.
         a.send(b"hangup").await.unwrap();
         assert_eq!(b.recv().await.unwrap(), b"hangup");
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offer_with_separate_ice_transports_is_refused_with_the_reason() {
+        let options = RtcOptions {
+            stun: None,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            gather_timeout: Duration::from_secs(5),
+            audio: true,
+        };
+        let mut a = Negotiation::new(&options).await.unwrap();
+        let mut b = Negotiation::new(&options).await.unwrap();
+        let offer = a.offer().await.unwrap();
+        // What a peer that does not bundle sends: other ICE credentials on the second medium.
+        let mut seen = 0;
+        let unbundled: String = offer
+            .split_inclusive('\n')
+            .map(|line| {
+                if line.starts_with("a=ice-ufrag:") {
+                    seen += 1;
+                    if seen == 2 {
+                        return "a=ice-ufrag:someoneelse\r\n".to_owned();
+                    }
+                }
+                line.to_owned()
+            })
+            .collect();
+        assert_eq!(seen, 2, "{offer}");
+        let err = b.answer(unbundled).await.err().unwrap().to_string();
+        assert!(err.contains("max-bundle"), "{err}");
         a.close().await;
         b.close().await;
     }

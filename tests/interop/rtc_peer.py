@@ -6,21 +6,41 @@ opens a data channel, and answers every packet it gets with a packet of its own:
 "aiortc got: <content>". It prints each message object it receives, one JSON per line.
 
     rtc_peer.py MY_KEY.pem PEER_PUB.pem RENDEZVOUS_HOST:PORT STUN_HOST:PORT PIN REPLIES [hostile]
+    rtc_peer.py MY_KEY.pem PEER_PUB.pem RENDEZVOUS_HOST:PORT STUN_HOST:PORT PIN call SECS
 
 With `hostile`, garbage and a duplicate are sent before each reply.
+
+With `call`, it takes a `jasper call` instead (descriptions with "purpose": "call"): it sends
+a 660 Hz tone for SECS seconds as PCMU (aiortc's encoder, ffmpeg's µ-law), then hangs up with
+the data-channel message jasper uses, and prints what it heard:
+{"event": "heard", "frames", "rms", "p440", "p660"} (Goertzel power per sample at 440 and
+660 Hz, computed on the samples aiortc decoded).
 """
 
 import asyncio
 import base64
 import datetime
+import fractions
 import hashlib
 import json
+import math
 import ssl
+import struct
 import sys
+import time
 import uuid
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -30,6 +50,46 @@ from jose_peer import fingerprint, open_dict, read, seal_bytes
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 AUTH_CONTEXT = b"jasper/v1 rendezvous\n"
+HANGUP = b'{"op":"hangup"}'
+
+
+class Tone(MediaStreamTrack):
+    """A sine at `hz`, 8 kHz mono, in 20 ms frames paced in real time, for `secs` seconds."""
+
+    kind = "audio"
+
+    def __init__(self, hz: float, secs: float):
+        super().__init__()
+        self.hz, self.frames, self.sent, self.start = hz, int(secs * 50), 0, None
+
+    async def recv(self):
+        if self.sent >= self.frames:
+            self.stop()
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.monotonic()
+        wait = self.start + self.sent * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        first = self.sent * 160
+        samples = [
+            int(12000 * math.sin(2 * math.pi * self.hz * (first + i) / 8000)) for i in range(160)
+        ]
+        frame = av.AudioFrame(format="s16", layout="mono", samples=160)
+        frame.planes[0].update(struct.pack("<160h", *samples))
+        frame.sample_rate = 8000
+        frame.pts = first
+        frame.time_base = fractions.Fraction(1, 8000)
+        self.sent += 1
+        return frame
+
+
+def goertzel(samples, hz: float) -> float:
+    coeff = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / max(len(samples), 1)
 
 
 def b64url_decode(text: str) -> bytes:
@@ -79,7 +139,7 @@ async def recv(reader) -> dict:
     return json.loads(line)
 
 
-async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile) -> None:
+async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile, call_secs) -> None:
     me = Peer(read(key_path), read(peer_path))
     host, port = rendezvous.rsplit(":", 1)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -104,11 +164,59 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile) -> 
     assert ready["op"] == "ready", ready
     print(json.dumps({"event": "ready"}), flush=True)
 
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(urls=f"stun:{stun}")]))
+    # A call bundles its audio and data channel on one ICE transport (max-bundle), which
+    # webrtc-rs requires; aiortc's default (balanced) gives each its own ICE credentials.
+    pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(urls=f"stun:{stun}")],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+    )
     done = asyncio.Event()
     answered = 0
+    heard = []
+    tone = None
+    if call_secs is not None:
+        tone = Tone(660.0, call_secs)
+        pc.addTrack(tone)
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            async def listen() -> None:
+                try:
+                    while True:
+                        frame = await track.recv()
+                        raw = bytes(frame.planes[0])[: frame.samples * 2]
+                        heard.append(struct.unpack(f"<{frame.samples}h", raw))
+                except MediaStreamError:
+                    pass
+
+            asyncio.ensure_future(listen())
+
+    def on_call_channel(channel) -> None:
+        async def hang_up_after_the_tone() -> None:
+            while tone.readyState != "ended":
+                await asyncio.sleep(0.05)
+            channel.send(HANGUP)
+            await asyncio.sleep(0.5)
+            done.set()
+
+        @channel.on("open")
+        def on_open() -> None:
+            asyncio.ensure_future(hang_up_after_the_tone())
+
+        if channel.readyState == "open":
+            on_open()
+
+        @channel.on("message")
+        def on_message(data) -> None:
+            if data == HANGUP or data == HANGUP.decode():
+                done.set()
 
     def on_channel(channel) -> None:
+        if call_secs is not None:
+            on_call_channel(channel)
+            return
         @channel.on("message")
         def on_message(data) -> None:
             nonlocal answered
@@ -141,9 +249,10 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile) -> 
     pc.on("datachannel", on_channel)
 
     def description(kind: str, offer_id: str, sdp: str) -> dict:
-        return me.seal(
-            {"sender": me.key_b64, "kind": kind, "id": offer_id, "sdp": sdp, "timestamp": now()}
-        )
+        obj = {"sender": me.key_b64, "kind": kind, "id": offer_id, "sdp": sdp, "timestamp": now()}
+        if call_secs is not None:
+            obj["purpose"] = "call"
+        return me.seal(obj)
 
     def opened(frame: dict, kind: str) -> str:
         obj = me.open(frame["payload"])
@@ -180,9 +289,27 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile) -> 
     await asyncio.wait_for(done.wait(), timeout=60)
     await pc.close()
     writer.close()
+    if call_secs is not None:
+        samples = [x for frame in heard for x in frame]
+        rms = math.sqrt(sum(x * x for x in samples) / max(len(samples), 1))
+        print(
+            json.dumps(
+                {
+                    "event": "heard",
+                    "frames": len(heard),
+                    "rms": rms,
+                    "p440": goertzel(samples, 440.0),
+                    "p660": goertzel(samples, 660.0),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
     key, peer, rendezvous, stun, pin, replies = sys.argv[1:7]
-    hostile = sys.argv[7:8] == ["hostile"]
-    asyncio.run(main(key, peer, rendezvous, stun, pin, int(replies), hostile))
+    if replies == "call":
+        asyncio.run(main(key, peer, rendezvous, stun, pin, 0, False, float(sys.argv[7])))
+    else:
+        hostile = sys.argv[7:8] == ["hostile"]
+        asyncio.run(main(key, peer, rendezvous, stun, pin, int(replies), hostile, None))
