@@ -283,6 +283,10 @@ fn bad_audio_and_bad_settings_are_refused_before_any_waiting() {
     let (code, _, err) = run(&["--input", "silence", "--output", "/nonexistent/out.wav"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/out.wav"), "{err}");
+    // Two things on standard input.
+    let (code, _, err) = run(&["--input", "-", "--passphrase-stdin"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pick one"), "{err}");
     // Two things on standard output.
     let (code, _, err) = run(&["--input", "silence", "--output", "-", "--json"]);
     assert_eq!(code, 2, "{err}");
@@ -388,7 +392,7 @@ fn call_with_aiortc(ours: &str, theirs: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run the aiortc peer");
-    let call = Interactive::start(
+    let call = Interactive::start_with_log(
         &home,
         &[
             "call",
@@ -401,6 +405,7 @@ fn call_with_aiortc(ours: &str, theirs: &str) {
             "--output",
             hears.to_str().unwrap(),
         ],
+        "jasper::client::call=debug",
     );
     let connected = call.next_json(Duration::from_secs(40));
     assert_eq!(connected["event"], "connected", "{connected}");
@@ -414,6 +419,14 @@ fn call_with_aiortc(ours: &str, theirs: &str) {
     let (code, jasper_err) = call.finish(Duration::from_secs(10));
     assert_eq!(code, 0, "{jasper_err}");
     assert_eq!(end["ended"], "peer-hung-up", "{end}\n{jasper_err}");
+    // The peer's look-alikes and garbage on the data channel were ignored, one by one.
+    assert!(
+        jasper_err
+            .matches("ignored a data-channel message during a call")
+            .count()
+            >= 4,
+        "{jasper_err}"
+    );
 
     // What jasper heard: aiortc's 3 s of 660 Hz.
     let got = end["received_frames"].as_u64().unwrap();
@@ -450,4 +463,72 @@ fn aiortc_takes_a_call_that_jasper_offers() {
 #[test]
 fn jasper_takes_a_call_that_aiortc_offers() {
     call_with_aiortc("alice", "bob");
+}
+
+#[test]
+fn raw_audio_goes_in_on_stdin_and_comes_out_on_stdout() {
+    use std::io::{Read as _, Write as _};
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    let bob_says = bob.path().join("bob-says.wav");
+    std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
+    let b = Interactive::start(
+        &bob,
+        &[
+            "call",
+            "alice",
+            "--json",
+            "--input",
+            bob_says.to_str().unwrap(),
+            "--output",
+            "none",
+        ],
+    );
+    let dir = alice.path();
+    let mut a = std::process::Command::new(common::jasper_bin())
+        .args([
+            "call", "bob", "--input", "-", "--output", "-", "--wait", "30s",
+        ])
+        .current_dir(dir)
+        .env_remove("JASPER_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 2 s of 440 Hz as raw 16-bit PCM, then the end of input: alice hangs up.
+    let raw: Vec<u8> = tone(440.0, 2.0)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let mut stdin = a.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&raw));
+    let mut heard = Vec::new();
+    a.stdout.take().unwrap().read_to_end(&mut heard).unwrap();
+    writer.join().unwrap().unwrap();
+    let out = a.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("the audio input ended"), "{err}");
+    // Standard output held only audio: bob's tone, as raw PCM.
+    assert_eq!(heard.len() % 2, 0);
+    let samples: Vec<i16> = heard
+        .chunks_exact(2)
+        .map(|s| i16::from_le_bytes([s[0], s[1]]))
+        .collect();
+    assert!(samples.len() >= 80 * 160, "{} samples", samples.len());
+    let (p440, p660) = (power_at(&samples, 440.0), power_at(&samples, 660.0));
+    assert!(
+        p660 > 100.0 * p440,
+        "alice hears 660 Hz: {p660} against {p440}"
+    );
+    // Bob heard 2 s of alice.
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    let end = b.next_json(Duration::from_secs(20));
+    assert_eq!(end["ended"], "peer-hung-up", "{end}");
+    assert!(end["received_frames"].as_u64().unwrap() >= 90, "{end}");
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
 }

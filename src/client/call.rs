@@ -198,7 +198,7 @@ pub async fn run(
                 None => incoming_open = false,
             },
             message = link.recv() => match message {
-                Some(m) if m == HANGUP => break CallEnd::PeerHungUp,
+                Some(m) if is_hangup(&m) => break CallEnd::PeerHungUp,
                 Some(_) => tracing::debug!("ignored a data-channel message during a call"),
                 None => break CallEnd::ConnectionLost,
             },
@@ -225,6 +225,12 @@ pub async fn run(
         tracing::warn!(error = %e, "finishing the received audio failed");
     }
     result
+}
+
+/// Whether a data-channel message is a hang-up: a JSON object whose `op` is `"hangup"`.
+pub fn is_hangup(message: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(message)
+        .is_ok_and(|v| v.get("op").and_then(serde_json::Value::as_str) == Some("hangup"))
 }
 
 /// Numbers our RTP packets: sequence +1 and timestamp +160 samples per frame.
@@ -267,6 +273,22 @@ mod tests {
             timestamp: u32::from(sequence) * 160,
             payload_type: PCMU_PAYLOAD_TYPE,
             payload: Bytes::from(vec![byte; FRAME_SAMPLES]),
+        }
+    }
+
+    #[test]
+    fn a_hangup_is_a_json_object_with_op_hangup_and_nothing_else_is() {
+        assert!(is_hangup(HANGUP));
+        assert!(is_hangup(br#"{ "op" : "hangup", "reason": "bye" }"#));
+        for other in [
+            &br#"{"op":"hangupX"}"#[..],
+            br#"{"op":["hangup"]}"#,
+            br#"["hangup"]"#,
+            b"hangup",
+            b"\x00\xff",
+            b"",
+        ] {
+            assert!(!is_hangup(other), "{other:?}");
         }
     }
 

@@ -12,7 +12,8 @@ With `hostile`, garbage and a duplicate are sent before each reply.
 
 With `call`, it takes a `jasper call` instead (descriptions with "purpose": "call"): it sends
 a 660 Hz tone for SECS seconds as PCMU (aiortc's encoder, ffmpeg's µ-law), then hangs up with
-the data-channel message jasper uses, and prints what it heard:
+the data-channel message jasper uses (after some that only look like it), and prints what
+it heard:
 {"event": "heard", "frames", "rms", "p440", "p660"} (Goertzel power per sample at 440 and
 660 Hz, computed on the samples aiortc decoded).
 """
@@ -203,6 +204,12 @@ async def main(key_path, peer_path, rendezvous, stun, pin, replies, hostile, cal
 
         @channel.on("open")
         def on_open() -> None:
+            # What a hostile or confused peer might say mid-call; jasper must ignore it all
+            # and hang up only on the real message.
+            channel.send(b"\x00\xffnot json at all")
+            channel.send('{"op":"hangupX"}')
+            channel.send('{"op": ["hangup"]}')
+            channel.send("x" * 15000)
             asyncio.ensure_future(hang_up_after_the_tone())
 
         if channel.readyState == "open":
