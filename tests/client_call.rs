@@ -532,3 +532,135 @@ fn raw_audio_goes_in_on_stdin_and_comes_out_on_stdout() {
     assert!(end["received_frames"].as_u64().unwrap() >= 90, "{end}");
     assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
 }
+
+/// A directory with stand-ins for `arecord` and `aplay`: they record their arguments; the
+/// microphone plays `mic.raw` in real time (20 ms frames), the speaker writes what it gets to
+/// `speaker.raw`. With `broken`, the microphone fails as arecord does without a sound card.
+fn fake_sound_devices(dir: &Path, broken: bool) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let arecord = if broken {
+        "#!/bin/sh\necho 'arecord: main:831: audio open error: No such file or directory' >&2\nexit 1\n"
+            .to_owned()
+    } else {
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{d}/arecord.args'\nexec python3 -c '\n\
+             import sys, time\ndata = open(\"{d}/mic.raw\", \"rb\").read()\nstart = time.monotonic()\n\
+             for i in range(0, len(data), 320):\n    \
+             time.sleep(max(0, start + i / 16000 - time.monotonic()))\n    \
+             sys.stdout.buffer.write(data[i:i + 320]); sys.stdout.flush()\n'\n",
+            d = dir.display()
+        )
+    };
+    let aplay = format!(
+        "#!/bin/sh\necho \"$@\" > '{d}/aplay.args'\nexec cat > '{d}/speaker.raw'\n",
+        d = dir.display()
+    );
+    for (name, text) in [("arecord", arecord), ("aplay", aplay)] {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+#[test]
+fn the_microphone_and_speaker_are_arecord_and_aplay_on_raw_8khz_pcm() {
+    use std::io::Read as _;
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    let dir = alice.path();
+    let path = fake_sound_devices(dir, false);
+    // 4 s of 440 Hz, captured from when alice starts: what comes before the call connects is
+    // thrown away, the rest is sent as it is captured.
+    let raw: Vec<u8> = tone(440.0, 4.0)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("mic.raw"), raw).unwrap();
+    let bob_says = bob.path().join("bob-says.wav");
+    std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
+    let bob_hears = bob.path().join("bob-hears.wav");
+    let b = Interactive::start(
+        &bob,
+        &[
+            "call",
+            "alice",
+            "--json",
+            "--input",
+            bob_says.to_str().unwrap(),
+            "--output",
+            bob_hears.to_str().unwrap(),
+        ],
+    );
+    // Alice with the defaults: --input mic --output speaker.
+    let mut a = std::process::Command::new(common::jasper_bin())
+        .args(["call", "bob", "--json", "--wait", "30s"])
+        .current_dir(dir)
+        .env_remove("JASPER_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_timeout(&mut a, Duration::from_secs(40));
+    let mut out = String::new();
+    a.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    a.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{out}\n{err}");
+    let end: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(end["ended"], "input-ended", "{end}");
+    // The call connects within a second, and in real time nothing piles up after that.
+    assert!(end["sent_frames"].as_u64().unwrap() >= 150, "{end}");
+    assert!(end["sent_frames"].as_u64().unwrap() <= 200, "{end}");
+    assert!(end["skipped_input_frames"].as_u64().unwrap() <= 5, "{end}");
+    for program in ["arecord", "aplay"] {
+        let args = std::fs::read_to_string(dir.join(format!("{program}.args"))).unwrap();
+        assert_eq!(args.trim(), "-q -t raw -f S16_LE -r 8000 -c 1", "{program}");
+    }
+    // The speaker got bob's tone.
+    let speaker: Vec<i16> = std::fs::read(dir.join("speaker.raw"))
+        .unwrap()
+        .chunks_exact(2)
+        .map(|s| i16::from_le_bytes([s[0], s[1]]))
+        .collect();
+    assert!(speaker.len() >= 80 * 160, "{} samples", speaker.len());
+    assert!(power_at(&speaker, 660.0) > 100.0 * power_at(&speaker, 440.0));
+    // Bob heard alice's microphone.
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    let end = b.next_json(Duration::from_secs(20));
+    assert_eq!(end["ended"], "peer-hung-up", "{end}");
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
+    let heard = recording(&bob_hears);
+    assert!(power_at(&heard, 440.0) > 100.0 * power_at(&heard, 660.0));
+}
+
+#[test]
+fn a_microphone_that_cannot_be_opened_is_reported_before_any_waiting() {
+    let stun = StunServer::start("");
+    let (alice, _bob) = pair(&stun);
+    let dir = alice.path();
+    let path = fake_sound_devices(dir, true);
+    let out = std::process::Command::new(common::jasper_bin())
+        .args(["call", "bob", "--wait", "30s", "--output", "none"])
+        .current_dir(dir)
+        .env_remove("JASPER_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("arecord could not open the sound device"),
+        "{err}"
+    );
+    assert!(err.contains("audio open error"), "{err}");
+    assert!(!err.contains("Waiting"), "before any waiting: {err}");
+}

@@ -51,6 +51,16 @@ pub enum AudioError {
         /// What is wrong with it.
         why: String,
     },
+    /// The helper program for the microphone or speaker quit at once.
+    #[error("{program} could not open the sound device ({status}): {said}")]
+    DeviceFailed {
+        /// `arecord` or `aplay`.
+        program: &'static str,
+        /// How it exited.
+        status: String,
+        /// What it printed.
+        said: String,
+    },
     /// The helper program for the microphone or speaker is missing.
     #[error(
         "{what} needs `{program}` (Debian: apt install alsa-utils), or pass {flag} with a \
@@ -261,6 +271,65 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// The arguments `arecord` and `aplay` get: raw 16-bit little-endian mono PCM at 8 kHz.
+pub const DEVICE_ARGS: [&str; 9] = ["-q", "-t", "raw", "-f", "S16_LE", "-r", "8000", "-c", "1"];
+/// How long a device program is watched for failing at once (no such device, busy).
+const DEVICE_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Starts `program` (`arecord` or `aplay`) on the default sound device. A program that quits
+/// within [`DEVICE_GRACE`] failed to open the device: its message is the error. After that,
+/// what it prints goes to our log as warnings.
+fn spawn_device(
+    program: &'static str,
+    what: &'static str,
+    flag: &'static str,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<Child, AudioError> {
+    if !on_path(program) {
+        return Err(AudioError::NoDevice {
+            what,
+            program,
+            flag,
+        });
+    }
+    let mut child = Command::new(program)
+        .args(DEVICE_ARGS)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_error(Path::new(program)))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let started = std::time::Instant::now();
+    while started.elapsed() < DEVICE_GRACE {
+        if let Ok(Some(status)) = child.try_wait() {
+            if status.success() {
+                // It ran and ended (a device with nothing to give): the stream just ends.
+                break;
+            }
+            let mut said = String::new();
+            let _ = stderr.read_to_string(&mut said);
+            return Err(AudioError::DeviceFailed {
+                program,
+                status: status.to_string(),
+                said: said.trim().to_owned(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            tracing::warn!(program, "{line}");
+        }
+    });
+    Ok(child)
+}
+
 /// Starts reading `source` in frames on a thread.
 pub fn open_source(source: &AudioSource) -> Result<Frames, AudioError> {
     let (tx, rx) = mpsc::channel(READ_AHEAD_FRAMES);
@@ -294,19 +363,13 @@ pub fn open_source(source: &AudioSource) -> Result<Frames, AudioError> {
             (reader, false, None)
         }
         AudioSource::Microphone => {
-            if !on_path("arecord") {
-                return Err(AudioError::NoDevice {
-                    what: "recording from the microphone",
-                    program: "arecord",
-                    flag: "--input",
-                });
-            }
-            let mut child = Command::new("arecord")
-                .args(["-q", "-t", "raw", "-f", "S16_LE", "-r", "8000", "-c", "1"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(io_error(Path::new("arecord")))?;
+            let mut child = spawn_device(
+                "arecord",
+                "recording from the microphone",
+                "--input",
+                Stdio::null(),
+                Stdio::piped(),
+            )?;
             let out = child.stdout.take().expect("piped");
             (Box::new(out), true, Some(child))
         }
@@ -395,22 +458,13 @@ pub fn open_sink(sink: &AudioSink) -> Result<Playback, AudioError> {
                 Output::Raw(Box::new(std::io::BufWriter::new(file)))
             }
         }
-        AudioSink::Speaker => {
-            if !on_path("aplay") {
-                return Err(AudioError::NoDevice {
-                    what: "playing on the speaker",
-                    program: "aplay",
-                    flag: "--output",
-                });
-            }
-            let child = Command::new("aplay")
-                .args(["-q", "-t", "raw", "-f", "S16_LE", "-r", "8000", "-c", "1"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(io_error(Path::new("aplay")))?;
-            Output::Device(child)
-        }
+        AudioSink::Speaker => Output::Device(spawn_device(
+            "aplay",
+            "playing on the speaker",
+            "--output",
+            Stdio::piped(),
+            Stdio::null(),
+        )?),
     };
     // 50 frames: a second of audio.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<i16>>(50);

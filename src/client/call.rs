@@ -144,6 +144,9 @@ pub async fn run(
         unreachable!("a call's link is made with audio");
     };
     let (out, mut incoming) = path.split();
+    if input.live {
+        discard_captured(&mut input).await;
+    }
     let mut sender = RtpClock::new();
     let mut playout = Playout::default();
     let mut skipped = 0u64;
@@ -225,6 +228,22 @@ pub async fn run(
         tracing::warn!(error = %e, "finishing the received audio failed");
     }
     result
+}
+
+/// Throws away what a live source (the microphone) captured before the call connected, so
+/// that the call starts with what is said now, not with the wait.
+async fn discard_captured(input: &mut Frames) {
+    for _ in 0..50 {
+        let mut any = false;
+        while input.rx.try_recv().is_ok() {
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        // The reader refills the channel from what the pipe still holds.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Whether a data-channel message is a hang-up: a JSON object whose `op` is `"hangup"`.
