@@ -332,26 +332,33 @@ pub fn pull(
     }
     let delivered = packets.len();
     let mut stored = 0;
-    let fresh: Vec<Fresh> = packets
+    // Copies for broadcast only when one could go anywhere (as `/send` does).
+    let copy = state.broadcast.wanted();
+    let fresh: Vec<(PacketHash, Option<Fresh>)> = packets
         .iter()
-        .map(|p| Fresh {
-            hash: p.hash,
-            json: p.json.clone(),
-            expires_at: p.expires_at,
-            from: Some(peer.clone()),
+        .map(|p| {
+            let fresh = copy.then(|| Fresh {
+                hash: p.hash,
+                json: p.json.clone(),
+                expires_at: p.expires_at,
+                from: Some(peer.clone()),
+            });
+            (p.hash, fresh)
         })
         .collect();
-    for (outcome, fresh) in state
+    for (outcome, (hash, fresh)) in state
         .writer
         .put_many_blocking(packets)
         .into_iter()
         .zip(fresh)
     {
-        state.peers.note_held(peer, fresh.hash);
+        state.peers.note_held(peer, hash);
         match outcome {
             Ok(PutOutcome::Stored { .. }) => {
                 stored += 1;
-                state.broadcast.offer(fresh);
+                if let Some(fresh) = fresh {
+                    state.broadcast.offer(fresh);
+                }
             }
             Ok(_) => {}
             Err(e) => return Err(SyncError::Storage(e.to_string())),
