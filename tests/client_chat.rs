@@ -422,3 +422,57 @@ fn an_offer_that_expires_is_made_again_while_the_offerer_still_waits() {
     assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
     assert_eq!(a.finish(Duration::from_secs(30)).0, 0);
 }
+
+#[test]
+fn a_transparent_chat_reaches_our_other_devices_through_the_relays() {
+    let stun = StunServer::start("");
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let (alice, bob) = transparent_pair_with_relays(&stun, true, &relays);
+    // Alice's second device: the same key, its own database.
+    let laptop = Home::with_config("alice", None, &relays, &transparent_config(&stun, true));
+    laptop.add("bob", "bob-4096");
+
+    let mut a = Interactive::start(
+        &alice,
+        &["chat", "bob", "--transparent", "--json", "--wait", "30s"],
+    );
+    let mut b = Interactive::start(
+        &bob,
+        &["chat", "alice", "--transparent", "--json", "--wait", "30s"],
+    );
+    a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
+    b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
+    a.say("from alice's phone");
+    assert_eq!(
+        b.next_json(Duration::from_secs(10))["content"],
+        "from alice's phone"
+    );
+    b.say("from bob");
+    assert_eq!(a.next_json(Duration::from_secs(10))["content"], "from bob");
+    let (code, err) = a.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("may miss"), "{err}");
+    b.wait_stderr("alice left", Duration::from_secs(30));
+    assert_eq!(b.finish(Duration::from_secs(20)).0, 0);
+
+    // The laptop learns both sides of the conversation from the relays.
+    let got = laptop.receive_until(|all| {
+        ["from alice's phone", "from bob"]
+            .iter()
+            .all(|text| all.iter().any(|m| m["content"] == *text))
+    });
+    let bobs = got.iter().find(|m| m["content"] == "from bob").unwrap();
+    assert_eq!(bobs["sender"], key_b64("bob-4096"));
+    assert_eq!(
+        history(&laptop, "bob"),
+        history(&alice, "bob"),
+        "both devices hold the same conversation"
+    );
+    // The phone had filed both already: nothing is new to it.
+    let (code, out, err) = run_jasper(&["receive", "--json"], alice.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().is_empty(), "{out}");
+    // Bob's own devices are not alice's business: he got exactly one copy of her line.
+    assert_eq!(history(&bob, "alice"), ["from alice's phone", "from bob"]);
+}

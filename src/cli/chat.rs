@@ -175,9 +175,82 @@ async fn direct_chat(
     let peer = PublicKey::parse(&contact.public_key, 2048)?;
     let mut link = meet(config, session, contact, args.wait, Purpose::Chat).await?;
     eprintln!("Connected to {} directly.", contact.name);
-    let result = talk(session, contact, &peer, &mut link, lines, args.common.json).await;
+    let copies = CopiesForOtherDevices::start(session);
+    let result = talk(
+        session,
+        contact,
+        &peer,
+        &mut link,
+        lines,
+        copies.as_ref(),
+        args.common.json,
+    )
+    .await;
     link.close().await;
+    if let Some(copies) = copies {
+        copies.finish().await;
+    }
     result
+}
+
+/// Most copies waiting to be sent to the relays; past that, copies are dropped (and said so).
+const COPY_QUEUE: usize = 256;
+
+/// Sends our other devices what a direct chat says, through the relays as anonymous mode
+/// would: a copy of each line we send (sealed to our own key), and each packet the peer sends
+/// us (it is sealed to our key already). A thread posts them, so the chat never waits for a
+/// relay.
+struct CopiesForOtherDevices {
+    tx: std::sync::mpsc::SyncSender<serde_json::Value>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl CopiesForOtherDevices {
+    /// Starts the sender, or `None` when no relay carries packets to our inbox (transparent
+    /// mode needs none): then only this device has the chat.
+    fn start(session: &Session) -> Option<Self> {
+        let me = session.identity.public().fingerprint();
+        let relay = session.with(|m| {
+            m.servers.rx_for(&me)?;
+            Ok(m.servers.tx_for(&me)?)
+        });
+        let relay = match relay {
+            Ok(relay) => relay,
+            Err(e) => {
+                tracing::debug!(error = %e, "no relay for copies to our other devices");
+                return None;
+            }
+        };
+        let transport = session.transport.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<serde_json::Value>(COPY_QUEUE);
+        let thread = std::thread::spawn(move || {
+            let mut failed = false;
+            for packet in rx {
+                match transport.send(&relay, &packet) {
+                    Ok(_) => failed = false,
+                    Err(e) if !failed => {
+                        failed = true;
+                        eprintln!("warning: your other devices may miss part of this chat: {e}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Some(Self { tx, thread })
+    }
+
+    /// Queues a packet for our own inbox.
+    fn send(&self, packet: serde_json::Value) {
+        if self.tx.try_send(packet).is_err() {
+            tracing::warn!("the relay is too slow: a copy for your other devices was dropped");
+        }
+    }
+
+    /// Sends what is queued (within the transport's timeouts) and stops.
+    async fn finish(self) {
+        drop(self.tx);
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+    }
 }
 
 /// The conversation over an open link, until our input ends or the peer leaves.
@@ -187,6 +260,7 @@ async fn talk(
     peer: &PublicKey,
     link: &mut Link,
     lines: &mut mpsc::Receiver<String>,
+    copies: Option<&CopiesForOtherDevices>,
     json: bool,
 ) -> anyhow::Result<()> {
     loop {
@@ -207,11 +281,16 @@ async fn talk(
                     continue;
                 }
                 tracing::debug!("sealing a line");
-                let (packet, _) = durably(session, |m| Ok(m.seal_direct(contact, &line, now_ms())?))?;
-                let bytes = serde_json::to_vec(&packet)?;
+                let sealed = durably(session, |m| {
+                    Ok(m.seal_direct(contact, &line, now_ms(), copies.is_some())?)
+                })?;
+                let bytes = serde_json::to_vec(&sealed.packet)?;
                 tracing::debug!(bytes = bytes.len(), "sending a packet");
                 debug_assert!(bytes.len() <= MAX_DATA_MESSAGE);
                 link.send(&bytes).await.context("the direct connection closed")?;
+                if let (Some(copies), Some(copy)) = (copies, sealed.copy) {
+                    copies.send(copy);
+                }
             }
             data = link.recv() => {
                 let Some(data) = data else {
@@ -223,6 +302,12 @@ async fn talk(
                     Ok(Some(received)) => {
                         tracing::debug!("filed a message");
                         print_received(&received, json)?;
+                        // The peer's packet is sealed to our key: our other devices can
+                        // open it from our inbox as they would any other. Rebuilt from what
+                        // was checked, so that it can only ever go to our own inbox.
+                        if let Some(copies) = copies {
+                            copies.send(for_our_inbox(&data, &session.identity)?);
+                        }
                     }
                     Ok(None) => {}
                     Err(reason) => eprintln!("warning: skipped a message: {reason}"),
@@ -230,6 +315,25 @@ async fn talk(
             }
         }
     }
+}
+
+/// A packet that came over the link and was accepted, addressed to our own key (whatever its
+/// `recipient` said) with its hash computed here.
+fn for_our_inbox(data: &[u8], me: &crate::crypto::Identity) -> anyhow::Result<serde_json::Value> {
+    let packet: serde_json::Value = serde_json::from_slice(data)?;
+    let field = |name: &str| {
+        packet[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("an accepted packet has no {name}"))
+    };
+    let message = field("message")?;
+    Ok(serde_json::json!({
+        "recipient": me.public().canonical(),
+        "hash": crate::proto::PacketHash::of_message(&message).to_string(),
+        "message": message,
+        "signature": field("signature")?,
+    }))
 }
 
 /// Runs `f` (local work) with its several commits made durable by one flush at the end.
@@ -271,5 +375,33 @@ async fn relay_chat(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::identity::tests::fixture;
+
+    #[test]
+    fn a_forwarded_packet_goes_to_our_inbox_whatever_it_named() {
+        let (alice, carol) = (fixture("alice"), fixture("carol"));
+        let data = serde_json::json!({
+            "recipient": carol.public().canonical(),
+            "message": "a.b.c.d.e",
+            "hash": "00",
+            "signature": "f.g.h.i.j",
+            "extra": "dropped",
+        })
+        .to_string();
+        let packet = for_our_inbox(data.as_bytes(), &alice).unwrap();
+        assert_eq!(packet["recipient"], alice.public().canonical());
+        assert_eq!(
+            packet["hash"],
+            crate::proto::PacketHash::of_message("a.b.c.d.e").to_string()
+        );
+        assert_eq!(packet["signature"], "f.g.h.i.j");
+        assert!(packet.get("extra").is_none());
+        assert!(for_our_inbox(b"{\"message\": 5}", &alice).is_err());
     }
 }

@@ -133,6 +133,17 @@ pub struct SendReport {
     pub copied_to_self: bool,
 }
 
+/// A message sealed for a direct link, by [`Messenger::seal_direct`].
+#[derive(Debug, Clone)]
+pub struct DirectPacket {
+    /// The packet for the peer, as `/send` would carry it.
+    pub packet: Value,
+    /// The copy for our other devices, to send through the relays to our own key.
+    pub copy: Option<Value>,
+    /// What was sent.
+    pub report: SendReport,
+}
+
 /// Messaging for one identity.
 pub struct Messenger<'a> {
     /// Local database.
@@ -278,18 +289,20 @@ impl Messenger<'_> {
     }
 
     /// Seals a new message to `contact` for a direct (transparent-mode) link instead of a
-    /// relay, and files it in the history. Returns the packet, as `/send` would carry it.
+    /// relay, and files it in the history. With `copy_for_self`, also seals the copy our other
+    /// devices learn it from (as `send` sends through the relays), for the caller to send.
     pub fn seal_direct(
         &self,
         contact: &Contact,
         content: &str,
         now_ms: u64,
-    ) -> Result<(Value, SendReport), MessagingError> {
+        copy_for_self: bool,
+    ) -> Result<DirectPacket, MessagingError> {
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
         let channel = self.dm_channel(contact)?;
         let id = new_id();
-        let object = json!({
+        let mut object = json!({
             "sender": self.me.public().canonical(),
             "channel_id": channel,
             "type": Kind::Message,
@@ -299,16 +312,26 @@ impl Messenger<'_> {
         });
         let (packet, hash) = self.seal_packet(&object, &recipient)?;
         self.db.mark_seen(&hash.0)?;
+        let copy = if copy_for_self {
+            object["to"] = json!([recipient.canonical()]);
+            let (copy, copy_hash) = self.seal_packet(&object, self.me.public())?;
+            // This device files the message now; the copy is for the others.
+            self.db.mark_seen(&copy_hash.0)?;
+            Some(copy)
+        } else {
+            None
+        };
         self.file(&object, self.me.public())?;
-        Ok((
+        Ok(DirectPacket {
             packet,
-            SendReport {
+            copy,
+            report: SendReport {
                 id,
                 hash: hash.to_string(),
                 channel_id: channel,
                 copied_to_self: false,
             },
-        ))
+        })
     }
 
     /// Opens a packet that came over a direct link from `peer`, and files it like a packet
