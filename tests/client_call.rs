@@ -664,3 +664,33 @@ fn a_microphone_that_cannot_be_opened_is_reported_before_any_waiting() {
     assert!(err.contains("audio open error"), "{err}");
     assert!(!err.contains("Waiting"), "before any waiting: {err}");
 }
+
+#[test]
+fn a_peer_that_vanishes_mid_call_ends_the_call_as_lost_within_seconds() {
+    let stun = StunServer::start("");
+    let (alice, bob) = pair(&stun);
+    let b = Interactive::start(
+        &bob,
+        &[
+            "call", "alice", "--input", "silence", "--output", "none", "--json",
+        ],
+    );
+    let a = Interactive::start(
+        &alice,
+        &[
+            "call", "bob", "--input", "silence", "--output", "none", "--json",
+        ],
+    );
+    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = std::time::Instant::now();
+    b.signal("KILL");
+    let end = a.next_json(Duration::from_secs(60));
+    let took = killed.elapsed();
+    assert_eq!(end["ended"], "connection-lost", "{end}");
+    // Five seconds without the peer's audio, not webrtc's ~30 s to call the link failed.
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
+}

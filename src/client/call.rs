@@ -16,6 +16,10 @@ pub const HANGUP: &[u8] = b"{\"op\":\"hangup\"}";
 /// Most frames a live source may be ahead of the sender before the oldest are dropped (keeps
 /// the delay of a microphone whose clock runs fast bounded: 100 ms).
 const MAX_LIVE_BACKLOG: usize = 5;
+/// Once the peer's audio flows, this long without a packet means the peer is gone (every
+/// jasper call sends a frame every 20 ms, silence included); webrtc itself would take ~30 s to
+/// call the connection failed.
+pub const AUDIO_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A jump in sequence numbers up to this many packets is loss, filled with silence; a bigger
 /// one is the peer starting over, played from there.
 const MAX_GAP_FILLED: u16 = 50;
@@ -162,6 +166,8 @@ pub async fn run(
     };
     tokio::pin!(until_deadline, hangup);
     let mut incoming_open = true;
+    // Armed by the first packet from the peer, pushed back by every one after it.
+    let mut last_audio: Option<tokio::time::Instant> = None;
     let report = |ended, sender: &RtpClock, playout: &Playout, skipped| CallReport {
         ended,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -193,6 +199,7 @@ pub async fn run(
             }
             packet = incoming.recv(), if incoming_open => match packet {
                 Some(packet) => {
+                    last_audio = Some(tokio::time::Instant::now());
                     let samples = playout.accept(&packet);
                     if !samples.is_empty() {
                         output.play(samples);
@@ -205,6 +212,7 @@ pub async fn run(
                 Some(_) => tracing::debug!("ignored a data-channel message during a call"),
                 None => break CallEnd::ConnectionLost,
             },
+            () = silence_since(last_audio) => break CallEnd::ConnectionLost,
             () = &mut hangup => break CallEnd::HungUp,
             () = &mut until_deadline => break CallEnd::Duration,
             _ = progress.tick() => on_progress(Progress {
@@ -228,6 +236,14 @@ pub async fn run(
         tracing::warn!(error = %e, "finishing the received audio failed");
     }
     result
+}
+
+/// Completes [`AUDIO_SILENCE_TIMEOUT`] after the last packet, if one came; never before.
+async fn silence_since(last: Option<tokio::time::Instant>) {
+    match last {
+        Some(at) => tokio::time::sleep_until(at + AUDIO_SILENCE_TIMEOUT).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Throws away what a live source (the microphone) captured before the call connected, so
