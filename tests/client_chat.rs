@@ -476,3 +476,28 @@ fn a_transparent_chat_reaches_our_other_devices_through_the_relays() {
     // Bob's own devices are not alice's business: he got exactly one copy of her line.
     assert_eq!(history(&bob, "alice"), ["from alice's phone", "from bob"]);
 }
+
+#[test]
+fn a_peer_that_vanishes_is_noticed_within_seconds() {
+    let stun = StunServer::start("");
+    let (alice, bob) = transparent_pair(&stun, true);
+    let a = Interactive::start(
+        &alice,
+        &["chat", "bob", "--transparent", "--json", "--wait", "30s"],
+    );
+    let b = Interactive::start(
+        &bob,
+        &["chat", "alice", "--transparent", "--json", "--wait", "30s"],
+    );
+    a.wait_stderr("Connected to bob directly", Duration::from_secs(30));
+    b.wait_stderr("Connected to alice directly", Duration::from_secs(30));
+    // Bob is killed: no goodbye of any kind reaches alice.
+    let killed = std::time::Instant::now();
+    b.signal("KILL");
+    a.wait_stderr("bob left", Duration::from_secs(30));
+    let took = killed.elapsed();
+    // ICE gives up after 5 s of silence plus 5 s more (webrtc's default would be ~30 s).
+    assert!(took < Duration::from_secs(16), "{took:?}");
+    let (code, err) = a.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{err}");
+}

@@ -37,6 +37,13 @@ const SEND_BUFFER_LIMIT: usize = 1 << 20;
 const INCOMING_QUEUE: usize = 256;
 /// The data channel's label.
 const LABEL: &str = "jasper";
+/// Silence from the peer after which ICE calls the link disconnected (webrtc's default).
+const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
+/// Further silence after which the link has failed, and the chat or call ends: a peer that
+/// vanished (killed, unplugged) is noticed after ~10 s instead of webrtc's default ~30 s.
+const ICE_FAILED_AFTER: Duration = Duration::from_secs(5);
+/// How often ICE checks the link is alive while nothing else is sent (webrtc's default).
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
 /// The RTP payload type of G.711 µ-law (PCMU), static since RFC 3551.
 pub const PCMU_PAYLOAD_TYPE: u8 = 0;
 /// PCMU's RTP clock: 8,000 samples a second, one byte each.
@@ -175,6 +182,11 @@ impl Negotiation {
             .collect();
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED_AFTER),
+                Some(ICE_FAILED_AFTER),
+                Some(ICE_KEEPALIVE),
+            )
             .with_include_loopback_candidate(options.bind.ip().is_loopback())
             // The answerer is the DTLS server, hence the SCTP server, and the offerer (the ICE
             // controlling side) opens the SCTP association. webrtc-rs lets only the DTLS client
