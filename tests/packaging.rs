@@ -293,6 +293,10 @@ fn the_debian_package_holds_every_file_and_runs() {
             "usr/share/doc/jasper/examples/config.toml".into(),
             "packaging/jasper.toml".into(),
         ),
+        (
+            "usr/share/lintian/overrides/jasper".into(),
+            "packaging/debian/lintian-overrides".into(),
+        ),
     ];
     let mut pages = 0;
     for entry in std::fs::read_dir(repo().join("man")).unwrap() {
@@ -331,6 +335,29 @@ fn the_debian_package_holds_every_file_and_runs() {
     let binary = root.join("usr/bin/jasper");
     let mode = std::os::unix::fs::PermissionsExt::mode(&binary.metadata().unwrap().permissions());
     assert_eq!(mode & 0o777, 0o755, "{listing}");
+
+    // The Debian changelog is the repository's.
+    assert_eq!(
+        gunzip(&root.join("usr/share/doc/jasper/changelog.Debian.gz")),
+        read(&repo().join("packaging/debian/changelog")),
+        "{listing}"
+    );
+    // Debian's own package checker finds nothing to report (errors, warnings or info).
+    let out = tool(
+        "lintian",
+        &["--info", "--tag-display-limit", "0", deb_arg],
+        dir.path(),
+    );
+    let tags: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.len() > 2 && l.as_bytes()[1] == b':' && !l.starts_with("N:"))
+        .collect();
+    assert!(
+        out.status.success() && tags.is_empty(),
+        "lintian:\n{}",
+        text(&out)
+    );
 
     // The packaged binary runs and accepts the packaged configuration.
     let out = tool(binary.to_str().unwrap(), &["--version"], dir.path());

@@ -13,6 +13,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)
+# lintian, Debian's package checker, which the package test runs on what cargo-deb built.
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
