@@ -48,6 +48,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// 160 bytes of µ-law silence that carry `n` in their first two bytes.
+fn numbered_frame(n: u16) -> Vec<u8> {
+    let mut payload = vec![0xFFu8; 160];
+    payload[..2].copy_from_slice(&n.to_be_bytes());
+    payload
+}
+
 /// Sends `frames` audio frames every 20 ms from `a` to `b`; latencies in ms. Each frame
 /// carries its number, so a lost or reordered one is not mistaken for another.
 async fn audio_latencies(a: &mut Link, b: &mut Link, frames: u16) -> Vec<f64> {
@@ -58,8 +65,7 @@ async fn audio_latencies(a: &mut Link, b: &mut Link, frames: u16) -> Vec<f64> {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for n in 0..frames {
         tick.tick().await;
-        let mut payload = vec![0xFFu8; 160];
-        payload[..2].copy_from_slice(&n.to_be_bytes());
+        let payload = numbered_frame(n);
         sent_at.push(Instant::now());
         out.send(n, u32::from(n) * 160, n == 0, Bytes::from(payload))
             .await
@@ -84,8 +90,7 @@ async fn channel_latencies(a: &mut Link, b: &mut Link, frames: u16) -> Vec<f64> 
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for n in 0..frames {
         tick.tick().await;
-        let mut payload = vec![0xFFu8; 160];
-        payload[..2].copy_from_slice(&n.to_be_bytes());
+        let payload = numbered_frame(n);
         let sent = Instant::now();
         a.send(&payload).await.unwrap();
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(15), b.recv()).await {

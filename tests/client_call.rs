@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::home::Home;
-use common::interactive::{Interactive, transparent_config};
+use common::interactive::{Interactive, aiortc_peer, transparent_config};
 use common::run_jasper;
 use common::stun::StunServer;
 
@@ -73,6 +73,20 @@ fn pair(stun: &StunServer) -> (Home, Home) {
     alice.add("bob", "bob-4096");
     bob.add("alice", "alice-4096");
     (alice, bob)
+}
+
+/// Alice (with `alice_extra` flags) and bob in a call of silence, both connected: bob starts
+/// first, then alice.
+fn silent_call(alice: &Home, bob: &Home, alice_extra: &[&str]) -> (Interactive, Interactive) {
+    let silent = ["--input", "silence", "--output", "none", "--json"];
+    let b = Interactive::start(bob, &[&["call", "alice"][..], &silent].concat());
+    let a = Interactive::start(
+        alice,
+        &[&["call", "bob"][..], &silent, alice_extra].concat(),
+    );
+    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
+    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    (a, b)
 }
 
 #[test]
@@ -185,33 +199,12 @@ fn a_call_carries_each_sides_voice_to_the_other() {
 fn a_call_with_a_duration_hangs_up_by_itself_and_the_listener_is_told() {
     let stun = StunServer::start("");
     let (alice, bob) = pair(&stun);
-    let b = Interactive::start(
-        &bob,
-        &[
-            "call", "alice", "--input", "silence", "--output", "none", "--json",
-        ],
-    );
-    let a = Interactive::start(
-        &alice,
-        &[
-            "call",
-            "bob",
-            "--input",
-            "silence",
-            "--output",
-            "none",
-            "--duration",
-            "2s",
-            "--json",
-        ],
-    );
-    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
+    let (a, b) = silent_call(&alice, &bob, &["--duration", "2s"]);
     let end = a.next_json(Duration::from_secs(20));
     assert_eq!(end["ended"], "duration", "{end}");
     let ms = end["duration_ms"].as_u64().unwrap();
     assert!((1_900..6_000).contains(&ms), "{end}");
     assert!(end["sent_frames"].as_u64().unwrap() >= 80, "{end}");
-    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
     let end = b.next_json(Duration::from_secs(20));
     assert_eq!(end["ended"], "peer-hung-up", "{end}");
     // Silence is still audio: the listener got frames.
@@ -224,20 +217,7 @@ fn a_call_with_a_duration_hangs_up_by_itself_and_the_listener_is_told() {
 fn a_call_hung_up_with_a_signal_ends_cleanly_on_both_sides() {
     let stun = StunServer::start("");
     let (alice, bob) = pair(&stun);
-    let b = Interactive::start(
-        &bob,
-        &[
-            "call", "alice", "--input", "silence", "--output", "none", "--json",
-        ],
-    );
-    let a = Interactive::start(
-        &alice,
-        &[
-            "call", "bob", "--input", "silence", "--output", "none", "--json",
-        ],
-    );
-    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
-    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    let (a, b) = silent_call(&alice, &bob, &[]);
     std::thread::sleep(Duration::from_millis(500));
     // SIGTERM (what Ctrl-C's SIGINT does too): bob hangs up.
     b.signal("TERM");
@@ -292,12 +272,8 @@ fn bad_audio_and_bad_settings_are_refused_before_any_waiting() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pick one"), "{err}");
     // No microphone program: says what to install.
-    let out = std::process::Command::new(common::jasper_bin())
+    let out = common::jasper_in(dir)
         .args(["call", "bob", "--wait", "1s", "--output", "none"])
-        .current_dir(dir)
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();
@@ -366,32 +342,13 @@ fn a_call_does_not_connect_to_a_chat_and_the_chat_side_is_told_why() {
 /// says 440 Hz from a file, aiortc 660 Hz for 3 s and then hangs up. Each side's recording is
 /// checked for the other's tone and its loudness; aiortc decodes with ffmpeg's µ-law, not ours.
 fn call_with_aiortc(ours: &str, theirs: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash tests/run.sh`, which creates it with aiortc and jwcrypto",
-        python.display()
-    );
     let stun = StunServer::start("");
     let home = Home::with_config(ours, None, &[], &transparent_config(&stun, true));
     home.add(theirs, &format!("{theirs}-4096"));
     let says = home.path().join("says.wav");
     std::fs::write(&says, wav(&tone(440.0, 20.0))).unwrap();
     let hears = home.path().join("hears.wav");
-    let keys = root.join("tests/fixtures/keys");
-    let peer = std::process::Command::new(&python)
-        .arg(root.join("tests/interop/rtc_peer.py"))
-        .arg(keys.join(format!("{theirs}-4096.key.pem")))
-        .arg(keys.join(format!("{ours}-4096.pub.pem")))
-        .arg(stun.tls.to_string())
-        .arg(stun.udp.to_string())
-        .arg(&stun.printed_fingerprint)
-        .args(["call", "3"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the aiortc peer");
+    let peer = aiortc_peer(&stun, theirs, ours, &["call", "3"]);
     let call = Interactive::start_with_log(
         &home,
         &[
@@ -485,15 +442,11 @@ fn raw_audio_goes_in_on_stdin_and_comes_out_on_stdout() {
         ],
     );
     let dir = alice.path();
-    let mut a = std::process::Command::new(common::jasper_bin())
+    let mut a = common::jasper_in(dir)
         .args([
             "call", "bob", "--input", "-", "--output", "-", "--wait", "30s",
         ])
-        .current_dir(dir)
-        .env_remove("JASPER_CONFIG")
         .env_remove("RUST_LOG")
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -595,13 +548,9 @@ fn the_microphone_and_speaker_are_arecord_and_aplay_on_raw_8khz_pcm() {
         ],
     );
     // Alice with the defaults: --input mic --output speaker.
-    let mut a = std::process::Command::new(common::jasper_bin())
+    let mut a = common::jasper_in(dir)
         .args(["call", "bob", "--json", "--wait", "30s"])
-        .current_dir(dir)
-        .env_remove("JASPER_CONFIG")
         .env_remove("RUST_LOG")
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
         .env("PATH", &path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -646,12 +595,8 @@ fn a_microphone_that_cannot_be_opened_is_reported_before_any_waiting() {
     let (alice, _bob) = pair(&stun);
     let dir = alice.path();
     let path = fake_sound_devices(dir, true);
-    let out = std::process::Command::new(common::jasper_bin())
+    let out = common::jasper_in(dir)
         .args(["call", "bob", "--wait", "30s", "--output", "none"])
-        .current_dir(dir)
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
         .env("PATH", &path)
         .output()
         .unwrap();
@@ -669,20 +614,7 @@ fn a_microphone_that_cannot_be_opened_is_reported_before_any_waiting() {
 fn a_peer_that_vanishes_mid_call_ends_the_call_as_lost_within_seconds() {
     let stun = StunServer::start("");
     let (alice, bob) = pair(&stun);
-    let b = Interactive::start(
-        &bob,
-        &[
-            "call", "alice", "--input", "silence", "--output", "none", "--json",
-        ],
-    );
-    let a = Interactive::start(
-        &alice,
-        &[
-            "call", "bob", "--input", "silence", "--output", "none", "--json",
-        ],
-    );
-    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "connected");
-    assert_eq!(b.next_json(Duration::from_secs(5))["event"], "connected");
+    let (a, b) = silent_call(&alice, &bob, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let killed = std::time::Instant::now();
     b.signal("KILL");

@@ -5,11 +5,10 @@
 mod common;
 
 use std::io::Read as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::home::{Home, mesh};
-use common::interactive::{Interactive, transparent_config};
+use common::interactive::{Interactive, aiortc_peer, transparent_config};
 use common::stun::StunServer;
 use common::{key_b64, run_jasper};
 use serde_json::Value;
@@ -258,30 +257,11 @@ fn a_peer_that_never_comes_is_reported_and_anonymous_mode_is_offered() {
 /// Runs `jasper chat --transparent` as `ours` against tests/interop/rtc_peer.py (aiortc) as
 /// `theirs`, and checks the messages cross both ways and land in jasper's history.
 fn chat_with_aiortc(ours: &str, theirs: &str, hostile: bool) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash tests/run.sh`, which creates it with aiortc and jwcrypto",
-        python.display()
-    );
     let stun = StunServer::start("");
     let home = Home::with_config(ours, None, &[], &transparent_config(&stun, true));
     home.add(theirs, &format!("{theirs}-4096"));
-    let keys = root.join("tests/fixtures/keys");
-    let mut peer = Command::new(&python)
-        .arg(root.join("tests/interop/rtc_peer.py"))
-        .arg(keys.join(format!("{theirs}-4096.key.pem")))
-        .arg(keys.join(format!("{ours}-4096.pub.pem")))
-        .arg(stun.tls.to_string())
-        .arg(stun.udp.to_string())
-        .arg(&stun.printed_fingerprint)
-        .arg("1")
-        .args(hostile.then_some("hostile"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the aiortc peer");
+    let mode: &[&str] = if hostile { &["1", "hostile"] } else { &["1"] };
+    let mut peer = aiortc_peer(&stun, theirs, ours, mode);
     let mut chat = Interactive::start(
         &home,
         &["chat", theirs, "--transparent", "--json", "--wait", "30s"],

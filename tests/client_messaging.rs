@@ -462,12 +462,8 @@ fn receive_watch_prints_messages_as_they_arrive() {
     let bob = Home::new("bob", &relays);
     alice.add("bob", "bob-4096");
     bob.add("alice", "alice-4096");
-    let mut watcher = std::process::Command::new(common::jasper_bin())
+    let mut watcher = common::jasper_in(bob.path())
         .args(["receive", "--watch", "--interval", "200ms", "--json"])
-        .current_dir(bob.path())
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", bob.path().join("xdg-config"))
-        .env("XDG_DATA_HOME", bob.path().join("xdg-data"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

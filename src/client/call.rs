@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::audio::{FRAME_SAMPLES, Frames, MAX_PACKET_SAMPLES, Playback, ulaw_decode};
+use super::audio::{Frames, MAX_PACKET_SAMPLES, Playback, ulaw_decode};
 use super::rtc::{AudioOut, AudioPacket, Link, PCMU_PAYLOAD_TYPE};
 
 /// The data-channel message that ends a call.
@@ -268,7 +268,7 @@ pub fn is_hangup(message: &[u8]) -> bool {
         .is_ok_and(|v| v.get("op").and_then(serde_json::Value::as_str) == Some("hangup"))
 }
 
-/// Numbers our RTP packets: sequence +1 and timestamp +160 samples per frame.
+/// Numbers our RTP packets: sequence +1 and timestamp + the frame's samples (160) each.
 struct RtpClock {
     sequence: u16,
     timestamp: u32,
@@ -290,9 +290,7 @@ impl RtpClock {
         out.send(self.sequence, self.timestamp, self.sent == 0, frame)
             .await?;
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self
-            .timestamp
-            .wrapping_add(samples.max(FRAME_SAMPLES as u32));
+        self.timestamp = self.timestamp.wrapping_add(samples);
         self.sent += 1;
         Ok(())
     }
@@ -301,6 +299,7 @@ impl RtpClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::audio::FRAME_SAMPLES;
 
     fn packet(sequence: u16, byte: u8) -> AudioPacket {
         AudioPacket {

@@ -563,14 +563,19 @@ fn runtime() -> Arc<dyn webrtc::runtime::Runtime> {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_peers_on_loopback_open_a_data_channel_and_talk_both_ways() {
-        let options = RtcOptions {
+    /// Options for a peer on loopback, with or without audio.
+    fn loopback(audio: bool) -> RtcOptions {
+        RtcOptions {
             stun: None,
             bind: "127.0.0.1:0".parse().unwrap(),
             gather_timeout: Duration::from_secs(5),
-            audio: false,
-        };
+            audio,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_peers_on_loopback_open_a_data_channel_and_talk_both_ways() {
+        let options = loopback(false);
         let mut a = Negotiation::new(&options).await.unwrap();
         let mut b = Negotiation::new(&options).await.unwrap();
         let offer = a.offer().await.unwrap();
@@ -596,12 +601,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_carries_pcmu_audio_both_ways_beside_the_data_channel() {
-        let options = RtcOptions {
-            stun: None,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gather_timeout: Duration::from_secs(5),
-            audio: true,
-        };
+        let options = loopback(true);
         let mut a = Negotiation::new(&options).await.unwrap();
         let mut b = Negotiation::new(&options).await.unwrap();
         let offer = a.offer().await.unwrap();
@@ -652,12 +652,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_offer_with_separate_ice_transports_is_refused_with_the_reason() {
-        let options = RtcOptions {
-            stun: None,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            gather_timeout: Duration::from_secs(5),
-            audio: true,
-        };
+        let options = loopback(true);
         let mut a = Negotiation::new(&options).await.unwrap();
         let mut b = Negotiation::new(&options).await.unwrap();
         let offer = a.offer().await.unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::home::Home;
-use super::jasper_bin;
+use super::jasper_in;
 use super::stun::StunServer;
 
 /// A running interactive `jasper` command (`chat`, `call`): lines go to its stdin; its stdout
@@ -30,7 +30,7 @@ impl Interactive {
     /// Starts it with `RUST_LOG` set to `log` (its log goes to stderr); `args` begin with the
     /// subcommand.
     pub fn start_with_log(home: &Home, args: &[&str], log: &str) -> Interactive {
-        let mut command = Command::new(jasper_bin());
+        let mut command = jasper_in(home.path());
         if log.is_empty() {
             command.env_remove("RUST_LOG");
         } else {
@@ -38,10 +38,6 @@ impl Interactive {
         }
         let mut child = command
             .args(args)
-            .current_dir(home.path())
-            .env_remove("JASPER_CONFIG")
-            .env("XDG_CONFIG_HOME", home.path().join("xdg-config"))
-            .env("XDG_DATA_HOME", home.path().join("xdg-data"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -158,4 +154,29 @@ pub fn transparent_config(stun: &StunServer, pin: bool) -> String {
         ));
     }
     extra
+}
+
+/// Starts tests/interop/rtc_peer.py (aiortc) as `theirs`, talking to `ours` through `stun`,
+/// with the mode arguments `mode` (see the script's doc).
+pub fn aiortc_peer(stun: &StunServer, theirs: &str, ours: &str, mode: &[&str]) -> Child {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash tests/run.sh`, which creates it with aiortc and jwcrypto",
+        python.display()
+    );
+    let keys = root.join("tests/fixtures/keys");
+    Command::new(&python)
+        .arg(root.join("tests/interop/rtc_peer.py"))
+        .arg(keys.join(format!("{theirs}-4096.key.pem")))
+        .arg(keys.join(format!("{ours}-4096.pub.pem")))
+        .arg(stun.tls.to_string())
+        .arg(stun.udp.to_string())
+        .arg(&stun.printed_fingerprint)
+        .args(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the aiortc peer")
 }

@@ -346,13 +346,9 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
 }
 
 fn spawn_relay(args: &[String], cwd: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(jasper_bin())
+    let mut child = jasper_in(cwd)
         .args(args)
-        .current_dir(cwd)
         .env("RUST_LOG", "info")
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
-        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -386,6 +382,18 @@ fn spawn_relay(args: &[String], cwd: &Path) -> (Child, SocketAddr, Arc<Mutex<Str
     }
 }
 
+/// `jasper` to run in `cwd`, whose `xdg-config` and `xdg-data` folders stand in for the
+/// user's (and no `JASPER_CONFIG` from the environment).
+pub fn jasper_in(cwd: &Path) -> Command {
+    let mut command = Command::new(jasper_bin());
+    command
+        .current_dir(cwd)
+        .env_remove("JASPER_CONFIG")
+        .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
+        .env("XDG_DATA_HOME", cwd.join("xdg-data"));
+    command
+}
+
 /// Runs `jasper` with `args` and returns (exit code, stdout, stderr).
 pub fn run_jasper(args: &[&str], cwd: &Path) -> (i32, String, String) {
     run_jasper_with_stdin(args, cwd, None)
@@ -399,12 +407,8 @@ pub fn run_jasper_with_stdin(
     stdin: Option<&str>,
 ) -> (i32, String, String) {
     use std::io::Write as _;
-    let mut child = Command::new(jasper_bin())
+    let mut child = jasper_in(cwd)
         .args(args)
-        .current_dir(cwd)
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
-        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 
-use super::{jasper_bin, wait_timeout};
+use super::{jasper_in, wait_timeout};
 
 /// A running `jasper stun` (or `jasper serve`) process.
 pub struct StunServer {
@@ -105,13 +105,9 @@ impl Drop for StunServer {
 type Spawned = (Child, SocketAddr, SocketAddr, String, Arc<Mutex<String>>);
 
 fn spawn(config: &Path, cwd: &Path) -> Spawned {
-    let mut child = Command::new(jasper_bin())
+    let mut child = jasper_in(cwd)
         .args(["--config", config.to_str().unwrap(), "stun"])
-        .current_dir(cwd)
         .env("RUST_LOG", "info")
-        .env_remove("JASPER_CONFIG")
-        .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
-        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
