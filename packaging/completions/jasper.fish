@@ -197,8 +197,8 @@ complete -c jasper -n "__fish_jasper_using_subcommand chat" -l passphrase-stdin 
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -l json -d 'Print JSON (one object per line)'
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -s V -l version -d 'Print version'
-complete -c jasper -n "__fish_jasper_using_subcommand call" -l input -d 'Audio to send: "mic" (the microphone, through arecord), "-" (raw PCM on standard input), "silence", or a file (WAV, or raw PCM); 16-bit mono at 8,000 Hz' -r
-complete -c jasper -n "__fish_jasper_using_subcommand call" -l output -d 'Where their audio goes: "speaker" (through aplay), "-" (raw PCM on standard output), "none", or a file (WAV if it ends in .wav, raw PCM otherwise)' -r
+complete -c jasper -n "__fish_jasper_using_subcommand call" -l input -d 'Audio to send: "mic" (the microphone, through arecord), "-" (raw PCM on standard input), "silence", or a file (WAV, or raw PCM; ./mic for a file named like a keyword); 16-bit mono at 8,000 Hz' -r
+complete -c jasper -n "__fish_jasper_using_subcommand call" -l output -d 'Where their audio goes: "speaker" (through aplay), "-" (raw PCM on standard output), "none", or a file, readable only by you (WAV if it ends in .wav, raw PCM otherwise)' -r
 complete -c jasper -n "__fish_jasper_using_subcommand call" -l wait -d 'How long to wait for the contact to take the call' -r
 complete -c jasper -n "__fish_jasper_using_subcommand call" -l duration -d 'Hang up after this long (default: when either side hangs up or the input ends)' -r
 complete -c jasper -n "__fish_jasper_using_subcommand call" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F

@@ -253,11 +253,12 @@ pub struct CallArgs {
     /// The contact
     pub name: String,
     /// Audio to send: "mic" (the microphone, through arecord), "-" (raw PCM on standard
-    /// input), "silence", or a file (WAV, or raw PCM); 16-bit mono at 8,000 Hz
+    /// input), "silence", or a file (WAV, or raw PCM; ./mic for a file named like a keyword);
+    /// 16-bit mono at 8,000 Hz
     #[arg(long, value_name = "SOURCE", default_value = "mic")]
     pub input: crate::client::audio::AudioSource,
     /// Where their audio goes: "speaker" (through aplay), "-" (raw PCM on standard output),
-    /// "none", or a file (WAV if it ends in .wav, raw PCM otherwise)
+    /// "none", or a file, readable only by you (WAV if it ends in .wav, raw PCM otherwise)
     #[arg(long, value_name = "SINK", default_value = "speaker")]
     pub output: crate::client::audio::AudioSink,
     /// How long to wait for the contact to take the call

@@ -447,7 +447,17 @@ pub fn open_sink(sink: &AudioSink) -> Result<Playback, AudioError> {
         AudioSink::Discard => Output::Discard,
         AudioSink::Stdout => Output::Raw(Box::new(std::io::stdout())),
         AudioSink::File(path) => {
-            let mut file = std::fs::File::create(path).map_err(io_error(path))?;
+            // A recording of a call is as private as the messages: only its owner reads it.
+            let mut file = {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io_error(path))?
+            };
             if path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
@@ -654,6 +664,10 @@ mod tests {
             playback.play(f.iter().map(|&b| ulaw_decode(b)).collect());
         }
         playback.finish().unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&output).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "a recording is private");
         let mut file = std::fs::File::open(&output).unwrap();
         assert_eq!(
             read_wav_header(&mut file, &output).unwrap(),
