@@ -3,8 +3,6 @@
 //! standard input) and goes to the speaker (or a file, or standard output) until either hangs
 //! up. Status goes to stderr; `--json` prints a `connected` and an `ended` object on stdout.
 
-use std::io::IsTerminal as _;
-
 use anyhow::Context as _;
 use serde_json::json;
 
@@ -50,7 +48,8 @@ pub fn run(config: &Config, args: &CallArgs) -> anyhow::Result<()> {
             "Connected to {}. In the call: Ctrl-C hangs up.",
             contact.name
         );
-        let bar = status_line();
+        // A status line that updates in place on a terminal.
+        let bar = super::spinner("");
         let name = contact.name.clone();
         let report = call::run(
             link,
@@ -72,16 +71,6 @@ pub fn run(config: &Config, args: &CallArgs) -> anyhow::Result<()> {
     })?;
     print_report(&contact.name, &report, args.common.json);
     Ok(())
-}
-
-/// A status line that updates in place on a terminal, and shows nothing otherwise.
-fn status_line() -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(std::time::Duration::from_millis(250));
-    bar
 }
 
 /// `m:ss`.

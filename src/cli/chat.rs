@@ -161,8 +161,14 @@ pub(super) async fn meet(
         step_timeout: step,
         purpose,
     };
-    let link = transparent::connect(&mut rendezvous, &session.identity, &peer, &options).await?;
-    Ok(link)
+    let waiting = super::spinner(format!("waiting for {}", contact.name));
+    waiting.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    let link = transparent::connect(&mut rendezvous, &session.identity, &peer, &options).await;
+    waiting.finish_and_clear();
+    Ok(link?)
 }
 
 async fn direct_chat(

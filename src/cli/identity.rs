@@ -50,15 +50,6 @@ pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroiz
     Ok(passphrase)
 }
 
-fn spinner(message: &'static str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
-    bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    bar
-}
-
 /// `jasper init`.
 pub fn init(
     config: &Config,
@@ -99,7 +90,7 @@ pub fn init(
             }
         }
     };
-    let bar = spinner("generating an RSA-4096 key…");
+    let bar = super::spinner("generating an RSA-4096 key…");
     let identity = Identity::generate().context("cannot generate a key")?;
     bar.finish_and_clear();
     identity.save(key_path, passphrase.as_ref().map(|p| p.as_str()))?;

@@ -124,6 +124,20 @@ pub enum ConfigAction {
     },
 }
 
+/// A spinner with `message` on stderr for something a person waits on; on a terminal only
+/// (hidden otherwise, so that scripts and logs get plain lines).
+pub(crate) fn spinner(
+    message: impl Into<std::borrow::Cow<'static, str>>,
+) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 /// The commented sample configuration (packaging/jasper.toml).
 pub const SAMPLE_CONFIG: &str = include_str!("../../packaging/jasper.toml");
 
