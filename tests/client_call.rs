@@ -305,37 +305,53 @@ fn bad_audio_and_bad_settings_are_refused_before_any_waiting() {
 }
 
 #[test]
-fn a_call_does_not_connect_to_a_chat_and_the_chat_side_is_told_why() {
+fn a_call_does_not_connect_to_a_chat_and_both_sides_are_told_why() {
     let stun = StunServer::start("");
     let (alice, bob) = pair(&stun);
-    // Whichever side offers, the other refuses a description for the other purpose.
-    let b = Interactive::start(
-        &bob,
-        &[
+    let chat = |contact: &'static str| {
+        vec![
             "chat",
-            "alice",
+            contact,
             "--transparent",
             "--wait",
             "4s",
             "--fallback",
             "fail",
-        ],
-    );
-    let (code, _, err) = run_jasper(
-        &[
-            "call", "bob", "--input", "silence", "--output", "none", "--wait", "4s",
-        ],
-        alice.path(),
-    );
-    assert_eq!(code, 3, "{err}");
-    let (code, chat_err) = b.finish(Duration::from_secs(20));
-    assert_eq!(code, 3, "{chat_err}");
-    let told = format!("{err}{chat_err}");
-    assert!(
-        told.contains("the contact is calling: answer with `jasper call`")
-            || told.contains("the contact wants to chat"),
-        "{told}"
-    );
+        ]
+    };
+    let call = |contact: &'static str| {
+        vec![
+            "call", contact, "--input", "silence", "--output", "none", "--wait", "4s",
+        ]
+    };
+    // bob's fingerprint is the lower one, so bob offers. Bob chatting, alice calling: alice
+    // refuses the offer and tells him why at once (exit 2); she waits on for him (exit 3).
+    // Then the other way round.
+    for (bob_args, alice_args, bob_told, alice_told) in [
+        (
+            chat("alice"),
+            call("bob"),
+            "the contact is calling: answer with `jasper call`",
+            "the contact wants to chat",
+        ),
+        (
+            call("alice"),
+            chat("bob"),
+            "the contact wants to chat: answer with `jasper chat --transparent`",
+            "the contact is calling",
+        ),
+    ] {
+        let a = Interactive::start(&alice, &alice_args);
+        a.wait_stderr("Waiting up to 4s", Duration::from_secs(20));
+        let started = std::time::Instant::now();
+        let (code, _, err) = run_jasper(&bob_args, bob.path());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(bob_told), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(4), "told at once");
+        let (code, err) = a.finish(Duration::from_secs(20));
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains(alice_told), "{err}");
+    }
 }
 
 /// Runs `jasper call` as `ours` against tests/interop/rtc_peer.py (aiortc) as `theirs`: jasper

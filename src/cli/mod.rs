@@ -566,6 +566,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 T::Rendezvous(r) => rendezvous_exit_code(r),
                 T::Rtc(_) | T::PeerAbsent(_) => EXIT_NETWORK,
                 T::BadDescription(_) => EXIT_FAILURE,
+                T::OtherPurpose(_) => EXIT_USER,
             };
         }
         if let Some(r) = cause.downcast_ref::<crate::client::rendezvous::RendezvousError>() {

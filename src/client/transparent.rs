@@ -37,6 +37,9 @@ pub enum TransparentError {
     /// The peer's description was refused.
     #[error("refused a session description: {0}")]
     BadDescription(String),
+    /// The peer wants the other kind of connection (a call against a chat).
+    #[error("{0}")]
+    OtherPurpose(String),
 }
 
 /// What a direct connection is for; both sides must want the same.
@@ -132,13 +135,15 @@ fn open_description(
     }
     let theirs = object["purpose"].as_str().unwrap_or("chat");
     if theirs != purpose.tag() {
-        return Err(bad(&match theirs {
-            "call" => "the contact is calling: answer with `jasper call`".to_owned(),
-            "chat" => {
-                "the contact wants to chat: answer with `jasper chat --transparent`".to_owned()
-            }
-            other => format!("an unknown purpose {other:?}"),
-        }));
+        return Err(match theirs {
+            "call" => TransparentError::OtherPurpose(
+                "the contact is calling: answer with `jasper call`".to_owned(),
+            ),
+            "chat" => TransparentError::OtherPurpose(
+                "the contact wants to chat: answer with `jasper chat --transparent`".to_owned(),
+            ),
+            other => bad(&format!("an unknown purpose {other:?}")),
+        });
     }
     object["sdp"]
         .as_str()
@@ -263,6 +268,21 @@ async fn answer(
                 let sdp = match open_description(me, peer, options.purpose, "offer", &id, &payload)
                 {
                     Ok(sdp) => sdp,
+                    Err(TransparentError::OtherPurpose(why)) => {
+                        // Tell the offerer at once (an answer without a session, carrying our
+                        // purpose), and wait on in case the contact comes back the right way.
+                        tracing::warn!("ignored an offer: {why}");
+                        let payload =
+                            seal_description(me, peer, options.purpose, "answer", &id, "")?;
+                        rendezvous
+                            .send(&ClientFrame::Answer {
+                                to: peer.canonical().to_owned(),
+                                id,
+                                payload,
+                            })
+                            .await?;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "ignored an offer");
                         continue;
@@ -355,9 +375,17 @@ mod tests {
             open_description(&bob, alice.public(), purpose, "offer", "id-1", sealed)
         };
         assert_eq!(open(Purpose::Call, &call).unwrap(), "v=0");
-        let err = open(Purpose::Chat, &call).unwrap_err().to_string();
-        assert!(err.contains("answer with `jasper call`"), "{err}");
-        let err = open(Purpose::Call, &chat).unwrap_err().to_string();
-        assert!(err.contains("`jasper chat --transparent`"), "{err}");
+        let err = open(Purpose::Chat, &call).unwrap_err();
+        assert!(matches!(err, TransparentError::OtherPurpose(_)), "{err}");
+        assert!(
+            err.to_string().contains("answer with `jasper call`"),
+            "{err}"
+        );
+        let err = open(Purpose::Call, &chat).unwrap_err();
+        assert!(matches!(err, TransparentError::OtherPurpose(_)), "{err}");
+        assert!(
+            err.to_string().contains("`jasper chat --transparent`"),
+            "{err}"
+        );
     }
 }
