@@ -452,7 +452,7 @@ impl Link {
     }
 }
 
-/// One RTP packet of audio as the peer sent it: what [`AudioPath::next_packet`] gives.
+/// One RTP packet of audio as the peer sent it, as [`AudioPath::split`] delivers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioPacket {
     /// RTP sequence number.

@@ -5,6 +5,19 @@
 //! travel sealed and signed with the packet envelope (PROTOCOL.md §2): the rendezvous sees only
 //! the two public keys, and a description that does not come from the expected contact, for
 //! this offer, is refused.
+//!
+//! The sealed object (the rendezvous frame's `payload` opens to it):
+//!
+//! ```text
+//! {"sender":"<key>","kind":"offer"|"answer","id":"<the offer's uuid>","sdp":"<SDP>",
+//!  "timestamp":"<RFC 3339>","purpose":"call"}
+//! ```
+//!
+//! `purpose` is `"call"` for `jasper call` (audio and a data channel) and absent for a chat
+//! (so peers that only chat need not know it). A description for the other purpose is
+//! refused: the answering side then answers with its own purpose and an empty `sdp`, which
+//! tells the offerer at once why no connection comes ([`TransparentError::OtherPurpose`]).
+//! During a call the data channel carries `{"op":"hangup"}` to end it (`client::call`).
 
 use std::time::{Duration, Instant};
 
