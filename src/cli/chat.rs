@@ -179,9 +179,11 @@ async fn direct_chat(
     lines: &mut mpsc::Receiver<String>,
 ) -> anyhow::Result<()> {
     let peer = PublicKey::parse(&contact.public_key, 2048)?;
+    // Before the wait, not after: finding the relay may probe relays (as `send` does), which
+    // should not hold up a chat that has begun.
+    let copies = tokio::task::block_in_place(|| CopiesForOtherDevices::start(session));
     let mut link = meet(config, session, contact, args.wait, Purpose::Chat).await?;
     eprintln!("Connected to {} directly.", contact.name);
-    let copies = CopiesForOtherDevices::start(session);
     let result = talk(
         session,
         contact,
