@@ -289,15 +289,14 @@ async fn talk(
                     continue;
                 }
                 tracing::debug!("sealing a line");
-                let sealed = durably(session, |m| {
-                    Ok(m.seal_direct(contact, &line, now_ms(), copies.is_some())?)
-                })?;
+                let sealed = durably(session, |m| Ok(m.seal_direct(contact, &line, now_ms())?))?;
                 let bytes = serde_json::to_vec(&sealed.packet)?;
                 tracing::debug!(bytes = bytes.len(), "sending a packet");
                 debug_assert!(bytes.len() <= MAX_DATA_MESSAGE);
                 link.send(&bytes).await.context("the direct connection closed")?;
-                if let (Some(copies), Some(copy)) = (copies, sealed.copy) {
-                    copies.send(copy);
+                // The copy for our other devices is sealed once the peer has the line.
+                if let Some(copies) = copies {
+                    copies.send(durably(session, |m| Ok(m.seal_copy_for_self(&sealed)?))?);
                 }
             }
             data = link.recv() => {

@@ -138,8 +138,10 @@ pub struct SendReport {
 pub struct DirectPacket {
     /// The packet for the peer, as `/send` would carry it.
     pub packet: Value,
-    /// The copy for our other devices, to send through the relays to our own key.
-    pub copy: Option<Value>,
+    /// The message object, for [`Messenger::seal_copy_for_self`].
+    pub object: Value,
+    /// The recipient's key (canonical), for the copy's `to`.
+    pub recipient: String,
     /// What was sent.
     pub report: SendReport,
 }
@@ -289,20 +291,18 @@ impl Messenger<'_> {
     }
 
     /// Seals a new message to `contact` for a direct (transparent-mode) link instead of a
-    /// relay, and files it in the history. With `copy_for_self`, also seals the copy our other
-    /// devices learn it from (as `send` sends through the relays), for the caller to send.
+    /// relay, and files it in the history.
     pub fn seal_direct(
         &self,
         contact: &Contact,
         content: &str,
         now_ms: u64,
-        copy_for_self: bool,
     ) -> Result<DirectPacket, MessagingError> {
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
         let channel = self.dm_channel(contact)?;
         let id = new_id();
-        let mut object = json!({
+        let object = json!({
             "sender": self.me.public().canonical(),
             "channel_id": channel,
             "type": Kind::Message,
@@ -312,19 +312,11 @@ impl Messenger<'_> {
         });
         let (packet, hash) = self.seal_packet(&object, &recipient)?;
         self.db.mark_seen(&hash.0)?;
-        let copy = if copy_for_self {
-            object["to"] = json!([recipient.canonical()]);
-            let (copy, copy_hash) = self.seal_packet(&object, self.me.public())?;
-            // This device files the message now; the copy is for the others.
-            self.db.mark_seen(&copy_hash.0)?;
-            Some(copy)
-        } else {
-            None
-        };
         self.file(&object, self.me.public())?;
         Ok(DirectPacket {
             packet,
-            copy,
+            object,
+            recipient: recipient.canonical().to_owned(),
             report: SendReport {
                 id,
                 hash: hash.to_string(),
@@ -332,6 +324,17 @@ impl Messenger<'_> {
                 copied_to_self: false,
             },
         })
+    }
+
+    /// Seals the copy of a message sent over a direct link that our other devices learn it
+    /// from (naming the recipient in `to`), as `send` does through the relays; this device has
+    /// it already. Returns the packet for our own inbox.
+    pub fn seal_copy_for_self(&self, sent: &DirectPacket) -> Result<Value, MessagingError> {
+        let mut object = sent.object.clone();
+        object["to"] = json!([sent.recipient]);
+        let (copy, hash) = self.seal_packet(&object, self.me.public())?;
+        self.db.mark_seen(&hash.0)?;
+        Ok(copy)
     }
 
     /// Opens a packet that came over a direct link from `peer`, and files it like a packet
