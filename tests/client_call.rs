@@ -75,6 +75,23 @@ fn pair(stun: &StunServer) -> (Home, Home) {
     (alice, bob)
 }
 
+/// `jasper call contact --json --wait 30s --input input --output output` in `home`, with
+/// `RUST_LOG` set to `log` (empty: unset).
+fn start_call(home: &Home, contact: &str, input: &Path, output: &str, log: &str) -> Interactive {
+    let args = [
+        "call",
+        contact,
+        "--json",
+        "--wait",
+        "30s",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output,
+    ];
+    Interactive::start_with_log(home, &args, log)
+}
+
 /// Alice (with `alice_extra` flags) and bob in a call of silence, both connected: bob starts
 /// first, then alice.
 fn silent_call(alice: &Home, bob: &Home, alice_extra: &[&str]) -> (Interactive, Interactive) {
@@ -101,31 +118,14 @@ fn a_call_carries_each_sides_voice_to_the_other() {
     std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
     let alice_hears = alice.path().join("alice-hears.wav");
     let bob_hears = bob.path().join("bob-hears.wav");
-    let args = |contact: &'static str, says: &Path, hears: &Path| -> Vec<String> {
-        [
-            "call",
-            contact,
-            "--json",
-            "--wait",
-            "30s",
-            "--input",
-            says.to_str().unwrap(),
-            "--output",
-            hears.to_str().unwrap(),
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    };
-    let bob_args = args("alice", &bob_says, &bob_hears);
-    let b = Interactive::start(
-        &bob,
-        &bob_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let b = start_call(&bob, "alice", &bob_says, bob_hears.to_str().unwrap(), "");
     std::thread::sleep(Duration::from_millis(300));
-    let alice_args = args("bob", &alice_says, &alice_hears);
-    let a = Interactive::start(
+    let a = start_call(
         &alice,
-        &alice_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "bob",
+        &alice_says,
+        alice_hears.to_str().unwrap(),
+        "",
     );
     for (side, contact) in [(&a, "bob"), (&b, "alice")] {
         let connected = side.next_json(Duration::from_secs(30));
@@ -365,19 +365,11 @@ fn call_with_aiortc(ours: &str, theirs: &str) {
     std::fs::write(&says, wav(&tone(440.0, 20.0))).unwrap();
     let hears = home.path().join("hears.wav");
     let peer = aiortc_peer(&stun, theirs, ours, &["call", "3"]);
-    let call = Interactive::start_with_log(
+    let call = start_call(
         &home,
-        &[
-            "call",
-            theirs,
-            "--json",
-            "--wait",
-            "30s",
-            "--input",
-            says.to_str().unwrap(),
-            "--output",
-            hears.to_str().unwrap(),
-        ],
+        theirs,
+        &says,
+        hears.to_str().unwrap(),
         "jasper::client::call=debug",
     );
     let connected = call.next_json(Duration::from_secs(40));
@@ -445,18 +437,7 @@ fn raw_audio_goes_in_on_stdin_and_comes_out_on_stdout() {
     let (alice, bob) = pair(&stun);
     let bob_says = bob.path().join("bob-says.wav");
     std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
-    let b = Interactive::start(
-        &bob,
-        &[
-            "call",
-            "alice",
-            "--json",
-            "--input",
-            bob_says.to_str().unwrap(),
-            "--output",
-            "none",
-        ],
-    );
+    let b = start_call(&bob, "alice", &bob_says, "none", "");
     let dir = alice.path();
     let mut a = common::jasper_in(dir)
         .args([
@@ -551,18 +532,7 @@ fn the_microphone_and_speaker_are_arecord_and_aplay_on_raw_8khz_pcm() {
     let bob_says = bob.path().join("bob-says.wav");
     std::fs::write(&bob_says, wav(&tone(660.0, 20.0))).unwrap();
     let bob_hears = bob.path().join("bob-hears.wav");
-    let b = Interactive::start(
-        &bob,
-        &[
-            "call",
-            "alice",
-            "--json",
-            "--input",
-            bob_says.to_str().unwrap(),
-            "--output",
-            bob_hears.to_str().unwrap(),
-        ],
-    );
+    let b = start_call(&bob, "alice", &bob_says, bob_hears.to_str().unwrap(), "");
     // Alice with the defaults: --input mic --output speaker.
     let mut a = common::jasper_in(dir)
         .args(["call", "bob", "--json", "--wait", "30s"])

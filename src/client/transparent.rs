@@ -262,6 +262,26 @@ async fn offer(
     }
 }
 
+/// Answers offer `id` from `peer` with `sdp` (empty: a refusal that carries our purpose).
+async fn send_answer(
+    rendezvous: &mut Rendezvous,
+    me: &Identity,
+    peer: &PublicKey,
+    purpose: Purpose,
+    id: String,
+    sdp: &str,
+) -> Result<(), TransparentError> {
+    let payload = seal_description(me, peer, purpose, "answer", &id, sdp)?;
+    rendezvous
+        .send(&ClientFrame::Answer {
+            to: peer.canonical().to_owned(),
+            id,
+            payload,
+        })
+        .await?;
+    Ok(())
+}
+
 async fn answer(
     rendezvous: &mut Rendezvous,
     me: &Identity,
@@ -285,15 +305,7 @@ async fn answer(
                         // Tell the offerer at once (an answer without a session, carrying our
                         // purpose), and wait on in case the contact comes back the right way.
                         tracing::warn!("ignored an offer: {why}");
-                        let payload =
-                            seal_description(me, peer, options.purpose, "answer", &id, "")?;
-                        rendezvous
-                            .send(&ClientFrame::Answer {
-                                to: peer.canonical().to_owned(),
-                                id,
-                                payload,
-                            })
-                            .await?;
+                        send_answer(rendezvous, me, peer, options.purpose, id, "").await?;
                         continue;
                     }
                     Err(e) => {
@@ -302,14 +314,7 @@ async fn answer(
                     }
                 };
                 let answer = negotiation.answer(sdp).await?;
-                let payload = seal_description(me, peer, options.purpose, "answer", &id, &answer)?;
-                rendezvous
-                    .send(&ClientFrame::Answer {
-                        to: peer.canonical().to_owned(),
-                        id,
-                        payload,
-                    })
-                    .await?;
+                send_answer(rendezvous, me, peer, options.purpose, id, &answer).await?;
                 return Ok(());
             }
             ServerFrame::Error { error, .. } => {
