@@ -135,6 +135,11 @@ fn server_runtime() -> tokio::runtime::Runtime {
 }
 
 fn start_relay(data_dir: &std::path::Path) -> Server {
+    start_relay_with(data_dir, |_| {})
+}
+
+/// A relay with the bench's settings, changed by `adjust`.
+fn start_relay_with(data_dir: &std::path::Path, adjust: impl FnOnce(&mut RelayConfig)) -> Server {
     let mut config = RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
@@ -142,6 +147,7 @@ fn start_relay(data_dir: &std::path::Path) -> Server {
         ..RelayConfig::default()
     };
     config.max_inbox_packets = 1_000_000;
+    adjust(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -512,6 +518,123 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
         (latency(&ceiling), latency(&floor), latency(&relay));
     println!(
         "median latency p50/p99/max ms: ceiling {c50:.2}/{c99:.2}/{cmax:.1}, durable floor {f50:.2}/{f99:.2}/{fmax:.1}, relay {r50:.2}/{r99:.2}/{rmax:.1}\n"
+    );
+}
+
+/// A redis-server as `store = "redis"` requires it (`appendfsync always`), on a free loopback
+/// port with its files under [`bench_tmp`]; killed on drop.
+struct BenchRedis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchRedis {
+    fn start() -> Self {
+        let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+            .arg(dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/send` on the two storage engines side by side, with the ceiling, in the same rounds.
+fn bench_send_engines(rounds: u64, secs: u64) {
+    println!(
+        "## /send throughput by storage engine: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
+    );
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let per_round = (secs * 40_000) as usize;
+    let (mut ceiling, mut redb, mut redis) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let bodies = round_bodies(&keys, round, per_round, 16, 300);
+        let c = {
+            let server = start_ceiling(Bytes::from_static(b"{}"));
+            load(server.addr, bodies.clone(), secs, true)
+        };
+        let b = {
+            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+            let server = start_relay(dir.path());
+            load(server.addr, bodies.clone(), secs, false)
+        };
+        let r = {
+            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+            let redis = BenchRedis::start();
+            let server = start_relay_with(dir.path(), |config| {
+                config.store = jasper::config::StoreEngine::Redis;
+                config.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+            });
+            load(server.addr, bodies.clone(), secs, false)
+        };
+        println!(
+            "round {round}: ceiling {:.0} req/s, redb {:.0} req/s, redis {:.0} req/s; redb/ceiling {:.2}, redis/ceiling {:.2}, redis/redb {:.2}",
+            c.rate,
+            b.rate,
+            r.rate,
+            b.rate / c.rate,
+            r.rate / c.rate,
+            r.rate / b.rate
+        );
+        println!(
+            "  latency p50/p99/max ms: ceiling {:.2}/{:.2}/{:.1}, redb {:.2}/{:.2}/{:.1}, redis {:.2}/{:.2}/{:.1}",
+            c.p50, c.p99, c.max, b.p50, b.p99, b.max, r.p50, r.p99, r.max
+        );
+        ceiling.push(c);
+        redb.push(b);
+        redis.push(r);
+    }
+    let rates = |v: &[Load]| median(v.iter().map(|l| l.rate).collect());
+    let (c, b, r) = (rates(&ceiling), rates(&redb), rates(&redis));
+    let ratio =
+        |x: &[Load], y: &[Load]| median(x.iter().zip(y).map(|(a, b)| a.rate / b.rate).collect());
+    println!(
+        "median: ceiling {c:.0} req/s, redb {b:.0} req/s, redis {r:.0} req/s; per-round ratios (median): redb/ceiling {:.2}, redis/ceiling {:.2}, redis/redb {:.2}",
+        ratio(&redb, &ceiling),
+        ratio(&redis, &ceiling),
+        ratio(&redis, &redb)
+    );
+    let p = |v: &[Load], f: fn(&Load) -> f64| median(v.iter().map(f).collect());
+    println!(
+        "median latency p50/p99 ms: ceiling {:.2}/{:.2}, redb {:.2}/{:.2}, redis {:.2}/{:.2}\n",
+        p(&ceiling, |l| l.p50),
+        p(&ceiling, |l| l.p99),
+        p(&redb, |l| l.p50),
+        p(&redb, |l| l.p99),
+        p(&redis, |l| l.p50),
+        p(&redis, |l| l.p99)
     );
 }
 
@@ -991,6 +1114,7 @@ fn main() {
             // realistic PS256 signature (~4 KiB).
             "send" => bench_send(rounds, secs, 16, 300),
             "send-4k" => bench_send(rounds, secs, 1000, 700),
+            "send-engines" => bench_send_engines(rounds, secs),
             "fetch" => bench_fetch(rounds),
             "fetch-load" => bench_fetch_under_load(rounds, secs),
             "store" => bench_store(rounds),

@@ -156,6 +156,14 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     /// Directory holding the relay's database.
     pub data_dir: PathBuf,
+    /// Where packets are stored: the embedded redb database under `data_dir`, or a Redis
+    /// server that several relays may share.
+    pub store: StoreEngine,
+    /// The Redis server when `store = "redis"`: `redis://[user:password@]host:port/db` or
+    /// `unix:///path/to/redis.sock`.
+    pub redis_url: String,
+    /// Prefix of every Redis key, so that several deployments can share one database.
+    pub redis_prefix: String,
     /// How long a packet is kept after it was first stored.
     #[serde(with = "duration_text")]
     pub retention: Duration,
@@ -222,6 +230,9 @@ impl Default for RelayConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             data_dir: default_data_dir().join("relay"),
+            store: StoreEngine::Redb,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_prefix: "jasper".into(),
             retention: Duration::from_secs(7 * 24 * 3600),
             tombstone_horizon: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(10),
@@ -247,6 +258,16 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The relay's storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// redb, embedded: one process, nothing else to run.
+    Redb,
+    /// A Redis server, shared by every relay process that points at it.
+    Redis,
 }
 
 /// `[stun]`: everything `jasper stun` needs.
@@ -477,6 +498,9 @@ impl RelayConfig {
                 "max_response_bytes = {} must hold at least two packets of max_message_bytes = {}",
                 self.max_response_bytes, self.max_message_bytes
             ));
+        }
+        if let Err(e) = crate::relay::store::redis::check_prefix(&self.redis_prefix) {
+            return bad(format!("redis_prefix = {:?} {e}", self.redis_prefix));
         }
         for peer in self.peers.iter().chain(self.public_address.iter()) {
             if let Err(e) = peer.parse::<ServerEntry>() {

@@ -15,6 +15,8 @@ command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)
 # lintian, Debian's package checker, which the package test runs on what cargo-deb built.
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+# redis-server, a real Redis for the Redis storage engine (each test starts its own server).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -20,7 +20,9 @@ pub fn run_relay(
     if let Some(path) = &source {
         tracing::info!(config = %path.display(), "configuration loaded");
     }
-    tracing::info!(data_dir = %config.relay.data_dir.display(), "opening the relay database");
+    if config.relay.store == crate::config::StoreEngine::Redb {
+        tracing::info!(data_dir = %config.relay.data_dir.display(), "opening the relay database");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::Filter as _;
 
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, StoreEngine};
 use crate::http::{ServeLimits, serve};
 use store::redb::StoreOptions;
-use store::{PutLimits, RedbStore, Store, StoreError};
+use store::{PutLimits, RedbStore, RedisOptions, RedisStore, Store, StoreError};
 use writer::Writer;
 
 /// How long a graceful shutdown waits for requests in flight.
@@ -34,6 +34,11 @@ pub enum RelayError {
         "{0}; check that the data directory exists and is writable, or choose another with --data-dir"
     )]
     Store(#[from] StoreError),
+    /// The Redis server could not be used.
+    #[error(
+        "{0}; check [relay] redis_url and the server, or use the embedded store (store = \"redb\")"
+    )]
+    Redis(StoreError),
     /// The listen address could not be bound.
     #[error(
         "cannot listen on {addr}: {source}; is another relay running there? choose another address with --listen"
@@ -46,6 +51,42 @@ pub enum RelayError {
     },
 }
 
+/// Opens the configured storage engine.
+async fn open_store(config: &RelayConfig) -> Result<Arc<dyn Store>, RelayError> {
+    match config.store {
+        StoreEngine::Redb => {
+            let dir = config.data_dir.clone();
+            let options = StoreOptions {
+                checkpoint_interval: config.checkpoint_interval,
+                ..StoreOptions::default()
+            };
+            let opened = tokio::task::spawn_blocking(move || RedbStore::open_with(&dir, options))
+                .await
+                .expect("opening the store does not panic")?;
+            match opened.recovered_on_open() {
+                0 => {}
+                packets => tracing::info!(
+                    packets,
+                    "re-indexed packets from the log written after the last index checkpoint (the relay did not stop cleanly)"
+                ),
+            }
+            Ok(Arc::new(opened))
+        }
+        StoreEngine::Redis => {
+            let options = RedisOptions {
+                url: config.redis_url.clone(),
+                prefix: config.redis_prefix.clone(),
+            };
+            let opened = tokio::task::spawn_blocking(move || RedisStore::open(&options))
+                .await
+                .expect("opening the store does not panic")
+                .map_err(RelayError::Redis)?;
+            tracing::info!(server = opened.target(), "storing packets in Redis");
+            Ok(Arc::new(opened))
+        }
+    }
+}
+
 /// Opens the store, binds the listener and serves until `shutdown` resolves; then finishes
 /// in-flight requests, stops background work and closes the database.
 /// `on_ready` is called with the bound address once the relay accepts connections.
@@ -54,22 +95,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RelayError> {
-    let dir = config.data_dir.clone();
-    let options = StoreOptions {
-        checkpoint_interval: config.checkpoint_interval,
-        ..StoreOptions::default()
-    };
-    let opened = tokio::task::spawn_blocking(move || RedbStore::open_with(&dir, options))
-        .await
-        .expect("opening the store does not panic")?;
-    match opened.recovered_on_open() {
-        0 => {}
-        packets => tracing::info!(
-            packets,
-            "re-indexed packets from the log written after the last index checkpoint (the relay did not stop cleanly)"
-        ),
-    }
-    let store: Arc<dyn Store> = Arc::new(opened);
+    let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RelayError::Bind {

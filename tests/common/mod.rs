@@ -7,6 +7,7 @@
 pub mod fake_peer;
 pub mod home;
 pub mod interactive;
+pub mod redis;
 pub mod stun;
 
 use std::io::{BufRead, BufReader};

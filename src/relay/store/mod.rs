@@ -2,14 +2,18 @@
 //! conformance suite checks. Only engine modules touch a database.
 
 pub mod redb;
+pub mod redis;
 pub mod segments;
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod test_redis;
 
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
 pub use self::redb::RedbStore;
+pub use self::redis::{RedisOptions, RedisStore};
 
 /// Milliseconds since the Unix epoch. The store never reads the clock; callers pass `now`.
 pub type UnixMillis = u64;

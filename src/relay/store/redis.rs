@@ -1,0 +1,1110 @@
+//! The shared storage engine: every relay process that points at one Redis server serves the
+//! same packets, so an operator who outgrows one machine runs several relays over one store
+//! (JASPER.md recommends Redis for the relay's cache).
+//!
+//! Layout, under a configurable prefix `P` (hashes and fingerprints as lowercase hex, so keys
+//! read well in `redis-cli` and sort like the bytes they stand for):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:pkt:<hash>` | string | `"<seq>\n<expires_at>\n<recipient>\n"` then the packet's JSON |
+//! | `P:in:<recipient>` | sorted set | the recipient's packets: member hash, score seq |
+//! | `P:exp` | sorted set | every packet: member hash, score expiry (ms) |
+//! | `P:all` | sorted set | every packet, score 0: the hash order of `for_each_hash` |
+//! | `P:tomb` | sorted set | tombstones: member hash, score the time they are forgotten |
+//! | `P:meta` | hash | `schema`, `seq` (last sequence number), `packets`, `bytes` |
+//! | `P:servers` | hash | known servers: field `host:port`, value the mesh's record |
+//!
+//! Every write is one Lua script, so it is atomic however many relays share the server, and
+//! sequence numbers (the `fetch-cursor`) are global to all of them. Durability is the
+//! server's: Redis answers a script only after its append-only file holds it, when it runs
+//! with `appendonly yes` and `appendfsync always`. [`RedisStore::open`] refuses a server that
+//! does not, or that may evict keys under memory pressure, because either would let a 200 from
+//! `/send` stand for a packet that can vanish. Each `put_batch_deferred` is therefore already
+//! durable when it returns, and `sync` has nothing left to wait for.
+//!
+//! The scripts build their keys from the prefix, so this engine needs a standalone Redis (or
+//! one primary with replicas), not Redis Cluster.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use redis::{Connection, ConnectionAddr, RedisError, RedisResult, Script};
+
+use super::{
+    InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
+    SweepReport, SyncTicket, UnixMillis,
+};
+use crate::proto::{Fingerprint, PacketHash, ServerEntry};
+
+/// The layout version written to `P:meta` and checked on open.
+const SCHEMA: &str = "1";
+/// Longest wait for Redis to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one command's answer (a batch of 1,024 packets and its `fsync` included);
+/// past it the request fails with 503 instead of hanging.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept for reuse.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+/// Entries read per round trip when walking an index.
+const PAGE: usize = 512;
+/// The longest key prefix accepted.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// Stores a batch: decides each packet as the redb engine does (tombstone, duplicate, expired,
+/// inbox full, store full) and writes the new ones to every index. Answers one string per
+/// packet: its sequence number, or `D`uplicate, `T`ombstoned, `I`nbox full, store `F`ull.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local max_inbox = tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+local meta, exps, all, tombs = p .. ':meta', p .. ':exp', p .. ':all', p .. ':tomb'
+local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local added = 0
+local out = {}
+for i = 5, #ARGV, 5 do
+  local h, r, exp, size, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]
+  local result
+  local t = redis.call('ZSCORE', tombs, h)
+  if t and tonumber(t) > now then
+    result = 'T'
+  else
+    local e = redis.call('ZSCORE', exps, h)
+    if e then
+      if tonumber(e) > now then result = 'D' else result = 'T' end
+    elseif tonumber(exp) <= now then
+      result = 'T'
+    elseif redis.call('ZCARD', p .. ':in:' .. r) >= max_inbox then
+      result = 'I'
+    elseif bytes + size > max_bytes then
+      result = 'F'
+    else
+      local seq = redis.call('HINCRBY', meta, 'seq', 1)
+      redis.call('SET', p .. ':pkt:' .. h, string.format('%d\n', seq) .. tail)
+      redis.call('ZADD', exps, exp, h)
+      redis.call('ZADD', all, 0, h)
+      redis.call('ZADD', p .. ':in:' .. r, seq, h)
+      bytes = bytes + size
+      added = added + 1
+      result = string.format('%d', seq)
+    end
+  end
+  out[#out + 1] = result
+end
+if added > 0 then
+  redis.call('HINCRBY', meta, 'packets', added)
+  redis.call('HSET', meta, 'bytes', string.format('%d', bytes))
+end
+return out
+",
+    )
+});
+
+/// Removes up to a batch of expired packets from every index, leaving tombstones, and forgets
+/// up to a batch of tombstones past their horizon. Answers `{expired, forgotten}`.
+static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local batch = tonumber(ARGV[4])
+local meta, exps, all, tombs = p .. ':meta', p .. ':exp', p .. ':all', p .. ':tomb'
+local due = redis.call('ZRANGEBYSCORE', exps, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, batch)
+local expired, freed = 0, 0
+for i = 1, #due, 2 do
+  local h, exp = due[i], tonumber(due[i + 1])
+  redis.call('ZREM', exps, h)
+  redis.call('ZREM', all, h)
+  local key = p .. ':pkt:' .. h
+  local blob = redis.call('GET', key)
+  if blob then
+    local header, r = string.match(blob, '^(%d+\n%d+\n(%x+)\n)')
+    if header then
+      redis.call('ZREM', p .. ':in:' .. r, h)
+      freed = freed + #blob - #header
+    end
+    redis.call('DEL', key)
+    expired = expired + 1
+    local forget_at = exp + horizon
+    if forget_at > now then
+      redis.call('ZADD', tombs, string.format('%d', forget_at), h)
+    end
+  end
+end
+if expired > 0 then
+  redis.call('HINCRBY', meta, 'packets', -expired)
+  redis.call('HINCRBY', meta, 'bytes', -freed)
+end
+local done = redis.call('ZRANGEBYSCORE', tombs, '-inf', ARGV[2], 'LIMIT', 0, batch)
+for i = 1, #done do
+  redis.call('ZREM', tombs, done[i])
+end
+return {expired, #done}
+",
+    )
+});
+
+/// Adds the servers (ARGV[3..]) not yet known while fewer than ARGV[2] are known; answers the
+/// 1-based positions of those added.
+static ADD_SERVERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key = ARGV[1]
+local max = tonumber(ARGV[2])
+local known = redis.call('HLEN', key)
+local added = {}
+for i = 3, #ARGV do
+  if known >= max then break end
+  if redis.call('HSETNX', key, ARGV[i], '') == 1 then
+    known = known + 1
+    added[#added + 1] = i - 2
+  end
+end
+return added
+",
+    )
+});
+
+/// One page of the expiry index after (ARGV[3] score, ARGV[4] member), or from the first entry
+/// above ARGV[2] when no member is given: `member, score, member, score, …`. Continuing from
+/// the member's current rank keeps the order when the sweeper removes entries before it.
+static EXPIRY_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key, above, n = ARGV[1], ARGV[2], tonumber(ARGV[5])
+if ARGV[4] ~= '' then
+  local rank = redis.call('ZRANK', key, ARGV[4])
+  if rank then
+    return redis.call('ZRANGE', key, rank + 1, rank + n, 'WITHSCORES')
+  end
+  above = ARGV[3]
+end
+return redis.call('ZRANGEBYSCORE', key, '(' .. above, '+inf', 'WITHSCORES', 'LIMIT', 0, n)
+",
+    )
+});
+
+/// Options of the Redis engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port/db` or `unix:///path/to/redis.sock`.
+    pub url: String,
+    /// Prefix of every key, so that several deployments can share one database.
+    pub prefix: String,
+}
+
+/// Relay storage in a Redis server (see the module documentation).
+pub struct RedisStore {
+    client: redis::Client,
+    /// Where the server is, without credentials: for messages and logs.
+    target: String,
+    keys: Keys,
+    idle: Mutex<Vec<Connection>>,
+    written: AtomicU64,
+}
+
+/// The fixed key names under the prefix.
+struct Keys {
+    prefix: String,
+    meta: String,
+    exp: String,
+    all: String,
+    tomb: String,
+    servers: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            meta: format!("{prefix}:meta"),
+            exp: format!("{prefix}:exp"),
+            all: format!("{prefix}:all"),
+            tomb: format!("{prefix}:tomb"),
+            servers: format!("{prefix}:servers"),
+        }
+    }
+
+    fn packet(&self, hash: &str) -> String {
+        format!("{}:pkt:{hash}", self.prefix)
+    }
+
+    fn inbox(&self, recipient: &str) -> String {
+        format!("{}:in:{recipient}", self.prefix)
+    }
+}
+
+/// Why `prefix` cannot prefix jasper's keys, if it cannot.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > MAX_PREFIX_LEN {
+        return Err(format!("must be 1 to {MAX_PREFIX_LEN} characters long"));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        return Err(format!(
+            "contains {c:?}; use letters, digits and _ - . : only"
+        ));
+    }
+    Ok(())
+}
+
+/// Where a client connects, without the credentials the URL may carry.
+fn describe(client: &redis::Client) -> String {
+    let info = client.get_connection_info();
+    let db = info.redis_settings().db();
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
+        ConnectionAddr::Unix(path) => format!("unix://{}?db={db}", path.display()),
+        other => format!("{other}/{db}"),
+    }
+}
+
+/// Lowercase hex of a hash or fingerprint.
+fn hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+fn parse_hex32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+fn parse_hash(member: &[u8]) -> Result<PacketHash, StoreError> {
+    parse_hex32(member).map(PacketHash).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "index member {:?} is not a packet hash",
+            String::from_utf8_lossy(member)
+        ))
+    })
+}
+
+/// Scores come back as decimal text; ours are whole milliseconds or sequence numbers.
+fn parse_score(text: &[u8]) -> Result<u64, StoreError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|s| *s >= 0.0 && s.fract() == 0.0)
+        .map(|s| s as u64)
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "index score {:?} is not a whole number",
+                String::from_utf8_lossy(text)
+            ))
+        })
+}
+
+/// A stored packet string, split.
+struct Blob<'a> {
+    seq: u64,
+    expires_at: UnixMillis,
+    recipient: [u8; 32],
+    json: &'a [u8],
+}
+
+impl<'a> Blob<'a> {
+    fn decode(hash: &str, bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt(format!("stored packet {hash} has a damaged header"));
+        let mut rest = bytes;
+        let mut field = || -> Result<&'a [u8], StoreError> {
+            let end = rest.iter().position(|&b| b == b'\n').ok_or_else(corrupt)?;
+            let (value, after) = rest.split_at(end);
+            rest = &after[1..];
+            Ok(value)
+        };
+        let number = |v: &[u8]| -> Option<u64> { std::str::from_utf8(v).ok()?.parse().ok() };
+        let seq = number(field()?).ok_or_else(corrupt)?;
+        let expires_at = number(field()?).ok_or_else(corrupt)?;
+        let recipient = parse_hex32(field()?).ok_or_else(corrupt)?;
+        Ok(Self {
+            seq,
+            expires_at,
+            recipient,
+            json: rest,
+        })
+    }
+}
+
+/// Takes packets until `max_bytes` of JSON (at least one).
+struct ByteBudget {
+    left: u64,
+    any: bool,
+}
+
+impl ByteBudget {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            left: max_bytes,
+            any: false,
+        }
+    }
+
+    fn take(&mut self, json_len: usize) -> bool {
+        let len = json_len as u64;
+        if self.any && len > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(len);
+        self.any = true;
+        true
+    }
+}
+
+/// Whether an error says the connection is gone (the server restarted, or closed an idle
+/// connection), so that the command may be tried once more on a new one.
+fn connection_lost(e: &RedisError) -> bool {
+    (e.is_connection_dropped() || e.is_io_error()) && !e.is_timeout()
+}
+
+impl RedisStore {
+    /// Connects to the server at `options.url` and checks that it keeps what it acknowledges:
+    /// `appendonly yes`, `appendfsync always`, and no eviction of keys without a TTL.
+    pub fn open(options: &RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(options.url.as_str()).map_err(|e| StoreError::Open {
+            path: "[relay] redis_url".into(),
+            message: format!(
+                "{e}; write redis://HOST:PORT/DB (user and password before an @ if needed) or unix:///PATH/TO/SOCKET"
+            ),
+        })?;
+        check_prefix(&options.prefix).map_err(|message| StoreError::Open {
+            path: "[relay] redis_prefix".into(),
+            message,
+        })?;
+        let store = Self {
+            target: describe(&client),
+            client,
+            keys: Keys::new(&options.prefix),
+            idle: Mutex::new(Vec::new()),
+            written: AtomicU64::new(0),
+        };
+        let mut conn = store.connect().map_err(|e| StoreError::Open {
+            path: store.target.clone(),
+            message: format!("{e}; is redis-server running there?"),
+        })?;
+        store.check_server(&mut conn)?;
+        store.check_schema(&mut conn)?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    /// Where the server is (without credentials).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn open_error(&self, message: String) -> StoreError {
+        StoreError::Open {
+            path: self.target.clone(),
+            message,
+        }
+    }
+
+    fn check_server(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let setting = |conn: &mut Connection, name: &str| -> Result<String, StoreError> {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query(conn)
+                .map_err(|e| {
+                    self.open_error(format!(
+                        "cannot read its setting {name} ({e}); jasper checks that Redis \
+                         writes every change to disk before answering, so it needs CONFIG GET"
+                    ))
+                })?;
+            pair.into_iter()
+                .nth(1)
+                .ok_or_else(|| self.open_error(format!("it does not know the setting {name}")))
+        };
+        let appendonly = setting(conn, "appendonly")?;
+        let appendfsync = setting(conn, "appendfsync")?;
+        if appendonly != "yes" || appendfsync != "always" {
+            return Err(self.open_error(format!(
+                "it runs with appendonly {appendonly} and appendfsync {appendfsync}, so a \
+                 packet it acknowledged could be lost in a crash; set `appendonly yes` and \
+                 `appendfsync always` in redis.conf (or CONFIG SET them, then CONFIG REWRITE)"
+            )));
+        }
+        let policy = setting(conn, "maxmemory-policy")?;
+        if policy.starts_with("allkeys") {
+            return Err(self.open_error(format!(
+                "its maxmemory-policy is {policy}, which may evict stored packets; use \
+                 noeviction (the default): a full store then refuses new packets instead"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_schema(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let _: bool = redis::cmd("HSETNX")
+            .arg(&self.keys.meta)
+            .arg("schema")
+            .arg(SCHEMA)
+            .query(conn)
+            .map_err(|e| self.open_error(e.to_string()))?;
+        let schema: Option<String> = redis::cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("schema")
+            .query(conn)
+            .map_err(|e| self.open_error(e.to_string()))?;
+        match schema.as_deref() {
+            Some(SCHEMA) => Ok(()),
+            other => Err(self.open_error(format!(
+                "the keys under {:?} hold layout {other:?}, not {SCHEMA:?}: they were \
+                 written by another program or version; choose another redis_prefix",
+                self.keys.prefix
+            ))),
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let engine = |e: RedisError| StoreError::Engine(format!("Redis at {}: {e}", self.target));
+        let conn = self
+            .client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(engine)?;
+        conn.set_read_timeout(Some(COMMAND_TIMEOUT))
+            .map_err(engine)?;
+        conn.set_write_timeout(Some(COMMAND_TIMEOUT))
+            .map_err(engine)?;
+        Ok(conn)
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `op` on a pooled connection; when that connection turns out to be dead, once more
+    /// on a new one (every operation here is safe to repeat: a stored packet is a duplicate the
+    /// second time). A connection that failed is never reused.
+    fn with<T>(
+        &self,
+        mut op: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let engine = |e: RedisError| StoreError::Engine(format!("Redis at {}: {e}", self.target));
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(mut conn) = pooled {
+            match op(&mut conn) {
+                Ok(v) => {
+                    self.put_back(conn);
+                    return Ok(v);
+                }
+                Err(e) if connection_lost(&e) => {
+                    tracing::debug!(error = %e, "an idle Redis connection was gone; reconnecting");
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        }
+        let mut conn = self.connect()?;
+        let v = op(&mut conn).map_err(engine)?;
+        self.put_back(conn);
+        Ok(v)
+    }
+
+    /// Packet strings for `hashes` (hex), in order; `None` where none is stored.
+    fn blobs(&self, hashes: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = hashes.iter().map(|h| self.keys.packet(h)).collect();
+        self.with(|c| redis::cmd("MGET").arg(&keys).query(c))
+    }
+}
+
+impl Store for RedisStore {
+    fn put_batch_deferred(
+        &self,
+        packets: &[NewPacket],
+        limits: PutLimits,
+        now: UnixMillis,
+        written: &mut dyn FnMut(SyncTicket),
+    ) -> Result<(Vec<PutOutcome>, SyncTicket), StoreError> {
+        if packets.is_empty() {
+            return Ok((Vec::new(), SyncTicket(self.written.load(Ordering::Acquire))));
+        }
+        let mut invocation = PUT.prepare_invoke();
+        invocation
+            .arg(&self.keys.prefix)
+            .arg(now)
+            .arg(limits.max_inbox_packets)
+            .arg(limits.max_stored_bytes);
+        for p in packets {
+            let recipient = hex(&p.recipient.0);
+            let mut tail = Vec::with_capacity(p.json.len() + 80);
+            tail.extend_from_slice(format!("{}\n{recipient}\n", p.expires_at).as_bytes());
+            tail.extend_from_slice(&p.json);
+            invocation
+                .arg(hex(&p.hash.0))
+                .arg(recipient)
+                .arg(p.expires_at)
+                .arg(p.json.len())
+                .arg(tail);
+        }
+        let answers: Vec<String> = self.with(|c| invocation.invoke(c))?;
+        if answers.len() != packets.len() {
+            return Err(StoreError::Engine(format!(
+                "Redis at {} answered {} outcomes for {} packets",
+                self.target,
+                answers.len(),
+                packets.len()
+            )));
+        }
+        let outcomes = answers
+            .iter()
+            .map(|a| match a.as_str() {
+                "D" => Ok(PutOutcome::Duplicate),
+                "T" => Ok(PutOutcome::Tombstoned),
+                "I" => Ok(PutOutcome::InboxFull),
+                "F" => Ok(PutOutcome::StoreFull),
+                seq => seq
+                    .parse()
+                    .map(|seq| PutOutcome::Stored { seq })
+                    .map_err(|_| {
+                        StoreError::Engine(format!(
+                            "unexpected answer {seq:?} from the store script"
+                        ))
+                    }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Redis answered after its append-only file was flushed: the batch is on disk.
+        let ticket = SyncTicket(self.written.fetch_add(1, Ordering::AcqRel) + 1);
+        written(ticket);
+        Ok((outcomes, ticket))
+    }
+
+    fn sync(&self, _ticket: SyncTicket) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn get_many(
+        &self,
+        hashes: &[PacketHash],
+        max_bytes: u64,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<(), StoreError> {
+        let mut budget = ByteBudget::new(max_bytes);
+        for chunk in hashes.chunks(PAGE) {
+            let names: Vec<String> = chunk.iter().map(|h| hex(&h.0)).collect();
+            for ((hash, name), blob) in chunk.iter().zip(&names).zip(self.blobs(&names)?) {
+                let Some(blob) = blob else { continue };
+                let blob = Blob::decode(name, &blob)?;
+                if blob.expires_at <= now {
+                    continue;
+                }
+                if !budget.take(blob.json.len()) {
+                    return Ok(());
+                }
+                visit(PacketView {
+                    hash: *hash,
+                    seq: blob.seq,
+                    expires_at: blob.expires_at,
+                    json: blob.json,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn inbox(
+        &self,
+        recipient: &Fingerprint,
+        after: u64,
+        max_bytes: u64,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(PacketView<'_>),
+    ) -> Result<InboxEnd, StoreError> {
+        let key = self.keys.inbox(&hex(&recipient.0));
+        let mut end = InboxEnd {
+            cursor: after,
+            more: false,
+        };
+        let mut budget = ByteBudget::new(max_bytes);
+        loop {
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = self.with(|c| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(format!("({}", end.cursor))
+                    .arg("+inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PAGE)
+                    .query(c)
+            })?;
+            let names: Vec<String> = entries
+                .iter()
+                .map(|(member, _)| String::from_utf8_lossy(member).into_owned())
+                .collect();
+            let blobs = self.blobs(&names)?;
+            for ((member, score), (name, blob)) in entries.iter().zip(names.iter().zip(blobs)) {
+                let seq = parse_score(score)?;
+                if let Some(blob) = blob {
+                    let blob = Blob::decode(name, &blob)?;
+                    if blob.recipient != recipient.0 || blob.seq != seq {
+                        return Err(StoreError::Corrupt(format!(
+                            "packet {name} is indexed in the wrong inbox or position"
+                        )));
+                    }
+                    if blob.expires_at > now {
+                        if !budget.take(blob.json.len()) {
+                            end.more = true;
+                            return Ok(end);
+                        }
+                        visit(PacketView {
+                            hash: parse_hash(member)?,
+                            seq,
+                            expires_at: blob.expires_at,
+                            json: blob.json,
+                        });
+                    }
+                }
+                // A packet swept between the two reads is passed over like an expired one.
+                end.cursor = seq;
+            }
+            if entries.len() < PAGE {
+                return Ok(end);
+            }
+        }
+    }
+
+    fn for_each_hash(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(PacketHash) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut from = "-".to_owned();
+        loop {
+            let members: Vec<String> = self.with(|c| {
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(&self.keys.all)
+                    .arg(&from)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PAGE)
+                    .query(c)
+            })?;
+            let Some(last) = members.last() else {
+                return Ok(());
+            };
+            let expiries: Vec<Option<Vec<u8>>> = self.with(|c| {
+                redis::cmd("ZMSCORE")
+                    .arg(&self.keys.exp)
+                    .arg(&members)
+                    .query(c)
+            })?;
+            for (member, expiry) in members.iter().zip(expiries) {
+                let Some(expiry) = expiry else { continue };
+                if parse_score(&expiry)? <= now {
+                    continue;
+                }
+                if !visit(parse_hash(member.as_bytes())?) {
+                    return Ok(());
+                }
+            }
+            if members.len() < PAGE {
+                return Ok(());
+            }
+            from = format!("({last}");
+        }
+    }
+
+    fn for_each_by_expiry(
+        &self,
+        now: UnixMillis,
+        visit: &mut dyn FnMut(UnixMillis, PacketHash) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut last: Option<(u64, Vec<u8>)> = None;
+        loop {
+            let (score, member) = last
+                .as_ref()
+                .map_or((0, &[][..]), |(s, m)| (*s, m.as_slice()));
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = self.with(|c| {
+                EXPIRY_PAGE
+                    .arg(&self.keys.exp)
+                    .arg(now)
+                    .arg(score)
+                    .arg(member)
+                    .arg(PAGE)
+                    .invoke(c)
+            })?;
+            for (member, score) in &entries {
+                let expires = parse_score(score)?;
+                if !visit(expires, parse_hash(member)?) {
+                    return Ok(());
+                }
+            }
+            if entries.len() < PAGE {
+                return Ok(());
+            }
+            last = entries
+                .into_iter()
+                .last()
+                .map(|(member, score)| parse_score(&score).map(|s| (s, member)))
+                .transpose()?;
+        }
+    }
+
+    fn contains(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
+        let expiry: Option<Vec<u8>> = self.with(|c| {
+            redis::cmd("ZSCORE")
+                .arg(&self.keys.exp)
+                .arg(hex(&hash.0))
+                .query(c)
+        })?;
+        match expiry {
+            Some(e) => Ok(parse_score(&e)? > now),
+            None => Ok(false),
+        }
+    }
+
+    fn tombstoned(&self, hash: &PacketHash, now: UnixMillis) -> Result<bool, StoreError> {
+        let member = hex(&hash.0);
+        let (tomb, expiry): (Option<Vec<u8>>, Option<Vec<u8>>) = self.with(|c| {
+            redis::pipe()
+                .cmd("ZSCORE")
+                .arg(&self.keys.tomb)
+                .arg(&member)
+                .cmd("ZSCORE")
+                .arg(&self.keys.exp)
+                .arg(&member)
+                .query(c)
+        })?;
+        if let Some(t) = tomb
+            && parse_score(&t)? > now
+        {
+            return Ok(true);
+        }
+        match expiry {
+            Some(e) => Ok(parse_score(&e)? <= now),
+            None => Ok(false),
+        }
+    }
+
+    fn sweep(
+        &self,
+        now: UnixMillis,
+        tombstone_horizon_ms: u64,
+        batch: usize,
+    ) -> Result<SweepReport, StoreError> {
+        let (expired, forgotten): (usize, usize) = self.with(|c| {
+            SWEEP
+                .arg(&self.keys.prefix)
+                .arg(now)
+                .arg(tombstone_horizon_ms)
+                .arg(batch)
+                .invoke(c)
+        })?;
+        Ok(SweepReport {
+            expired,
+            tombstones_forgotten: forgotten,
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (packets, bytes): (Option<i64>, Option<i64>) = self.with(|c| {
+            redis::cmd("HMGET")
+                .arg(&self.keys.meta)
+                .arg("packets")
+                .arg("bytes")
+                .query(c)
+        })?;
+        Ok(StoreStats {
+            packets: packets.unwrap_or(0).max(0) as u64,
+            bytes: bytes.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
+        Ok(self
+            .peer_records()?
+            .into_iter()
+            .map(|(server, _)| server)
+            .collect())
+    }
+
+    fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
+        let mut all: Vec<(String, Vec<u8>)> =
+            self.with(|c| redis::cmd("HGETALL").arg(&self.keys.servers).query(c))?;
+        all.sort();
+        all.into_iter()
+            .map(|(name, record)| {
+                let server = name
+                    .parse::<ServerEntry>()
+                    .map_err(|e| StoreError::Corrupt(format!("stored server {name:?}: {e}")))?;
+                Ok((server, record))
+            })
+            .collect()
+    }
+
+    fn save_peer_record(&self, server: &ServerEntry, record: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            redis::cmd("HSET")
+                .arg(&self.keys.servers)
+                .arg(server.authority())
+                .arg(record)
+                .query::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn add_servers(
+        &self,
+        servers: &[ServerEntry],
+        max_known: usize,
+    ) -> Result<Vec<ServerEntry>, StoreError> {
+        if servers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = ADD_SERVERS.prepare_invoke();
+        invocation.arg(&self.keys.servers).arg(max_known);
+        for server in servers {
+            invocation.arg(server.authority());
+        }
+        let added: Vec<usize> = self.with(|c| invocation.invoke(c))?;
+        Ok(added
+            .into_iter()
+            .filter_map(|i| servers.get(i.checked_sub(1)?).cloned())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::{self, LIMITS, packet};
+    use super::super::test_redis::TestRedis;
+    use super::*;
+
+    #[test]
+    fn redis_engine_passes_the_conformance_suite() {
+        let server = std::sync::Arc::new(TestRedis::start(&[]));
+        conformance::run_all(|| (server.fresh_store(), server.clone()));
+    }
+
+    #[test]
+    fn relays_sharing_a_prefix_share_packets_and_one_sequence() {
+        let server = TestRedis::start(&[]);
+        let options = server.fresh_options();
+        let (a, b) = (
+            RedisStore::open(&options).unwrap(),
+            RedisStore::open(&options).unwrap(),
+        );
+        let (p1, p2) = (packet(1, 1, 1_000), packet(2, 1, 1_000));
+        assert_eq!(
+            a.put_batch(std::slice::from_ref(&p1), LIMITS, 0).unwrap(),
+            vec![PutOutcome::Stored { seq: 1 }]
+        );
+        assert_eq!(
+            b.put_batch(&[p1.clone(), p2.clone()], LIMITS, 0).unwrap(),
+            vec![PutOutcome::Duplicate, PutOutcome::Stored { seq: 2 }]
+        );
+        let page = conformance::inbox(&a, &p1.recipient, 0, u64::MAX, 0);
+        let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
+        assert_eq!(hashes, vec![p1.hash, p2.hash]);
+        assert_eq!(b.stats().unwrap().packets, 2);
+        // Another prefix is another store.
+        let other = server.fresh_store();
+        assert!(!other.contains(&p1.hash, 0).unwrap());
+    }
+
+    #[test]
+    fn indexes_are_walked_in_pages_without_gaps_or_repeats() {
+        let server = TestRedis::start(&[]);
+        let s = server.fresh_store();
+        // More than two pages, most sharing one expiry, in several inboxes.
+        let n = 2 * PAGE as u32 + 37;
+        let packets: Vec<_> = (0..n)
+            .map(|i| packet(i, (i % 2) as u8, if i % 5 == 0 { 2_000 } else { 1_000 }))
+            .collect();
+        for chunk in packets.chunks(300) {
+            s.put_batch(chunk, LIMITS, 0).unwrap();
+        }
+        let mut by_expiry = Vec::new();
+        s.for_each_by_expiry(0, &mut |e, h| {
+            by_expiry.push((e, h));
+            true
+        })
+        .unwrap();
+        let mut expected: Vec<_> = packets.iter().map(|p| (p.expires_at, p.hash)).collect();
+        expected.sort();
+        assert_eq!(by_expiry, expected);
+
+        let mut hashes = Vec::new();
+        s.for_each_hash(0, &mut |h| {
+            hashes.push(h);
+            true
+        })
+        .unwrap();
+        let mut expected: Vec<_> = packets.iter().map(|p| p.hash).collect();
+        expected.sort();
+        assert_eq!(hashes, expected);
+        // At time 1,000 only the later fifth is live, in both walks.
+        let mut live = 0;
+        s.for_each_hash(1_000, &mut |_| {
+            live += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            live,
+            packets.iter().filter(|p| p.expires_at > 1_000).count()
+        );
+
+        let inbox = conformance::inbox(&s, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        assert_eq!(inbox.packets.len(), (n / 2) as usize);
+        assert!(inbox.packets.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(!inbox.more);
+    }
+
+    #[test]
+    fn the_expiry_walk_goes_on_when_the_sweeper_removes_what_it_passed() {
+        let server = TestRedis::start(&[]);
+        let s = server.fresh_store();
+        let early: Vec<_> = (0..PAGE as u32).map(|i| packet(i, 1, 100)).collect();
+        let late: Vec<_> = (0..PAGE as u32 + 5)
+            .map(|i| packet(10_000 + i, 2, 5_000))
+            .collect();
+        s.put_batch(&early, LIMITS, 0).unwrap();
+        s.put_batch(&late, LIMITS, 0).unwrap();
+        let mut seen = 0;
+        let mut swept = false;
+        s.for_each_by_expiry(0, &mut |_, _| {
+            seen += 1;
+            if seen == PAGE && !swept {
+                // Between pages: everything walked so far expires and is swept.
+                s.sweep(200, 0, 10_000).unwrap();
+                swept = true;
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, early.len() + late.len());
+    }
+
+    #[test]
+    fn a_server_that_may_lose_acknowledged_writes_is_refused() {
+        for (settings, expect) in [
+            (&["--appendfsync", "everysec"][..], "appendfsync everysec"),
+            (&["--appendonly", "no"][..], "appendonly no"),
+            (
+                &["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"][..],
+                "allkeys-lru",
+            ),
+        ] {
+            let server = TestRedis::start(settings);
+            let err = RedisStore::open(&server.fresh_options())
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(text.contains(expect), "{text}");
+            assert!(
+                text.contains("redis.conf") || text.contains("noeviction"),
+                "{text}"
+            );
+        }
+        // An eviction policy that never touches keys without a TTL is fine.
+        let server = TestRedis::start(&["--maxmemory-policy", "volatile-lru"]);
+        RedisStore::open(&server.fresh_options()).unwrap();
+    }
+
+    #[test]
+    fn bad_addresses_and_prefixes_are_explained() {
+        let server = TestRedis::start(&[]);
+        let mut options = server.fresh_options();
+        for bad in ["", "has space", &"x".repeat(MAX_PREFIX_LEN + 1), "a*b"] {
+            options.prefix = bad.to_owned();
+            let text = RedisStore::open(&options).err().unwrap().to_string();
+            assert!(text.contains("redis_prefix"), "{text}");
+        }
+        for (url, expect) in [
+            ("http://localhost:6379", "redis_url"),
+            (
+                "unix:///nonexistent/redis.sock",
+                "is redis-server running there?",
+            ),
+        ] {
+            let options = RedisOptions {
+                url: url.into(),
+                prefix: "jasper".into(),
+            };
+            let text = RedisStore::open(&options).err().unwrap().to_string();
+            assert!(text.contains(expect), "{url}: {text}");
+        }
+        // Credentials never appear in what the store says about where it is.
+        let client = redis::Client::open("redis://user:secret@127.0.0.1:1/3").unwrap();
+        assert_eq!(describe(&client), "redis://127.0.0.1:1/3");
+    }
+
+    #[test]
+    fn keys_of_another_layout_or_damaged_packets_are_reported_not_served() {
+        let server = TestRedis::start(&[]);
+        let options = server.fresh_options();
+        let s = RedisStore::open(&options).unwrap();
+        let p = packet(1, 1, 1_000);
+        s.put_batch(std::slice::from_ref(&p), LIMITS, 0).unwrap();
+        let mut c = server.connection();
+        let key = format!("{}:pkt:{}", options.prefix, p.hash);
+        redis::cmd("SET")
+            .arg(&key)
+            .arg("garbage")
+            .query::<()>(&mut c)
+            .unwrap();
+        let err = s
+            .get_many(&[p.hash], u64::MAX, 0, &mut |_| panic!("served"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+
+        redis::cmd("HSET")
+            .arg(format!("{}:meta", options.prefix))
+            .arg("schema")
+            .arg("99")
+            .query::<()>(&mut c)
+            .unwrap();
+        let text = RedisStore::open(&options).err().unwrap().to_string();
+        assert!(text.contains("choose another redis_prefix"), "{text}");
+    }
+
+    #[test]
+    fn a_restarted_server_is_reconnected_to_without_an_error() {
+        let server = TestRedis::start(&[]);
+        let s = server.fresh_store();
+        let p = packet(1, 1, 1_000);
+        s.put_batch(std::slice::from_ref(&p), LIMITS, 0).unwrap();
+        // The server closes every client connection, as a restart does.
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query::<i64>(&mut server.connection())
+            .unwrap();
+        assert!(s.contains(&p.hash, 0).unwrap());
+        assert!(server.socket().exists());
+    }
+}
