@@ -6,6 +6,9 @@
 //!   beforehand and answering after a group `fdatasync` (the durable floor: what durability
 //!   alone costs here). Each side also reports the p50, p99 and longest latency of its requests,
 //!   so that stalls (the relay's durable index checkpoints) show.
+//! - `send-engines`: the same `/send` load on the relay over redb and over Redis
+//!   (`store = "redis"`, a `redis-server` with `appendfsync always` started per round), beside
+//!   the ceiling. Not in the default set: it needs `redis-server` installed.
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
 //! - `fetch-load`: the same `/fetch` on one relay, idle against while 64 connections send to
@@ -578,26 +581,41 @@ fn bench_send_engines(rounds: u64, secs: u64) {
     );
     let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
     let per_round = (secs * 40_000) as usize;
+    // JASPER_BENCH_SIDE as for `send` (ceiling, redb, redis); JASPER_BENCH_REDIS_URL uses a
+    // server of one's own (for looking at its statistics) instead of starting one per round.
+    let sides = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
+    let runs = |side: &str| sides.is_empty() || sides.split(',').any(|s| s == side);
+    let external = std::env::var("JASPER_BENCH_REDIS_URL").ok();
     let (mut ceiling, mut redb, mut redis) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let bodies = round_bodies(&keys, round, per_round, 16, 300);
-        let c = {
+        let c = if runs("ceiling") {
             let server = start_ceiling(Bytes::from_static(b"{}"));
             load(server.addr, bodies.clone(), secs, true)
+        } else {
+            Load::NONE
         };
-        let b = {
+        let b = if runs("redb") {
             let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
             let server = start_relay(dir.path());
             load(server.addr, bodies.clone(), secs, false)
+        } else {
+            Load::NONE
         };
-        let r = {
+        let r = if runs("redis") {
             let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
-            let redis = BenchRedis::start();
+            let own = external.is_none().then(BenchRedis::start);
+            let url = external
+                .clone()
+                .unwrap_or_else(|| format!("redis://127.0.0.1:{}/0", own.as_ref().unwrap().port));
             let server = start_relay_with(dir.path(), |config| {
                 config.store = jasper::config::StoreEngine::Redis;
-                config.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+                config.redis_url = url;
+                config.redis_prefix = format!("bench{round}");
             });
             load(server.addr, bodies.clone(), secs, false)
+        } else {
+            Load::NONE
         };
         println!(
             "round {round}: ceiling {:.0} req/s, redb {:.0} req/s, redis {:.0} req/s; redb/ceiling {:.2}, redis/ceiling {:.2}, redis/redb {:.2}",

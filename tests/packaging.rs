@@ -241,7 +241,7 @@ fn the_debian_package_holds_every_file_and_runs() {
         format!("Version: {version}-1\n"),
         "Section: net\n".to_owned(),
         "Depends: libc6".to_owned(),
-        "Suggests: alsa-utils\n".to_owned(),
+        "Suggests: alsa-utils, redis-server\n".to_owned(),
     ] {
         assert!(control.contains(&field), "{field:?} not in\n{control}");
     }

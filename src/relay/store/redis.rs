@@ -53,51 +53,110 @@ const PAGE: usize = 512;
 pub const MAX_PREFIX_LEN: usize = 64;
 
 /// Stores a batch: decides each packet as the redb engine does (tombstone, duplicate, expired,
-/// inbox full, store full) and writes the new ones to every index. Answers one string per
-/// packet: its sequence number, or `D`uplicate, `T`ombstoned, `I`nbox full, store `F`ull.
+/// inbox full, store full) and writes the new ones to every index. ARGV: prefix, now, inbox
+/// limit, byte limit, then per packet its hash, packet key, inbox key, expiry, JSON length and
+/// stored string without the leading sequence number. Answers one string per packet: its
+/// sequence number, or `D`uplicate, `T`ombstoned, `I`nbox full, store `F`ull.
+///
+/// Each `redis.call` costs more than the command it runs, so the script reads with one
+/// `ZMSCORE` per index and writes with one command per index (and one per inbox), whatever
+/// the batch's size, instead of several commands per packet.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+-- Runs cmd over the values of list in slices (unpack has a stack limit).
+local function bulk(cmd, key, list)
+  for i = 1, #list, 1000 do
+    local last = math.min(i + 999, #list)
+    if key then
+      redis.call(cmd, key, unpack(list, i, last))
+    else
+      redis.call(cmd, unpack(list, i, last))
+    end
+  end
+end
+local function scores(key, members)
+  local out = {}
+  for i = 1, #members, 1000 do
+    local got = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + 999, #members)))
+    for j = 1, #got do out[#out + 1] = got[j] end
+  end
+  return out
+end
+
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local max_inbox = tonumber(ARGV[3])
 local max_bytes = tonumber(ARGV[4])
 local meta, exps, all, tombs = p .. ':meta', p .. ':exp', p .. ':all', p .. ':tomb'
-local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local state = redis.call('HMGET', meta, 'seq', 'bytes')
+local seq = tonumber(state[1] or '0')
+local bytes = tonumber(state[2] or '0')
+
+local hashes = {}
+for i = 5, #ARGV, 6 do hashes[#hashes + 1] = ARGV[i] end
+local expiry = scores(exps, hashes)
+local tomb = {}
+if redis.call('EXISTS', tombs) == 1 then tomb = scores(tombs, hashes) end
+
+local seen, counts, boxes, box_order = {}, {}, {}, {}
+local strings, by_exp, by_hash = {}, {}, {}
 local added = 0
 local out = {}
-for i = 5, #ARGV, 5 do
-  local h, r, exp, size, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]
+for n = 1, #hashes do
+  local i = 5 + (n - 1) * 6
+  local h, pkey, ikey, exp, size = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+  local t, e = tomb[n], expiry[n]
   local result
-  local t = redis.call('ZSCORE', tombs, h)
   if t and tonumber(t) > now then
     result = 'T'
+  elseif seen[h] then
+    result = 'D'
+  elseif e then
+    if tonumber(e) > now then result = 'D' else result = 'T' end
+  elseif tonumber(exp) <= now then
+    result = 'T'
   else
-    local e = redis.call('ZSCORE', exps, h)
-    if e then
-      if tonumber(e) > now then result = 'D' else result = 'T' end
-    elseif tonumber(exp) <= now then
-      result = 'T'
-    elseif redis.call('ZCARD', p .. ':in:' .. r) >= max_inbox then
+    local count = counts[ikey]
+    if not count then
+      count = redis.call('ZCARD', ikey)
+    end
+    if count >= max_inbox then
       result = 'I'
     elseif bytes + size > max_bytes then
       result = 'F'
     else
-      local seq = redis.call('HINCRBY', meta, 'seq', 1)
-      redis.call('SET', p .. ':pkt:' .. h, string.format('%d\n', seq) .. tail)
-      redis.call('ZADD', exps, exp, h)
-      redis.call('ZADD', all, 0, h)
-      redis.call('ZADD', p .. ':in:' .. r, seq, h)
+      seq = seq + 1
+      counts[ikey] = count + 1
+      seen[h] = true
+      strings[#strings + 1] = pkey
+      strings[#strings + 1] = string.format('%d\n', seq) .. ARGV[i + 5]
+      by_exp[#by_exp + 1] = exp
+      by_exp[#by_exp + 1] = h
+      by_hash[#by_hash + 1] = 0
+      by_hash[#by_hash + 1] = h
+      local box = boxes[ikey]
+      if not box then
+        box = {}
+        boxes[ikey] = box
+        box_order[#box_order + 1] = ikey
+      end
+      box[#box + 1] = seq
+      box[#box + 1] = h
       bytes = bytes + size
       added = added + 1
       result = string.format('%d', seq)
     end
   end
-  out[#out + 1] = result
+  out[n] = result
 end
 if added > 0 then
+  bulk('MSET', nil, strings)
+  bulk('ZADD', exps, by_exp)
+  bulk('ZADD', all, by_hash)
+  for _, ikey in ipairs(box_order) do bulk('ZADD', ikey, boxes[ikey]) end
+  redis.call('HSET', meta, 'seq', string.format('%d', seq), 'bytes', string.format('%d', bytes))
   redis.call('HINCRBY', meta, 'packets', added)
-  redis.call('HSET', meta, 'bytes', string.format('%d', bytes))
 end
 return out
 ",
@@ -185,6 +244,41 @@ if ARGV[4] ~= '' then
   above = ARGV[3]
 end
 return redis.call('ZRANGEBYSCORE', key, '(' .. above, '+inf', 'WITHSCORES', 'LIMIT', 0, n)
+",
+    )
+});
+
+/// Reads packet strings (keys ARGV[4..]) until a byte budget of JSON is spent, so that no
+/// answer holds more than the budget and one packet: ARGV[1] now, ARGV[2] bytes left, ARGV[3]
+/// `1` when a packet was already taken. Skips missing and expired packets; answers
+/// `{{position, string, position, string, …}, stopped}` with 1-based positions among the keys,
+/// `stopped` the position of the first live packet that no longer fit (0 when all fitted). A
+/// string whose header does not parse is answered as it is, for the caller to report.
+static READ_WITHIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now, left, any = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local out = {}
+for i = 4, #ARGV do
+  local blob = redis.call('GET', ARGV[i])
+  if blob then
+    local header, exp = string.match(blob, '^(%d+\n(%d+)\n%x+\n)')
+    if not header then
+      out[#out + 1] = i - 3
+      out[#out + 1] = blob
+    elseif tonumber(exp) > now then
+      local len = #blob - #header
+      if any and len > left then
+        return {out, i - 3}
+      end
+      left = math.max(left - len, 0)
+      any = true
+      out[#out + 1] = i - 3
+      out[#out + 1] = blob
+    end
+  end
+end
+return {out, 0}
 ",
     )
 });
@@ -316,6 +410,10 @@ fn parse_score(text: &[u8]) -> Result<u64, StoreError> {
             ))
         })
 }
+
+/// What [`RedisStore::read_within`] found: (position, stored string) of each live packet
+/// taken, and the position of the first one left out for the budget.
+type ReadWithin = (Vec<(usize, Vec<u8>)>, Option<usize>);
 
 /// A stored packet string, split.
 struct Blob<'a> {
@@ -527,13 +625,38 @@ impl RedisStore {
         Ok(v)
     }
 
-    /// Packet strings for `hashes` (hex), in order; `None` where none is stored.
-    fn blobs(&self, hashes: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    /// The live packets among `hashes` (hex), in order, until `budget` is spent: (position in
+    /// `hashes`, stored string) each, and the position of the first live packet left out for
+    /// the budget, if one was.
+    fn read_within(
+        &self,
+        hashes: &[String],
+        budget: &mut ByteBudget,
+        now: UnixMillis,
+    ) -> Result<ReadWithin, StoreError> {
         if hashes.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        let keys: Vec<String> = hashes.iter().map(|h| self.keys.packet(h)).collect();
-        self.with(|c| redis::cmd("MGET").arg(&keys).query(c))
+        let mut invocation = READ_WITHIN.prepare_invoke();
+        invocation
+            .arg(now)
+            .arg(budget.left)
+            .arg(if budget.any { "1" } else { "0" });
+        for h in hashes {
+            invocation.arg(self.keys.packet(h));
+        }
+        let (found, stopped): (Vec<(usize, Vec<u8>)>, usize) =
+            self.with(|c| invocation.invoke(c))?;
+        let mut out = Vec::with_capacity(found.len());
+        for (position, blob) in found {
+            let name = hashes.get(position.wrapping_sub(1)).ok_or_else(|| {
+                StoreError::Engine(format!("the read script answered position {position}"))
+            })?;
+            // The script took it, so it fits; this keeps the budget in step for the next call.
+            budget.take(Blob::decode(name, &blob)?.json.len());
+            out.push((position - 1, blob));
+        }
+        Ok((out, stopped.checked_sub(1)))
     }
 }
 
@@ -555,13 +678,14 @@ impl Store for RedisStore {
             .arg(limits.max_inbox_packets)
             .arg(limits.max_stored_bytes);
         for p in packets {
-            let recipient = hex(&p.recipient.0);
+            let (hash, recipient) = (hex(&p.hash.0), hex(&p.recipient.0));
             let mut tail = Vec::with_capacity(p.json.len() + 80);
             tail.extend_from_slice(format!("{}\n{recipient}\n", p.expires_at).as_bytes());
             tail.extend_from_slice(&p.json);
             invocation
-                .arg(hex(&p.hash.0))
-                .arg(recipient)
+                .arg(&hash)
+                .arg(self.keys.packet(&hash))
+                .arg(self.keys.inbox(&recipient))
                 .arg(p.expires_at)
                 .arg(p.json.len())
                 .arg(tail);
@@ -612,21 +736,18 @@ impl Store for RedisStore {
         let mut budget = ByteBudget::new(max_bytes);
         for chunk in hashes.chunks(PAGE) {
             let names: Vec<String> = chunk.iter().map(|h| hex(&h.0)).collect();
-            for ((hash, name), blob) in chunk.iter().zip(&names).zip(self.blobs(&names)?) {
-                let Some(blob) = blob else { continue };
-                let blob = Blob::decode(name, &blob)?;
-                if blob.expires_at <= now {
-                    continue;
-                }
-                if !budget.take(blob.json.len()) {
-                    return Ok(());
-                }
+            let (found, stopped) = self.read_within(&names, &mut budget, now)?;
+            for (i, blob) in &found {
+                let blob = Blob::decode(&names[*i], blob)?;
                 visit(PacketView {
-                    hash: *hash,
+                    hash: chunk[*i],
                     seq: blob.seq,
                     expires_at: blob.expires_at,
                     json: blob.json,
                 });
+            }
+            if stopped.is_some() {
+                break;
             }
         }
         Ok(())
@@ -662,30 +783,30 @@ impl Store for RedisStore {
                 .iter()
                 .map(|(member, _)| String::from_utf8_lossy(member).into_owned())
                 .collect();
-            let blobs = self.blobs(&names)?;
-            for ((member, score), (name, blob)) in entries.iter().zip(names.iter().zip(blobs)) {
+            let (found, stopped) = self.read_within(&names, &mut budget, now)?;
+            let mut found = found.into_iter().peekable();
+            for (i, (member, score)) in entries.iter().enumerate() {
                 let seq = parse_score(score)?;
-                if let Some(blob) = blob {
-                    let blob = Blob::decode(name, &blob)?;
+                if stopped == Some(i) {
+                    end.more = true;
+                    return Ok(end);
+                }
+                // Missing (swept between the two reads) or expired: passed over.
+                if let Some((_, blob)) = found.next_if(|(at, _)| *at == i) {
+                    let blob = Blob::decode(&names[i], &blob)?;
                     if blob.recipient != recipient.0 || blob.seq != seq {
                         return Err(StoreError::Corrupt(format!(
-                            "packet {name} is indexed in the wrong inbox or position"
+                            "packet {} is indexed in the wrong inbox or position",
+                            names[i]
                         )));
                     }
-                    if blob.expires_at > now {
-                        if !budget.take(blob.json.len()) {
-                            end.more = true;
-                            return Ok(end);
-                        }
-                        visit(PacketView {
-                            hash: parse_hash(member)?,
-                            seq,
-                            expires_at: blob.expires_at,
-                            json: blob.json,
-                        });
-                    }
+                    visit(PacketView {
+                        hash: parse_hash(member)?,
+                        seq,
+                        expires_at: blob.expires_at,
+                        json: blob.json,
+                    });
                 }
-                // A packet swept between the two reads is passed over like an expired one.
                 end.cursor = seq;
             }
             if entries.len() < PAGE {
@@ -981,6 +1102,47 @@ mod tests {
         assert_eq!(inbox.packets.len(), (n / 2) as usize);
         assert!(inbox.packets.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(!inbox.more);
+    }
+
+    #[test]
+    fn a_batch_larger_than_one_script_command_is_decided_and_stored_whole() {
+        let server = TestRedis::start(&[]);
+        let s = server.fresh_store();
+        // 2,500 packets (the script writes in slices of 1,000) over three inboxes of at most
+        // 800, then ten repeats.
+        let mut batch: Vec<_> = (0..2_500u32)
+            .map(|i| packet(i, (i % 3) as u8, 1_000))
+            .collect();
+        batch.extend((0..10u32).map(|i| packet(i, (i % 3) as u8, 1_000)));
+        let limits = PutLimits {
+            max_inbox_packets: 800,
+            ..LIMITS
+        };
+        let out = s.put_batch(&batch, limits, 0).unwrap();
+        let count = |what: fn(&PutOutcome) -> bool| out.iter().filter(|o| what(o)).count();
+        assert_eq!(count(|o| matches!(o, PutOutcome::Stored { .. })), 2_400);
+        assert_eq!(count(|o| *o == PutOutcome::InboxFull), 100);
+        assert_eq!(out[2_500..], [PutOutcome::Duplicate; 10]);
+        // Each inbox fills up in order: its first 800 are stored, the rest refused.
+        for (i, outcome) in out[..2_500].iter().enumerate() {
+            let full = i / 3 >= 800;
+            assert_eq!(*outcome == PutOutcome::InboxFull, full, "packet {i}");
+        }
+        let seqs: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                PutOutcome::Stored { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, (1..=2_400).collect::<Vec<u64>>());
+        assert_eq!(s.stats().unwrap().packets, 2_400);
+        let page = conformance::inbox(&s, &Fingerprint([1; 32]), 0, u64::MAX, 0);
+        assert_eq!(page.packets.len(), 800);
+        assert_eq!(
+            s.put_batch(&[packet(9_999, 1, 1_000)], limits, 0).unwrap(),
+            vec![PutOutcome::InboxFull]
+        );
     }
 
     #[test]
