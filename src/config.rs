@@ -164,6 +164,13 @@ pub struct RelayConfig {
     pub redis_url: String,
     /// Prefix of every Redis key, so that several deployments can share one database.
     pub redis_prefix: String,
+    /// For a `rediss://` URL: the certificate authorities (PEM) to trust for the server's
+    /// certificate; unset, the system's.
+    pub redis_tls_ca: Option<PathBuf>,
+    /// For a `rediss://` URL: this relay's client certificate (PEM), when Redis asks for one.
+    pub redis_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `redis_tls_cert`.
+    pub redis_tls_key: Option<PathBuf>,
     /// How long a packet is kept after it was first stored.
     #[serde(with = "duration_text")]
     pub retention: Duration,
@@ -233,6 +240,9 @@ impl Default for RelayConfig {
             store: StoreEngine::Redb,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_prefix: "jasper".into(),
+            redis_tls_ca: None,
+            redis_tls_cert: None,
+            redis_tls_key: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             tombstone_horizon: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(10),
@@ -502,12 +512,26 @@ impl RelayConfig {
         if let Err(e) = crate::relay::store::redis::check_prefix(&self.redis_prefix) {
             return bad(format!("redis_prefix = {:?} {e}", self.redis_prefix));
         }
+        if let Err(e) = self.redis_options().check() {
+            return bad(e);
+        }
         for peer in self.peers.iter().chain(self.public_address.iter()) {
             if let Err(e) = peer.parse::<ServerEntry>() {
                 return bad(format!("{peer:?} is not host:port ({e})"));
             }
         }
         Ok(())
+    }
+
+    /// The Redis engine's options (used when `store = "redis"`).
+    pub fn redis_options(&self) -> crate::relay::store::RedisOptions {
+        crate::relay::store::RedisOptions {
+            url: self.redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+            tls_ca: self.redis_tls_ca.clone(),
+            tls_cert: self.redis_tls_cert.clone(),
+            tls_key: self.redis_tls_key.clone(),
+        }
     }
 
     /// The configured peers, parsed (resolve() has checked them).

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{RedisServer, TlsFiles};
 use common::{Relay, agent, eventually, jasper_in, key_b64, packet_for};
 use serde_json::{Value, json};
 
@@ -167,6 +167,8 @@ fn acknowledged_packets_survive_kill_9_of_redis_and_of_the_relay() {
         "{body}"
     );
     assert_eq!(relay.post("/fetch", &json!({ "recipient": bob })).0, 503);
+    let status = agent().get(&relay.url("/status")).call().unwrap();
+    assert_eq!(status.status().as_u16(), 503);
     assert!(relay.is_running(), "the relay keeps running without Redis");
     redis.restart();
     let found = inbox_hashes(&relay, &bob);
@@ -324,4 +326,66 @@ fn a_redis_that_could_lose_acknowledged_packets_is_refused_at_start() {
     let stderr =
         relay_refuses("store = \"redis\"\nredis_url = \"redis://u:hunter2@127.0.0.1:1/0\"");
     assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_relay_reaches_redis_over_tls_with_its_own_certificate() {
+    let tls = TlsFiles::make();
+    let redis = RedisServer::start_tls(&tls);
+    let lines = |ca: &std::path::Path, with_client: bool| {
+        let mut config = format!(
+            "{}\nredis_tls_ca = \"{}\"",
+            redis.relay_config("tls"),
+            ca.display()
+        );
+        if with_client {
+            config.push_str(&format!(
+                "\nredis_tls_cert = \"{}\"\nredis_tls_key = \"{}\"",
+                tls.client_cert.display(),
+                tls.client_key.display()
+            ));
+        }
+        config
+    };
+    let relay = Relay::start(&lines(&tls.ca, true));
+    assert!(
+        relay.log().contains("rediss://127.0.0.1:"),
+        "{}",
+        relay.log()
+    );
+    let alice = key_b64("alice-4096");
+    let p = packet_for(&alice, 1, 200);
+    relay.send_ok(&p);
+    assert_eq!(relay.inbox(&alice), vec![p]);
+
+    // Without a client certificate Redis refuses the relay; with another CA the relay refuses
+    // Redis. Either way the relay says so and does not start.
+    let stderr = relay_refuses(&lines(&tls.ca, false));
+    assert!(stderr.contains("CertificateRequired"), "{stderr}");
+    assert!(stderr.contains("redis_tls_cert"), "{stderr}");
+    let stranger = TlsFiles::make();
+    let stderr = relay_refuses(&lines(&stranger.ca, true));
+    assert!(stderr.contains("redis_tls_ca"), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+
+    // TLS files with a plain URL, half a client identity, an unreadable file, #insecure.
+    let plain = format!(
+        "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\nredis_tls_ca = \"{}\"",
+        redis.port,
+        tls.ca.display()
+    );
+    assert!(relay_refuses(&plain).contains("rediss://"));
+    let half = format!(
+        "{}\nredis_tls_cert = \"{}\"",
+        redis.relay_config("tls"),
+        tls.client_cert.display()
+    );
+    assert!(relay_refuses(&half).contains("set both redis_tls_cert and redis_tls_key"));
+    let missing = lines(&tls.dir.path().join("nope.pem"), false);
+    assert!(relay_refuses(&missing).contains("cannot read it"));
+    let insecure = format!(
+        "store = \"redis\"\nredis_url = \"rediss://127.0.0.1:{}/0#insecure\"",
+        redis.port
+    );
+    assert!(relay_refuses(&insecure).contains("without checking its certificate"));
 }

@@ -20,7 +20,7 @@ use warp::Filter as _;
 use crate::config::{RelayConfig, StoreEngine};
 use crate::http::{ServeLimits, serve};
 use store::redb::StoreOptions;
-use store::{PutLimits, RedbStore, RedisOptions, RedisStore, Store, StoreError};
+use store::{PutLimits, RedbStore, RedisStore, Store, StoreError};
 use writer::Writer;
 
 /// How long a graceful shutdown waits for requests in flight.
@@ -73,10 +73,7 @@ async fn open_store(config: &RelayConfig) -> Result<Arc<dyn Store>, RelayError> 
             Ok(Arc::new(opened))
         }
         StoreEngine::Redis => {
-            let options = RedisOptions {
-                url: config.redis_url.clone(),
-                prefix: config.redis_prefix.clone(),
-            };
+            let options = config.redis_options();
             let opened = tokio::task::spawn_blocking(move || RedisStore::open(&options))
                 .await
                 .expect("opening the store does not panic")

@@ -14,7 +14,63 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     settings: Vec<String>,
+    /// Whether `port` speaks TLS only.
+    tls: bool,
     child: Option<Child>,
+}
+
+/// PEM files for Redis over TLS, in a temporary directory: a CA, a server certificate for
+/// 127.0.0.1 and localhost signed by it, and a client certificate signed by it.
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a fresh CA and the two certificates it signs.
+    pub fn make() -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "jasper test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = write("ca.pem", ca_params.self_signed(&ca_key).unwrap().pem());
+        let issuer = Issuer::new(ca_params, ca_key);
+        let signed = |names: Vec<String>, stem: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (
+                write(&format!("{stem}.pem"), cert.pem()),
+                write(&format!("{stem}-key.pem"), key.serialize_pem()),
+            )
+        };
+        let (server_cert, server_key) =
+            signed(vec!["127.0.0.1".into(), "localhost".into()], "server");
+        let (client_cert, client_key) = signed(vec!["jasper-relay".into()], "client");
+        TlsFiles {
+            dir,
+            ca,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
 }
 
 impl RedisServer {
@@ -30,6 +86,31 @@ impl RedisServer {
             port: free_port(),
             dir,
             settings: settings.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server that speaks only TLS on its port, with `tls`'s server certificate, and
+    /// asks clients for a certificate signed by `tls`'s CA (Redis's default).
+    pub fn start_tls(tls: &TlsFiles) -> RedisServer {
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            settings: vec![
+                "--tls-cert-file".into(),
+                path(&tls.server_cert),
+                "--tls-key-file".into(),
+                path(&tls.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&tls.ca),
+                "--tls-auth-clients".into(),
+                "yes".into(),
+            ],
+            tls: true,
             child: None,
         };
         server.spawn();
@@ -37,8 +118,15 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: [&str; 4] = if self.tls {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
             .arg("--dir")
             .arg(self.dir.path())
             .args([
@@ -56,7 +144,14 @@ impl RedisServer {
             .expect("redis-server must be installed (tests/run.sh installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+        let ready = |server: &RedisServer| {
+            if server.tls {
+                TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+            } else {
+                server.command(&["PING"]).as_deref() == Some("+PONG")
+            }
+        };
+        while !ready(self) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not start on port {}",
@@ -68,7 +163,8 @@ impl RedisServer {
 
     /// `redis_url` for this server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The `[relay]` lines that store packets here under `prefix`.

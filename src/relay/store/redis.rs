@@ -26,6 +26,7 @@
 //! The scripts build their keys from the prefix, so this engine needs a standalone Redis (or
 //! one primary with replicas), not Redis Cluster.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -284,12 +285,89 @@ return {out, 0}
 });
 
 /// Options of the Redis engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port/db` or `unix:///path/to/redis.sock`.
+    /// `redis://[user:password@]host:port/db`, `rediss://…` (TLS) or `unix:///path/to/redis.sock`.
     pub url: String,
     /// Prefix of every key, so that several deployments can share one database.
     pub prefix: String,
+    /// For `rediss://`: the certificate authorities (PEM) that may sign the server's
+    /// certificate; unset, the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// For `rediss://`: this relay's certificate (PEM), for servers that ask for one (Redis
+    /// does by default, `tls-auth-clients yes`).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl RedisOptions {
+    /// Why these options cannot work, before anything is read or contacted: TLS files for a
+    /// URL without TLS, a certificate without its key or the other way round.
+    pub fn check(&self) -> Result<(), String> {
+        let tls_files = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        if tls_files && !self.url.starts_with("rediss://") {
+            return Err(
+                "redis_tls_ca, redis_tls_cert and redis_tls_key apply to rediss:// URLs only; \
+                 write redis_url as rediss://HOST:PORT/DB"
+                    .into(),
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("set both redis_tls_cert and redis_tls_key, or neither".into());
+        }
+        if self.url.starts_with("rediss://") && self.url.ends_with("#insecure") {
+            return Err(
+                "jasper does not talk to Redis without checking its certificate (#insecure); \
+                 give the server's CA as redis_tls_ca instead"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A client for these options (files read now, nothing contacted yet).
+    fn client(&self) -> Result<redis::Client, StoreError> {
+        self.check().map_err(|message| StoreError::Open {
+            path: "[relay] redis_url".into(),
+            message,
+        })?;
+        let bad_url = |e: RedisError| StoreError::Open {
+            path: "[relay] redis_url".into(),
+            message: format!(
+                "{e}; write redis://HOST:PORT/DB (user and password before an @ if needed), \
+                 rediss://HOST:PORT/DB for TLS, or unix:///PATH/TO/SOCKET"
+            ),
+        };
+        if self.tls_ca.is_none() && self.tls_cert.is_none() {
+            return redis::Client::open(self.url.as_str()).map_err(bad_url);
+        }
+        let read = |key: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| StoreError::Open {
+                path: format!("[relay] {key} = {:?}", path.display().to_string()),
+                message: format!("cannot read it: {e}"),
+            })
+        };
+        let root_cert = match &self.tls_ca {
+            Some(path) => Some(read("redis_tls_ca", path)?),
+            None => None,
+        };
+        let client_tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("redis_tls_cert", cert)?,
+                client_key: read("redis_tls_key", key)?,
+            }),
+            _ => None,
+        };
+        redis::Client::build_with_tls(
+            self.url.as_str(),
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(bad_url)
+    }
 }
 
 /// Relay storage in a Redis server (see the module documentation).
@@ -355,36 +433,25 @@ fn describe(client: &redis::Client) -> String {
     let db = info.redis_settings().db();
     match info.addr() {
         ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
+        ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}/{db}"),
         ConnectionAddr::Unix(path) => format!("unix://{}?db={db}", path.display()),
         other => format!("{other}/{db}"),
     }
 }
 
-/// Lowercase hex of a hash or fingerprint.
+/// Lowercase hex of a hash or fingerprint (both are 32 bytes).
 fn hex(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
+    PacketHash(*bytes)
+        .to_hex()
+        .iter()
+        .map(|&c| char::from(c))
+        .collect()
 }
 
+/// The 32 bytes written as 64 hex digits.
 fn parse_hex32(text: &[u8]) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in text.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
+    let text = std::str::from_utf8(text).ok()?;
+    PacketHash::parse(text).ok().map(|h| h.0)
 }
 
 fn parse_hash(member: &[u8]) -> Result<PacketHash, StoreError> {
@@ -481,12 +548,7 @@ impl RedisStore {
     /// Connects to the server at `options.url` and checks that it keeps what it acknowledges:
     /// `appendonly yes`, `appendfsync always`, and no eviction of keys without a TTL.
     pub fn open(options: &RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(options.url.as_str()).map_err(|e| StoreError::Open {
-            path: "[relay] redis_url".into(),
-            message: format!(
-                "{e}; write redis://HOST:PORT/DB (user and password before an @ if needed) or unix:///PATH/TO/SOCKET"
-            ),
-        })?;
+        let client = options.client()?;
         check_prefix(&options.prefix).map_err(|message| StoreError::Open {
             path: "[relay] redis_prefix".into(),
             message,
@@ -500,7 +562,14 @@ impl RedisStore {
         };
         let mut conn = store.connect().map_err(|e| StoreError::Open {
             path: store.target.clone(),
-            message: format!("{e}; is redis-server running there?"),
+            message: if store.target.starts_with("rediss://") {
+                format!(
+                    "{e}; is redis-server running there, and do redis_tls_ca, redis_tls_cert \
+                     and redis_tls_key match its TLS settings?"
+                )
+            } else {
+                format!("{e}; is redis-server running there?")
+            },
         })?;
         store.check_server(&mut conn)?;
         store.check_schema(&mut conn)?;
@@ -1215,6 +1284,7 @@ mod tests {
             let options = RedisOptions {
                 url: url.into(),
                 prefix: "jasper".into(),
+                ..RedisOptions::default()
             };
             let text = RedisStore::open(&options).err().unwrap().to_string();
             assert!(text.contains(expect), "{url}: {text}");

@@ -78,6 +78,7 @@ impl TestRedis {
         RedisOptions {
             url: self.url(),
             prefix: format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            ..RedisOptions::default()
         }
     }
 
