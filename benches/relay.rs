@@ -8,7 +8,8 @@
 //!   so that stalls (the relay's durable index checkpoints) show.
 //! - `send-engines`: the same `/send` load on the relay over redb and over Redis
 //!   (`store = "redis"`, a `redis-server` with `appendfsync always` started per round), beside
-//!   the ceiling. Not in the default set: it needs `redis-server` installed.
+//!   the ceiling; `fetch-engines`, the `fetch` below on both engines. Not in the default set:
+//!   they need `redis-server` installed.
 //! - `fetch`: `/fetch` latency for a recipient holding 1,000 packets, against the same stack
 //!   answering a prepared body of the same size.
 //! - `fetch-load`: the same `/fetch` on one relay, idle against while 64 connections send to
@@ -741,6 +742,71 @@ fn bench_fetch(rounds: u64) {
     );
 }
 
+/// `/fetch` of one recipient's 1,000 packets from the relay on redb and on Redis, beside the
+/// ceiling, rounds alternating.
+fn bench_fetch_engines(rounds: u64) {
+    println!(
+        "## /fetch latency by storage engine: one recipient holding 1,000 packets of ~2.1 KiB, sequential requests, {rounds} rounds of 200"
+    );
+    let alice = key("alice");
+    let bodies: Vec<Vec<u8>> = (0..1000).map(|n| packet(&alice, n, 16, 300)).collect();
+    let fill = |server: &Server| {
+        client_runtime().block_on(async {
+            let mut conn = Conn::open(server.addr).await;
+            for b in &bodies {
+                assert_eq!(conn.post("/send", b).await.0, 200);
+            }
+        })
+    };
+    let (redb_dir, redis_dir) = (
+        tempfile::tempdir_in(bench_tmp()).unwrap(),
+        tempfile::tempdir_in(bench_tmp()).unwrap(),
+    );
+    let redb = start_relay(redb_dir.path());
+    let redis_server = BenchRedis::start();
+    let redis = start_relay_with(redis_dir.path(), |config| {
+        config.store = jasper::config::StoreEngine::Redis;
+        config.redis_url = format!("redis://127.0.0.1:{}/0", redis_server.port);
+    });
+    fill(&redb);
+    fill(&redis);
+    let request = serde_json::json!({ "recipient": alice })
+        .to_string()
+        .into_bytes();
+    let (_, size) = fetch_latencies(redis.addr, &request, 1);
+    assert_eq!(
+        size,
+        fetch_latencies(redb.addr, &request, 1).1,
+        "same answer"
+    );
+    assert!(size > 1000 * 1900, "all 1,000 packets ({size} bytes)");
+    let ceiling = start_ceiling(Bytes::from(vec![b' '; size]));
+    let (mut c50, mut b50, mut r50, mut r99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (c, _) = fetch_latencies(ceiling.addr, &request, 200);
+        let (b, _) = fetch_latencies(redb.addr, &request, 200);
+        let (r, _) = fetch_latencies(redis.addr, &request, 200);
+        println!(
+            "round {round}: ceiling p50 {:.2} ms, redb p50 {:.2} ms, redis p50 {:.2} ms p99 {:.2} ms",
+            percentile(&c, 0.5),
+            percentile(&b, 0.5),
+            percentile(&r, 0.5),
+            percentile(&r, 0.99)
+        );
+        c50.push(percentile(&c, 0.5));
+        b50.push(percentile(&b, 0.5));
+        r50.push(percentile(&r, 0.5));
+        r99.push(percentile(&r, 0.99));
+    }
+    let (c, b, r) = (median(c50), median(b50), median(r50));
+    println!(
+        "median: answer {:.2} MB; ceiling p50 {c:.2} ms, redb p50 {b:.2} ms, redis p50 {r:.2} ms (target < 10 ms), redis p99 {:.2} ms, redis/redb {:.2}\n",
+        size as f64 / 1e6,
+        median(r99),
+        r / b
+    );
+}
+
 /// `/fetch` of one recipient's 1,000 packets on one relay, side by side: with nothing else
 /// to do, and while 64 connections send new packets (to other recipients) as fast as it takes
 /// them. Every read first commits the index the write path holds, so under load a fetch may
@@ -1133,6 +1199,7 @@ fn main() {
             "send" => bench_send(rounds, secs, 16, 300),
             "send-4k" => bench_send(rounds, secs, 1000, 700),
             "send-engines" => bench_send_engines(rounds, secs),
+            "fetch-engines" => bench_fetch_engines(rounds),
             "fetch" => bench_fetch(rounds),
             "fetch-load" => bench_fetch_under_load(rounds, secs),
             "store" => bench_store(rounds),

@@ -50,6 +50,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IDLE_CONNECTIONS: usize = 32;
 /// Entries read per round trip when walking an index.
 const PAGE: usize = 512;
+/// Longest header of a stored packet: sequence number and expiry (up to 20 digits each), the
+/// recipient's 64 hex digits and three newlines.
+const HEADER_MAX: usize = 20 + 1 + 20 + 1 + 64 + 1;
 /// The longest key prefix accepted.
 pub const MAX_PREFIX_LEN: usize = 64;
 
@@ -245,41 +248,6 @@ if ARGV[4] ~= '' then
   above = ARGV[3]
 end
 return redis.call('ZRANGEBYSCORE', key, '(' .. above, '+inf', 'WITHSCORES', 'LIMIT', 0, n)
-",
-    )
-});
-
-/// Reads packet strings (keys ARGV[4..]) until a byte budget of JSON is spent, so that no
-/// answer holds more than the budget and one packet: ARGV[1] now, ARGV[2] bytes left, ARGV[3]
-/// `1` when a packet was already taken. Skips missing and expired packets; answers
-/// `{{position, string, position, string, …}, stopped}` with 1-based positions among the keys,
-/// `stopped` the position of the first live packet that no longer fit (0 when all fitted). A
-/// string whose header does not parse is answered as it is, for the caller to report.
-static READ_WITHIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now, left, any = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
-local out = {}
-for i = 4, #ARGV do
-  local blob = redis.call('GET', ARGV[i])
-  if blob then
-    local header, exp = string.match(blob, '^(%d+\n(%d+)\n%x+\n)')
-    if not header then
-      out[#out + 1] = i - 3
-      out[#out + 1] = blob
-    elseif tonumber(exp) > now then
-      local len = #blob - #header
-      if any and len > left then
-        return {out, i - 3}
-      end
-      left = math.max(left - len, 0)
-      any = true
-      out[#out + 1] = i - 3
-      out[#out + 1] = blob
-    end
-  end
-end
-return {out, 0}
 ",
     )
 });
@@ -696,7 +664,8 @@ impl RedisStore {
 
     /// The live packets among `hashes` (hex), in order, until `budget` is spent: (position in
     /// `hashes`, stored string) each, and the position of the first live packet left out for
-    /// the budget, if one was.
+    /// the budget, if one was. Two round trips: each packet's header and length first, then
+    /// the chosen packets, so an answer holds no more than the budget and one packet.
     fn read_within(
         &self,
         hashes: &[String],
@@ -706,26 +675,49 @@ impl RedisStore {
         if hashes.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let mut invocation = READ_WITHIN.prepare_invoke();
-        invocation
-            .arg(now)
-            .arg(budget.left)
-            .arg(if budget.any { "1" } else { "0" });
-        for h in hashes {
-            invocation.arg(self.keys.packet(h));
+        let keys: Vec<String> = hashes.iter().map(|h| self.keys.packet(h)).collect();
+        let heads: Vec<(Vec<u8>, usize)> = self.with(|c| {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("GETRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(HEADER_MAX - 1)
+                    .cmd("STRLEN")
+                    .arg(key);
+            }
+            pipe.query(c)
+        })?;
+        let mut chosen = Vec::new();
+        let mut stopped = None;
+        for (i, (head, len)) in heads.iter().enumerate() {
+            if *len == 0 {
+                continue; // not stored (any more)
+            }
+            let blob = Blob::decode(&hashes[i], head)?;
+            if blob.expires_at <= now {
+                continue;
+            }
+            let header_len = head.len() - blob.json.len();
+            if !budget.take(len.saturating_sub(header_len)) {
+                stopped = Some(i);
+                break;
+            }
+            chosen.push(i);
         }
-        let (found, stopped): (Vec<(usize, Vec<u8>)>, usize) =
-            self.with(|c| invocation.invoke(c))?;
-        let mut out = Vec::with_capacity(found.len());
-        for (position, blob) in found {
-            let name = hashes.get(position.wrapping_sub(1)).ok_or_else(|| {
-                StoreError::Engine(format!("the read script answered position {position}"))
-            })?;
-            // The script took it, so it fits; this keeps the budget in step for the next call.
-            budget.take(Blob::decode(name, &blob)?.json.len());
-            out.push((position - 1, blob));
+        if chosen.is_empty() {
+            return Ok((Vec::new(), stopped));
         }
-        Ok((out, stopped.checked_sub(1)))
+        let wanted: Vec<&String> = chosen.iter().map(|&i| &keys[i]).collect();
+        let blobs: Vec<Option<Vec<u8>>> =
+            self.with(|c| redis::cmd("MGET").arg(&wanted).query(c))?;
+        // A packet swept between the two reads is passed over like an expired one.
+        let found = chosen
+            .into_iter()
+            .zip(blobs)
+            .filter_map(|(i, blob)| blob.map(|b| (i, b)))
+            .collect();
+        Ok((found, stopped))
     }
 }
 
