@@ -143,6 +143,37 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
+/// The size limit of one read answer, as every engine applies it: packets are taken while
+/// their JSON fits, and the first always is, however large (so a reader is never stuck behind
+/// one big packet).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ByteBudget {
+    /// Bytes of JSON still allowed.
+    pub(crate) left: u64,
+    /// Whether a packet was taken already.
+    pub(crate) any: bool,
+}
+
+impl ByteBudget {
+    /// A budget of `max_bytes`.
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        Self {
+            left: max_bytes,
+            any: false,
+        }
+    }
+
+    /// Takes a packet of `json_len` bytes of JSON if it fits.
+    pub(crate) fn take(&mut self, json_len: u64) -> bool {
+        if self.any && json_len > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(json_len);
+        self.any = true;
+        true
+    }
+}
+
 /// What [`Store::put_batch_deferred`] hands back: its batch is on disk once [`Store::sync`]
 /// with this ticket (or a later one) returned `Ok`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

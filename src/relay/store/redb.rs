@@ -34,8 +34,8 @@ use redb::{
 
 use super::segments::{Location, PAYLOAD_PREFIX, Position, Record, SegmentLog};
 use super::{
-    InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
-    SweepReport, SyncTicket, UnixMillis,
+    ByteBudget, InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError,
+    StoreStats, SweepReport, SyncTicket, UnixMillis,
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
@@ -845,31 +845,9 @@ fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u
     Ok(meta.get(key).map_err(engine)?.map_or(0, |v| v.value()))
 }
 
-/// The size limit of one read answer: packets are taken while their JSON fits, and the first
-/// always is, however large (so a reader is never stuck behind one big packet).
-struct ByteBudget {
-    left: u64,
-    any: bool,
-}
-
-impl ByteBudget {
-    fn new(max_bytes: u64) -> Self {
-        Self {
-            left: max_bytes,
-            any: false,
-        }
-    }
-
-    /// Takes the packet whose record is at `location` if it fits.
-    fn take(&mut self, location: Location) -> bool {
-        let json = u64::from(location.len).saturating_sub(PAYLOAD_PREFIX as u64);
-        if self.any && json > self.left {
-            return false;
-        }
-        self.left = self.left.saturating_sub(json);
-        self.any = true;
-        true
-    }
+/// Bytes of JSON in the record at `location`.
+fn json_len(location: Location) -> u64 {
+    u64::from(location.len).saturating_sub(PAYLOAD_PREFIX as u64)
 }
 
 impl Store for RedbStore {
@@ -988,7 +966,7 @@ impl Store for RedbStore {
                 if header.expires_at <= now {
                     continue;
                 }
-                if !budget.take(header.location) {
+                if !budget.take(json_len(header.location)) {
                     break;
                 }
                 page.push((*hash, header));
@@ -1038,7 +1016,7 @@ impl Store for RedbStore {
                 let seq = be_u64(&key.value()[32..]);
                 let (expires_at, location) = decode_inbox_entry(value.value());
                 if expires_at > now {
-                    if !budget.take(location) {
+                    if !budget.take(json_len(location)) {
                         end.more = true;
                         break;
                     }
@@ -1171,7 +1149,7 @@ impl Store for RedbStore {
                     };
                     let header = Header::decode(value.value());
                     drop(value);
-                    let size = header.location.len.saturating_sub(PAYLOAD_PREFIX as u32) as u64;
+                    let size = json_len(header.location);
                     let segment = header.location.segment;
                     let live = segment_live
                         .get(segment)

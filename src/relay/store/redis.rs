@@ -15,8 +15,11 @@
 //! | `P:meta` | hash | `schema`, `seq` (last sequence number), `packets`, `bytes` |
 //! | `P:servers` | hash | known servers: field `host:port`, value the mesh's record |
 //!
-//! Every write is one Lua script, so it is atomic however many relays share the server, and
-//! sequence numbers (the `fetch-cursor`) are global to all of them. Durability is the
+//! Every write is one Lua script (or one command), so it is atomic however many relays share
+//! the server, and sequence numbers (the `fetch-cursor`) are global to all of them. Reads
+//! walk the sorted sets in pages of 512 and fetch packets in two round trips (each one's
+//! header and length, then exactly those that fit the byte budget), so no answer holds more
+//! than the budget and one packet. Durability is the
 //! server's: Redis answers a script only after its append-only file holds it, when it runs
 //! with `appendonly yes` and `appendfsync always`. [`RedisStore::open`] refuses a server that
 //! does not, or that may evict keys under memory pressure, because either would let a 200 from
@@ -34,8 +37,8 @@ use std::time::Duration;
 use redis::{Connection, ConnectionAddr, RedisError, RedisResult, Script};
 
 use super::{
-    InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
-    SweepReport, SyncTicket, UnixMillis,
+    ByteBudget, InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError,
+    StoreStats, SweepReport, SyncTicket, UnixMillis,
 };
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
@@ -481,31 +484,6 @@ impl<'a> Blob<'a> {
     }
 }
 
-/// Takes packets until `max_bytes` of JSON (at least one).
-struct ByteBudget {
-    left: u64,
-    any: bool,
-}
-
-impl ByteBudget {
-    fn new(max_bytes: u64) -> Self {
-        Self {
-            left: max_bytes,
-            any: false,
-        }
-    }
-
-    fn take(&mut self, json_len: usize) -> bool {
-        let len = json_len as u64;
-        if self.any && len > self.left {
-            return false;
-        }
-        self.left = self.left.saturating_sub(len);
-        self.any = true;
-        true
-    }
-}
-
 /// Whether an error says the connection is gone (the server restarted, or closed an idle
 /// connection), so that the command may be tried once more on a new one.
 fn connection_lost(e: &RedisError) -> bool {
@@ -699,7 +677,7 @@ impl RedisStore {
                 continue;
             }
             let header_len = head.len() - blob.json.len();
-            if !budget.take(len.saturating_sub(header_len)) {
+            if !budget.take(len.saturating_sub(header_len) as u64) {
                 stopped = Some(i);
                 break;
             }
