@@ -381,3 +381,34 @@ fn a_peer_that_was_down_gets_broadcasts_as_soon_as_it_calls_us() {
     r1.send_ok(&p);
     assert!(eventually(Duration::from_secs(10), || holds(&r2, &p)));
 }
+
+#[test]
+fn relays_sharing_one_redis_take_part_in_the_mesh_as_one_store() {
+    use common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let shared = format!("broadcast_fanout = 0\n{}", redis.relay_config("mesh"));
+    // A and B share Redis; only A names C, and C (on its own redb) names only A.
+    let a = Relay::start_at(pa, &mesh_config(pa, &[pc], &shared));
+    let b = Relay::start_at(pb, &mesh_config(pb, &[], &shared));
+    let c = Relay::start_at(pc, &mesh_config(pc, &[pa], "broadcast_fanout = 0"));
+    let alice = key_b64("alice-4096");
+
+    // Sent to B, which has no peer of its own: C gets it by syncing with A.
+    let to_b = packet_for(&alice, 1, 100);
+    b.send_ok(&to_b);
+    assert!(holds(&a, &to_b), "A serves what B stored");
+    assert!(
+        eventually(Duration::from_secs(20), || holds(&c, &to_b)),
+        "the packet reached C"
+    );
+    // Sent to C: it reaches the shared store, so B serves it too.
+    let to_c = packet_for(&alice, 2, 100);
+    c.send_ok(&to_c);
+    assert!(
+        eventually(Duration::from_secs(20), || holds(&b, &to_c)),
+        "the packet reached B through A"
+    );
+    assert_eq!(b.inbox(&alice).len(), 2);
+    assert_eq!(a.status()["messages"], 2);
+}
