@@ -189,11 +189,6 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// The server's data directory.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-
     /// Sends one command (inline, space-free arguments) and returns the first line of the
     /// answer, or `None` when the server cannot be reached.
     pub fn command(&self, args: &[&str]) -> Option<String> {

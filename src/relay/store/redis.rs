@@ -434,6 +434,12 @@ fn parse_hash(member: &[u8]) -> Result<PacketHash, StoreError> {
     })
 }
 
+/// A known server's field name, parsed back.
+fn parse_server(name: &str) -> Result<ServerEntry, StoreError> {
+    name.parse::<ServerEntry>()
+        .map_err(|e| StoreError::Corrupt(format!("stored server {name:?}: {e}")))
+}
+
 /// Scores come back as decimal text; ours are whole milliseconds or sequence numbers.
 fn parse_score(text: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(text)
@@ -1003,11 +1009,11 @@ impl Store for RedisStore {
     }
 
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError> {
-        Ok(self
-            .peer_records()?
-            .into_iter()
-            .map(|(server, _)| server)
-            .collect())
+        // Names only: the broadcaster asks every second and needs no records.
+        let mut names: Vec<String> =
+            self.with(|c| redis::cmd("HKEYS").arg(&self.keys.servers).query(c))?;
+        names.sort();
+        names.iter().map(|name| parse_server(name)).collect()
     }
 
     fn peer_records(&self) -> Result<Vec<(ServerEntry, Vec<u8>)>, StoreError> {
@@ -1015,12 +1021,7 @@ impl Store for RedisStore {
             self.with(|c| redis::cmd("HGETALL").arg(&self.keys.servers).query(c))?;
         all.sort();
         all.into_iter()
-            .map(|(name, record)| {
-                let server = name
-                    .parse::<ServerEntry>()
-                    .map_err(|e| StoreError::Corrupt(format!("stored server {name:?}: {e}")))?;
-                Ok((server, record))
-            })
+            .map(|(name, record)| Ok((parse_server(&name)?, record)))
             .collect()
     }
 
