@@ -265,6 +265,48 @@ fn packets_expire_in_redis_and_stay_gone() {
     relay.send_ok(&packet_for(&dave, 2, 100));
 }
 
+#[test]
+fn a_redis_weakened_while_the_relay_runs_costs_503s_until_it_is_fixed() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&format!(
+        "rate_limit_per_minute = 0\n{}",
+        redis.relay_config("weak")
+    ));
+    let erin = key_b64("alice-4096");
+    relay.send_ok(&packet_for(&erin, 1, 100));
+
+    assert_eq!(
+        redis.command(&["CONFIG", "SET", "appendfsync", "everysec"]),
+        Some("+OK".into())
+    );
+    let late = packet_for(&erin, 2, 100);
+    let (status, body) = relay.post("/send", &late);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "storage is unavailable; retry later");
+    assert!(
+        eventually(Duration::from_secs(5), || relay
+            .log()
+            .contains("no longer keeps what it acknowledges")),
+        "{}",
+        relay.log()
+    );
+    // The operator is told what is wrong; clients are not.
+    assert!(
+        relay.log().contains("appendfsync everysec"),
+        "{}",
+        relay.log()
+    );
+    assert!(!body.to_string().contains("appendfsync"), "{body}");
+
+    assert_eq!(
+        redis.command(&["CONFIG", "SET", "appendfsync", "always"]),
+        Some("+OK".into())
+    );
+    relay.send_ok(&late);
+    relay.send_ok(&packet_for(&erin, 3, 100));
+    assert_eq!(inbox_hashes(&relay, &erin).len(), 3);
+}
+
 /// Runs `jasper relay` with this `[relay]` section; it must fail to start. Returns its stderr.
 fn relay_refuses(relay_section: &str) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -61,7 +61,7 @@ impl UdpService {
         })
     }
 
-    /// Stops the threads and waits for them (each notices within [`POLL`]).
+    /// Stops the threads and waits for them (each notices within `POLL`).
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {

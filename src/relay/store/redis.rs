@@ -8,7 +8,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:pkt:<hash>` | string | `"<seq>\n<expires_at>\n<recipient>\n"` then the packet's JSON |
-//! | `P:in:<recipient>` | sorted set | the recipient's packets: member hash, score seq |
+//! | `P:in:<recipient>` | sorted set | the recipient's packets: member `<hash>:<JSON length>:<expires_at>`, score seq |
 //! | `P:exp` | sorted set | every packet: member hash, score expiry (ms) |
 //! | `P:all` | sorted set | every packet, score 0: the hash order of `for_each_hash` |
 //! | `P:tomb` | sorted set | tombstones: member hash, score the time they are forgotten |
@@ -17,14 +17,17 @@
 //!
 //! Every write is one Lua script (or one command), so it is atomic however many relays share
 //! the server, and sequence numbers (the `fetch-cursor`) are global to all of them. Reads
-//! walk the sorted sets in pages of 512 and fetch packets in two round trips (each one's
-//! header and length, then exactly those that fit the byte budget), so no answer holds more
+//! walk the sorted sets in pages of 512. An inbox page names each packet's length and expiry,
+//! so one `MGET` then reads exactly the packets that fit the byte budget; a read by hashes
+//! takes one round trip more (each packet's header and length first). No answer holds more
 //! than the budget and one packet. Durability is the
 //! server's: Redis answers a script only after its append-only file holds it, when it runs
 //! with `appendonly yes` and `appendfsync always`. [`RedisStore::open`] refuses a server that
 //! does not, or that may evict keys under memory pressure, because either would let a 200 from
-//! `/send` stand for a packet that can vanish. Each `put_batch_deferred` is therefore already
-//! durable when it returns, and `sync` has nothing left to wait for.
+//! `/send` stand for a packet that can vanish, and every batch reads those settings again in
+//! the round trip that stores it, failing (so nothing is acknowledged) once they changed.
+//! Each `put_batch_deferred` is therefore already durable when it returns, and `sync` has
+//! nothing left to wait for.
 //!
 //! The scripts build their keys from the prefix, so this engine needs a standalone Redis (or
 //! one primary with replicas), not Redis Cluster.
@@ -34,7 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use redis::{Connection, ConnectionAddr, RedisError, RedisResult, Script};
+use redis::{
+    Connection, ConnectionAddr, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind,
+};
 
 use super::{
     ByteBudget, InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError,
@@ -43,7 +48,8 @@ use super::{
 use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
 /// The layout version written to `P:meta` and checked on open.
-const SCHEMA: &str = "1";
+/// Layout 1 (a development build's) kept bare hashes in the inboxes.
+const SCHEMA: &str = "2";
 /// Longest wait for Redis to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for one command's answer (a batch of 1,024 packets and its `fsync` included);
@@ -149,7 +155,7 @@ for n = 1, #hashes do
         box_order[#box_order + 1] = ikey
       end
       box[#box + 1] = seq
-      box[#box + 1] = h
+      box[#box + 1] = h .. ':' .. ARGV[i + 4] .. ':' .. exp
       bytes = bytes + size
       added = added + 1
       result = string.format('%d', seq)
@@ -189,10 +195,11 @@ for i = 1, #due, 2 do
   local key = p .. ':pkt:' .. h
   local blob = redis.call('GET', key)
   if blob then
-    local header, r = string.match(blob, '^(%d+\n%d+\n(%x+)\n)')
+    local header, e, r = string.match(blob, '^(%d+\n(%d+)\n(%x+)\n)')
     if header then
-      redis.call('ZREM', p .. ':in:' .. r, h)
-      freed = freed + #blob - #header
+      local size = #blob - #header
+      redis.call('ZREM', p .. ':in:' .. r, h .. ':' .. size .. ':' .. e)
+      freed = freed + size
     end
     redis.call('DEL', key)
     expired = expired + 1
@@ -490,6 +497,106 @@ impl<'a> Blob<'a> {
     }
 }
 
+/// An inbox entry: the member `<hash>:<JSON length>:<expires_at>` and its score, the
+/// sequence number.
+struct InboxMember {
+    hash: String,
+    json_len: u64,
+    expires_at: UnixMillis,
+    seq: u64,
+}
+
+impl InboxMember {
+    fn parse(member: &[u8], score: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = || {
+            StoreError::Corrupt(format!(
+                "inbox member {:?} is not <hash>:<length>:<expiry>",
+                String::from_utf8_lossy(member)
+            ))
+        };
+        let text = std::str::from_utf8(member).map_err(|_| corrupt())?;
+        let mut parts = text.split(':');
+        let (Some(hash), Some(len), Some(exp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(corrupt());
+        };
+        parse_hash(hash.as_bytes())?;
+        Ok(Self {
+            hash: hash.to_owned(),
+            json_len: len.parse().map_err(|_| corrupt())?,
+            expires_at: exp.parse().map_err(|_| corrupt())?,
+            seq: parse_score(score)?,
+        })
+    }
+}
+
+/// What `CONFIG GET append*` and `CONFIG GET maxmemory-policy` answer: names and values, flat.
+type DurabilityAnswers = (Vec<String>, Vec<String>);
+
+/// The server settings a 200 from `/send` depends on.
+#[derive(Debug, Default)]
+struct DurabilitySettings {
+    appendonly: Option<String>,
+    appendfsync: Option<String>,
+    maxmemory_policy: Option<String>,
+}
+
+impl DurabilitySettings {
+    /// Adds the two commands that read the settings to `pipe` (globs, so any Redis version
+    /// answers both in one round trip).
+    fn ask(pipe: &mut redis::Pipeline) {
+        pipe.cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy");
+    }
+
+    fn from_answers((append, memory): DurabilityAnswers) -> Self {
+        let mut settings = Self::default();
+        for pair in append.chunks_exact(2).chain(memory.chunks_exact(2)) {
+            let value = Some(pair[1].clone());
+            match pair[0].as_str() {
+                "appendonly" => settings.appendonly = value,
+                "appendfsync" => settings.appendfsync = value,
+                "maxmemory-policy" => settings.maxmemory_policy = value,
+                _ => {}
+            }
+        }
+        settings
+    }
+
+    /// Why a server with these settings could lose a packet it acknowledged, and what to
+    /// change; `None` when it cannot.
+    fn problem(&self) -> Option<String> {
+        let (Some(appendonly), Some(appendfsync), Some(policy)) =
+            (&self.appendonly, &self.appendfsync, &self.maxmemory_policy)
+        else {
+            return Some(
+                "it does not report appendonly, appendfsync and maxmemory-policy to CONFIG \
+                 GET, so jasper cannot tell whether it keeps what it acknowledges"
+                    .into(),
+            );
+        };
+        if appendonly != "yes" || appendfsync != "always" {
+            return Some(format!(
+                "it runs with appendonly {appendonly} and appendfsync {appendfsync}, so a \
+                 packet it acknowledged could be lost in a crash; set `appendonly yes` and \
+                 `appendfsync always` in redis.conf (or CONFIG SET them, then CONFIG REWRITE)"
+            ));
+        }
+        if policy.starts_with("allkeys") {
+            return Some(format!(
+                "its maxmemory-policy is {policy}, which may evict stored packets; use \
+                 noeviction (the default): a full store then refuses new packets instead"
+            ));
+        }
+        None
+    }
+}
+
 /// Whether an error says the connection is gone (the server restarted, or closed an idle
 /// connection), so that the command may be tried once more on a new one.
 fn connection_lost(e: &RedisError) -> bool {
@@ -542,38 +649,18 @@ impl RedisStore {
     }
 
     fn check_server(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        let setting = |conn: &mut Connection, name: &str| -> Result<String, StoreError> {
-            let pair: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query(conn)
-                .map_err(|e| {
-                    self.open_error(format!(
-                        "cannot read its setting {name} ({e}); jasper checks that Redis \
-                         writes every change to disk before answering, so it needs CONFIG GET"
-                    ))
-                })?;
-            pair.into_iter()
-                .nth(1)
-                .ok_or_else(|| self.open_error(format!("it does not know the setting {name}")))
-        };
-        let appendonly = setting(conn, "appendonly")?;
-        let appendfsync = setting(conn, "appendfsync")?;
-        if appendonly != "yes" || appendfsync != "always" {
-            return Err(self.open_error(format!(
-                "it runs with appendonly {appendonly} and appendfsync {appendfsync}, so a \
-                 packet it acknowledged could be lost in a crash; set `appendonly yes` and \
-                 `appendfsync always` in redis.conf (or CONFIG SET them, then CONFIG REWRITE)"
-            )));
+        let mut pipe = redis::pipe();
+        DurabilitySettings::ask(&mut pipe);
+        let answers: DurabilityAnswers = pipe.query(conn).map_err(|e| {
+            self.open_error(format!(
+                "cannot read its settings ({e}); jasper checks that Redis writes every change \
+                 to disk before answering, so it needs CONFIG GET"
+            ))
+        })?;
+        match DurabilitySettings::from_answers(answers).problem() {
+            Some(problem) => Err(self.open_error(problem)),
+            None => Ok(()),
         }
-        let policy = setting(conn, "maxmemory-policy")?;
-        if policy.starts_with("allkeys") {
-            return Err(self.open_error(format!(
-                "its maxmemory-policy is {policy}, which may evict stored packets; use \
-                 noeviction (the default): a full store then refuses new packets instead"
-            )));
-        }
-        Ok(())
     }
 
     fn check_schema(&self, conn: &mut Connection) -> Result<(), StoreError> {
@@ -590,6 +677,13 @@ impl RedisStore {
             .map_err(|e| self.open_error(e.to_string()))?;
         match schema.as_deref() {
             Some(SCHEMA) => Ok(()),
+            Some("1") => Err(self.open_error(format!(
+                "the keys under {:?} hold layout 1, written by a development build of jasper \
+                 that was never released; delete them (`redis-cli --scan --pattern '{}:*'`, \
+                 then DEL; peers refill the packets at the next message sync) or choose \
+                 another redis_prefix",
+                self.keys.prefix, self.keys.prefix
+            ))),
             other => Err(self.open_error(format!(
                 "the keys under {:?} hold layout {other:?}, not {SCHEMA:?}: they were \
                  written by another program or version; choose another redis_prefix",
@@ -735,7 +829,34 @@ impl Store for RedisStore {
                 .arg(p.json.len())
                 .arg(tail);
         }
-        let answers: Vec<String> = self.with(|c| invocation.invoke(c))?;
+        // The settings are read again with every batch, right after its script and in the
+        // same round trip: someone may have run `CONFIG SET appendfsync everysec` on the live
+        // server since `open`, and then Redis's answer no longer means "on disk".
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation);
+        DurabilitySettings::ask(&mut pipe);
+        let (answers, settings): (Vec<String>, DurabilityAnswers) = self.with(|c| {
+            let (answers, append, memory) = match pipe.query(c) {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    invocation.load(c)?;
+                    pipe.query(c)?
+                }
+                result => result?,
+            };
+            Ok((answers, (append, memory)))
+        })?;
+        if let Some(problem) = DurabilitySettings::from_answers(settings).problem() {
+            // Not acknowledged, though Redis kept the batch: a retry once the server is fixed
+            // is told its packet is there. Under `everysec` the packet reached the file and
+            // is flushed within a second; after `appendonly no`, turning it back on makes
+            // Redis write all it holds to a new file. Only a crash inside that short window
+            // could lose a packet answered there as a duplicate.
+            return Err(StoreError::Engine(format!(
+                "Redis at {} no longer keeps what it acknowledges: {problem}; refusing packets \
+                 until it does",
+                self.target
+            )));
+        }
         if answers.len() != packets.len() {
             return Err(StoreError::Engine(format!(
                 "Redis at {} answered {} outcomes for {} packets",
@@ -824,35 +945,59 @@ impl Store for RedisStore {
                     .arg(PAGE)
                     .query(c)
             })?;
-            let names: Vec<String> = entries
+            // Each member carries its packet's length and expiry, so the packets that fit the
+            // budget are chosen before any is read, and read in one MGET.
+            let members = entries
                 .iter()
-                .map(|(member, _)| String::from_utf8_lossy(member).into_owned())
-                .collect();
-            let (found, stopped) = self.read_within(&names, &mut budget, now)?;
-            let mut found = found.into_iter().peekable();
-            for (i, (member, score)) in entries.iter().enumerate() {
-                let seq = parse_score(score)?;
+                .map(|(member, score)| InboxMember::parse(member, score))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut chosen = Vec::new();
+            let mut stopped = None;
+            for (i, m) in members.iter().enumerate() {
+                if m.expires_at <= now {
+                    continue;
+                }
+                if !budget.take(m.json_len) {
+                    stopped = Some(i);
+                    break;
+                }
+                chosen.push(i);
+            }
+            let blobs: Vec<Option<Vec<u8>>> = if chosen.is_empty() {
+                Vec::new()
+            } else {
+                let keys: Vec<String> = chosen
+                    .iter()
+                    .map(|&i| self.keys.packet(&members[i].hash))
+                    .collect();
+                self.with(|c| redis::cmd("MGET").arg(&keys).query(c))?
+            };
+            let mut found = chosen.into_iter().zip(blobs).peekable();
+            for (i, m) in members.iter().enumerate() {
                 if stopped == Some(i) {
                     end.more = true;
                     return Ok(end);
                 }
-                // Missing (swept between the two reads) or expired: passed over.
-                if let Some((_, blob)) = found.next_if(|(at, _)| *at == i) {
-                    let blob = Blob::decode(&names[i], &blob)?;
-                    if blob.recipient != recipient.0 || blob.seq != seq {
+                // Expired, or swept since the index was read: passed over.
+                if let Some((_, Some(blob))) = found.next_if(|(at, _)| *at == i) {
+                    let blob = Blob::decode(&m.hash, &blob)?;
+                    if blob.recipient != recipient.0
+                        || blob.seq != m.seq
+                        || blob.json.len() as u64 != m.json_len
+                    {
                         return Err(StoreError::Corrupt(format!(
                             "packet {} is indexed in the wrong inbox or position",
-                            names[i]
+                            m.hash
                         )));
                     }
                     visit(PacketView {
-                        hash: parse_hash(member)?,
-                        seq,
+                        hash: parse_hash(m.hash.as_bytes())?,
+                        seq: m.seq,
                         expires_at: blob.expires_at,
                         json: blob.json,
                     });
                 }
-                end.cursor = seq;
+                end.cursor = m.seq;
             }
             if entries.len() < PAGE {
                 return Ok(end);
@@ -1237,6 +1382,65 @@ mod tests {
     }
 
     #[test]
+    fn a_server_weakened_while_running_is_refused_from_the_next_batch() {
+        let server = TestRedis::start(&[]);
+        let store = server.fresh_store();
+        let mut conn = server.connection();
+        let mut set = |name: &str, value: &str| {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut conn)
+                .unwrap();
+        };
+        let (p1, p2, p3) = (
+            packet(1, 1, 1_000),
+            packet(2, 1, 1_000),
+            packet(3, 1, 1_000),
+        );
+        assert_eq!(
+            store
+                .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
+                .unwrap(),
+            vec![PutOutcome::Stored { seq: 1 }]
+        );
+        for (name, weak, safe, expect) in [
+            ("appendfsync", "everysec", "always", "appendfsync everysec"),
+            ("appendonly", "no", "yes", "appendonly no"),
+            (
+                "maxmemory-policy",
+                "allkeys-lru",
+                "noeviction",
+                "allkeys-lru",
+            ),
+        ] {
+            set(name, weak);
+            let text = store
+                .put_batch(std::slice::from_ref(&p2), LIMITS, 0)
+                .expect_err("refused")
+                .to_string();
+            assert!(text.contains(expect), "{text}");
+            assert!(text.contains("refusing packets"), "{text}");
+            set(name, safe);
+            // Refused is not lost: the batch was written, and is a duplicate once retried.
+            assert_eq!(
+                store
+                    .put_batch(std::slice::from_ref(&p2), LIMITS, 0)
+                    .unwrap(),
+                vec![PutOutcome::Duplicate]
+            );
+        }
+        assert_eq!(
+            store
+                .put_batch(std::slice::from_ref(&p3), LIMITS, 0)
+                .unwrap(),
+            vec![PutOutcome::Stored { seq: 3 }]
+        );
+        assert_eq!(store.stats().unwrap().packets, 3);
+    }
+
+    #[test]
     fn bad_addresses_and_prefixes_are_explained() {
         let server = TestRedis::start(&[]);
         let mut options = server.fresh_options();
@@ -1283,14 +1487,37 @@ mod tests {
             .get_many(&[p.hash], u64::MAX, 0, &mut |_| panic!("served"))
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-
-        redis::cmd("HSET")
-            .arg(format!("{}:meta", options.prefix))
-            .arg("schema")
-            .arg("99")
+        let read_inbox = || s.inbox(&p.recipient, 0, u64::MAX, 0, &mut |_| panic!("served"));
+        let err = read_inbox().unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        // An inbox entry that does not name a packet's length and expiry.
+        let inbox = format!("{}:in:{}", options.prefix, hex(&p.recipient.0));
+        redis::cmd("DEL").arg(&inbox).query::<()>(&mut c).unwrap();
+        redis::cmd("ZADD")
+            .arg(&inbox)
+            .arg(1)
+            .arg(p.hash.to_string())
             .query::<()>(&mut c)
             .unwrap();
-        let text = RedisStore::open(&options).err().unwrap().to_string();
+        let err = read_inbox().unwrap_err();
+        assert!(
+            err.to_string().contains("<hash>:<length>:<expiry>"),
+            "{err}"
+        );
+
+        let mut layout = |schema: &str| {
+            redis::cmd("HSET")
+                .arg(format!("{}:meta", options.prefix))
+                .arg("schema")
+                .arg(schema)
+                .query::<()>(&mut c)
+                .unwrap();
+            RedisStore::open(&options).err().unwrap().to_string()
+        };
+        let text = layout("1");
+        assert!(text.contains("development build"), "{text}");
+        assert!(text.contains("choose another redis_prefix"), "{text}");
+        let text = layout("99");
         assert!(text.contains("choose another redis_prefix"), "{text}");
     }
 
