@@ -346,15 +346,6 @@ struct Load {
     max: f64,
 }
 
-impl Load {
-    const NONE: Self = Self {
-        rate: f64::NAN,
-        p50: f64::NAN,
-        p99: f64::NAN,
-        max: f64::NAN,
-    };
-}
-
 /// Sends the prepared bodies over 64 connections for `secs`; returns requests per second and
 /// the latency of those requests. With `cycle` the bodies are reused (the ceiling does not
 /// care); without, each is sent once.
@@ -431,26 +422,45 @@ fn round_bodies(
     )
 }
 
-fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
-    println!(
-        "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
-    );
-    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
-    // JASPER_BENCH_PRELOAD=N starts each relay run on a copy of a database holding N packets.
-    let preloaded = match env_num("JASPER_BENCH_PRELOAD", 0) {
-        0 => None,
-        n => {
-            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
-            preload(dir.path(), n, &keys);
-            println!("the relay starts each run holding {n} packets");
-            Some(dir)
+/// One server of a side-by-side `/send` comparison: its name, and how to start it and load
+/// it for a round (given the round's number and its own bodies).
+struct Side<'a> {
+    name: &'static str,
+    run: Box<dyn Fn(u64, Bodies) -> Load + 'a>,
+}
+
+/// A round's prepared request bodies, shared by its sides.
+type Bodies = Arc<Vec<Vec<u8>>>;
+
+impl<'a> Side<'a> {
+    fn new(name: &'static str, run: impl Fn(u64, Bodies) -> Load + 'a) -> Self {
+        Self {
+            name,
+            run: Box::new(run),
         }
-    };
+    }
+}
+
+/// Runs `sides` one after the other in every round, each round on its own unique bodies, and
+/// prints each round, then the medians: of each side's rate, of every later side's rate over
+/// every earlier one's in the same round, and of latencies. `JASPER_BENCH_SIDE` (a list of
+/// names) runs only those sides, for profiling and for alternating two builds.
+fn compare_sends(rounds: u64, secs: u64, ct: usize, sig: usize, sides: &[Side<'_>]) {
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
     // Enough unique packets for the fastest server; each round gets its own.
     let per_round = (secs * 40_000) as usize;
-    let mut ceiling = Vec::new();
-    let mut floor = Vec::new();
-    let mut relay = Vec::new();
+    let only = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
+    let sides: Vec<&Side> = sides
+        .iter()
+        .filter(|side| only.is_empty() || only.split(',').any(|s| s == side.name))
+        .collect();
+    let mut loads: Vec<Vec<Load>> = vec![Vec::new(); sides.len()];
+    let pairs: Vec<(usize, usize)> = (0..sides.len())
+        .flat_map(|later| (0..later).map(move |earlier| (later, earlier)))
+        .collect();
+    let ratio_name = |&(later, earlier): &(usize, usize)| {
+        format!("{}/{}", sides[later].name, sides[earlier].name)
+    };
     for round in 0..rounds {
         let bodies = round_bodies(&keys, round, per_round, ct, sig);
         if round == 0 {
@@ -459,70 +469,94 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
                 bodies[0].len()
             );
         }
-        // JASPER_BENCH_SIDE=relay (or ceiling, floor, or a list) runs only those, for profiling.
-        let sides = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
-        let runs = |side: &str| sides.is_empty() || sides.split(',').any(|s| s == side);
-        let c = if runs("ceiling") {
+        for (side, out) in sides.iter().zip(&mut loads) {
+            out.push((side.run)(round, bodies.clone()));
+        }
+        let this = |i: usize| loads[i][round as usize];
+        let rates: Vec<String> = (0..sides.len())
+            .map(|i| format!("{} {:.0} req/s", sides[i].name, this(i).rate))
+            .collect();
+        let ratios: Vec<String> = pairs
+            .iter()
+            .map(|&(l, e)| format!("{} {:.2}", ratio_name(&(l, e)), this(l).rate / this(e).rate))
+            .collect();
+        let latencies: Vec<String> = (0..sides.len())
+            .map(|i| {
+                let l = this(i);
+                format!("{} {:.2}/{:.2}/{:.1}", sides[i].name, l.p50, l.p99, l.max)
+            })
+            .collect();
+        println!("round {round}: {}; {}", rates.join(", "), ratios.join(", "));
+        println!("  latency p50/p99/max ms: {}", latencies.join(", "));
+    }
+    let of = |i: usize, f: fn(&Load) -> f64| median(loads[i].iter().map(f).collect());
+    let rates: Vec<String> = (0..sides.len())
+        .map(|i| format!("{} {:.0} req/s", sides[i].name, of(i, |l| l.rate)))
+        .collect();
+    let ratios: Vec<String> = pairs
+        .iter()
+        .map(|&(l, e)| {
+            let per_round = loads[l].iter().zip(&loads[e]).map(|(a, b)| a.rate / b.rate);
+            format!("{} {:.2}", ratio_name(&(l, e)), median(per_round.collect()))
+        })
+        .collect();
+    let latencies: Vec<String> = (0..sides.len())
+        .map(|i| {
+            format!(
+                "{} {:.2}/{:.2}/{:.1}",
+                sides[i].name,
+                of(i, |l| l.p50),
+                of(i, |l| l.p99),
+                of(i, |l| l.max)
+            )
+        })
+        .collect();
+    println!(
+        "median: {}; per-round ratios (median): {}",
+        rates.join(", "),
+        ratios.join(", ")
+    );
+    println!("median latency p50/p99/max ms: {}\n", latencies.join(", "));
+}
+
+/// `/send` on the relay beside the ceiling and the durable floor (target: relay/ceiling at
+/// least 0.50).
+fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
+    println!(
+        "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds (target: relay/ceiling >= 0.50)"
+    );
+    // JASPER_BENCH_PRELOAD=N starts each relay run on a copy of a database holding N packets.
+    let preloaded = match env_num("JASPER_BENCH_PRELOAD", 0) {
+        0 => None,
+        n => {
+            let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+            let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
+            preload(dir.path(), n, &keys);
+            println!("the relay starts each run holding {n} packets");
+            Some(dir)
+        }
+    };
+    let sides = [
+        Side::new("ceiling", |_, bodies| {
             let server = start_ceiling(Bytes::from_static(b"{}"));
-            load(server.addr, bodies.clone(), secs, true)
-        } else {
-            Load::NONE
-        };
-        let f = if runs("floor") {
+            load(server.addr, bodies, secs, true)
+        }),
+        Side::new("floor", |_, bodies| {
             let dir = tempfile::tempdir().unwrap();
             let server = start_floor(dir.path());
             // The floor does not look at what it appends, so bodies may repeat.
-            load(server.addr, bodies.clone(), secs, true)
-        } else {
-            Load::NONE
-        };
-        let r = if runs("relay") {
+            load(server.addr, bodies, secs, true)
+        }),
+        Side::new("relay", |_, bodies| {
             let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
             if let Some(template) = &preloaded {
                 copy_dir(template.path(), dir.path());
             }
             let server = start_relay(dir.path());
-            load(server.addr, bodies.clone(), secs, false)
-        } else {
-            Load::NONE
-        };
-        println!(
-            "round {round}: ceiling {:.0} req/s, durable floor {:.0} req/s, relay {:.0} req/s; relay/ceiling {:.2}, floor/ceiling {:.2}, relay/floor {:.2}",
-            c.rate,
-            f.rate,
-            r.rate,
-            r.rate / c.rate,
-            f.rate / c.rate,
-            r.rate / f.rate
-        );
-        println!(
-            "  latency p50/p99/max ms: ceiling {:.2}/{:.2}/{:.1}, durable floor {:.2}/{:.2}/{:.1}, relay {:.2}/{:.2}/{:.1}",
-            c.p50, c.p99, c.max, f.p50, f.p99, f.max, r.p50, r.p99, r.max
-        );
-        ceiling.push(c);
-        floor.push(f);
-        relay.push(r);
-    }
-    let rates = |v: &[Load]| median(v.iter().map(|l| l.rate).collect());
-    let (c, f, r) = (rates(&ceiling), rates(&floor), rates(&relay));
-    println!(
-        "median: ceiling {c:.0} req/s, durable floor {f:.0} req/s, relay {r:.0} req/s; relay/ceiling {:.2} (target >= 0.50), floor/ceiling {:.2}, relay/floor {:.2}",
-        r / c,
-        f / c,
-        r / f
-    );
-    let latency = |v: &[Load]| {
-        (
-            median(v.iter().map(|l| l.p50).collect()),
-            median(v.iter().map(|l| l.p99).collect()),
-            median(v.iter().map(|l| l.max).collect()),
-        )
-    };
-    let ((c50, c99, cmax), (f50, f99, fmax), (r50, r99, rmax)) =
-        (latency(&ceiling), latency(&floor), latency(&relay));
-    println!(
-        "median latency p50/p99/max ms: ceiling {c50:.2}/{c99:.2}/{cmax:.1}, durable floor {f50:.2}/{f99:.2}/{fmax:.1}, relay {r50:.2}/{r99:.2}/{rmax:.1}\n"
-    );
+            load(server.addr, bodies, secs, false)
+        }),
+    ];
+    compare_sends(rounds, secs, ct, sig, &sides);
 }
 
 /// A redis-server as `store = "redis"` requires it (`appendfsync always`), on a free loopback
@@ -580,30 +614,20 @@ fn bench_send_engines(rounds: u64, secs: u64) {
     println!(
         "## /send throughput by storage engine: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds"
     );
-    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
-    let per_round = (secs * 40_000) as usize;
-    // JASPER_BENCH_SIDE as for `send` (ceiling, redb, redis); JASPER_BENCH_REDIS_URL uses a
-    // server of one's own (for looking at its statistics) instead of starting one per round.
-    let sides = std::env::var("JASPER_BENCH_SIDE").unwrap_or_default();
-    let runs = |side: &str| sides.is_empty() || sides.split(',').any(|s| s == side);
+    // JASPER_BENCH_REDIS_URL uses a server of one's own (for looking at its statistics)
+    // instead of starting one per round.
     let external = std::env::var("JASPER_BENCH_REDIS_URL").ok();
-    let (mut ceiling, mut redb, mut redis) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let bodies = round_bodies(&keys, round, per_round, 16, 300);
-        let c = if runs("ceiling") {
+    let sides = [
+        Side::new("ceiling", |_, bodies| {
             let server = start_ceiling(Bytes::from_static(b"{}"));
-            load(server.addr, bodies.clone(), secs, true)
-        } else {
-            Load::NONE
-        };
-        let b = if runs("redb") {
+            load(server.addr, bodies, secs, true)
+        }),
+        Side::new("redb", |_, bodies| {
             let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
             let server = start_relay(dir.path());
-            load(server.addr, bodies.clone(), secs, false)
-        } else {
-            Load::NONE
-        };
-        let r = if runs("redis") {
+            load(server.addr, bodies, secs, false)
+        }),
+        Side::new("redis", |round, bodies| {
             let dir = tempfile::tempdir_in(bench_tmp()).unwrap();
             let own = external.is_none().then(BenchRedis::start);
             let url = external
@@ -614,47 +638,10 @@ fn bench_send_engines(rounds: u64, secs: u64) {
                 config.redis_url = url;
                 config.redis_prefix = format!("bench{round}");
             });
-            load(server.addr, bodies.clone(), secs, false)
-        } else {
-            Load::NONE
-        };
-        println!(
-            "round {round}: ceiling {:.0} req/s, redb {:.0} req/s, redis {:.0} req/s; redb/ceiling {:.2}, redis/ceiling {:.2}, redis/redb {:.2}",
-            c.rate,
-            b.rate,
-            r.rate,
-            b.rate / c.rate,
-            r.rate / c.rate,
-            r.rate / b.rate
-        );
-        println!(
-            "  latency p50/p99/max ms: ceiling {:.2}/{:.2}/{:.1}, redb {:.2}/{:.2}/{:.1}, redis {:.2}/{:.2}/{:.1}",
-            c.p50, c.p99, c.max, b.p50, b.p99, b.max, r.p50, r.p99, r.max
-        );
-        ceiling.push(c);
-        redb.push(b);
-        redis.push(r);
-    }
-    let rates = |v: &[Load]| median(v.iter().map(|l| l.rate).collect());
-    let (c, b, r) = (rates(&ceiling), rates(&redb), rates(&redis));
-    let ratio =
-        |x: &[Load], y: &[Load]| median(x.iter().zip(y).map(|(a, b)| a.rate / b.rate).collect());
-    println!(
-        "median: ceiling {c:.0} req/s, redb {b:.0} req/s, redis {r:.0} req/s; per-round ratios (median): redb/ceiling {:.2}, redis/ceiling {:.2}, redis/redb {:.2}",
-        ratio(&redb, &ceiling),
-        ratio(&redis, &ceiling),
-        ratio(&redis, &redb)
-    );
-    let p = |v: &[Load], f: fn(&Load) -> f64| median(v.iter().map(f).collect());
-    println!(
-        "median latency p50/p99 ms: ceiling {:.2}/{:.2}, redb {:.2}/{:.2}, redis {:.2}/{:.2}\n",
-        p(&ceiling, |l| l.p50),
-        p(&ceiling, |l| l.p99),
-        p(&redb, |l| l.p50),
-        p(&redb, |l| l.p99),
-        p(&redis, |l| l.p50),
-        p(&redis, |l| l.p99)
-    );
+            load(server.addr, bodies, secs, false)
+        }),
+    ];
+    compare_sends(rounds, secs, 16, 300, &sides);
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
