@@ -1,5 +1,6 @@
-//! Durability and expiry: what a 200 promises survives `kill -9`, concurrency loses nothing,
-//! packets expire on time and stay gone, and shutdown is graceful.
+//! Durability and expiry: what a 200 promises survives `kill -9` and a disk that refuses
+//! writes, concurrency loses nothing, packets expire on time and stay gone, and shutdown is
+//! graceful.
 
 mod common;
 
@@ -353,4 +354,110 @@ fn sigterm_lets_an_in_flight_send_finish_then_exits_cleanly() {
     );
     let relay = relay.restart();
     assert_eq!(relay.inbox(&alice).len(), 1);
+}
+
+/// The largest file under `dir`, in bytes.
+fn largest_file(dir: &std::path::Path) -> u64 {
+    let mut largest = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        largest = largest.max(if meta.is_dir() {
+            largest_file(&entry.path())
+        } else {
+            meta.len()
+        });
+    }
+    largest
+}
+
+/// Sets the relay's soft limit on file sizes (`prlimit`, util-linux).
+fn limit_file_size(relay: &Relay, soft: &str) {
+    let status = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(relay.pid().to_string())
+        .arg(format!("--fsize={soft}:"))
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+}
+
+/// What a full disk does to the write path, with a file size limit standing in for it: a
+/// write past the limit fails (EFBIG; the relay runs with SIGXFSZ ignored, as a full disk
+/// gives ENOSPC without a signal). Sends get 503 and nothing else changes: the relay keeps
+/// serving what it holds, takes packets again as soon as there is room, without a restart,
+/// and after `kill -9` every packet it acknowledged is there.
+#[test]
+fn a_disk_that_refuses_writes_costs_503s_and_loses_nothing() {
+    let relay = Relay::start_under(
+        &["bash", "-c", "trap '' XFSZ; exec \"$@\"", "ignore-sigxfsz"],
+        "rate_limit_per_minute = 0",
+    );
+    let key = key_b64("alice-4096");
+    let acked = std::cell::RefCell::new(Vec::new());
+    let mut n = 0;
+    let mut send = |relay: &Relay| {
+        n += 1;
+        let p = packet_for(&key, n, 2000);
+        let (status, body) = relay.post("/send", &p);
+        if status == 200 {
+            acked
+                .borrow_mut()
+                .push(p["hash"].as_str().unwrap().to_owned());
+        }
+        (status, body)
+    };
+    for _ in 0..40 {
+        assert_eq!(send(&relay).0, 200);
+    }
+    // Room for two more packets in the packet log, then none.
+    let data = relay.dir.path().join("data");
+    let log = std::fs::metadata(data.join("segments/0000000000000001.seg"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        largest_file(&data),
+        log,
+        "the packet log is the largest file"
+    );
+    limit_file_size(&relay, &(log + 12_000).to_string());
+    let mut refused = 0;
+    for _ in 0..40 {
+        let (status, body) = send(&relay);
+        match status {
+            200 => assert_eq!(refused, 0, "a 200 after a refusal while still full"),
+            503 => {
+                assert_eq!(body["error"], "storage is unavailable; retry later");
+                refused += 1;
+            }
+            other => panic!("/send answered {other}: {body}"),
+        }
+    }
+    assert!(refused >= 35, "only {refused} of 40 sends refused");
+    assert!(
+        relay.log().contains("storing packets failed"),
+        "{}",
+        relay.log()
+    );
+    // Still serving what it holds.
+    assert_eq!(relay.status()["messages"], acked.borrow().len());
+    let inbox = relay.inbox(&key);
+    assert_eq!(inbox.len(), acked.borrow().len());
+
+    // Room again: packets are taken at once, no restart needed.
+    limit_file_size(&relay, "unlimited");
+    for _ in 0..20 {
+        let (status, body) = send(&relay);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(relay.status()["messages"], acked.borrow().len());
+
+    let relay = relay.restart();
+    let found = fetch_hashes(&relay, &acked.borrow());
+    assert_eq!(
+        found.len(),
+        acked.borrow().len(),
+        "acknowledged packets lost"
+    );
+    assert_eq!(relay.status()["messages"], acked.borrow().len());
 }
