@@ -104,8 +104,6 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     config_path: PathBuf,
-    /// A command line the relay runs under (`jasper` and its arguments are appended), or empty.
-    wrapper: Vec<String>,
     child: Child,
     log: Arc<Mutex<String>>,
     agent: ureq::Agent,
@@ -114,12 +112,6 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay whose `[relay]` section is the defaults for tests plus `extra` lines.
     pub fn start(extra: &str) -> Relay {
-        Self::start_under(&[], extra)
-    }
-
-    /// As [`Relay::start`], with the process started by `wrapper` (the command line before
-    /// `jasper`; used again by [`Relay::restart`]).
-    pub fn start_under(wrapper: &[&str], extra: &str) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
         let config = format!(
@@ -127,8 +119,7 @@ impl Relay {
             dir.path().join("data").display()
         );
         std::fs::write(&config_path, config).expect("write config");
-        let wrapper = wrapper.iter().map(|s| (*s).to_owned()).collect();
-        Self::spawn_in(dir, config_path, wrapper)
+        Self::spawn_in(dir, config_path)
     }
 
     /// Starts a relay listening on `127.0.0.1:port` (see [`free_port`]), for meshes whose
@@ -141,7 +132,7 @@ impl Relay {
             dir.path().join("data").display()
         );
         std::fs::write(&config_path, config).expect("write config");
-        Self::spawn_in(dir, config_path, Vec::new())
+        Self::spawn_in(dir, config_path)
     }
 
     /// Starts a relay with no configuration file at all, only flags.
@@ -155,10 +146,9 @@ impl Relay {
             "--data-dir".to_owned(),
             data.display().to_string(),
         ];
-        let (child, addr, log) = spawn_relay(&[], &args, dir.path());
+        let (child, addr, log) = spawn_relay(&args, dir.path());
         Relay {
             config_path: PathBuf::new(),
-            wrapper: Vec::new(),
             dir,
             addr,
             child,
@@ -185,18 +175,17 @@ impl Relay {
         }
     }
 
-    fn spawn_in(dir: tempfile::TempDir, config_path: PathBuf, wrapper: Vec<String>) -> Relay {
+    fn spawn_in(dir: tempfile::TempDir, config_path: PathBuf) -> Relay {
         let args = vec![
             "--config".to_owned(),
             config_path.display().to_string(),
             "relay".to_owned(),
         ];
-        let (child, addr, log) = spawn_relay(&wrapper, &args, dir.path());
+        let (child, addr, log) = spawn_relay(&args, dir.path());
         Relay {
             dir,
             addr,
             config_path,
-            wrapper,
             child,
             log,
             agent: agent(),
@@ -287,7 +276,7 @@ impl Relay {
     pub fn restart(self) -> Relay {
         let mut this = self;
         this.kill9();
-        let (child, addr, log) = spawn_relay(&this.wrapper, &this.args(), this.dir.path());
+        let (child, addr, log) = spawn_relay(&this.args(), this.dir.path());
         this.child = child;
         this.addr = addr;
         this.log = log;
@@ -357,21 +346,8 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
-fn spawn_relay(
-    wrapper: &[String],
-    args: &[String],
-    cwd: &Path,
-) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut command = match wrapper.split_first() {
-        None => jasper_in(cwd),
-        Some((program, before)) => {
-            let mut command = Command::new(program);
-            command.args(before).arg(jasper_bin());
-            in_test_home(&mut command, cwd);
-            command
-        }
-    };
-    let mut child = command
+fn spawn_relay(args: &[String], cwd: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = jasper_in(cwd)
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -411,17 +387,12 @@ fn spawn_relay(
 /// user's (and no `JASPER_CONFIG` from the environment).
 pub fn jasper_in(cwd: &Path) -> Command {
     let mut command = Command::new(jasper_bin());
-    in_test_home(&mut command, cwd);
-    command
-}
-
-/// Runs `command` in `cwd`, with `cwd/xdg-config` and `cwd/xdg-data` as the user's folders.
-fn in_test_home(command: &mut Command, cwd: &Path) {
     command
         .current_dir(cwd)
         .env_remove("JASPER_CONFIG")
         .env("XDG_CONFIG_HOME", cwd.join("xdg-config"))
         .env("XDG_DATA_HOME", cwd.join("xdg-data"));
+    command
 }
 
 /// Runs `jasper` with `args` and returns (exit code, stdout, stderr).

@@ -500,7 +500,9 @@ impl<'a> Blob<'a> {
 /// An inbox entry: the member `<hash>:<JSON length>:<expires_at>` and its score, the
 /// sequence number.
 struct InboxMember {
-    hash: String,
+    hash: PacketHash,
+    /// The hash as the member spells it (hex), for the packet's key.
+    hex: String,
     json_len: u64,
     expires_at: UnixMillis,
     seq: u64,
@@ -521,9 +523,9 @@ impl InboxMember {
         else {
             return Err(corrupt());
         };
-        parse_hash(hash.as_bytes())?;
         Ok(Self {
-            hash: hash.to_owned(),
+            hash: parse_hash(hash.as_bytes())?,
+            hex: hash.to_owned(),
             json_len: len.parse().map_err(|_| corrupt())?,
             expires_at: exp.parse().map_err(|_| corrupt())?,
             seq: parse_score(score)?,
@@ -968,7 +970,7 @@ impl Store for RedisStore {
             } else {
                 let keys: Vec<String> = chosen
                     .iter()
-                    .map(|&i| self.keys.packet(&members[i].hash))
+                    .map(|&i| self.keys.packet(&members[i].hex))
                     .collect();
                 self.with(|c| redis::cmd("MGET").arg(&keys).query(c))?
             };
@@ -980,18 +982,18 @@ impl Store for RedisStore {
                 }
                 // Expired, or swept since the index was read: passed over.
                 if let Some((_, Some(blob))) = found.next_if(|(at, _)| *at == i) {
-                    let blob = Blob::decode(&m.hash, &blob)?;
+                    let blob = Blob::decode(&m.hex, &blob)?;
                     if blob.recipient != recipient.0
                         || blob.seq != m.seq
                         || blob.json.len() as u64 != m.json_len
                     {
                         return Err(StoreError::Corrupt(format!(
                             "packet {} is indexed in the wrong inbox or position",
-                            m.hash
+                            m.hex
                         )));
                     }
                     visit(PacketView {
-                        hash: parse_hash(m.hash.as_bytes())?,
+                        hash: m.hash,
                         seq: m.seq,
                         expires_at: blob.expires_at,
                         json: blob.json,
