@@ -84,6 +84,17 @@ async fn open_store(config: &RelayConfig) -> Result<Arc<dyn Store>, RelayError> 
     }
 }
 
+/// Makes a write past a file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) fail like a
+/// write to a full disk, so that the store answers 503 and goes on once there is room, instead
+/// of the process being killed: by default SIGXFSZ ends it. A handler, once installed, stays
+/// for the life of the process; the kernel then fails the write with EFBIG.
+fn survive_file_size_limits() {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        tracing::warn!(error = %e, "cannot handle SIGXFSZ; a file size limit would end the relay");
+    }
+}
+
 /// Opens the store, binds the listener and serves until `shutdown` resolves; then finishes
 /// in-flight requests, stops background work and closes the database.
 /// `on_ready` is called with the bound address once the relay accepts connections.
@@ -92,6 +103,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), RelayError> {
+    survive_file_size_limits();
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
