@@ -20,7 +20,7 @@ use warp::Filter as _;
 use crate::config::{RelayConfig, StoreEngine};
 use crate::http::{ServeLimits, serve};
 use store::redb::StoreOptions;
-use store::{PutLimits, RedbStore, RedisStore, Store, StoreError};
+use store::{PutLimits, RedisStore, ReopeningStore, Store, StoreError};
 use writer::Writer;
 
 /// How long a graceful shutdown waits for requests in flight.
@@ -60,7 +60,7 @@ async fn open_store(config: &RelayConfig) -> Result<Arc<dyn Store>, RelayError> 
                 checkpoint_interval: config.checkpoint_interval,
                 ..StoreOptions::default()
             };
-            let opened = tokio::task::spawn_blocking(move || RedbStore::open_with(&dir, options))
+            let opened = tokio::task::spawn_blocking(move || ReopeningStore::open(&dir, options))
                 .await
                 .expect("opening the store does not panic")?;
             match opened.recovered_on_open() {

@@ -199,6 +199,13 @@ fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<ToSync>)
         match store.sync(last) {
             Ok(()) => {
                 for batch in batches {
+                    // Covered by that flush, so this returns at once; it refuses a batch
+                    // stored before the store was reopened after a failure (see
+                    // `store::reopen`), which this flush did not cover.
+                    if let Err(e) = store.sync(batch.ticket) {
+                        answer_all(batch.replies, &WriteError(e.to_string()));
+                        continue;
+                    }
                     for (reply, outcome) in batch.replies.into_iter().zip(batch.outcomes) {
                         let _ = reply.send(Ok(outcome));
                     }

@@ -3,6 +3,7 @@
 
 pub mod redb;
 pub mod redis;
+pub mod reopen;
 pub mod segments;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ use crate::proto::{Fingerprint, PacketHash, ServerEntry};
 
 pub use self::redb::RedbStore;
 pub use self::redis::{RedisOptions, RedisStore};
+pub use self::reopen::ReopeningStore;
 
 /// Milliseconds since the Unix epoch. The store never reads the clock; callers pass `now`.
 pub type UnixMillis = u64;

@@ -19,8 +19,9 @@
 //! known servers need not, as the held transaction never holds them. So a reader
 //! sees every packet stored before it began, and a batch can be acknowledged once it is
 //! flushed, without waiting for a commit. Should such a commit fail, packets already
-//! acknowledged are missing from the index until a restart re-reads them from the log, so the
-//! store refuses everything until then.
+//! acknowledged are missing from the index until opening the store again re-reads them from
+//! the log, so the store refuses everything until then ([`super::ReopeningStore`] reopens it
+//! in the running relay).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -183,16 +184,18 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
 /// Why every write is refused once a flush of the log failed.
 fn flush_failed(why: &str) -> String {
     format!(
-        "the packet log could not be flushed to disk ({why}); restart the relay once the disk \
-         is healthy"
+        "the packet log could not be flushed to disk ({why}); nothing more is stored until the \
+         store is opened again once the disk is healthy (the relay does so by itself, as does \
+         a restart)"
     )
 }
 
 /// Why every write is refused once the index of acknowledged packets could not be committed.
 fn index_lost(why: &str) -> String {
     format!(
-        "the index of packets already stored could not be committed ({why}); restart the \
-         relay: it re-reads them from the packet log"
+        "the index of packets already stored could not be committed ({why}); nothing more is \
+         stored until the store is opened again, which re-reads them from the packet log (the \
+         relay does so by itself, as does a restart)"
     )
 }
 
@@ -600,7 +603,7 @@ impl RedbStore {
     }
 
     /// Commits `txn`; if that fails and it holds batches that may have been acknowledged,
-    /// refuses everything until a restart re-indexes them.
+    /// refuses everything until opening the store again re-indexes them.
     fn commit_held(&self, txn: WriteTransaction, acknowledged: bool) -> Result<(), StoreError> {
         #[cfg(test)]
         if self
@@ -704,6 +707,28 @@ impl RedbStore {
 
     fn refuse_if_failed(&self) -> Result<(), StoreError> {
         self.lock_sync().refusal()
+    }
+
+    /// Makes the next commits of held batches fail (or not), as a full disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_held_commits(&self, fail: bool) {
+        self.fail_held_commits
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether only opening the database again can make this store work: a flush or a held
+    /// index commit failed, or redb no longer answers (after an I/O error it refuses every
+    /// operation until reopened).
+    pub fn is_unusable(&self) -> bool {
+        if self.lock_sync().failed.is_some() {
+            return true;
+        }
+        let probe = || -> Result<(), StoreError> {
+            let txn = self.read_committed()?;
+            let meta = txn.open_table(META).map_err(engine)?;
+            meta_get(&meta, META_SCHEMA).map(|_| ())
+        };
+        probe().is_err()
     }
 
     /// Stores one batch in `txn`: decides every packet, appends the new ones to the log,
@@ -1760,7 +1785,7 @@ mod tests {
         let err = store
             .put_batch(&[packet(2, 1, 10_000)], LIMITS, 0)
             .unwrap_err();
-        assert!(err.to_string().contains("restart the relay"), "{err}");
+        assert!(err.to_string().contains("opened again"), "{err}");
         drop(store);
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         assert_eq!(store.recovered_on_open(), 1, "re-read from the log");
@@ -1790,7 +1815,7 @@ mod tests {
         let err = store
             .put_batch(&[packet(3, 1, 10_000)], LIMITS, 0)
             .unwrap_err();
-        assert!(err.to_string().contains("restart the relay"), "{err}");
+        assert!(err.to_string().contains("opened again"), "{err}");
         assert!(
             store.checkpoint().is_err(),
             "no durable index commit either"
