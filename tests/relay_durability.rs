@@ -458,3 +458,49 @@ fn a_disk_that_refuses_writes_costs_503s_and_loses_nothing() {
     );
     assert_eq!(relay.status()["messages"], acked.borrow().len());
 }
+
+/// An I/O error inside redb (a write of the index past a file-size limit, made by the sweeper
+/// here) leaves redb refusing every operation until the database is opened again. The relay
+/// does that by itself once the disk takes writes again: sends get 503 meanwhile, then 200,
+/// without a restart.
+#[test]
+fn an_io_error_in_the_index_is_healed_without_a_restart() {
+    let relay =
+        Relay::start("rate_limit_per_minute = 0\nretention = \"4s\"\nsweep_interval = \"300ms\"");
+    let key = key_b64("bob-4096");
+    for n in 0..100 {
+        relay.send_ok(&packet_for(&key, n, 100));
+    }
+    // Below the index file's size: redb's next write to it fails (the sweeper's, once the
+    // packets expire), and so does every append to the packet log.
+    let index = std::fs::metadata(relay.dir.path().join("data/relay.redb"))
+        .unwrap()
+        .len();
+    limit_file_size(&relay, &(index / 4).to_string());
+    assert!(
+        eventually(Duration::from_secs(30), || relay
+            .log()
+            .contains("the store failed; reopening it")),
+        "{}",
+        relay.log()
+    );
+    let (status, body) = relay.post("/send", &packet_for(&key, 1_000, 100));
+    assert_eq!(status, 503, "{body}");
+
+    limit_file_size(&relay, "unlimited");
+    let fresh = packet_for(&key, 2_000, 100);
+    assert!(
+        eventually(Duration::from_secs(20), || relay.post("/send", &fresh).0
+            == 200),
+        "{}",
+        relay.log()
+    );
+    assert!(
+        relay.log().contains("reopened the store after a failure"),
+        "{}",
+        relay.log()
+    );
+    let found = fetch_hashes(&relay, &[fresh["hash"].as_str().unwrap().to_owned()]);
+    assert_eq!(found.len(), 1);
+    relay.send_ok(&packet_for(&key, 3_000, 100));
+}

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// Any failure of the engine while running.
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// A failure after which the engine works again only once opened anew (redb after an I/O
+    /// error refuses every later operation).
+    #[error("storage engine error: {0}")]
+    NeedsReopen(String),
     /// Stored data does not decode: the database was damaged or written by something else.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

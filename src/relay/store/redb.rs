@@ -170,8 +170,15 @@ impl SyncState {
     }
 }
 
-fn engine<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Engine(e.to_string())
+/// A redb error as the store reports it: after an I/O error redb refuses every operation
+/// until the database is opened again, which [`super::ReopeningStore`] does.
+fn engine<E: Into<redb::Error>>(e: E) -> StoreError {
+    match e.into() {
+        e @ (redb::Error::PreviousIo | redb::Error::Io(_)) => {
+            StoreError::NeedsReopen(e.to_string())
+        }
+        e => StoreError::Engine(e.to_string()),
+    }
 }
 
 fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
@@ -610,7 +617,10 @@ impl RedbStore {
             .fail_held_commits
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return Err(self.lose_index(acknowledged, engine("injected commit failure")));
+            return Err(self.lose_index(
+                acknowledged,
+                StoreError::Engine("injected commit failure".into()),
+            ));
         }
         txn.commit()
             .map_err(|e| self.lose_index(acknowledged, engine(e)))
@@ -716,19 +726,10 @@ impl RedbStore {
             .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether only opening the database again can make this store work: a flush or a held
-    /// index commit failed, or redb no longer answers (after an I/O error it refuses every
-    /// operation until reopened).
+    /// Whether a flush or a held index commit failed, so that only opening the database
+    /// again can make this store take packets (see [`super::ReopeningStore`]).
     pub fn is_unusable(&self) -> bool {
-        if self.lock_sync().failed.is_some() {
-            return true;
-        }
-        let probe = || -> Result<(), StoreError> {
-            let txn = self.read_committed()?;
-            let meta = txn.open_table(META).map_err(engine)?;
-            meta_get(&meta, META_SCHEMA).map(|_| ())
-        };
-        probe().is_err()
+        self.lock_sync().failed.is_some()
     }
 
     /// Stores one batch in `txn`: decides every packet, appends the new ones to the log,
