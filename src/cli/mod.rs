@@ -244,6 +244,7 @@ pub struct ChatArgs {
     pub name: String,
     /// Talk directly over WebRTC (transparent mode): faster, but the owner of the STUN service
     /// sees which two keys meet. Needs [client] stun and rendezvous
+    #[allow(rustdoc::broken_intra_doc_links)] // `[client]` is a config section, in `--help`
     #[arg(long)]
     pub transparent: bool,
     /// How long to wait for the contact to come online (transparent mode)
