@@ -34,8 +34,9 @@ pub enum StoreError {
     /// Any failure of the engine while running.
     #[error("storage engine error: {0}")]
     Engine(String),
-    /// A failure after which the engine works again only once opened anew (redb after an I/O
-    /// error refuses every later operation).
+    /// A failure after which the engine works again only once opened anew: redb after an I/O
+    /// error refuses every later operation, and the redb store after a failed flush or
+    /// index commit refuses every write.
     #[error("storage engine error: {0}")]
     NeedsReopen(String),
     /// Stored data does not decode: the database was damaged or written by something else.

@@ -166,7 +166,7 @@ impl SyncState {
     fn refusal(&self) -> Result<(), StoreError> {
         self.failed
             .as_ref()
-            .map_or(Ok(()), |why| Err(StoreError::Engine(why.clone())))
+            .map_or(Ok(()), |why| Err(StoreError::NeedsReopen(why.clone())))
     }
 }
 
@@ -628,14 +628,15 @@ impl RedbStore {
 
     /// Notes that the index of acknowledged packets was lost (when it was) and passes `e` on.
     fn lose_index(&self, acknowledged: bool, e: StoreError) -> StoreError {
-        if acknowledged {
-            tracing::error!(error = %e, "committing the index of stored packets failed; refusing writes");
-            let mut state = self.lock_sync();
-            if state.failed.is_none() {
-                state.failed = Some(index_lost(&e.to_string()));
-            }
+        if !acknowledged {
+            return e;
         }
-        e
+        tracing::error!(error = %e, "committing the index of stored packets failed; refusing writes");
+        let mut state = self.lock_sync();
+        if state.failed.is_none() {
+            state.failed = Some(index_lost(&e.to_string()));
+        }
+        StoreError::NeedsReopen(e.to_string())
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
@@ -724,12 +725,6 @@ impl RedbStore {
     pub(crate) fn fail_held_commits(&self, fail: bool) {
         self.fail_held_commits
             .store(fail, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether a flush or a held index commit failed, so that only opening the database
-    /// again can make this store take packets (see [`super::ReopeningStore`]).
-    pub fn is_unusable(&self) -> bool {
-        self.lock_sync().failed.is_some()
     }
 
     /// Stores one batch in `txn`: decides every packet, appends the new ones to the log,
@@ -967,7 +962,7 @@ impl Store for RedbStore {
                 tracing::error!(error = %e, "flushing the packet log failed; refusing writes");
                 let why = flush_failed(&e.to_string());
                 self.lock_sync().failed = Some(why.clone());
-                Err(StoreError::Engine(why))
+                Err(StoreError::NeedsReopen(why))
             }
         }
     }

@@ -127,9 +127,10 @@ impl ReopeningStore {
         }
     }
 
-    /// Runs `op` on the current store; when it fails and leaves the store unusable (redb
-    /// refuses everything after an I/O error; a failed flush or held commit makes the store
-    /// refuse writes), retires that store so that a later call opens the database again.
+    /// Runs `op` on the current store; when it fails with an error that only reopening cures
+    /// ([`StoreError::NeedsReopen`]: redb refuses everything after an I/O error, and a failed
+    /// flush or held commit makes the store refuse writes), retires that store so that a
+    /// later call opens the database again.
     fn with<T>(
         &self,
         op: impl FnOnce(&RedbStore, u64) -> Result<T, StoreError>,
@@ -137,7 +138,7 @@ impl ReopeningStore {
         let (store, generation) = self.current()?;
         let result = op(&store, generation);
         if let Err(e) = &result
-            && (matches!(e, StoreError::NeedsReopen(_)) || store.is_unusable())
+            && matches!(e, StoreError::NeedsReopen(_))
         {
             let mut state = self.lock();
             if let State::Open {
