@@ -4,8 +4,10 @@
 //!   same HTTP stack (our accept loop + warp) answering an empty handler with the same bodies
 //!   (the ceiling), and against that stack writing each body into a file written with zeros
 //!   beforehand and answering after a group `fdatasync` (the durable floor: what durability
-//!   alone costs here). Each side also reports the p50, p99 and longest latency of its requests,
-//!   so that stalls (the relay's durable index checkpoints) show.
+//!   alone costs here), and against that floor validating each body as the relay does before
+//!   appending it (the checked floor: what any durable relay that checks its packets can reach,
+//!   with no index at all). Each side also reports the p50, p99 and longest latency of its
+//!   requests, so that stalls (the relay's durable index checkpoints) show.
 //! - `send-engines`: the same `/send` load on the relay over redb and over Redis
 //!   (`store = "redis"`, a `redis-server` with `appendfsync always` started per round), beside
 //!   the ceiling; `fetch-engines`, the `fetch` below on both engines. Not in the default set:
@@ -328,6 +330,31 @@ fn start_floor(dir: &std::path::Path) -> Server {
     })
 }
 
+/// The checked floor: the durable floor that first validates each body as the relay's `/send`
+/// does (recipient key from a key cache, hash, JWE structure) and appends the JSON the relay
+/// would store. What any durable relay that checks its packets can reach here, whatever it
+/// indexes them with.
+fn start_checked_floor(dir: &std::path::Path) -> Server {
+    let log = FloorLog::start(dir.join("floor.log"));
+    let rules = PacketRules {
+        min_key_bits: 4096,
+        max_message_bytes: 256 * 1024,
+    };
+    let keys = Arc::new(KeyCache::new(1024));
+    start_stack(move |bytes| {
+        let (log, keys) = (log.clone(), keys.clone());
+        async move {
+            match Packet::from_json_cached(&bytes, &rules, &keys) {
+                Ok(packet) => {
+                    log.put(packet.to_json().as_bytes()).await;
+                    json_response(StatusCode::OK, Bytes::from_static(b"{}"))
+                }
+                Err(e) => json_response(StatusCode::BAD_REQUEST, Bytes::from(e.to_string())),
+            }
+        }
+    })
+}
+
 fn client_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -519,8 +546,8 @@ fn compare_sends(rounds: u64, secs: u64, ct: usize, sig: usize, sides: &[Side<'_
     println!("median latency p50/p99/max ms: {}\n", latencies.join(", "));
 }
 
-/// `/send` on the relay beside the ceiling and the durable floor (target: relay/ceiling at
-/// least 0.50).
+/// `/send` on the relay beside the ceiling and the durable floors, bare and checked (target:
+/// relay/ceiling at least 0.50).
 fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
     println!(
         "## /send throughput: {CONNECTIONS} keep-alive connections, {secs} s per run, {rounds} rounds (target: relay/ceiling >= 0.50)"
@@ -545,6 +572,11 @@ fn bench_send(rounds: u64, secs: u64, ct: usize, sig: usize) {
             let dir = tempfile::tempdir().unwrap();
             let server = start_floor(dir.path());
             // The floor does not look at what it appends, so bodies may repeat.
+            load(server.addr, bodies, secs, true)
+        }),
+        Side::new("checked", |_, bodies| {
+            let dir = tempfile::tempdir().unwrap();
+            let server = start_checked_floor(dir.path());
             load(server.addr, bodies, secs, true)
         }),
         Side::new("relay", |_, bodies| {
