@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::home::Home;
+use common::home::{Home, alice_and_bob_with};
 use common::interactive::{Interactive, aiortc_peer, transparent_config};
 use common::run_jasper;
 use common::stun::StunServer;
@@ -67,12 +67,7 @@ fn power_at(samples: &[i16], hz: f64) -> f64 {
 
 /// Alice and bob as contacts of each other, meeting through `stun`.
 fn pair(stun: &StunServer) -> (Home, Home) {
-    let extra = transparent_config(stun, true);
-    let alice = Home::with_config("alice", None, &[], &extra);
-    let bob = Home::with_config("bob", None, &[], &extra);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
-    (alice, bob)
+    alice_and_bob_with(&[], &transparent_config(stun, true))
 }
 
 /// `jasper call contact --json --wait 30s --input input --output output` in `home`, with

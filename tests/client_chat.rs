@@ -7,7 +7,7 @@ mod common;
 use std::io::Read as _;
 use std::time::Duration;
 
-use common::home::{Home, mesh};
+use common::home::{Home, alice_and_bob, alice_and_bob_with, mesh};
 use common::interactive::{Interactive, aiortc_peer, transparent_config};
 use common::stun::StunServer;
 use common::{key_b64, run_jasper};
@@ -30,10 +30,7 @@ fn history(home: &Home, with: &str) -> Vec<String> {
 fn anonymous_chat_goes_both_ways_through_the_relays() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];
-    let alice = Home::new("alice", &relays);
-    let bob = Home::new("bob", &relays);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = alice_and_bob(&relays);
 
     let mut a = Interactive::start(&alice, &["chat", "bob", "--json", "--interval", "200ms"]);
     let mut b = Interactive::start(&bob, &["chat", "alice", "--json", "--interval", "200ms"]);
@@ -87,12 +84,7 @@ fn transparent_pair_with_relays(
     pin: bool,
     relays: &[std::net::SocketAddr],
 ) -> (Home, Home) {
-    let extra = transparent_config(stun, pin);
-    let alice = Home::with_config("alice", None, relays, &extra);
-    let bob = Home::with_config("bob", None, relays, &extra);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
-    (alice, bob)
+    alice_and_bob_with(relays, &transparent_config(stun, pin))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::home::{Home, mesh};
+use common::home::{Home, alice_and_bob, mesh};
 use common::{Relay, free_port, key_b64, packet_for, run_jasper, run_jasper_with_stdin};
 use serde_json::{Value, json};
 
@@ -22,10 +22,7 @@ fn has(lines: &[Value], field: &str, value: &str) -> bool {
 fn direct_messages_both_ways_with_edit_react_and_delete() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];
-    let alice = Home::new("alice", &relays);
-    let bob = Home::new("bob", &relays);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = alice_and_bob(&relays);
 
     let id = alice.send("bob", "hello bob");
     let got = bob.receive_until(|l| has(l, "id", &id));
@@ -104,10 +101,7 @@ fn two_devices_of_one_identity_see_the_same_conversation() {
 fn forged_and_garbage_packets_are_skipped_and_do_not_stop_receive() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];
-    let alice = Home::new("alice", &relays);
-    let bob = Home::new("bob", &relays);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = alice_and_bob(&relays);
     bob.add("dave", "dave-4096");
 
     // Garbage that a relay accepts (JWE-shaped) but nobody can open, to bob.
@@ -259,10 +253,7 @@ fn sending_and_reading_go_through_different_relays() {
         RecordingProxy::start(r1.addr),
         RecordingProxy::start(r2.addr),
     );
-    let alice = Home::new("alice", &[p1.addr, p2.addr]);
-    let bob = Home::new("bob", &[p1.addr, p2.addr]);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = alice_and_bob(&[p1.addr, p2.addr]);
     let id = alice.send("bob", "which relay?");
     alice.ok(&["receive"]);
     bob.receive_until(|l| has(l, "id", &id));
@@ -458,10 +449,7 @@ fn a_second_receive_key_gets_its_own_messages() {
 fn receive_watch_prints_messages_as_they_arrive() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];
-    let alice = Home::new("alice", &relays);
-    let bob = Home::new("bob", &relays);
-    alice.add("bob", "bob-4096");
-    bob.add("alice", "alice-4096");
+    let (alice, bob) = alice_and_bob(&relays);
     let mut watcher = common::jasper_in(bob.path())
         .args(["receive", "--watch", "--interval", "200ms", "--json"])
         .stdout(std::process::Stdio::piped())

@@ -25,6 +25,20 @@ pub fn mesh() -> (Relay, Relay) {
     )
 }
 
+/// Alice and Bob at home on `relays`, each with the other as a contact.
+pub fn alice_and_bob(relays: &[SocketAddr]) -> (Home, Home) {
+    alice_and_bob_with(relays, "")
+}
+
+/// [`alice_and_bob`] with `client_extra` in both `[client]` sections.
+pub fn alice_and_bob_with(relays: &[SocketAddr], client_extra: &str) -> (Home, Home) {
+    let alice = Home::with_config("alice", None, relays, client_extra);
+    let bob = Home::with_config("bob", None, relays, client_extra);
+    alice.add("bob", "bob-4096");
+    bob.add("alice", "alice-4096");
+    (alice, bob)
+}
+
 /// A person's home: a config naming a fixture key and the given relays.
 pub struct Home {
     dir: tempfile::TempDir,
