@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match jasper::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("jasper: error: {e:#}");
+            eprintln!("jasper: error: {}", jasper::cli::error_report(&e));
             ExitCode::from(jasper::cli::exit_code(&e))
         }
     }

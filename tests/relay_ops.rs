@@ -55,6 +55,50 @@ fn a_taken_port_is_a_clear_error() {
     assert_ne!(code, 0);
     assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
     assert!(err.contains("--listen"), "the error says what to do: {err}");
+    assert_eq!(
+        err.matches("Address already in use").count(),
+        1,
+        "the cause is said once: {err}"
+    );
+}
+
+#[test]
+fn a_data_dir_in_use_is_a_clear_error_and_the_relay_using_it_keeps_serving() {
+    let relay = Relay::start("");
+    let packet = packet_for(&key_b64("alice-4096"), 1, 100);
+    relay.send_ok(&packet);
+    let data = relay.dir.path().join("data");
+    let (code, _, err) = run_jasper(
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        relay.dir.path(),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "the database at {} is in use by another jasper",
+            data.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("stop the other one, or give this one another --data-dir"),
+        "the error says what to do: {err}"
+    );
+    assert!(
+        !err.contains("writable"),
+        "no advice that does not fit: {err}"
+    );
+    // The first relay neither noticed nor lost anything.
+    assert_eq!(relay.status()["messages"], 1);
+    let (status, body) = relay.post("/fetch", &json!({"recipient": key_b64("alice-4096")}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
 }
 
 #[test]
@@ -101,6 +145,11 @@ fn a_broken_config_file_is_reported_with_its_line() {
     assert!(
         err.contains("cannot read config file /nonexistent/jasper.toml"),
         "{err}"
+    );
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause is said once: {err}"
     );
 }
 

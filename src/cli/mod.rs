@@ -545,6 +545,24 @@ fn rendezvous_exit_code(r: &crate::client::rendezvous::RendezvousError) -> u8 {
     }
 }
 
+/// An error and its causes on one line, each said once: many of our errors already name their
+/// cause in their own message (`{path}: {source}`), so a cause that the text so far contains
+/// is not repeated.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
+}
+
 /// The exit status for an error, from the most specific cause in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use crate::client::messaging::MessagingError;
@@ -602,4 +620,60 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     EXIT_FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+
+    /// An error that names its cause in its own message, as most of ours do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Naming {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    /// An error that leaves its cause to the chain.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the relay failed")]
+    struct Silent(#[source] std::io::Error);
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_cause_the_message_names_is_not_repeated() {
+        let err = anyhow::Error::new(Naming {
+            path: "/etc/x.toml",
+            source: not_found(),
+        });
+        assert_eq!(error_report(&err), "cannot read /etc/x.toml: no such file");
+    }
+
+    #[test]
+    fn a_cause_the_message_leaves_out_is_added() {
+        let err = anyhow::Error::new(Silent(not_found()));
+        assert_eq!(error_report(&err), "the relay failed: no such file");
+    }
+
+    #[test]
+    fn contexts_and_causes_are_each_said_once_in_order() {
+        let err = anyhow::Error::new(Naming {
+            path: "/etc/x.toml",
+            source: not_found(),
+        })
+        .context("starting the relay")
+        .context("jasper serve");
+        assert_eq!(
+            error_report(&err),
+            "jasper serve: starting the relay: cannot read /etc/x.toml: no such file"
+        );
+        let err = anyhow::Error::new(Silent(not_found())).context("jasper serve");
+        assert_eq!(
+            error_report(&err),
+            "jasper serve: the relay failed: no such file"
+        );
+    }
 }

@@ -30,9 +30,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// The database could not be opened.
-    #[error(
-        "{0}; check that the data directory exists and is writable, or choose another with --data-dir"
-    )]
+    #[error("{error}; {advice}", error = .0, advice = store_advice(.0))]
     Store(#[from] StoreError),
     /// The Redis server could not be used.
     #[error(
@@ -49,6 +47,17 @@ pub enum RelayError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// What to do when the database does not open.
+fn store_advice(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::InUse { .. } => "stop the other one, or give this one another --data-dir",
+        _ => {
+            "check that the data directory exists and is writable, or choose another with \
+             --data-dir"
+        }
+    }
 }
 
 /// Opens the configured storage engine.

@@ -31,6 +31,15 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// Another process (a relay or `jasper serve` already running) holds the database.
+    #[error(
+        "the database at {path} is in use by another jasper (a relay or `jasper serve` already \
+         running on this data directory)"
+    )]
+    InUse {
+        /// Where.
+        path: String,
+    },
     /// Any failure of the engine while running.
     #[error("storage engine error: {0}")]
     Engine(String),

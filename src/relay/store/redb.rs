@@ -401,7 +401,12 @@ impl RedbStore {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: dir.display().to_string(),
+                },
+                e => open_err(e.to_string()),
+            })?;
         let version = Self::check_schema(&db)?;
         let segments = dir.join("segments");
         if version == Some(1) && segments.exists() {
