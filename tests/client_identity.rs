@@ -74,7 +74,7 @@ fn init_creates_a_protected_identity_and_a_config() {
     // Never overwritten.
     let (code, _, err) =
         run_jasper_with_stdin(&["init", "--passphrase-stdin"], home.path(), Some("x\n"));
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a user error: {err}");
     assert!(err.contains("exists already"), "{err}");
 
     // Without the .pub file, `id` needs the passphrase: a wrong one is a clear error.

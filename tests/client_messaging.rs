@@ -304,9 +304,19 @@ fn failures_have_distinct_exit_codes() {
     assert!(err.contains("no contact named"), "{err}");
     let (code, _, _) = run_jasper(&["receive"], alice.path());
     assert_eq!(code, 3);
+    // What cannot be done as asked is a user error too, said before any relay is tried.
     let (code, _, err) = run_jasper_with_stdin(&["send", "bob", "-"], alice.path(), Some(""));
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("empty"), "{err}");
+    let (code, _, err) = run_jasper(&["react", "bob", "some-id", "thumbsup"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":thumbsup:"), "{err}");
+    let (code, _, err) = run_jasper(&["edit", "bob", "some-id", ""], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs the new text"), "{err}");
+    let (code, _, err) = run_jasper(&["group", "send", "nogroup", "hello?"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no group named \"nogroup\""), "{err}");
 }
 
 #[test]

@@ -108,6 +108,6 @@ fn serve_with_nothing_enabled_says_so() {
     )
     .unwrap();
     let (code, _, err) = run_jasper(&["--config", config.to_str().unwrap(), "serve"], dir.path());
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a configuration error: {err}");
     assert!(err.contains("nothing to serve"), "{err}");
 }

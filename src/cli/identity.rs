@@ -3,7 +3,7 @@
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -31,7 +31,7 @@ pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroiz
         Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
     } else {
         if !std::io::stdin().is_terminal() {
-            bail!(
+            usage!(
                 "no terminal to ask for a passphrase: pass it with --passphrase-stdin (or use --no-passphrase with init)"
             );
         }
@@ -39,13 +39,13 @@ pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroiz
         if confirm {
             let second = Zeroizing::new(rpassword::prompt_password("Passphrase again: ")?);
             if first != second {
-                bail!("the two passphrases differ; nothing was written");
+                usage!("the two passphrases differ; nothing was written");
             }
         }
         first
     };
     if passphrase.is_empty() {
-        bail!("an empty passphrase protects nothing; use --no-passphrase if you mean it");
+        usage!("an empty passphrase protects nothing; use --no-passphrase if you mean it");
     }
     Ok(passphrase)
 }
@@ -63,7 +63,7 @@ pub fn init(
         .as_ref()
         .unwrap_or(&config.identity.private_key);
     if key_path.exists() {
-        bail!(
+        usage!(
             "a key exists already at {}; `jasper id` shows it",
             key_path.display()
         );
@@ -168,7 +168,7 @@ fn write_config(path: &Path, config: &Config) -> anyhow::Result<()> {
 pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<PublicKey> {
     let key_path = &config.identity.private_key;
     if !key_path.exists() {
-        bail!(
+        usage!(
             "no identity at {}; create one with `jasper init`",
             key_path.display()
         );
@@ -194,7 +194,7 @@ pub fn load_identity_keeping(
 ) -> anyhow::Result<(Identity, Option<Zeroizing<String>>)> {
     let key_path = &config.identity.private_key;
     if !key_path.exists() {
-        bail!(
+        usage!(
             "no identity at {}; create one with `jasper init`",
             key_path.display()
         );

@@ -2,7 +2,7 @@
 
 use std::io::Read as _;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::identity::load_identity_keeping;
@@ -144,7 +144,7 @@ pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
     let session = Session::open(config, &args.common)?;
     let text = text_arg(&args.text)?;
     if text.is_empty() {
-        bail!("nothing to send: the message is empty");
+        usage!("nothing to send: the message is empty");
     }
     let report = session.with(|m| {
         let contact = m.contacts.get(&args.name)?;
@@ -166,10 +166,10 @@ pub fn act(config: &Config, kind: Kind, args: &TargetArgs) -> anyhow::Result<()>
     if kind == Kind::React
         && !(content.len() >= 3 && content.starts_with(':') && content.ends_with(':'))
     {
-        bail!("a reaction is written :name:, e.g. :thumbsup:");
+        usage!("a reaction is written :name:, e.g. :thumbsup:");
     }
     if kind == Kind::Edit && content.is_empty() {
-        bail!("an edit needs the new text");
+        usage!("an edit needs the new text");
     }
     let report = session.with(|m| {
         let contact = m.contacts.get(&args.name)?;
@@ -232,7 +232,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             let report = session.with(|m| {
                 let groups = Groups::new(m.db);
                 if groups.get(name)?.is_some() {
-                    bail!("a group named {name:?} exists already");
+                    usage!("a group named {name:?} exists already");
                 }
                 let mut keys = Vec::new();
                 for member in members {
@@ -241,7 +241,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 keys.sort();
                 keys.dedup();
                 if keys.len() > crate::client::groups::MAX_MEMBERS {
-                    bail!(
+                    usage!(
                         "a group has at most {} members",
                         crate::client::groups::MAX_MEMBERS
                     );
@@ -268,12 +268,12 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             let session = Session::open(config, &args.common)?;
             let text = text_arg(text)?;
             if text.is_empty() {
-                bail!("nothing to send: the message is empty");
+                usage!("nothing to send: the message is empty");
             }
             let report = session.with(|m| {
-                let group = Groups::new(m.db)
-                    .get(name)?
-                    .with_context(|| format!("no group named {name:?}; see `jasper group list`"))?;
+                let Some(group) = Groups::new(m.db).get(name)? else {
+                    usage!("no group named {name:?}; see `jasper group list`");
+                };
                 Ok(m.send_group(&group, &text, now_ms())?)
             })?;
             print_report(&report, args.common.json)

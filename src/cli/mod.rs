@@ -8,6 +8,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 
+/// Returns early with a [`UsageError`]: the user asked for something that cannot be done as
+/// asked (exit status 2, [`EXIT_USER`]). Takes `format!` arguments.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err($crate::cli::UsageError(format!($($arg)*)).into())
+    };
+}
+
 pub mod assets;
 mod call;
 mod chat;
@@ -525,6 +533,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A mistake in what the user asked for (an empty message, a group that does not exist, a key
+/// that exists already); its message says what to do instead. Exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Exit status for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status for failures not covered below (storage, bugs).
@@ -605,9 +619,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => EXIT_FAILURE,
             };
         }
-        if cause
-            .downcast_ref::<crate::client::ContactError>()
-            .is_some()
+        if cause.downcast_ref::<UsageError>().is_some()
+            || cause
+                .downcast_ref::<crate::client::ContactError>()
+                .is_some()
             || cause
                 .downcast_ref::<crate::crypto::IdentityError>()
                 .is_some()

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::sync::watch;
 
 use super::relay::shutdown_signal;
@@ -65,7 +65,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             ));
         }
         if services.is_empty() {
-            bail!("nothing to serve: every service is disabled in the configuration ([relay] enabled, [stun] enabled)");
+            usage!("nothing to serve: every service is disabled in the configuration ([relay] enabled, [stun] enabled)");
         }
         drop(ready_tx);
         let expected = services.len();
