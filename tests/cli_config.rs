@@ -69,6 +69,29 @@ fn config_check_reports_good_and_broken_files() {
     let (code, _, err) = run_jasper(&["config", "check", "/nonexistent.toml"], dir.path());
     assert_eq!(code, 2);
     assert!(err.contains("cannot read"), "{err}");
+    // Without FILE it checks the file jasper reads: --config, else the XDG default, and says
+    // so when there is none.
+    let (code, out, err) = run_jasper(&["config", "check"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let xdg_default = dir.path().join("xdg-config/jasper/config.toml");
+    assert!(
+        out.contains(&format!(
+            "no configuration file at {}",
+            xdg_default.display()
+        )) && out.contains("every setting has its default"),
+        "{out}"
+    );
+    let (code, _, err) = run_jasper(
+        &["--config", broken.to_str().unwrap(), "config", "check"],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    std::fs::create_dir_all(xdg_default.parent().unwrap()).unwrap();
+    std::fs::copy(&good, &xdg_default).unwrap();
+    let (code, out, err) = run_jasper(&["config", "check"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("{}: ok", xdg_default.display()));
     // A broken configuration does not stop `config example`.
     let out = std::process::Command::new(common::jasper_bin())
         .args(["--config", broken.to_str().unwrap(), "config", "example"])

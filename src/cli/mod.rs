@@ -127,8 +127,9 @@ pub enum ConfigAction {
     Example,
     /// Check a configuration file; errors name the line
     Check {
-        /// The file
-        file: PathBuf,
+        /// The file (default: the one jasper reads: --config, else
+        /// $XDG_CONFIG_HOME/jasper/config.toml)
+        file: Option<PathBuf>,
     },
 }
 
@@ -479,8 +480,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigArgs {
             action: ConfigAction::Check { file },
         }) => {
-            Config::load(Some(&file))?;
-            println!("{}: ok", file.display());
+            match Config::load(file.or(cli.config).as_deref())? {
+                (_, Some(path)) => println!("{}: ok", path.display()),
+                (_, None) => println!(
+                    "no configuration file at {}: every setting has its default",
+                    crate::config::default_config_path().map_or_else(
+                        || "$XDG_CONFIG_HOME/jasper/config.toml".into(),
+                        |p| p.display().to_string()
+                    )
+                ),
+            }
             Ok(())
         }
         Command::Completions { shell } => {
