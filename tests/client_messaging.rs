@@ -293,6 +293,29 @@ fn sending_and_reading_go_through_different_relays() {
 }
 
 #[test]
+fn a_message_too_large_for_the_relay_is_a_user_error() {
+    let relay = Relay::start("");
+    let alice = Home::new("alice", &[relay.addr]);
+    alice.add("bob", "bob-4096");
+    // 300 KB of text seals to more than the relay's default 256 KiB message limit.
+    let long = "a".repeat(300_000);
+    let (code, _, err) = run_jasper_with_stdin(&["send", "bob", "-"], alice.path(), Some(&long));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refuses a message this large") && err.contains("send a shorter one"),
+        "{err}"
+    );
+    assert_eq!(relay.status()["messages"], 0);
+    // A shorter one goes.
+    let (code, _, err) = run_jasper_with_stdin(
+        &["send", "bob", "-"],
+        alice.path(),
+        Some(&"a".repeat(100_000)),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn failures_have_distinct_exit_codes() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let alice = Home::new("alice", &[dead]);

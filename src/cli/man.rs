@@ -45,8 +45,8 @@ Success.
 Any other failure.
 .TP
 2
-User error: arguments (an empty message, say), configuration, unknown contact or group, a key
-that exists already, wrong passphrase.
+User error: arguments (an empty message, or one too large for the relay), configuration,
+unknown contact or group, a key that exists already, wrong passphrase.
 .TP
 3
 No relay could be reached; or, in transparent mode, the rendezvous could not be reached or

@@ -594,6 +594,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     let transport = |t: &TransportError| match t {
         TransportError::Unreachable { .. } => EXIT_NETWORK,
         TransportError::RateLimited { .. } => EXIT_RATE_LIMITED,
+        TransportError::TooLarge { .. } => EXIT_USER,
         _ => EXIT_FAILURE,
     };
     let servers = |s: &ServersError| match s {

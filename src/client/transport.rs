@@ -30,6 +30,18 @@ pub enum TransportError {
         /// Its explanation.
         message: String,
     },
+    /// The relay refuses a request this large (HTTP 413): for `/send`, a message too long
+    /// for it.
+    #[error(
+        "relay {relay} refuses a message this large ({message}); send a shorter one (relays \
+         take about 128 KiB of text by default)"
+    )]
+    TooLarge {
+        /// The relay.
+        relay: String,
+        /// Its explanation.
+        message: String,
+    },
     /// The relay refused the request.
     #[error("relay {relay} answered {status}: {message}")]
     Refused {
@@ -117,6 +129,10 @@ impl Transport {
         match status {
             200 => Ok(value),
             429 => Err(TransportError::RateLimited {
+                relay: relay.to_string(),
+                message: message(),
+            }),
+            413 => Err(TransportError::TooLarge {
                 relay: relay.to_string(),
                 message: message(),
             }),
