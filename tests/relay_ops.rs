@@ -124,6 +124,44 @@ fn an_unusable_data_dir_is_a_clear_error() {
 }
 
 #[test]
+fn a_damaged_database_or_log_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |data: &std::path::Path| {
+        run_jasper(
+            &[
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+    };
+    // The index is not a redb database at all.
+    let data = dir.path().join("index");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("relay.redb"), vec![0x5a; 64 * 1024]).unwrap();
+    // A segment of the packet log that is not one.
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(log.join("segments")).unwrap();
+    std::fs::write(log.join("segments/0000000000000001.seg"), vec![0x5a; 4096]).unwrap();
+    for data in [data, log] {
+        let (code, _, err) = start(&data);
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains("stored data is corrupt"), "{err}");
+        assert!(
+            err.contains("move it aside to start empty") && err.contains("restore a backup"),
+            "the error says what to do: {err}"
+        );
+        assert!(
+            !err.contains("writable"),
+            "no advice that does not fit: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_broken_config_file_is_reported_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jasper.toml");

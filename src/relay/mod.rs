@@ -53,6 +53,11 @@ pub enum RelayError {
 fn store_advice(e: &StoreError) -> &'static str {
     match e {
         StoreError::InUse { .. } => "stop the other one, or give this one another --data-dir",
+        StoreError::Corrupt(_) => {
+            "the data directory holds a damaged database or files written by something else: \
+             move it aside to start empty (a relay with peers gets their packets again), restore a \
+             backup, or choose another with --data-dir"
+        }
         _ => {
             "check that the data directory exists and is writable, or choose another with \
              --data-dir"

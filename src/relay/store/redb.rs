@@ -405,6 +405,15 @@ impl RedbStore {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                     path: dir.display().to_string(),
                 },
+                // A file that is not a redb database, or a damaged one: no retry helps.
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+                    StoreError::Corrupt(format!("{}: {e}", path.display()))
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(ref io))
+                    if io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    StoreError::Corrupt(format!("{}: {e}", path.display()))
+                }
                 e => open_err(e.to_string()),
             })?;
         let version = Self::check_schema(&db)?;
