@@ -222,6 +222,32 @@ fn contacts_add_list_show_rename_remove() {
 }
 
 #[test]
+fn a_damaged_client_database_is_a_clear_error_that_says_what_to_do() {
+    let home = home_with_fixture("alice");
+    let dir = home.path();
+    let (code, _, err) = run_jasper(&["contacts", "add", "bob", &key_b64("bob-4096")], dir);
+    assert_eq!(code, 0, "{err}");
+    let db = dir.join("client/client.redb");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..16].fill(0x5a);
+    std::fs::write(&db, bytes).unwrap();
+    let (code, _, err) = run_jasper(&["contacts", "list"], dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot open the client database"), "{err}");
+    assert!(
+        err.contains("move it aside") && err.contains("restore a backup"),
+        "the error says what to do: {err}"
+    );
+    // Moved aside, jasper starts afresh; the key is untouched.
+    std::fs::rename(&db, dir.join("client/client.redb.damaged")).unwrap();
+    let (code, out, err) = run_jasper(&["contacts", "list"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("bob"), "{out}");
+    let (code, _, err) = run_jasper(&["id"], dir);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn init_can_make_an_extra_receive_key() {
     let home = home_with_fixture("alice");
     let path = home.path().join("work.pem");

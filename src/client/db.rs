@@ -33,6 +33,11 @@ pub enum DbError {
     Engine(String),
 }
 
+/// What to do about a client database that does not open because it is damaged.
+const DAMAGED: &str = "client.redb is damaged or not jasper's: move it aside and jasper starts a \
+     new one (its contacts, groups and history are then gone; your key is not in it), or \
+     restore a backup";
+
 fn engine<E: std::fmt::Display>(e: E) -> DbError {
     DbError::Engine(e.to_string())
 }
@@ -57,6 +62,15 @@ impl ClientDb {
                  stop that one or run this command there"
                     .into(),
             ),
+            // A file that is not a redb database, or a damaged one: no retry helps.
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+                open_err(format!("{e}; {DAMAGED}"))
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(ref io))
+                if io.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                open_err(format!("{e}; {DAMAGED}"))
+            }
             e => open_err(e.to_string()),
         })?;
         let txn = db.begin_write().map_err(engine)?;
