@@ -293,26 +293,47 @@ fn sending_and_reading_go_through_different_relays() {
 }
 
 #[test]
-fn a_message_too_large_for_the_relay_is_a_user_error() {
+fn messages_too_long_to_be_read_or_stored_are_user_errors() {
     let relay = Relay::start("");
-    let alice = Home::new("alice", &[relay.addr]);
-    alice.add("bob", "bob-4096");
-    // 300 KB of text seals to more than the relay's default 256 KiB message limit.
-    let long = "a".repeat(300_000);
-    let (code, _, err) = run_jasper_with_stdin(&["send", "bob", "-"], alice.path(), Some(&long));
+    let small = Relay::start("max_message_bytes = 4096");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    // Longer than recipients read (64 KiB): refused before anything is sealed or sent, where
+    // before the relay stored it and bob's `receive` skipped it.
+    let long = "a".repeat(64 * 1024 + 1);
+    alice.ok(&["group", "create", "pair", "bob"]);
+    let stored = relay.status()["messages"].as_u64().unwrap();
+    for args in [&["send", "bob", "-"][..], &["group", "send", "pair", "-"]] {
+        let (code, _, err) = run_jasper_with_stdin(args, alice.path(), Some(&long));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("at most 65536 bytes"), "{err}");
+    }
+    assert_eq!(relay.status()["messages"].as_u64().unwrap(), stored);
+    // Exactly the limit goes, and bob reads it.
+    let (code, out, err) = run_jasper_with_stdin(
+        &["send", "bob", "-"],
+        alice.path(),
+        Some(&"a".repeat(64 * 1024)),
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    let got = bob.receive_until(|l| has(l, "id", &id));
+    let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
+    assert_eq!(line["content"].as_str().unwrap().len(), 64 * 1024);
+
+    // A relay that takes less than jasper sends says so, and it is a user error too.
+    let carol = Home::new("carol", &[small.addr]);
+    carol.add("bob", "bob-4096");
+    let (code, _, err) = run_jasper_with_stdin(
+        &["send", "bob", "-"],
+        carol.path(),
+        Some(&"a".repeat(10_000)),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("refuses a message this large") && err.contains("send a shorter one"),
         "{err}"
     );
-    assert_eq!(relay.status()["messages"], 0);
-    // A shorter one goes.
-    let (code, _, err) = run_jasper_with_stdin(
-        &["send", "bob", "-"],
-        alice.path(),
-        Some(&"a".repeat(100_000)),
-    );
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(small.status()["messages"], 0);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::messaging::{Session, print_received};
 use super::{ChatArgs, Fallback};
 use crate::client::contacts::{Contact, Contacts};
 use crate::client::messaging::Kind;
+use crate::client::messaging::MAX_CONTENT_BYTES;
 use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
 use crate::client::transparent::{self, Purpose, TransparentError, TransparentOptions};
@@ -370,6 +371,13 @@ async fn relay_chat(
             line = lines.recv() => {
                 let Some(line) = line else { return Ok(()) };
                 if line.is_empty() {
+                    continue;
+                }
+                if line.len() > MAX_CONTENT_BYTES {
+                    eprintln!(
+                        "error: a line over {MAX_CONTENT_BYTES} bytes is longer than jasper \
+                         reads; send it in parts"
+                    );
                     continue;
                 }
                 session.with(|m| Ok(m.send(contact, Kind::Message, &line, None, now_ms())?))?;

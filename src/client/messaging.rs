@@ -16,6 +16,19 @@ use crate::proto::{PacketHash, PublicKey};
 
 /// Longest `content` accepted from others.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+/// Refuses content longer than recipients accept ([`MAX_CONTENT_BYTES`]), before anything is
+/// sealed or sent: a relay would store it and every recipient would skip it.
+fn check_content(content: &str) -> Result<(), MessagingError> {
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(MessagingError::Usage(format!(
+            "the message is {} bytes; jasper reads at most {MAX_CONTENT_BYTES} bytes (64 KiB) \
+             of text per message: send it in parts",
+            content.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
 
@@ -219,6 +232,7 @@ impl Messenger<'_> {
         target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
+        check_content(content)?;
         let id = match (kind, target) {
             (Kind::Message, _) => new_id(),
             (_, Some(t)) => t.to_owned(),
@@ -298,6 +312,7 @@ impl Messenger<'_> {
         content: &str,
         now_ms: u64,
     ) -> Result<DirectPacket, MessagingError> {
+        check_content(content)?;
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
         let channel = self.dm_channel(contact)?;
@@ -372,6 +387,7 @@ impl Messenger<'_> {
         content: &str,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
+        check_content(content)?;
         self.servers.rx_for(&self.me.public().fingerprint())?;
         let id = new_id();
         let mut everyone: Vec<String> = group.members.clone();

@@ -32,10 +32,7 @@ pub enum TransportError {
     },
     /// The relay refuses a request this large (HTTP 413): for `/send`, a message too long
     /// for it.
-    #[error(
-        "relay {relay} refuses a message this large ({message}); send a shorter one (relays \
-         take about 128 KiB of text by default)"
-    )]
+    #[error("relay {relay} refuses a message this large ({message}); send a shorter one")]
     TooLarge {
         /// The relay.
         relay: String,
