@@ -188,6 +188,18 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
+/// Whether redb could not open a file because it is damaged or not a redb database at all: no
+/// retry helps.
+fn is_damaged(e: &redb::DatabaseError) -> bool {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::InvalidData
+        }
+        _ => false,
+    }
+}
+
 /// Why every write is refused once a flush of the log failed.
 fn flush_failed(why: &str) -> String {
     format!(
@@ -405,15 +417,7 @@ impl RedbStore {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                     path: dir.display().to_string(),
                 },
-                // A file that is not a redb database, or a damaged one: no retry helps.
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
-                    StoreError::Corrupt(format!("{}: {e}", path.display()))
-                }
-                redb::DatabaseError::Storage(redb::StorageError::Io(ref io))
-                    if io.kind() == std::io::ErrorKind::InvalidData =>
-                {
-                    StoreError::Corrupt(format!("{}: {e}", path.display()))
-                }
+                e if is_damaged(&e) => StoreError::Corrupt(format!("{}: {e}", path.display())),
                 e => open_err(e.to_string()),
             })?;
         let version = Self::check_schema(&db)?;
