@@ -7,6 +7,16 @@ use std::net::TcpListener;
 use common::{Relay, key_b64, packet_for, run_jasper};
 use serde_json::json;
 
+/// Runs `jasper relay` on any free loopback port with `data` as its data directory, from `cwd`;
+/// for start-ups that are meant to fail.
+fn start_relay_on(data: &std::path::Path, cwd: &std::path::Path) -> (i32, String, String) {
+    let data = data.to_str().unwrap();
+    run_jasper(
+        &["relay", "--listen", "127.0.0.1:0", "--data-dir", data],
+        cwd,
+    )
+}
+
 #[test]
 fn version_and_help() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,16 +78,7 @@ fn a_data_dir_in_use_is_a_clear_error_and_the_relay_using_it_keeps_serving() {
     let packet = packet_for(&key_b64("alice-4096"), 1, 100);
     relay.send_ok(&packet);
     let data = relay.dir.path().join("data");
-    let (code, _, err) = run_jasper(
-        &[
-            "relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        relay.dir.path(),
-    );
+    let (code, _, err) = start_relay_on(&data, relay.dir.path());
     assert_ne!(code, 0);
     assert!(
         err.contains(&format!(
@@ -108,16 +109,7 @@ fn an_unusable_data_dir_is_a_clear_error() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let data = file.join("data");
-    let (code, _, err) = run_jasper(
-        &[
-            "relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let (code, _, err) = start_relay_on(&data, dir.path());
     assert_ne!(code, 0);
     assert!(err.contains("cannot open the database"), "{err}");
     assert!(err.contains("--data-dir"), "{err}");
@@ -126,18 +118,6 @@ fn an_unusable_data_dir_is_a_clear_error() {
 #[test]
 fn a_damaged_database_or_log_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let start = |data: &std::path::Path| {
-        run_jasper(
-            &[
-                "relay",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-            dir.path(),
-        )
-    };
     // The index is not a redb database at all.
     let data = dir.path().join("index");
     std::fs::create_dir_all(&data).unwrap();
@@ -147,7 +127,7 @@ fn a_damaged_database_or_log_is_a_clear_error() {
     std::fs::create_dir_all(log.join("segments")).unwrap();
     std::fs::write(log.join("segments/0000000000000001.seg"), vec![0x5a; 4096]).unwrap();
     for data in [data, log] {
-        let (code, _, err) = start(&data);
+        let (code, _, err) = start_relay_on(&data, dir.path());
         assert_ne!(code, 0, "{err}");
         assert!(err.contains("stored data is corrupt"), "{err}");
         assert!(
