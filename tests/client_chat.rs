@@ -42,7 +42,7 @@ fn anonymous_chat_goes_both_ways_through_the_relays() {
     assert_eq!(got["sender"], key_b64("alice-4096"));
     // A line longer than jasper reads is refused with a word, and the chat goes on.
     b.say(&"x".repeat(64 * 1024 + 1));
-    b.wait_stderr("longer than jasper reads", Duration::from_secs(10));
+    b.wait_stderr("jasper reads at most 65536 bytes", Duration::from_secs(10));
     b.say("hi alice");
     let got = a.next_json(Duration::from_secs(20));
     assert_eq!(got["content"], "hi alice");

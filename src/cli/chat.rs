@@ -13,8 +13,7 @@ use tokio::sync::mpsc;
 use super::messaging::{Session, print_received};
 use super::{ChatArgs, Fallback};
 use crate::client::contacts::{Contact, Contacts};
-use crate::client::messaging::Kind;
-use crate::client::messaging::MAX_CONTENT_BYTES;
+use crate::client::messaging::{Kind, MessagingError};
 use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
 use crate::client::transparent::{self, Purpose, TransparentError, TransparentOptions};
@@ -373,14 +372,19 @@ async fn relay_chat(
                 if line.is_empty() {
                     continue;
                 }
-                if line.len() > MAX_CONTENT_BYTES {
-                    eprintln!(
-                        "error: a line over {MAX_CONTENT_BYTES} bytes is longer than jasper \
-                         reads; send it in parts"
-                    );
-                    continue;
+                let sent =
+                    session.with(|m| Ok(m.send(contact, Kind::Message, &line, None, now_ms())?));
+                // A line that cannot be sent as it is (too long, say) is refused with a word,
+                // and the chat goes on.
+                if let Err(e) = sent {
+                    let usage = e.chain().any(|c| {
+                        matches!(c.downcast_ref(), Some(MessagingError::Usage(_)))
+                    });
+                    if !usage {
+                        return Err(e);
+                    }
+                    eprintln!("error: {}", super::error_report(&e));
                 }
-                session.with(|m| Ok(m.send(contact, Kind::Message, &line, None, now_ms())?))?;
             }
             _ = tick.tick() => {
                 let report = session.with(|m| Ok(m.receive()?))?;
