@@ -384,6 +384,52 @@ fn an_unauthenticated_connection_is_closed_after_the_handshake_timeout() {
 }
 
 #[test]
+fn a_taken_port_is_a_clear_error_and_leaves_nothing_behind() {
+    let running = StunServer::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("stun");
+    for (what, flag, taken) in [
+        ("udp", "--udp-listen", running.udp),
+        ("tls", "--tls-listen", running.tls),
+    ] {
+        let other_flag = if what == "udp" {
+            "--tls-listen"
+        } else {
+            "--udp-listen"
+        };
+        let taken = taken.to_string();
+        let (code, _, err) = common::run_jasper(
+            &[
+                "stun",
+                flag,
+                &taken,
+                other_flag,
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!("cannot listen on {taken} ({what})")) && err.contains(flag),
+            "{err}"
+        );
+        assert_eq!(
+            err.matches("Address already in use").count(),
+            1,
+            "the cause is said once: {err}"
+        );
+        assert!(
+            !data.exists(),
+            "no certificate was generated for a start that failed"
+        );
+    }
+    // The running service did not notice.
+    assert_answers(&running);
+}
+
+#[test]
 fn sigterm_stops_the_service_cleanly() {
     let mut server = StunServer::start("");
     assert_answers(&server);

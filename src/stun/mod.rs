@@ -75,16 +75,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Listening),
 ) -> Result<(), StunError> {
-    let certificate = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || tls::load_or_generate(&config))
-            .await
-            .expect("loading the certificate does not panic")?
-    };
-    if certificate.generated {
-        tracing::info!(dir = %config.data_dir.display(), "generated a self-signed TLS certificate");
-    }
-    let acceptor = certificate.acceptor()?;
+    // The ports first: a start that fails on a taken port leaves nothing behind (no
+    // certificate generated into the data directory).
     let bind_error = |what, addr| move |source| StunError::Bind { what, addr, source };
     let udp_socket = std::net::UdpSocket::bind(config.udp_listen)
         .map_err(bind_error("udp", config.udp_listen))?;
@@ -97,6 +89,16 @@ pub async fn run(
     let tls_addr = listener
         .local_addr()
         .map_err(bind_error("tls", config.tls_listen))?;
+    let certificate = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || tls::load_or_generate(&config))
+            .await
+            .expect("loading the certificate does not panic")?
+    };
+    if certificate.generated {
+        tracing::info!(dir = %config.data_dir.display(), "generated a self-signed TLS certificate");
+    }
+    let acceptor = certificate.acceptor()?;
 
     let limiter = Arc::new(SourceLimiter::new(config.rate_limit_per_second));
     let threads = std::thread::available_parallelism()
