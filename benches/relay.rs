@@ -132,6 +132,12 @@ impl Drop for Server {
     }
 }
 
+/// The relay's default packet rules, which every side of the bench applies.
+const RULES: PacketRules = PacketRules {
+    min_key_bits: 4096,
+    max_message_bytes: 256 * 1024,
+};
+
 fn server_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -183,11 +189,7 @@ where
     F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = warp::http::Response<Bytes>> + Send,
 {
-    let limit = PacketRules {
-        min_key_bits: 4096,
-        max_message_bytes: 256 * 1024,
-    }
-    .max_body_bytes();
+    let limit = RULES.max_body_bytes();
     let routes = warp::post()
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
@@ -336,15 +338,11 @@ fn start_floor(dir: &std::path::Path) -> Server {
 /// indexes them with.
 fn start_checked_floor(dir: &std::path::Path) -> Server {
     let log = FloorLog::start(dir.join("floor.log"));
-    let rules = PacketRules {
-        min_key_bits: 4096,
-        max_message_bytes: 256 * 1024,
-    };
     let keys = Arc::new(KeyCache::new(1024));
     start_stack(move |bytes| {
         let (log, keys) = (log.clone(), keys.clone());
         async move {
-            match Packet::from_json_cached(&bytes, &rules, &keys) {
+            match Packet::from_json_cached(&bytes, &RULES, &keys) {
                 Ok(packet) => {
                     log.put(packet.to_json().as_bytes()).await;
                     json_response(StatusCode::OK, Bytes::from_static(b"{}"))
@@ -1124,10 +1122,7 @@ fn bench_keys(rounds: u64) {
 fn bench_validate(rounds: u64) {
     const N: usize = 20_000;
     println!("## packet validation: ~2 KiB /send bodies, {N} per run, {rounds} rounds");
-    let rules = PacketRules {
-        min_key_bits: 4096,
-        max_message_bytes: 256 * 1024,
-    };
+    let rules = RULES;
     let pem = |name: &str| {
         std::fs::read_to_string(format!(
             "{}/tests/fixtures/keys/{name}-4096.pub.pem",
