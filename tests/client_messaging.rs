@@ -98,6 +98,50 @@ fn two_devices_of_one_identity_see_the_same_conversation() {
 }
 
 #[test]
+fn people_who_write_first_at_once_share_one_conversation() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let (alice, bob) = alice_and_bob(&relays);
+    // Neither has heard from the other: each starts a channel of their own.
+    let from_alice = alice.send("bob", "hello bob");
+    let from_bob = bob.send("alice", "hello alice");
+    bob.receive_until(|l| has(l, "id", &from_alice));
+    alice.receive_until(|l| has(l, "id", &from_bob));
+    for (home, with) in [(&alice, "bob"), (&bob, "alice")] {
+        let ids: Vec<Value> = home.history(with).iter().map(|e| e["id"].clone()).collect();
+        assert_eq!(ids.len(), 2, "{with}: {ids:?}");
+        assert!(ids.contains(&json!(from_alice)), "{with}: {ids:?}");
+        assert!(ids.contains(&json!(from_bob)), "{with}: {ids:?}");
+    }
+    // And whatever follows stays in that one history.
+    let later = bob.send("alice", "still here");
+    alice.receive_until(|l| has(l, "id", &later));
+    assert_eq!(alice.history("bob").len(), 3);
+    assert_eq!(bob.history("alice").len(), 3);
+}
+
+#[test]
+fn messages_from_a_stranger_appear_once_they_are_a_contact() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    alice.add("bob", "bob-4096");
+    let id = alice.send("bob", "you do not know me yet");
+    let got = bob.receive_until(|l| has(l, "id", &id));
+    let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
+    assert!(line["contact"].is_null(), "{line}");
+    bob.add("alice", "alice-4096");
+    let history = bob.history("alice");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["content"], "you do not know me yet");
+    // Bob's answer joins the conversation alice started.
+    let reply = bob.send("alice", "now I do");
+    alice.receive_until(|l| has(l, "id", &reply));
+    assert_eq!(alice.history("bob").len(), 2);
+}
+
+#[test]
 fn forged_and_garbage_packets_are_skipped_and_do_not_stop_receive() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];

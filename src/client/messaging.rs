@@ -222,6 +222,21 @@ impl Messenger<'_> {
         Ok(channel)
     }
 
+    /// The channel our history keeps the direct conversation with `counterpart` under: the
+    /// one we use already, else `offered` (the channel of the packet that starts it).
+    fn conversation_channel(
+        &self,
+        counterpart: &PublicKey,
+        offered: &str,
+    ) -> Result<String, MessagingError> {
+        let key = dm_key(&counterpart.fingerprint().to_string());
+        if let Some(c) = self.db.setting(&key)? {
+            return Ok(c);
+        }
+        self.db.set_setting(&key, offered)?;
+        Ok(offered.to_owned())
+    }
+
     /// Sends a message of `kind` to `contact`; `target` is the message an edit, delete or
     /// reaction is about.
     pub fn send(
@@ -270,7 +285,7 @@ impl Messenger<'_> {
         // Our other devices learn what we sent from a copy to our own key.
         object["to"] = json!([recipient.canonical()]);
         let copied_to_self = self.send_to_self(&object).is_ok();
-        self.file(&object, self.me.public())?;
+        self.file(&object, self.me.public(), &channel)?;
         Ok(SendReport {
             id,
             hash: hash.to_string(),
@@ -327,7 +342,7 @@ impl Messenger<'_> {
         });
         let (packet, hash) = self.seal_packet(&object, &recipient)?;
         self.db.mark_seen(&hash.0)?;
-        self.file(&object, self.me.public())?;
+        self.file(&object, self.me.public(), &channel)?;
         Ok(DirectPacket {
             packet,
             object,
@@ -411,7 +426,7 @@ impl Messenger<'_> {
         }
         object["to"] = json!(group.members);
         let copied_to_self = self.send_to_self(&object).is_ok();
-        self.file(&object, self.me.public())?;
+        self.file(&object, self.me.public(), &group.channel_id)?;
         Ok(SendReport {
             id,
             hash: last_hash,
@@ -536,10 +551,11 @@ impl Messenger<'_> {
         let id = text("id", MAX_ID_CHARS)?;
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
-        let (contact, group) = match self.group_of(&object, &sender, &channel_id)? {
+        let (contact, group, channel_id) = match self.group_of(&object, &sender, &channel_id)? {
             Some(group) => (
                 self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
                 Some(group.name),
+                channel_id,
             ),
             None => {
                 // Our own copy (from another device) is filed under the conversation with
@@ -556,18 +572,18 @@ impl Messenger<'_> {
                     .contacts
                     .by_key(&counterpart)
                     .map_err(|e| e.to_string())?;
-                if let Some(c) = &contact {
-                    let key = dm_key(&c.fingerprint);
-                    if self.db.setting(&key).map_err(|e| e.to_string())?.is_none() {
-                        self.db
-                            .set_setting(&key, &channel_id)
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                (contact, None)
+                // A direct conversation is filed by whom it is with, not by the channel the
+                // packet names: two people who write first at the same time each start a
+                // channel, and both halves belong to one history (also for a sender who
+                // becomes a contact only later).
+                let channel = self
+                    .conversation_channel(&counterpart, &channel_id)
+                    .map_err(|e| e.to_string())?;
+                (contact, None, channel)
             }
         };
-        self.file(&object, &sender).map_err(|e| e.to_string())?;
+        self.file(&object, &sender, &channel_id)
+            .map_err(|e| e.to_string())?;
         Ok(Received {
             hash: hash.to_string(),
             contact: contact.map(|c| c.name),
@@ -631,8 +647,13 @@ impl Messenger<'_> {
         Ok(Some(group))
     }
 
-    /// Applies a verified message object from `sender` to the history.
-    fn file(&self, object: &Value, sender: &PublicKey) -> Result<(), MessagingError> {
+    /// Applies a verified message object from `sender` to the history of `channel`.
+    fn file(
+        &self,
+        object: &Value,
+        sender: &PublicKey,
+        channel: &str,
+    ) -> Result<(), MessagingError> {
         let s = |f: &str| object[f].as_str().unwrap_or_default().to_owned();
         let kind: Kind = serde_json::from_value(object["type"].clone())
             .map_err(|_| MessagingError::Usage("unknown type".into()))?;
@@ -650,7 +671,7 @@ impl Messenger<'_> {
                 };
                 let ts = parse_rfc3339_ms(&entry.timestamp).unwrap_or(0);
                 self.db.put_message(
-                    &s("channel_id"),
+                    channel,
                     ts,
                     &id,
                     &serde_json::to_vec(&entry).expect("entry serializes"),
