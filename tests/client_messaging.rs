@@ -389,7 +389,7 @@ fn failures_have_distinct_exit_codes() {
     assert_eq!(code, 3, "network failure: {err}");
     let (code, _, err) = run_jasper(&["send", "nobody", "hello?"], alice.path());
     assert_eq!(code, 2, "unknown contact is a user error: {err}");
-    assert!(err.contains("no contact named"), "{err}");
+    assert!(err.contains("no contact or group named"), "{err}");
     let (code, _, _) = run_jasper(&["receive"], alice.path());
     assert_eq!(code, 3);
     // What cannot be done as asked is a user error too, said before any relay is tried.
@@ -487,6 +487,63 @@ fn a_group_of_three_reaches_everyone_through_different_relays() {
         .collect();
     assert!(history.iter().any(|m| m["content"] == "hello trio"));
     assert!(history.iter().any(|m| m["content"] == "hi all"));
+}
+
+#[test]
+fn groups_take_edits_reactions_and_deletions_and_ids_may_be_shortened() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let alice = Home::new("alice", &relays);
+    let bob = Home::new("bob", &relays);
+    let carol = Home::new("carol", &relays);
+    alice.add("bob", "bob-4096");
+    alice.add("carol", "carol-4096");
+    bob.add("alice", "alice-4096");
+    alice.ok(&["group", "create", "trio", "bob", "carol"]);
+    // `send` takes a group's name too.
+    let id = alice.send("trio", "hello trio");
+    bob.receive_until(|l| has(l, "id", &id));
+    carol.receive_until(|l| has(l, "id", &id));
+    let short = &id[..8];
+
+    alice.ok(&["edit", "trio", short, "hello trio, edited"]);
+    bob.ok(&["react", "trio", short, ":wave:"]);
+    carol.receive_until(|l| {
+        l.iter().any(|x| x["type"] == "EDIT") && l.iter().any(|x| x["type"] == "REACT")
+    });
+    let history = carol.history("trio");
+    let entry = history.iter().find(|m| m["id"] == id.as_str()).unwrap();
+    assert_eq!(entry["content"], "hello trio, edited");
+    assert_eq!(entry["edited"], true);
+    assert_eq!(entry["reactions"][":wave:"][0], key_b64("bob-4096"));
+
+    // An id names a message of the conversation given, not of another one.
+    let (code, _, err) = run_jasper(&["edit", "bob", short, "elsewhere"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no message") && err.contains("jasper history bob"),
+        "{err}"
+    );
+    // Too short to name anything.
+    let (code, _, err) = run_jasper(&["delete", "trio", &id[..3]], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 4 characters"), "{err}");
+    // Only the author deletes, and `delete` takes no text.
+    let (code, _, err) = run_jasper(&["delete", "trio", short], bob.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only your own messages"), "{err}");
+    let (code, _, err) = run_jasper(&["delete", "trio", short, "extra"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unexpected argument"), "{err}");
+
+    alice.ok(&["delete", "trio", short]);
+    carol.receive_until(|l| l.iter().any(|x| x["type"] == "DELETE"));
+    assert!(
+        carol.history("trio").iter().all(|m| m["id"] != id.as_str()),
+        "deleted for carol"
+    );
+    bob.receive_until(|l| l.iter().any(|x| x["type"] == "DELETE"));
+    assert!(bob.history("trio").iter().all(|m| m["id"] != id.as_str()));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::{
     TargetArgs,
 };
 use crate::client::contacts::Contacts;
+use crate::client::conversation::Conversation;
 use crate::client::groups::{Group, Groups};
 use crate::client::messaging::{Kind, Messenger, Received, SendReport};
 use crate::client::servers::Servers;
@@ -118,6 +119,7 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `text`, or standard input when it is "-" (without its last newlines).
 fn text_arg(text: &str) -> anyhow::Result<String> {
     if text != "-" {
         return Ok(text.to_owned());
@@ -147,8 +149,8 @@ pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
         usage!("nothing to send: the message is empty");
     }
     let report = session.with(|m| {
-        let contact = m.contacts.get(&args.name)?;
-        Ok(m.send(&contact, Kind::Message, &text, None, now_ms())?)
+        let conversation = Conversation::named(m.db, m.contacts, &args.name)?;
+        Ok(m.send_to(&conversation, Kind::Message, &text, None, now_ms())?)
     })?;
     if !report.copied_to_self {
         eprintln!("warning: the copy for your other devices could not be sent");
@@ -156,26 +158,34 @@ pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
     print_report(&report, args.common.json)
 }
 
-/// `jasper edit|delete|react NAME ID [TEXT]`.
-pub fn act(config: &Config, kind: Kind, args: &TargetArgs) -> anyhow::Result<()> {
-    let session = Session::open(config, &args.common)?;
-    let content = match kind {
-        Kind::Delete => String::new(),
-        _ => text_arg(args.text.as_deref().unwrap_or_default())?,
-    };
+/// `jasper edit|delete|react NAME ID …`: `content` is the new text ("-": standard input, after
+/// the passphrase) or the reaction.
+pub fn act(
+    config: &Config,
+    kind: Kind,
+    target: &TargetArgs,
+    content: &str,
+    common: &MessageArgs,
+) -> anyhow::Result<()> {
     if kind == Kind::React
         && !(content.len() >= 3 && content.starts_with(':') && content.ends_with(':'))
     {
         usage!("a reaction is written :name:, e.g. :thumbsup:");
     }
+    let session = Session::open(config, common)?;
+    let content = match kind {
+        Kind::Edit => text_arg(content)?,
+        _ => content.to_owned(),
+    };
     if kind == Kind::Edit && content.is_empty() {
         usage!("an edit needs the new text");
     }
     let report = session.with(|m| {
-        let contact = m.contacts.get(&args.name)?;
-        Ok(m.send(&contact, kind, &content, Some(&args.id), now_ms())?)
+        let conversation = Conversation::named(m.db, m.contacts, &target.name)?;
+        let message = conversation.message(m.db, &target.id)?;
+        Ok(m.send_to(&conversation, kind, &content, Some(&message.id), now_ms())?)
     })?;
-    print_report(&report, args.common.json)
+    print_report(&report, common.json)
 }
 
 /// `jasper receive [--watch]`.
@@ -253,7 +263,9 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 })?;
                 Ok(m.send_group(
                     &group,
+                    Kind::Message,
                     &format!("created the group \"{}\"", group.name),
+                    None,
                     now_ms(),
                 )?)
             })?;
@@ -274,7 +286,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 let Some(group) = Groups::new(m.db).get(name)? else {
                     usage!("no group named {name:?}; see `jasper group list`");
                 };
-                Ok(m.send_group(&group, &text, now_ms())?)
+                Ok(m.send_group(&group, Kind::Message, &text, None, now_ms())?)
             })?;
             print_report(&report, args.common.json)
         }
@@ -362,18 +374,11 @@ pub fn anonymity_summary(up: usize) -> String {
 pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
-    let (contact_name, entries) = match contacts.get(&args.name) {
-        Ok(contact) => (
-            Some(contact.name.clone()),
-            crate::client::messaging::history(&db, &contact)?,
-        ),
-        Err(e) => match Groups::new(&db).get(&args.name)? {
-            Some(g) => (
-                None,
-                crate::client::messaging::channel_history(&db, &g.channel_id)?,
-            ),
-            None => return Err(e.into()),
-        },
+    let conversation = Conversation::named(&db, &contacts, &args.name)?;
+    let entries = conversation.history(&db)?;
+    let contact_name = match &conversation {
+        Conversation::Direct(c) => Some(c.name.clone()),
+        Conversation::Group(_) => None,
     };
     let me = super::identity::load_public(config, false).ok();
     for e in entries {

@@ -66,18 +66,18 @@ pub enum Command {
     Id(IdArgs),
     /// Manage your contacts: names for the public keys you talk to
     Contacts(ContactsArgs),
-    /// Send a message to a contact (TEXT "-" reads standard input); prints its id
+    /// Send a message to a contact or a group (TEXT "-" reads standard input); prints its id
     Send(SendArgs),
     /// Fetch, decrypt and verify new messages from your RX relay; prints only what is new
     Receive(ReceiveArgs),
-    /// Show the conversation with a contact, edits applied
+    /// Show the conversation with a contact or in a group, edits applied
     History(HistoryArgs),
     /// Replace the text of a message you sent
-    Edit(TargetArgs),
+    Edit(EditArgs),
     /// Delete a message you sent
-    Delete(TargetArgs),
+    Delete(DeleteArgs),
     /// React to a message with :name:
-    React(TargetArgs),
+    React(ReactArgs),
     /// Group conversations: one packet per member, each through its own relay
     Group(GroupArgs),
     /// Chat with a contact: lines you type go to them, their messages are printed as they come
@@ -207,7 +207,7 @@ pub struct MessageArgs {
 /// `jasper send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The contact
+    /// The contact or group (a contact's name comes first)
     pub name: String,
     /// The message ("-" reads standard input)
     #[arg(allow_hyphen_values = true)]
@@ -217,16 +217,49 @@ pub struct SendArgs {
     pub common: MessageArgs,
 }
 
-/// `jasper edit|delete|react`.
+/// The message an edit, deletion or reaction is about.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// The contact
+    /// The contact or group whose conversation holds it
     pub name: String,
-    /// The message's id (from `send` or `history`)
+    /// The message's id, as `send` and `history` print it; its first characters are enough
+    /// (at least 4) when no other message of the conversation starts with them
     pub id: String,
-    /// The new text (edit) or the :reaction: (react)
+}
+
+/// `jasper edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+    /// The new text ("-" reads standard input)
     #[arg(allow_hyphen_values = true)]
-    pub text: Option<String>,
+    pub text: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: MessageArgs,
+}
+
+/// `jasper react`.
+#[derive(Debug, Args)]
+pub struct ReactArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+    /// The reaction, written :name: (e.g. :thumbsup:)
+    pub reaction: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: MessageArgs,
@@ -318,7 +351,7 @@ pub enum Fallback {
 /// `jasper history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// The contact
+    /// The contact or group
     pub name: String,
     /// One JSON object per message: id, sender, content, timestamp, edited, reactions
     #[arg(long)]
@@ -531,9 +564,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => messaging::send(&load()?.0, &args),
         Command::Receive(args) => messaging::receive(&load()?.0, &args),
         Command::History(args) => messaging::history(&load()?.0, &args),
-        Command::Edit(args) => messaging::act(&load()?.0, Kind::Edit, &args),
-        Command::Delete(args) => messaging::act(&load()?.0, Kind::Delete, &args),
-        Command::React(args) => messaging::act(&load()?.0, Kind::React, &args),
+        Command::Edit(args) => messaging::act(
+            &load()?.0,
+            Kind::Edit,
+            &args.target,
+            &args.text,
+            &args.common,
+        ),
+        Command::Delete(args) => {
+            messaging::act(&load()?.0, Kind::Delete, &args.target, "", &args.common)
+        }
+        Command::React(args) => messaging::act(
+            &load()?.0,
+            Kind::React,
+            &args.target,
+            &args.reaction,
+            &args.common,
+        ),
         Command::Group(args) => messaging::group(&load()?.0, &args),
         Command::Chat(args) => chat::run(&load()?.0, &args),
         Command::Call(args) => call::run(&load()?.0, &args),

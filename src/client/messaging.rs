@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::contacts::{Contact, Contacts};
+use super::conversation::Conversation;
 use super::db::ClientDb;
 use super::groups::{Group, Groups, MAX_MEMBERS};
 use super::servers::Servers;
@@ -248,25 +249,7 @@ impl Messenger<'_> {
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
         check_content(content)?;
-        let id = match (kind, target) {
-            (Kind::Message, _) => new_id(),
-            (_, Some(t)) => t.to_owned(),
-            (_, None) => return Err(MessagingError::Usage("which message? give its id".into())),
-        };
-        if kind != Kind::Message {
-            let entry = self.db.message(&id)?.ok_or_else(|| {
-                MessagingError::Usage(format!(
-                    "no message {id} in the history; see `jasper history`"
-                ))
-            })?;
-            let entry: Entry =
-                serde_json::from_slice(&entry).map_err(|e| MessagingError::Usage(e.to_string()))?;
-            if kind != Kind::React && entry.sender != self.me.public().canonical() {
-                return Err(MessagingError::Usage(
-                    "only your own messages can be edited or deleted".into(),
-                ));
-            }
-        }
+        let id = self.message_id(kind, target)?;
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
         // Our inbox's relay is chosen first, so that no TX relay can end up being it.
@@ -292,6 +275,45 @@ impl Messenger<'_> {
             channel_id: channel,
             copied_to_self,
         })
+    }
+
+    /// The `id` of a message of `kind`: a new one for a message, else `target` once it is
+    /// known to be in the history (and ours, for an edit or a deletion).
+    fn message_id(&self, kind: Kind, target: Option<&str>) -> Result<String, MessagingError> {
+        let id = match (kind, target) {
+            (Kind::Message, _) => return Ok(new_id()),
+            (_, Some(t)) => t.to_owned(),
+            (_, None) => return Err(MessagingError::Usage("which message? give its id".into())),
+        };
+        let entry = self.db.message(&id)?.ok_or_else(|| {
+            MessagingError::Usage(format!(
+                "no message {id} in the history; see `jasper history`"
+            ))
+        })?;
+        let entry: Entry =
+            serde_json::from_slice(&entry).map_err(|e| MessagingError::Usage(e.to_string()))?;
+        if kind != Kind::React && entry.sender != self.me.public().canonical() {
+            return Err(MessagingError::Usage(
+                "only your own messages can be edited or deleted".into(),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Sends a message of `kind` in `conversation`: [`Self::send`] for a contact,
+    /// [`Self::send_group`] for a group.
+    pub fn send_to(
+        &self,
+        conversation: &Conversation,
+        kind: Kind,
+        content: &str,
+        target: Option<&str>,
+        now_ms: u64,
+    ) -> Result<SendReport, MessagingError> {
+        match conversation {
+            Conversation::Direct(contact) => self.send(contact, kind, content, target, now_ms),
+            Conversation::Group(group) => self.send_group(group, kind, content, target, now_ms),
+        }
     }
 
     /// Seals `object` to `recipient` and sends it through the recipient's TX relay.
@@ -393,25 +415,28 @@ impl Messenger<'_> {
         self.accept_opened(hash, opened).map(Some)
     }
 
-    /// Sends `content` to every member of `group`, one packet each through each member's own
-    /// TX relay, with the group's channel, `members` and `name` (PROTOCOL.md §3) so that any
-    /// member, even one that missed the group's creation, files it and can answer everyone.
+    /// Sends a message of `kind` to every member of `group`, one packet each through each
+    /// member's own TX relay, with the group's channel, `members` and `name` (PROTOCOL.md §3)
+    /// so that any member, even one that missed the group's creation, files it and can answer
+    /// everyone. `target` is the message an edit, delete or reaction is about.
     pub fn send_group(
         &self,
         group: &Group,
+        kind: Kind,
         content: &str,
+        target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
         check_content(content)?;
+        let id = self.message_id(kind, target)?;
         self.servers.rx_for(&self.me.public().fingerprint())?;
-        let id = new_id();
         let mut everyone: Vec<String> = group.members.clone();
         everyone.push(self.me.public().canonical().to_owned());
         everyone.sort();
         let mut object = json!({
             "sender": self.me.public().canonical(),
             "channel_id": group.channel_id,
-            "type": Kind::Message,
+            "type": kind,
             "content": content,
             "id": id,
             "timestamp": rfc3339_ms(now_ms),

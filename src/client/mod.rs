@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod call;
 pub mod contacts;
+pub mod conversation;
 pub mod db;
 pub mod groups;
 pub mod messaging;
