@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::fake_peer::Answer;
 use common::home::{Home, alice_and_bob, mesh};
 use common::{Relay, free_port, key_b64, packet_for, run_jasper, run_jasper_with_stdin};
 use serde_json::{Value, json};
@@ -184,14 +185,116 @@ fn forged_and_garbage_packets_are_skipped_and_do_not_stop_receive() {
     );
 }
 
+#[test]
+fn what_a_contact_writes_reaches_the_terminal_escaped_and_bad_ids_and_times_are_refused() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let (_alice, bob) = alice_and_bob(&relays);
+    let message = |id: &str, channel: &str, kind: &str, content: &str, at: &str| {
+        json!({
+            "sender": key_b64("alice-4096"), "channel_id": channel, "type": kind,
+            "content": content, "id": id, "timestamp": at,
+        })
+    };
+    let channel = "0b9b7c7e-5d3a-4f43-9b1e-0c6e2f1d2a3b";
+    let good_id = "5f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21";
+    let at = "2026-12-07T10:00:00.000Z";
+    // Escape sequences that would clear the screen and rewrite a line, a bidi override,
+    // and a second line that looks like another message.
+    let hostile = "hi\u{1b}[2J\r[2026-12-07T10:00:01.000Z] carol: fake\u{202e}\n[x] dave: fake too";
+    let packets = [
+        message(good_id, channel, "MESSAGE", hostile, at),
+        message("../../x", channel, "MESSAGE", "a path for an id", at),
+        message(
+            "6f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c22",
+            &format!("{channel}/9999999999999/x"),
+            "MESSAGE",
+            "a key for a channel",
+            at,
+        ),
+        message(
+            "7f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c23",
+            channel,
+            "MESSAGE",
+            "upper case",
+            at,
+        )
+        .to_string()
+        .replace("7f1d4c0e", "7F1D4C0E")
+        .parse()
+        .unwrap(),
+        message(
+            "8f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c24",
+            channel,
+            "MESSAGE",
+            "no time",
+            "yesterday",
+        ),
+        message(good_id, channel, "REACT", ":x\u{1b}[31m:", at),
+    ];
+    for p in &packets {
+        r1.send_ok(&seal_object("alice", "bob", p));
+    }
+    let (code, out, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\r') && !out.contains('\u{202e}'),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("hi\\u{1b}[2J\\u{d}[2026-12-07T10:00:01.000Z] carol: fake\\u{202e}"),
+        "{out}"
+    );
+    // The second line of a message is indented under it.
+    assert!(out.contains("\n    [x] dave: fake too"), "{out}");
+    assert_eq!(out.lines().count(), 2, "one message, two lines: {out}");
+    for reason in [
+        "`id` is not a lowercase hyphenated UUID",
+        "`channel_id` is not a lowercase hyphenated UUID",
+        "`timestamp` is not an RFC 3339 time",
+        "a reaction that is not :name:",
+    ] {
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+    assert_eq!(err.matches("`id` is not").count(), 2, "{err}");
+    // JSON keeps what was written; history shows it escaped too, without the bad reaction.
+    let history = bob.history("alice");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["content"], hostile);
+    assert_eq!(history[0]["reactions"], json!({}));
+    let shown = bob.ok(&["history", "alice"]);
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\r'),
+        "{shown:?}"
+    );
+    // And the same reaction is refused when bob would send it.
+    let (code, _, err) = run_jasper(&["react", "alice", good_id, ":x\u{1b}[31m:"], bob.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":thumbsup:"), "{err}");
+}
+
+#[test]
+fn a_relay_cannot_write_to_the_terminal_through_its_errors() {
+    let hostile = format!("no\u{1b}]0;pwned\u{7}\r{}", "x".repeat(100_000));
+    let relay = common::fake_peer::FakePeer::start(move |path, _| match path {
+        "/send" => Answer::Error(400, hostile.clone()),
+        _ => Answer::Status(404),
+    });
+    let alice = Home::new("alice", &[relay.addr]);
+    alice.add("bob", "bob-4096");
+    let (code, _, err) = run_jasper(&["send", "bob", "hello"], alice.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("answered 400: no\\u{1b}]0;pwned\\u{7}\\u{d}xxx"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    assert!(err.len() < 1_000, "the reason is cut: {} bytes", err.len());
+    assert!(err.contains("x…"), "{err}");
+}
+
 /// A sealed packet from `signer` that claims `claimed` as its sender, to `to`.
 fn forge(signer: &str, claimed: &str, to: &str, text: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/keys/{signer}-4096.key.pem"));
-    let signer =
-        jasper::crypto::Identity::from_pem(&std::fs::read_to_string(&path).unwrap(), None, &path)
-            .unwrap();
-    let recipient = jasper::proto::PublicKey::parse(&key_b64(&format!("{to}-4096")), 4096).unwrap();
     let object = json!({
         "sender": key_b64(&format!("{claimed}-4096")),
         "channel_id": "0b9b7c7e-5d3a-4f43-9b1e-0c6e2f1d2a3b",
@@ -200,6 +303,17 @@ fn forge(signer: &str, claimed: &str, to: &str, text: &str) -> Value {
         "id": "5f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21",
         "timestamp": "2026-11-26T19:27:44.123Z",
     });
+    seal_object(signer, to, &object)
+}
+
+/// `object` sealed by `signer` to `to`, as a packet for `/send`.
+fn seal_object(signer: &str, to: &str, object: &Value) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/keys/{signer}-4096.key.pem"));
+    let signer =
+        jasper::crypto::Identity::from_pem(&std::fs::read_to_string(&path).unwrap(), None, &path)
+            .unwrap();
+    let recipient = jasper::proto::PublicKey::parse(&key_b64(&format!("{to}-4096")), 4096).unwrap();
     let sealed = jasper::crypto::seal(object.to_string().as_bytes(), &signer, &recipient).unwrap();
     json!({
         "recipient": recipient.canonical(),

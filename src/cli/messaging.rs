@@ -13,8 +13,9 @@ use super::{
 use crate::client::contacts::Contacts;
 use crate::client::conversation::Conversation;
 use crate::client::groups::{Group, Groups};
-use crate::client::messaging::{Kind, Messenger, Received, SendReport};
+use crate::client::messaging::{Kind, Messenger, Received, SendReport, is_reaction};
 use crate::client::servers::Servers;
+use crate::client::terminal;
 use crate::client::transport::Transport;
 use crate::client::{ClientDb, now_ms};
 use crate::config::Config;
@@ -96,6 +97,9 @@ impl Session {
     }
 }
 
+/// How the lines of a message after its first are indented in human output.
+const CONTINUATION: &str = "    ";
+
 /// Prints a received message: one JSON object per line, or one human line.
 pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
     if json {
@@ -110,11 +114,21 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
         Some(g) => format!("{who} in {g}"),
         None => who,
     };
+    // What others wrote reaches the terminal escaped (see client::terminal).
+    let (who, id, at) = (
+        terminal::line(&who),
+        terminal::line(&r.id),
+        terminal::line(&r.timestamp),
+    );
+    let content = terminal::block(&r.content, CONTINUATION);
     match r.kind {
-        Kind::Message => println!("[{}] {who}: {}", r.timestamp, r.content),
-        Kind::Edit => println!("[{}] {who} edited {}: {}", r.timestamp, r.id, r.content),
-        Kind::Delete => println!("[{}] {who} deleted {}", r.timestamp, r.id),
-        Kind::React => println!("[{}] {who} reacted {} to {}", r.timestamp, r.content, r.id),
+        Kind::Message => println!("[{at}] {who}: {content}"),
+        Kind::Edit => println!("[{at}] {who} edited {id}: {content}"),
+        Kind::Delete => println!("[{at}] {who} deleted {id}"),
+        Kind::React => println!(
+            "[{at}] {who} reacted {} to {id}",
+            terminal::line(&r.content)
+        ),
     }
     Ok(())
 }
@@ -167,10 +181,11 @@ pub fn act(
     content: &str,
     common: &MessageArgs,
 ) -> anyhow::Result<()> {
-    if kind == Kind::React
-        && !(content.len() >= 3 && content.starts_with(':') && content.ends_with(':'))
-    {
-        usage!("a reaction is written :name:, e.g. :thumbsup:");
+    if kind == Kind::React && !is_reaction(content) {
+        usage!(
+            "a reaction is written :name:, e.g. :thumbsup: (letters, digits, _ + and -, at most \
+             62)"
+        );
     }
     let session = Session::open(config, common)?;
     let content = match kind {
@@ -411,8 +426,12 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                 )
             };
             println!(
-                "[{}] {who}: {}{edited}{reactions}  ({})",
-                e.timestamp, e.content, e.id
+                "[{}] {}: {}{edited}{}  ({})",
+                terminal::line(&e.timestamp),
+                terminal::line(&who),
+                terminal::block(&e.content, CONTINUATION),
+                terminal::line(&reactions),
+                terminal::line(&e.id)
             );
         }
     }

@@ -33,6 +33,21 @@ fn check_content(content: &str) -> Result<(), MessagingError> {
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
 
+/// Whether `text` is a reaction as JASPER.md writes them: `:name:`, the name 1-62 ASCII
+/// letters, digits, `_`, `+` or `-` (the shortcodes of the usual emoji sets).
+pub fn is_reaction(text: &str) -> bool {
+    text.len() <= 64
+        && text
+            .strip_prefix(':')
+            .and_then(|t| t.strip_suffix(':'))
+            .is_some_and(|name| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+            })
+}
+
 /// The four message types of JASPER.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -248,8 +263,7 @@ impl Messenger<'_> {
         target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
-        check_content(content)?;
-        let id = self.message_id(kind, target)?;
+        let id = self.message_id(kind, content, target)?;
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
         // Our inbox's relay is chosen first, so that no TX relay can end up being it.
@@ -277,9 +291,20 @@ impl Messenger<'_> {
         })
     }
 
-    /// The `id` of a message of `kind`: a new one for a message, else `target` once it is
-    /// known to be in the history (and ours, for an edit or a deletion).
-    fn message_id(&self, kind: Kind, target: Option<&str>) -> Result<String, MessagingError> {
+    /// The `id` of a message of `kind` with `content`: a new one for a message, else `target`
+    /// once it is known to be in the history (and ours, for an edit or a deletion).
+    fn message_id(
+        &self,
+        kind: Kind,
+        content: &str,
+        target: Option<&str>,
+    ) -> Result<String, MessagingError> {
+        check_content(content)?;
+        if kind == Kind::React && !is_reaction(content) {
+            return Err(MessagingError::Usage(format!(
+                "{content:?} is not a reaction: write :name:, e.g. :thumbsup:"
+            )));
+        }
         let id = match (kind, target) {
             (Kind::Message, _) => return Ok(new_id()),
             (_, Some(t)) => t.to_owned(),
@@ -427,8 +452,7 @@ impl Messenger<'_> {
         target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
-        check_content(content)?;
-        let id = self.message_id(kind, target)?;
+        let id = self.message_id(kind, content, target)?;
         self.servers.rx_for(&self.me.public().fingerprint())?;
         let mut everyone: Vec<String> = group.members.clone();
         everyone.push(self.me.public().canonical().to_owned());
@@ -572,10 +596,25 @@ impl Messenger<'_> {
         };
         let kind: Kind = serde_json::from_value(object["type"].clone())
             .map_err(|_| "unknown `type`".to_owned())?;
-        let channel_id = text("channel_id", MAX_ID_CHARS)?;
-        let id = text("id", MAX_ID_CHARS)?;
+        // Ids name database entries and times order them: only the forms PROTOCOL.md §3
+        // gives are taken.
+        let uuid = |f: &str| -> Result<String, String> {
+            let value = text(f, MAX_ID_CHARS)?;
+            match uuid::Uuid::parse_str(&value) {
+                Ok(u) if u.hyphenated().to_string() == value => Ok(value),
+                _ => Err(format!("`{f}` is not a lowercase hyphenated UUID")),
+            }
+        };
+        let channel_id = uuid("channel_id")?;
+        let id = uuid("id")?;
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
+        if parse_rfc3339_ms(&timestamp).is_none() {
+            return Err("`timestamp` is not an RFC 3339 time".into());
+        }
+        if kind == Kind::React && !is_reaction(&content) {
+            return Err("a reaction that is not :name:".into());
+        }
         let (contact, group, channel_id) = match self.group_of(&object, &sender, &channel_id)? {
             Some(group) => (
                 self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
@@ -721,11 +760,7 @@ impl Messenger<'_> {
                     }
                     Kind::React => {
                         let reaction = s("content");
-                        let valid = reaction.len() >= 3
-                            && reaction.len() <= 64
-                            && reaction.starts_with(':')
-                            && reaction.ends_with(':');
-                        if valid {
+                        if is_reaction(&reaction) {
                             let who = entry.reactions.entry(reaction).or_insert(json!([]));
                             if let Some(list) = who.as_array_mut()
                                 && !list.iter().any(|v| v == sender.canonical())
@@ -760,4 +795,32 @@ pub fn channel_history(db: &ClientDb, channel: &str) -> Result<Vec<Entry>, Messa
         .filter_map(|j| serde_json::from_slice::<Entry>(&j).ok())
         .filter(|e| !e.deleted)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reaction;
+
+    #[test]
+    fn reactions_are_shortcodes_between_colons() {
+        for good in [":thumbsup:", ":+1:", ":flag-us:", ":smile_cat:", ":a:"] {
+            assert!(is_reaction(good), "{good}");
+        }
+        let long = format!(":{}:", "a".repeat(63));
+        for bad in [
+            "thumbsup",
+            "::",
+            ":",
+            ":a",
+            "a:",
+            ": a:",
+            ":a\u{1b}[2J:",
+            ":é:",
+            ":a:b:",
+            &long,
+        ] {
+            assert!(!is_reaction(bad), "{bad:?}");
+        }
+        assert!(is_reaction(&format!(":{}:", "a".repeat(62))));
+    }
 }

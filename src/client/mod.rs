@@ -11,6 +11,7 @@ pub mod messaging;
 pub mod rendezvous;
 pub mod rtc;
 pub mod servers;
+pub mod terminal;
 pub mod transparent;
 pub mod transport;
 

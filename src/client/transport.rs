@@ -10,6 +10,8 @@ use crate::proto::{ServerEntry, Status};
 
 /// Largest answer read from a relay (a `/fetch` page is at most a few MiB).
 const MAX_ANSWER_BYTES: u64 = 64 << 20;
+/// Longest reason from a relay that an error repeats.
+const MAX_REASON_CHARS: usize = 300;
 
 /// Why a call to a relay failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +119,12 @@ impl Transport {
             .read_to_string()
             .map_err(unreachable)?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // The relay's words go to a terminal: escaped, and no longer than a line or two.
         let message = || {
-            value["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_owned()
+            super::terminal::short_line(
+                value["error"].as_str().unwrap_or("no reason given"),
+                MAX_REASON_CHARS,
+            )
         };
         match status {
             200 => Ok(value),

@@ -14,6 +14,8 @@ pub enum Answer {
     Json(String),
     /// A status with a JSON error.
     Status(u16),
+    /// A status with a JSON error saying `reason`.
+    Error(u16, String),
     /// 200 and an endless body (the test's client must cut it off).
     Endless,
 }
@@ -112,15 +114,8 @@ fn serve(
                 text.len()
             )
             .is_ok(),
-            Answer::Status(code) => {
-                let text = "{\"error\":\"scripted\"}";
-                write!(
-                    writer,
-                    "HTTP/1.1 {code} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-                    text.len()
-                )
-                .is_ok()
-            }
+            Answer::Status(code) => error(&mut writer, code, "scripted"),
+            Answer::Error(code, reason) => error(&mut writer, code, &reason),
             Answer::Endless => {
                 let _ = write!(
                     writer,
@@ -135,4 +130,14 @@ fn serve(
             return;
         }
     }
+}
+
+fn error(writer: &mut TcpStream, code: u16, reason: &str) -> bool {
+    let text = serde_json::json!({ "error": reason }).to_string();
+    write!(
+        writer,
+        "HTTP/1.1 {code} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .is_ok()
 }
