@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{key_b64, key_pem, run_jasper, run_jasper_with_stdin};
 use serde_json::Value;
@@ -136,7 +136,9 @@ fn contacts_add_list_show_rename_remove() {
     let bob_file = dir.join("bob.pub");
     std::fs::write(&bob_file, key_pem("bob-4096")).unwrap();
     let avatar = dir.join("bob.png");
-    std::fs::write(&avatar, b"\x89PNG fake picture").unwrap();
+    std::fs::write(&avatar, b"\x89PNG\r\n\x1a\n and the rest of a picture").unwrap();
+    let not_a_picture = dir.join("notes.png");
+    std::fs::write(&not_a_picture, b"root:x:0:0:root").unwrap();
 
     let (code, out, err) = run_jasper(
         &[
@@ -153,10 +155,20 @@ fn contacts_add_list_show_rename_remove() {
     assert_eq!(code, 0, "{err}");
     let bob = json_line(&out);
     assert_eq!(bob["public_key"], key_b64("bob-4096"));
-    assert!(
-        Path::new(bob["avatar"].as_str().unwrap()).is_file(),
-        "the picture was copied"
+    let png = PathBuf::from(bob["avatar"].as_str().unwrap());
+    assert!(png.is_file(), "the picture was copied");
+    assert_eq!(png.extension().unwrap(), "png");
+    // A new picture of another format replaces the old one.
+    let gif = dir.join("bob-new");
+    std::fs::write(&gif, b"GIF89a and the rest").unwrap();
+    let (code, out, err) = run_jasper(
+        &["contacts", "avatar", "bob", gif.to_str().unwrap(), "--json"],
+        dir,
     );
+    assert_eq!(code, 0, "{err}");
+    let kept = PathBuf::from(json_line(&out)["avatar"].as_str().unwrap());
+    assert_eq!(kept.extension().unwrap(), "gif");
+    assert!(kept.is_file() && !png.exists(), "{kept:?} {png:?}");
     let (code, _, err) = run_jasper(&["contacts", "add", "carol", &key_b64("carol-4096")], dir);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run_jasper(&["contacts", "add", "dave", &key_pem("dave-4096")], dir);
@@ -207,6 +219,10 @@ fn contacts_add_list_show_rename_remove() {
             "already saved as \"bob\"",
         ),
         (vec!["contacts", "show", "nobody"], "no contact named"),
+        (
+            vec!["contacts", "avatar", "bob", not_a_picture.to_str().unwrap()],
+            "not a PNG, JPEG, GIF or WebP picture",
+        ),
         (
             vec!["contacts", "rename", "nobody", "x"],
             "no contact named",

@@ -95,7 +95,7 @@ complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_s
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "avatar" -d 'Set a contact\'s picture'
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "rm" -d 'Remove a contact'
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and not __fish_seen_subcommand_from add list show rename avatar rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l avatar -d 'A picture to show for the contact (copied into the data directory)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l avatar -d 'A picture to show for the contact: PNG, JPEG, GIF or WebP, up to 1 MiB (copied into the data directory)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -l json -d 'Print JSON (one object per line for lists)'
 complete -c jasper -n "__fish_jasper_using_subcommand contacts; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'

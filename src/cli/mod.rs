@@ -414,7 +414,8 @@ pub enum ContactsAction {
         /// The key: base64 DER, PEM text, or a file holding either
         #[arg(allow_hyphen_values = true)]
         key: String,
-        /// A picture to show for the contact (copied into the data directory)
+        /// A picture to show for the contact: PNG, JPEG, GIF or WebP, up to 1 MiB (copied
+        /// into the data directory)
         #[arg(long, value_name = "PATH")]
         avatar: Option<PathBuf>,
     },
@@ -436,7 +437,7 @@ pub enum ContactsAction {
     Avatar {
         /// The contact
         name: String,
-        /// The picture
+        /// The picture: PNG, JPEG, GIF or WebP, up to 1 MiB (it replaces the last one)
         path: PathBuf,
     },
     /// Remove a contact

@@ -154,7 +154,13 @@ impl<'a> Contacts<'a> {
     pub fn set_avatar(&self, name: &str, avatar: &Path) -> Result<Contact, ContactError> {
         let mut contact = self.get(name)?;
         let key = PublicKey::parse(&contact.public_key, 2048)?;
-        contact.avatar = Some(self.keep_avatar(avatar, &key)?);
+        let kept = self.keep_avatar(avatar, &key)?;
+        // A picture of another format had another name.
+        if let Some(old) = contact.avatar.replace(kept.clone())
+            && old != kept
+        {
+            let _ = std::fs::remove_file(old);
+        }
         self.save(&contact)?;
         Ok(contact)
     }
@@ -203,17 +209,43 @@ impl<'a> Contacts<'a> {
                 meta.len()
             )));
         }
-        let ext = source
-            .extension()
-            .and_then(|e| e.to_str())
-            .filter(|e| e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()))
-            .unwrap_or("img")
-            .to_ascii_lowercase();
+        let mut start = [0u8; 12];
+        let read = std::fs::File::open(source)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut start))
+            .map_err(|e| bad(e.to_string()))?;
+        let ext = picture_format(&start[..read])
+            .ok_or_else(|| bad("not a PNG, JPEG, GIF or WebP picture".into()))?;
         let dir = self.data_dir.join("avatars");
         std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
         let target = dir.join(format!("{}.{ext}", &key.fingerprint().to_string()[..16]));
         std::fs::copy(source, &target).map_err(|e| bad(e.to_string()))?;
         Ok(target)
+    }
+}
+
+/// The file extension of the picture format `start` (a file's first bytes) begins, if it is
+/// one a picture viewer shows: PNG, JPEG, GIF or WebP.
+fn picture_format(start: &[u8]) -> Option<&'static str> {
+    match start {
+        [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', ..] => Some("png"),
+        [0xff, 0xd8, 0xff, ..] => Some("jpg"),
+        [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some("gif"),
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => Some("webp"),
+        _ => None,
     }
 }
 
@@ -223,6 +255,25 @@ mod tests {
 
     const ALICE: &str = include_str!("../../tests/fixtures/keys/alice-4096.pub.pem");
     const BOB: &str = include_str!("../../tests/fixtures/keys/bob-4096.pub.pem");
+
+    #[test]
+    fn pictures_are_known_by_their_first_bytes() {
+        assert_eq!(
+            picture_format(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Some("png")
+        );
+        assert_eq!(picture_format(b"\xff\xd8\xff\xe0\0\x10JFIF"), Some("jpg"));
+        assert_eq!(picture_format(b"GIF89a\x01\0"), Some("gif"));
+        assert_eq!(picture_format(b"RIFF\x24\0\0\0WEBPVP8 "), Some("webp"));
+        for other in [
+            &b""[..],
+            b"\x89PNG",
+            b"root:x:0:0:root",
+            b"RIFF\x24\0\0\0WAVEfmt ",
+        ] {
+            assert_eq!(picture_format(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn add_rename_remove() {
