@@ -660,6 +660,153 @@ fn groups_take_edits_reactions_and_deletions_and_ids_may_be_shortened() {
     assert!(bob.history("trio").iter().all(|m| m["id"] != id.as_str()));
 }
 
+/// `home`'s groups as `group list --json` gives them, by name.
+fn groups_of(home: &Home) -> std::collections::HashMap<String, Value> {
+    home.ok(&["group", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|g| (g["name"].as_str().unwrap().to_owned(), g))
+        .collect()
+}
+
+fn members_of(home: &Home, group: &str) -> Vec<String> {
+    let mut keys: Vec<String> = groups_of(home)[group]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = names
+        .iter()
+        .map(|n| key_b64(&format!("{n}-4096")))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let [alice, bob, carol, dave] =
+        ["alice", "bob", "carol", "dave"].map(|n| Home::new(n, &relays));
+    for name in ["bob", "carol", "dave"] {
+        alice.add(name, &format!("{name}-4096"));
+    }
+    for home in [&bob, &carol, &dave] {
+        home.add("alice", "alice-4096");
+    }
+    alice.ok(&["group", "create", "trio", "bob", "carol"]);
+    let created = |l: &[Value]| l.iter().any(|x| x["group"] == "trio");
+    bob.receive_until(created);
+    carol.receive_until(created);
+
+    // Dave joins: he learns the group and its members, the others learn of him.
+    let added = alice
+        .ok(&["group", "add", "trio", "dave"])
+        .trim()
+        .to_owned();
+    for home in [&bob, &carol, &dave] {
+        home.receive_until(|l| has(l, "id", &added));
+    }
+    assert_eq!(members_of(&dave, "trio"), keys(&["alice", "bob", "carol"]));
+    assert_eq!(members_of(&bob, "trio"), keys(&["alice", "carol", "dave"]));
+    let from_dave = dave.send("trio", "hi, I am new");
+    bob.receive_until(|l| has(l, "id", &from_dave));
+    carol.receive_until(|l| has(l, "id", &from_dave));
+    let (code, _, err) = run_jasper(&["group", "add", "trio", "dave"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("dave is in \"trio\" already"), "{err}");
+
+    // Carol is removed: she is told, and is out.
+    let removed = alice
+        .ok(&["group", "remove", "trio", "carol"])
+        .trim()
+        .to_owned();
+    let got = carol.receive_until(|l| has(l, "id", &removed));
+    let line = got.iter().find(|l| l["id"] == removed.as_str()).unwrap();
+    assert_eq!(line["content"], "removed carol");
+    assert_eq!(groups_of(&carol)["trio"]["left"], true);
+    let (code, _, err) = run_jasper(&["group", "send", "trio", "still here?"], carol.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no longer in the group \"trio\""), "{err}");
+    bob.receive_until(|l| has(l, "id", &removed));
+    assert_eq!(members_of(&bob, "trio"), keys(&["alice", "dave"]));
+
+    // What carol sends into the group anyway (a real, signed packet) is not taken.
+    let channel = groups_of(&bob)["trio"]["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = "2030-01-01T00:00:00.000Z";
+    let intruder = |id: &str, members: Option<Value>| {
+        let mut object = json!({
+            "sender": key_b64("carol-4096"), "channel_id": channel, "type": "MESSAGE",
+            "content": "let me back in", "id": id, "timestamp": at,
+        });
+        if let Some(m) = members {
+            object["members"] = m;
+        }
+        seal_object("carol", "bob", &object)
+    };
+    r1.send_ok(&intruder("9a1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21", None));
+    r1.send_ok(&intruder(
+        "9b1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c22",
+        Some(json!(keys(&["alice", "bob", "carol", "dave"]))),
+    ));
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("let me back in"), "{out}");
+    assert_eq!(
+        err.matches("from someone who is not in the group \"trio\"")
+            .count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(members_of(&bob, "trio"), keys(&["alice", "dave"]));
+
+    // A change older than the one in effect does not undo it.
+    let stale = json!({
+        "sender": key_b64("alice-4096"), "channel_id": channel, "type": "MESSAGE",
+        "content": "an old list", "id": "9c1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c23",
+        "timestamp": "2020-01-01T00:00:00.000Z",
+        "members": keys(&["alice", "bob", "carol", "dave"]),
+        "members_at": "2020-01-01T00:00:00.000Z",
+    });
+    // Nor does one set in the future (it would shut out every later change).
+    let mut ahead = stale.clone();
+    ahead["id"] = json!("9d1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c24");
+    ahead["content"] = json!("a list from the future");
+    ahead["timestamp"] = json!("2099-01-01T00:00:00.000Z");
+    ahead["members_at"] = json!("2099-01-01T00:00:00.000Z");
+    r1.send_ok(&seal_object("alice", "bob", &stale));
+    r1.send_ok(&seal_object("alice", "bob", &ahead));
+    bob.receive_until(|l| {
+        l.iter().any(|x| x["content"] == "an old list")
+            && l.iter().any(|x| x["content"] == "a list from the future")
+    });
+    assert_eq!(members_of(&bob, "trio"), keys(&["alice", "dave"]));
+
+    // Bob leaves: the others are told, and he is out.
+    let left = bob.ok(&["group", "leave", "trio"]).trim().to_owned();
+    assert_eq!(groups_of(&bob)["trio"]["left"], true);
+    alice.receive_until(|l| has(l, "id", &left));
+    dave.receive_until(|l| has(l, "id", &left));
+    assert_eq!(members_of(&alice, "trio"), keys(&["dave"]));
+    assert_eq!(members_of(&dave, "trio"), keys(&["alice"]));
+    let (code, out, _) = run_jasper(&["group", "list"], bob.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("(you left)"), "{out}");
+    let (code, _, err) = run_jasper(&["group", "remove", "trio", "dave"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("group leave trio"), "{err}");
+}
+
 #[test]
 fn servers_says_what_the_relays_give() {
     let (r1, r2) = mesh();

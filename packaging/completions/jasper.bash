@@ -142,17 +142,29 @@ _jasper() {
             jasper__subcmd__contacts__subcmd__help,show)
                 cmd="jasper__subcmd__contacts__subcmd__help__subcmd__show"
                 ;;
+            jasper__subcmd__group,add)
+                cmd="jasper__subcmd__group__subcmd__add"
+                ;;
             jasper__subcmd__group,create)
                 cmd="jasper__subcmd__group__subcmd__create"
                 ;;
             jasper__subcmd__group,help)
                 cmd="jasper__subcmd__group__subcmd__help"
                 ;;
+            jasper__subcmd__group,leave)
+                cmd="jasper__subcmd__group__subcmd__leave"
+                ;;
             jasper__subcmd__group,list)
                 cmd="jasper__subcmd__group__subcmd__list"
                 ;;
+            jasper__subcmd__group,remove)
+                cmd="jasper__subcmd__group__subcmd__remove"
+                ;;
             jasper__subcmd__group,send)
                 cmd="jasper__subcmd__group__subcmd__send"
+                ;;
+            jasper__subcmd__group__subcmd__help,add)
+                cmd="jasper__subcmd__group__subcmd__help__subcmd__add"
                 ;;
             jasper__subcmd__group__subcmd__help,create)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__create"
@@ -160,8 +172,14 @@ _jasper() {
             jasper__subcmd__group__subcmd__help,help)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__help"
                 ;;
+            jasper__subcmd__group__subcmd__help,leave)
+                cmd="jasper__subcmd__group__subcmd__help__subcmd__leave"
+                ;;
             jasper__subcmd__group__subcmd__help,list)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__list"
+                ;;
+            jasper__subcmd__group__subcmd__help,remove)
+                cmd="jasper__subcmd__group__subcmd__help__subcmd__remove"
                 ;;
             jasper__subcmd__group__subcmd__help,send)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__send"
@@ -256,11 +274,20 @@ _jasper() {
             jasper__subcmd__help__subcmd__contacts,show)
                 cmd="jasper__subcmd__help__subcmd__contacts__subcmd__show"
                 ;;
+            jasper__subcmd__help__subcmd__group,add)
+                cmd="jasper__subcmd__help__subcmd__group__subcmd__add"
+                ;;
             jasper__subcmd__help__subcmd__group,create)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__create"
                 ;;
+            jasper__subcmd__help__subcmd__group,leave)
+                cmd="jasper__subcmd__help__subcmd__group__subcmd__leave"
+                ;;
             jasper__subcmd__help__subcmd__group,list)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__list"
+                ;;
+            jasper__subcmd__help__subcmd__group,remove)
+                cmd="jasper__subcmd__help__subcmd__group__subcmd__remove"
                 ;;
             jasper__subcmd__help__subcmd__group,send)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__send"
@@ -797,8 +824,26 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group)
-            opts="-h -V --passphrase-stdin --json --config --help --version create send list help"
+            opts="-h -V --passphrase-stdin --json --config --help --version create add remove leave send list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__group__subcmd__add)
+            opts="-h -V --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -833,8 +878,22 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__help)
-            opts="create send list help"
+            opts="create add remove leave send list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__group__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -874,7 +933,35 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__group__subcmd__help__subcmd__leave)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__group__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__group__subcmd__help__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -902,7 +989,43 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__group__subcmd__leave)
+            opts="-h -V --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__group__subcmd__list)
+            opts="-h -V --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__group__subcmd__remove)
             opts="-h -V --passphrase-stdin --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1177,8 +1300,22 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__group)
-            opts="create send list"
+            opts="create add remove leave send list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__group__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1204,7 +1341,35 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__help__subcmd__group__subcmd__leave)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__help__subcmd__group__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__group__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -225,7 +225,7 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `jasper group create|send|list`.
+/// `jasper group create|add|remove|leave|send|list`.
 pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
     match &args.action {
         GroupAction::List => {
@@ -244,10 +244,18 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 if args.common.json {
                     println!(
                         "{}",
-                        json!({ "name": g.name, "channel_id": g.channel_id, "members": g.members, "member_names": names })
+                        json!({
+                            "name": g.name, "channel_id": g.channel_id, "members": g.members,
+                            "member_names": names, "left": g.left,
+                        })
                     );
                 } else {
-                    println!("{:<24} {}", g.name, names.join(", "));
+                    let left = if g.left { "  (you left)" } else { "" };
+                    println!(
+                        "{:<24} {}{left}",
+                        terminal::line(&g.name),
+                        terminal::line(&names.join(", "))
+                    );
                 }
             }
             Ok(())
@@ -255,34 +263,20 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
         GroupAction::Create { name, members } => {
             let session = Session::open(config, &args.common)?;
             let report = session.with(|m| {
-                let groups = Groups::new(m.db);
-                if groups.get(name)?.is_some() {
+                if Groups::new(m.db).get(name)?.is_some() {
                     usage!("a group named {name:?} exists already");
                 }
-                let mut keys = Vec::new();
-                for member in members {
-                    keys.push(m.contacts.get(member)?.public_key);
-                }
-                keys.sort();
-                keys.dedup();
-                if keys.len() > crate::client::groups::MAX_MEMBERS {
-                    usage!(
-                        "a group has at most {} members",
-                        crate::client::groups::MAX_MEMBERS
-                    );
-                }
-                let group = groups.save(Group {
+                let group = Group {
                     name: name.clone(),
                     channel_id: uuid::Uuid::new_v4().to_string(),
-                    members: keys,
-                })?;
-                Ok(m.send_group(
-                    &group,
-                    Kind::Message,
-                    &format!("created the group \"{}\"", group.name),
-                    None,
-                    now_ms(),
-                )?)
+                    members: Vec::new(),
+                    members_at: 0,
+                    left: false,
+                };
+                let mut everyone = member_keys(m, members)?;
+                everyone.push(m.me.public().canonical().to_owned());
+                let content = format!("created the group \"{}\"", group.name);
+                Ok(m.change_group(&group, &everyone, &content, now_ms())?.1)
             })?;
             if args.common.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -291,6 +285,58 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        GroupAction::Add { name, members } => {
+            let session = Session::open(config, &args.common)?;
+            let report = session.with(|m| {
+                let group = group_in(m, name)?;
+                let added = member_keys(m, members)?;
+                if let Some(i) = added.iter().position(|k| group.members.contains(k)) {
+                    usage!("{} is in {name:?} already", members[i]);
+                }
+                let mut everyone = group.members.clone();
+                everyone.extend(added);
+                everyone.push(m.me.public().canonical().to_owned());
+                let content = format!("added {}", members.join(", "));
+                Ok(m.change_group(&group, &everyone, &content, now_ms())?.1)
+            })?;
+            print_report(&report, args.common.json)
+        }
+        GroupAction::Remove { name, members } => {
+            let session = Session::open(config, &args.common)?;
+            let report = session.with(|m| {
+                let group = group_in(m, name)?;
+                let removed = member_keys(m, members)?;
+                if let Some(i) = removed.iter().position(|k| !group.members.contains(k)) {
+                    usage!("{} is not in {name:?}", members[i]);
+                }
+                let mut everyone: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|k| !removed.contains(k))
+                    .cloned()
+                    .collect();
+                if everyone.is_empty() {
+                    usage!(
+                        "that would leave nobody but you in {name:?}: `jasper group leave {name}`"
+                    );
+                }
+                everyone.push(m.me.public().canonical().to_owned());
+                let content = format!("removed {}", members.join(", "));
+                Ok(m.change_group(&group, &everyone, &content, now_ms())?.1)
+            })?;
+            print_report(&report, args.common.json)
+        }
+        GroupAction::Leave { name } => {
+            let session = Session::open(config, &args.common)?;
+            let report = session.with(|m| {
+                let group = group_in(m, name)?;
+                Ok(
+                    m.change_group(&group, &group.members, "left the group", now_ms())?
+                        .1,
+                )
+            })?;
+            print_report(&report, args.common.json)
+        }
         GroupAction::Send { name, text } => {
             let session = Session::open(config, &args.common)?;
             let text = text_arg(text)?;
@@ -298,14 +344,35 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 usage!("nothing to send: the message is empty");
             }
             let report = session.with(|m| {
-                let Some(group) = Groups::new(m.db).get(name)? else {
-                    usage!("no group named {name:?}; see `jasper group list`");
-                };
+                let group = group_in(m, name)?;
                 Ok(m.send_group(&group, Kind::Message, &text, None, now_ms())?)
             })?;
             print_report(&report, args.common.json)
         }
     }
+}
+
+/// The group called `name`, which we are in.
+fn group_in(m: &Messenger<'_>, name: &str) -> anyhow::Result<Group> {
+    let Some(group) = Groups::new(m.db).get(name)? else {
+        usage!("no group named {name:?}; see `jasper group list`");
+    };
+    if group.left {
+        usage!("you are no longer in the group {name:?}");
+    }
+    Ok(group)
+}
+
+/// The public keys of the contacts called `names`, once each.
+fn member_keys(m: &Messenger<'_>, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    for name in names {
+        let key = m.contacts.get(name)?.public_key;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 /// `jasper servers`.

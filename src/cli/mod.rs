@@ -172,6 +172,27 @@ pub enum GroupAction {
         #[arg(required = true)]
         members: Vec<String>,
     },
+    /// Add contacts to a group; everyone in it is told, and they get what is sent from now on
+    Add {
+        /// The group
+        name: String,
+        /// Contacts to add
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members from a group; they are told too, and get nothing more from it
+    Remove {
+        /// The group
+        name: String,
+        /// Members to remove (contacts)
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Leave a group: its members are told, and you get nothing more from it
+    Leave {
+        /// The group
+        name: String,
+    },
     /// Send a message to everyone in a group
     Send {
         /// The group

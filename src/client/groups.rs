@@ -17,6 +17,14 @@ pub struct Group {
     pub channel_id: String,
     /// The other members' public keys (canonical), without ours.
     pub members: Vec<String>,
+    /// When the member list in effect was set, by the clock of whoever set it (milliseconds
+    /// since the epoch): a change older than this one does not undo it.
+    #[serde(default)]
+    pub members_at: u64,
+    /// Whether we are out of it (we left, or were removed): nothing is sent to it or taken
+    /// from it any more, and its history stays.
+    #[serde(default)]
+    pub left: bool,
 }
 
 fn name_key(name: &str) -> String {

@@ -30,6 +30,13 @@ fn check_content(content: &str) -> Result<(), MessagingError> {
     Ok(())
 }
 
+/// The extension field (PROTOCOL.md §3 allows unknown ones) that a group message carries
+/// beside `members`: when that member list was set (RFC 3339). Members keep the list with the
+/// latest time, so a message from someone who has not yet seen a change does not undo it.
+pub const MEMBERS_AT: &str = "members_at";
+/// How far ahead of our clock a member list's time may be.
+const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
 
@@ -441,9 +448,8 @@ impl Messenger<'_> {
     }
 
     /// Sends a message of `kind` to every member of `group`, one packet each through each
-    /// member's own TX relay, with the group's channel, `members` and `name` (PROTOCOL.md §3)
-    /// so that any member, even one that missed the group's creation, files it and can answer
-    /// everyone. `target` is the message an edit, delete or reaction is about.
+    /// member's own TX relay, in the group's channel. `target` is the message an edit, delete
+    /// or reaction is about.
     pub fn send_group(
         &self,
         group: &Group,
@@ -452,11 +458,13 @@ impl Messenger<'_> {
         target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
+        if group.left {
+            return Err(MessagingError::Usage(format!(
+                "you are no longer in the group {:?}",
+                group.name
+            )));
+        }
         let id = self.message_id(kind, content, target)?;
-        self.servers.rx_for(&self.me.public().fingerprint())?;
-        let mut everyone: Vec<String> = group.members.clone();
-        everyone.push(self.me.public().canonical().to_owned());
-        everyone.sort();
         let mut object = json!({
             "sender": self.me.public().canonical(),
             "channel_id": group.channel_id,
@@ -464,22 +472,94 @@ impl Messenger<'_> {
             "content": content,
             "id": id,
             "timestamp": rfc3339_ms(now_ms),
+        });
+        // Every message carries the member list as we know it, so that a member who has
+        // not seen the group yet (packets reach relays in any order) can file it.
+        let mut everyone = group.members.clone();
+        everyone.push(self.me.public().canonical().to_owned());
+        everyone.sort();
+        object["members"] = json!(everyone);
+        object["name"] = json!(group.name);
+        if group.members_at != 0 {
+            object[MEMBERS_AT] = json!(rfc3339_ms(group.members_at));
+        }
+        self.send_to_members(object, &group.members, &group.channel_id)
+    }
+
+    /// Tells `group` who is in it from now on: `everyone` (with our key, unless we leave).
+    /// The message (`content`, with `members` and `name` as PROTOCOL.md §3 gives them, and
+    /// [`MEMBERS_AT`] now) goes to the members before and after the change, so that those who
+    /// leave learn it too. Creating a group is changing one that had no members. Returns the
+    /// group as now kept.
+    pub fn change_group(
+        &self,
+        group: &Group,
+        everyone: &[String],
+        content: &str,
+        now_ms: u64,
+    ) -> Result<(Group, SendReport), MessagingError> {
+        check_content(content)?;
+        let me = self.me.public().canonical();
+        let mut everyone: Vec<String> = everyone.to_vec();
+        everyone.sort();
+        everyone.dedup();
+        let others: Vec<String> = everyone.iter().filter(|k| *k != me).cloned().collect();
+        if others.len() > MAX_MEMBERS {
+            return Err(MessagingError::Usage(format!(
+                "a group has at most {MAX_MEMBERS} members besides you"
+            )));
+        }
+        let mut told: Vec<String> = group.members.iter().chain(&others).cloned().collect();
+        told.sort();
+        told.dedup();
+        if told.is_empty() {
+            return Err(MessagingError::Usage(
+                "a group needs at least one member besides you".into(),
+            ));
+        }
+        let object = json!({
+            "sender": me,
+            "channel_id": group.channel_id,
+            "type": Kind::Message,
+            "content": content,
+            "id": new_id(),
+            "timestamp": rfc3339_ms(now_ms),
             "members": everyone,
             "name": group.name,
+            MEMBERS_AT: rfc3339_ms(now_ms),
         });
+        let report = self.send_to_members(object, &told, &group.channel_id)?;
+        let group = Groups::new(self.db).save(Group {
+            left: !everyone.iter().any(|k| k == me),
+            members: others,
+            members_at: now_ms,
+            ..group.clone()
+        })?;
+        Ok((group, report))
+    }
+
+    /// Sends `object` to each of `members` through their own TX relays and a copy to our own
+    /// key, and files it in `channel`.
+    fn send_to_members(
+        &self,
+        mut object: Value,
+        members: &[String],
+        channel: &str,
+    ) -> Result<SendReport, MessagingError> {
+        self.servers.rx_for(&self.me.public().fingerprint())?;
         let mut last_hash = String::new();
-        for member in &group.members {
+        for member in members {
             let recipient =
                 PublicKey::parse(member, 2048).map_err(|e| MessagingError::Seal(e.to_string()))?;
             last_hash = self.deliver(&object, &recipient)?.to_string();
         }
-        object["to"] = json!(group.members);
+        object["to"] = json!(members);
         let copied_to_self = self.send_to_self(&object).is_ok();
-        self.file(&object, self.me.public(), &group.channel_id)?;
+        self.file(&object, self.me.public(), channel)?;
         Ok(SendReport {
-            id,
+            id: object["id"].as_str().unwrap_or_default().to_owned(),
             hash: last_hash,
-            channel_id: group.channel_id.clone(),
+            channel_id: channel.to_owned(),
             copied_to_self,
         })
     }
@@ -609,43 +689,42 @@ impl Messenger<'_> {
         let id = uuid("id")?;
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
-        if parse_rfc3339_ms(&timestamp).is_none() {
-            return Err("`timestamp` is not an RFC 3339 time".into());
-        }
+        let sent_at = parse_rfc3339_ms(&timestamp).ok_or("`timestamp` is not an RFC 3339 time")?;
         if kind == Kind::React && !is_reaction(&content) {
             return Err("a reaction that is not :name:".into());
         }
-        let (contact, group, channel_id) = match self.group_of(&object, &sender, &channel_id)? {
-            Some(group) => (
-                self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
-                Some(group.name),
-                channel_id,
-            ),
-            None => {
-                // Our own copy (from another device) is filed under the conversation with
-                // its recipient.
-                let counterpart = if &sender == self.me.public() {
-                    object["to"][0]
-                        .as_str()
-                        .and_then(|k| PublicKey::parse(k, 2048).ok())
-                        .ok_or("our own copy names no recipient")?
-                } else {
-                    sender.clone()
-                };
-                let contact = self
-                    .contacts
-                    .by_key(&counterpart)
-                    .map_err(|e| e.to_string())?;
-                // A direct conversation is filed by whom it is with, not by the channel the
-                // packet names: two people who write first at the same time each start a
-                // channel, and both halves belong to one history (also for a sender who
-                // becomes a contact only later).
-                let channel = self
-                    .conversation_channel(&counterpart, &channel_id)
-                    .map_err(|e| e.to_string())?;
-                (contact, None, channel)
-            }
-        };
+        let (contact, group, channel_id) =
+            match self.group_of(&object, &sender, &channel_id, sent_at)? {
+                Some(group) => (
+                    self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
+                    Some(group.name),
+                    channel_id,
+                ),
+                None => {
+                    // Our own copy (from another device) is filed under the conversation with
+                    // its recipient.
+                    let counterpart = if &sender == self.me.public() {
+                        object["to"][0]
+                            .as_str()
+                            .and_then(|k| PublicKey::parse(k, 2048).ok())
+                            .ok_or("our own copy names no recipient")?
+                    } else {
+                        sender.clone()
+                    };
+                    let contact = self
+                        .contacts
+                        .by_key(&counterpart)
+                        .map_err(|e| e.to_string())?;
+                    // A direct conversation is filed by whom it is with, not by the channel the
+                    // packet names: two people who write first at the same time each start a
+                    // channel, and both halves belong to one history (also for a sender who
+                    // becomes a contact only later).
+                    let channel = self
+                        .conversation_channel(&counterpart, &channel_id)
+                        .map_err(|e| e.to_string())?;
+                    (contact, None, channel)
+                }
+            };
         self.file(&object, &sender, &channel_id)
             .map_err(|e| e.to_string())?;
         Ok(Received {
@@ -662,35 +741,63 @@ impl Messenger<'_> {
     }
 
     /// The group a received message belongs to: a known group channel, or a new group when
-    /// the message names its `members` (kept with everyone but us, the sender included).
+    /// the message names its `members`. The member list with the latest [`MEMBERS_AT`] wins
+    /// (one set at or before the message was sent, and not in the future); a group takes
+    /// messages only from its members, and none once we are out of it.
     fn group_of(
         &self,
         object: &Value,
         sender: &PublicKey,
         channel_id: &str,
+        sent_at: u64,
     ) -> Result<Option<Group>, String> {
         let groups = Groups::new(self.db);
-        if let Some(g) = groups.by_channel(channel_id).map_err(|e| e.to_string())? {
-            return Ok(Some(g));
+        let me = self.me.public().canonical();
+        let listed = object
+            .get("members")
+            .and_then(Value::as_array)
+            .map(|list| members_listed(list))
+            .transpose()?;
+        let listed_at = object
+            .get(MEMBERS_AT)
+            .and_then(Value::as_str)
+            .and_then(parse_rfc3339_ms)
+            .filter(|&at| at <= sent_at && at <= super::now_ms() + MAX_CLOCK_AHEAD_MS);
+        if let Some(mut group) = groups.by_channel(channel_id).map_err(|e| e.to_string())? {
+            let from_member =
+                sender.canonical() == me || group.members.iter().any(|k| k == sender.canonical());
+            if !from_member {
+                return Err(format!(
+                    "from someone who is not in the group {:?}",
+                    group.name
+                ));
+            }
+            let changed = match (listed, listed_at) {
+                (Some(everyone), Some(at)) if at > group.members_at => {
+                    group.left = !everyone.iter().any(|k| k == me);
+                    group.members = everyone.into_iter().filter(|k| k != me).collect();
+                    group.members_at = at;
+                    group = groups.save(group).map_err(|e| e.to_string())?;
+                    true
+                }
+                _ => false,
+            };
+            // The message that takes us out is the last one shown.
+            if group.left && !changed {
+                return Err(format!(
+                    "a message in the group {:?}, which you are no longer in",
+                    group.name
+                ));
+            }
+            return Ok(Some(group));
         }
-        let Some(list) = object.get("members").and_then(Value::as_array) else {
+        let Some(everyone) = listed else {
             return Ok(None);
         };
-        let me = self.me.public().canonical();
-        let mut members: Vec<String> = list
-            .iter()
-            .take(MAX_MEMBERS + 1)
-            .filter_map(Value::as_str)
-            .filter_map(|k| PublicKey::parse(k, 2048).ok())
-            .map(|k| k.canonical().to_owned())
-            .chain(std::iter::once(sender.canonical().to_owned()))
-            .filter(|k| k != me)
-            .collect();
-        members.sort();
-        members.dedup();
-        if members.is_empty() || members.len() > MAX_MEMBERS {
-            return Err("a group message with no usable or too many members".into());
+        if !everyone.iter().any(|k| k == me) || !everyone.iter().any(|k| k == sender.canonical()) {
+            return Err("a message about a group that you or its sender are not in".into());
         }
+        let members: Vec<String> = everyone.into_iter().filter(|k| k != me).collect();
         let name = object
             .get("name")
             .and_then(Value::as_str)
@@ -706,6 +813,8 @@ impl Messenger<'_> {
                 name,
                 channel_id: channel_id.to_owned(),
                 members,
+                members_at: listed_at.unwrap_or(0),
+                left: false,
             })
             .map_err(|e| e.to_string())?;
         Ok(Some(group))
@@ -777,6 +886,26 @@ impl Messenger<'_> {
         }
         Ok(())
     }
+}
+
+/// The keys a group message's `members` lists (canonical, sorted, once each; unusable
+/// entries left out), or why the list is refused.
+fn members_listed(list: &[Value]) -> Result<Vec<String>, String> {
+    if list.len() > MAX_MEMBERS + 1 {
+        return Err("a group message with too many members".into());
+    }
+    let mut everyone: Vec<String> = list
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|k| PublicKey::parse(k, 2048).ok())
+        .map(|k| k.canonical().to_owned())
+        .collect();
+    everyone.sort();
+    everyone.dedup();
+    if everyone.is_empty() {
+        return Err("a group message with no usable members".into());
+    }
+    Ok(everyone)
 }
 
 /// The history with `contact`, oldest first, with edits applied and deleted messages left out.
