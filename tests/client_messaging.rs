@@ -119,6 +119,21 @@ fn people_who_write_first_at_once_share_one_conversation() {
     alice.receive_until(|l| has(l, "id", &later));
     assert_eq!(alice.history("bob").len(), 3);
     assert_eq!(bob.history("alice").len(), 3);
+    // The last few only.
+    let last: Vec<Value> = alice
+        .ok(&["history", "bob", "-n", "1", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0]["id"], later.as_str());
+    assert_eq!(
+        alice.ok(&["history", "bob", "--last", "9"]).lines().count(),
+        3
+    );
+    assert_eq!(alice.ok(&["history", "bob", "--last", "0"]), "");
+    let (code, _, err) = run_jasper(&["history", "bob", "--last", "-1"], alice.path());
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

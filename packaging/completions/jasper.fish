@@ -139,6 +139,7 @@ complete -c jasper -n "__fish_jasper_using_subcommand receive" -l passphrase-std
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -l json -d 'Print JSON (one object per line)'
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -s h -l help -d 'Print help'
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -s V -l version -d 'Print version'
+complete -c jasper -n "__fish_jasper_using_subcommand history" -s n -l last -d 'Only the last N messages' -r
 complete -c jasper -n "__fish_jasper_using_subcommand history" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand history" -l json -d 'One JSON object per message: id, sender, content, timestamp, edited, reactions'
 complete -c jasper -n "__fish_jasper_using_subcommand history" -s h -l help -d 'Print help'

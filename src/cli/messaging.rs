@@ -457,7 +457,10 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
     let conversation = Conversation::named(&db, &contacts, &args.name)?;
-    let entries = conversation.history(&db)?;
+    let mut entries = conversation.history(&db)?;
+    if let Some(last) = args.last {
+        entries.drain(..entries.len().saturating_sub(last));
+    }
     let contact_name = match &conversation {
         Conversation::Direct(c) => Some(c.name.clone()),
         Conversation::Group(_) => None,

@@ -374,6 +374,9 @@ pub enum Fallback {
 pub struct HistoryArgs {
     /// The contact or group
     pub name: String,
+    /// Only the last N messages
+    #[arg(short = 'n', long, value_name = "N")]
+    pub last: Option<usize>,
     /// One JSON object per message: id, sender, content, timestamp, edited, reactions
     #[arg(long)]
     pub json: bool,
