@@ -64,6 +64,47 @@ fn anonymous_chat_goes_both_ways_through_the_relays() {
 }
 
 #[test]
+fn a_group_chat_goes_to_everyone_through_the_relays() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| Home::new(n, &relays));
+    alice.add("bob", "bob-4096");
+    alice.add("carol", "carol-4096");
+    bob.add("alice", "alice-4096");
+    alice.ok(&["group", "create", "trio", "bob", "carol"]);
+    // Bob and carol learn the group from its first message.
+    for home in [&bob, &carol] {
+        home.receive_until(|l| l.iter().any(|x| x["group"] == "trio"));
+    }
+    let mut a = Interactive::start(&alice, &["chat", "trio", "--json", "--interval", "200ms"]);
+    let mut b = Interactive::start(&bob, &["chat", "trio", "--json", "--interval", "200ms"]);
+    a.say("hello trio");
+    let got = b.next_json(Duration::from_secs(20));
+    assert_eq!(got["content"], "hello trio");
+    assert_eq!(got["group"], "trio");
+    b.say("hi both");
+    let got = a.next_json(Duration::from_secs(20));
+    assert_eq!(got["content"], "hi both");
+    assert_eq!(got["group"], "trio");
+    assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
+    assert_eq!(b.finish(Duration::from_secs(10)).0, 0);
+    let seen = carol.receive_until(|l| l.iter().filter(|x| x["group"] == "trio").count() >= 2);
+    assert!(
+        seen.iter().any(|x| x["content"] == "hello trio"),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|x| x["content"] == "hi both"), "{seen:?}");
+    assert_eq!(
+        history(&carol, "trio"),
+        ["created the group \"trio\"", "hello trio", "hi both"]
+    );
+    // A group has no one to meet directly.
+    let (code, _, err) = run_jasper(&["chat", "trio", "--transparent"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("without --transparent"), "{err}");
+}
+
+#[test]
 fn transparent_chat_without_a_rendezvous_says_what_to_configure() {
     let alice = Home::new("alice", &[]);
     alice.add("bob", "bob-4096");

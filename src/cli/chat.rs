@@ -1,4 +1,4 @@
-//! `jasper chat`: an interactive conversation with one contact. Lines on standard input are
+//! `jasper chat`: an interactive conversation with one contact or a group. Lines on standard input are
 //! sent, the contact's messages are printed as they come (`--json`: one object per line, as
 //! `receive --json`). `--transparent` talks directly over WebRTC after meeting through the
 //! rendezvous; otherwise, or when the contact does not come online and the user agrees, the
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::messaging::{Session, print_received};
 use super::{ChatArgs, Fallback};
 use crate::client::contacts::{Contact, Contacts};
+use crate::client::conversation::Conversation;
 use crate::client::messaging::{Kind, MessagingError};
 use crate::client::rendezvous::{self, Rendezvous, hex};
 use crate::client::rtc::{Link, MAX_DATA_MESSAGE, RtcOptions};
@@ -49,7 +50,14 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 /// Runs `jasper chat`.
 pub fn run(config: &Config, args: &ChatArgs) -> anyhow::Result<()> {
     let session = Session::open(config, &args.common)?;
-    let contact = Contacts::new(&session.db, &session.data_dir).get(&args.name)?;
+    let contacts = Contacts::new(&session.db, &session.data_dir);
+    let conversation = Conversation::named(&session.db, &contacts, &args.name)?;
+    if let (true, Conversation::Group(g)) = (args.transparent, &conversation) {
+        usage!(
+            "transparent mode connects two people; chat in the group {:?} without --transparent",
+            g.name
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,8 +65,8 @@ pub fn run(config: &Config, args: &ChatArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut lines = stdin_lines();
-        if args.transparent {
-            match direct_chat(config, &session, &contact, args, &mut lines).await {
+        if let (true, Conversation::Direct(contact)) = (args.transparent, &conversation) {
+            match direct_chat(config, &session, contact, args, &mut lines).await {
                 Err(e) if is_absent(&e) => {
                     eprintln!(
                         "{} did not come online within {} (transparent mode).",
@@ -73,7 +81,7 @@ pub fn run(config: &Config, args: &ChatArgs) -> anyhow::Result<()> {
                 other => return other,
             }
         }
-        relay_chat(&session, &contact, args, &mut lines).await
+        relay_chat(&session, &conversation, args, &mut lines).await
     })
 }
 
@@ -359,7 +367,7 @@ fn durably<T>(
 /// `--interval` and messages of this conversation are printed.
 async fn relay_chat(
     session: &Session,
-    contact: &Contact,
+    conversation: &Conversation,
     args: &ChatArgs,
     lines: &mut mpsc::Receiver<String>,
 ) -> anyhow::Result<()> {
@@ -372,8 +380,8 @@ async fn relay_chat(
                 if line.is_empty() {
                     continue;
                 }
-                let sent =
-                    session.with(|m| Ok(m.send(contact, Kind::Message, &line, None, now_ms())?));
+                let sent = session
+                    .with(|m| Ok(m.send_to(conversation, Kind::Message, &line, None, now_ms())?));
                 // A line that cannot be sent as it is (too long, say) is refused with a word,
                 // and the chat goes on.
                 if let Err(e) = sent {

@@ -80,7 +80,8 @@ pub enum Command {
     React(ReactArgs),
     /// Group conversations: one packet per member, each through its own relay
     Group(GroupArgs),
-    /// Chat with a contact: lines you type go to them, their messages are printed as they come
+    /// Chat with a contact or a group: lines you type go to them, their messages are printed as
+    /// they come
     Chat(ChatArgs),
     /// Call a contact (voice, directly over WebRTC): they run `jasper call` naming you too
     Call(CallArgs),
@@ -303,7 +304,7 @@ pub struct ReceiveArgs {
 /// `jasper chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// The contact
+    /// The contact, or a group (through the relays only)
     pub name: String,
     /// Talk directly over WebRTC (transparent mode): faster, but the owner of the STUN service
     /// sees which two keys meet. Needs [client] stun and rendezvous
