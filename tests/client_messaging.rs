@@ -845,6 +845,13 @@ fn servers_says_what_the_relays_give() {
     );
     let lonely = Home::new("bob", &[r1.addr]);
     assert!(lonely.ok(&["servers"]).contains("Only one relay answers"));
+    // A relay that stops answering shows as down at once, without the load it had.
+    let gone = r2.addr.to_string();
+    drop(r2);
+    let out = alice.ok(&["servers"]);
+    let line = out.lines().find(|l| l.starts_with(&gone)).unwrap();
+    assert!(line.contains("down") && line.contains("load -"), "{out}");
+    assert!(out.contains("Only one relay answers"), "{out}");
 }
 
 #[test]

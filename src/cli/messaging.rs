@@ -380,7 +380,8 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
     let transport = Transport::new(config.client.request_timeout);
     let servers = Servers::new(&db, &transport, config.client.peer_entries());
-    servers.refresh(now_ms())?;
+    // What is asked for is how the relays are doing now.
+    servers.refresh_older_than(now_ms(), 0)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
     let own = super::identity::load_public(config, false).ok();
     let roles = servers.assignments()?;
@@ -414,8 +415,10 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
                 })
             );
         } else {
+            // The load a relay that does not answer had last time says nothing about now.
             let load = info
                 .load
+                .filter(|_| info.reachable)
                 .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
             let state = if info.reachable { "up" } else { "down" };
             println!(

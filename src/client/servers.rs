@@ -89,13 +89,18 @@ impl<'a> Servers<'a> {
     /// Probes relays not probed within [`PROBE_MAX_AGE_MS`] and learns new ones from the
     /// first that answers (`/sync/servers`, public addresses only unless configured).
     pub fn refresh(&self, now: u64) -> Result<(), ServersError> {
+        self.refresh_older_than(now, PROBE_MAX_AGE_MS)
+    }
+
+    /// [`Self::refresh`] for relays not probed within `max_age_ms` (0: every relay, now).
+    pub fn refresh_older_than(&self, now: u64, max_age_ms: u64) -> Result<(), ServersError> {
         let known = self.known()?;
         if known.is_empty() {
             return Err(ServersError::NoneKnown);
         }
         let mut learned_from_one = false;
         for (entry, info) in &known {
-            if now.saturating_sub(info.probed_at) < PROBE_MAX_AGE_MS && info.probed_at != 0 {
+            if now.saturating_sub(info.probed_at) < max_age_ms && info.probed_at != 0 {
                 continue;
             }
             let info = match self.transport.status(entry) {
