@@ -147,14 +147,24 @@ fn messages_from_a_stranger_appear_once_they_are_a_contact() {
     let got = bob.receive_until(|l| has(l, "id", &id));
     let line = got.iter().find(|l| l["id"] == id.as_str()).unwrap();
     assert!(line["contact"].is_null(), "{line}");
+    // Shown by her key's short fingerprint, as `jasper id` shows it to her.
+    let short = short_fingerprint("alice");
+    alice.send("bob", "it is me again");
+    let (code, out, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("unknown {short}: it is me again")),
+        "{out}"
+    );
+    assert!(alice.ok(&["id"]).contains(&short));
     bob.add("alice", "alice-4096");
     let history = bob.history("alice");
-    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!(history[0]["content"], "you do not know me yet");
     // Bob's answer joins the conversation alice started.
     let reply = bob.send("alice", "now I do");
     alice.receive_until(|l| has(l, "id", &reply));
-    assert_eq!(alice.history("bob").len(), 2);
+    assert_eq!(alice.history("bob").len(), 3);
 }
 
 #[test]
@@ -695,6 +705,14 @@ fn members_of(home: &Home, group: &str) -> Vec<String> {
     keys
 }
 
+/// The short fingerprint (PROTOCOL.md §1) of fixture key `name`.
+fn short_fingerprint(name: &str) -> String {
+    jasper::proto::PublicKey::parse(&key_b64(&format!("{name}-4096")), 2048)
+        .unwrap()
+        .fingerprint()
+        .short()
+}
+
 fn keys(names: &[&str]) -> Vec<String> {
     let mut keys: Vec<String> = names
         .iter()
@@ -730,6 +748,12 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
         home.receive_until(|l| has(l, "id", &added));
     }
     assert_eq!(members_of(&dave, "trio"), keys(&["alice", "bob", "carol"]));
+    // Members dave has not saved as contacts show by their short fingerprints.
+    let (_, listed, _) = run_jasper(&["group", "list"], dave.path());
+    for name in ["bob", "carol"] {
+        assert!(listed.contains(&short_fingerprint(name)), "{listed}");
+    }
+    assert!(listed.contains("alice"), "{listed}");
     assert_eq!(members_of(&bob, "trio"), keys(&["alice", "carol", "dave"]));
     let from_dave = dave.send("trio", "hi, I am new");
     bob.receive_until(|l| has(l, "id", &from_dave));

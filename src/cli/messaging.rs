@@ -97,6 +97,16 @@ impl Session {
     }
 }
 
+/// How someone who is not a contact is shown: their key's short fingerprint (PROTOCOL.md §1),
+/// as `jasper id` shows it to them. (The first characters of a key would not do: every
+/// RSA-4096 key in base64 starts with the same 44.)
+fn someone(key: &str) -> String {
+    crate::proto::PublicKey::parse(key, 2048).map_or_else(
+        |_| "(a key that does not parse)".to_owned(),
+        |k| k.fingerprint().short(),
+    )
+}
+
 /// How the lines of a message after its first are indented in human output.
 const CONTINUATION: &str = "    ";
 
@@ -109,7 +119,7 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
     let who = r
         .contact
         .clone()
-        .unwrap_or_else(|| format!("unknown {}", &r.sender.chars().take(16).collect::<String>()));
+        .unwrap_or_else(|| format!("unknown {}", someone(&r.sender)));
     let who = match &r.group {
         Some(g) => format!("{who} in {g}"),
         None => who,
@@ -238,7 +248,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     .map(|k| {
                         let key = crate::proto::PublicKey::parse(k, 2048).ok();
                         key.and_then(|k| contacts.by_key(&k).ok().flatten())
-                            .map_or_else(|| format!("{}…", &k[..16.min(k.len())]), |c| c.name)
+                            .map_or_else(|| someone(k), |c| c.name)
                     })
                     .collect();
                 if args.common.json {
@@ -487,7 +497,7 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                     .and_then(|k| contacts.by_key(&k).ok().flatten())
                     .map(|c| c.name)
                     .or_else(|| contact_name.clone())
-                    .unwrap_or_else(|| e.sender.chars().take(16).collect())
+                    .unwrap_or_else(|| someone(&e.sender))
             };
             let edited = if e.edited { " (edited)" } else { "" };
             let reactions = if e.reactions.is_empty() {
