@@ -296,7 +296,10 @@ fn bad_audio_and_bad_settings_are_refused_before_any_waiting() {
     // Nobody answers: a network failure (3), with who and how long.
     let (code, _, err) = run(&["--input", "silence", "--output", "none"]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("did not come online within 1s"), "{err}");
+    assert!(
+        err.contains("bob did not take the call: nobody answered within 1s"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -762,9 +762,21 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("dave is in \"trio\" already"), "{err}");
 
-    // Carol is removed: she is told, and is out.
+    // Members are named as contacts, or by fingerprint as `group list` shows them.
+    for (who, needle) in [
+        (
+            "0000 0000",
+            "no member of \"trio\" has a fingerprint starting 0000 0000",
+        ),
+        ("abc", "no contact named \"abc\""),
+    ] {
+        let (code, _, err) = run_jasper(&["group", "remove", "trio", who], bob.path());
+        assert_eq!(code, 2, "{who}: {err}");
+        assert!(err.contains(needle), "{who}: {err}");
+    }
+    // Carol is removed (by her fingerprint): she is told, and is out.
     let removed = alice
-        .ok(&["group", "remove", "trio", "carol"])
+        .ok(&["group", "remove", "trio", &short_fingerprint("carol")])
         .trim()
         .to_owned();
     let got = carol.receive_until(|l| has(l, "id", &removed));
@@ -776,6 +788,9 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
     assert!(err.contains("no longer in the group \"trio\""), "{err}");
     bob.receive_until(|l| has(l, "id", &removed));
     assert_eq!(members_of(&bob, "trio"), keys(&["alice", "dave"]));
+    let (code, _, err) = run_jasper(&["group", "remove", "trio", "carol"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("carol is not in \"trio\""), "{err}");
 
     // What carol sends into the group anyway (a real, signed packet) is not taken.
     let channel = groups_of(&bob)["trio"]["channel_id"]

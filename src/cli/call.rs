@@ -12,7 +12,7 @@ use super::messaging::Session;
 use crate::client::audio::{self, AudioSink};
 use crate::client::call::{self, CallAudio, CallReport, Progress};
 use crate::client::contacts::Contacts;
-use crate::client::transparent::Purpose;
+use crate::client::transparent::{Purpose, TransparentError};
 use crate::config::{Config, ConfigError};
 
 /// Runs `jasper call`.
@@ -40,7 +40,14 @@ pub fn run(config: &Config, args: &CallArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(async {
-        let link = meet(config, &session, &contact, args.wait, Purpose::Call).await?;
+        let link = meet(config, &session, &contact, args.wait, Purpose::Call)
+            .await
+            .map_err(|e| match e.downcast_ref::<TransparentError>() {
+                Some(TransparentError::PeerAbsent(_)) => {
+                    e.context(format!("{} did not take the call", contact.name))
+                }
+                _ => e,
+            })?;
         if args.common.json {
             println!("{}", json!({"event": "connected", "contact": contact.name}));
         }

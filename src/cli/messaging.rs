@@ -315,9 +315,9 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             let session = Session::open(config, &args.common)?;
             let report = session.with(|m| {
                 let group = group_in(m, name)?;
-                let removed = member_keys(m, members)?;
-                if let Some(i) = removed.iter().position(|k| !group.members.contains(k)) {
-                    usage!("{} is not in {name:?}", members[i]);
+                let mut removed = Vec::new();
+                for member in members {
+                    removed.push(member_of(m, &group, member)?);
                 }
                 let mut everyone: Vec<String> = group
                     .members
@@ -331,7 +331,8 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     );
                 }
                 everyone.push(m.me.public().canonical().to_owned());
-                let content = format!("removed {}", members.join(", "));
+                let names: Vec<String> = removed.iter().map(|k| display_name(m, k)).collect();
+                let content = format!("removed {}", names.join(", "));
                 Ok(m.change_group(&group, &everyone, &content, now_ms())?.1)
             })?;
             print_report(&report, args.common.json)
@@ -371,6 +372,50 @@ fn group_in(m: &Messenger<'_>, name: &str) -> anyhow::Result<Group> {
         usage!("you are no longer in the group {name:?}");
     }
     Ok(group)
+}
+
+/// The key of the member of `group` that `who` names: a contact's name, or the start of a
+/// member's fingerprint (at least 8 hex digits, spaces allowed, as `group list` shows members
+/// who are not contacts).
+fn member_of(m: &Messenger<'_>, group: &Group, who: &str) -> anyhow::Result<String> {
+    let key = match m.contacts.get(who) {
+        Ok(contact) => contact.public_key,
+        Err(e) => {
+            let hex: String = who.chars().filter(|c| !c.is_whitespace()).collect();
+            let hex = hex.to_ascii_lowercase();
+            if hex.len() < 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(e.into());
+            }
+            let matching: Vec<&String> = group
+                .members
+                .iter()
+                .filter(|k| {
+                    crate::proto::PublicKey::parse(k, 2048)
+                        .is_ok_and(|k| k.fingerprint().to_string().starts_with(&hex))
+                })
+                .collect();
+            match matching.as_slice() {
+                [one] => (*one).clone(),
+                [] => usage!(
+                    "no member of {:?} has a fingerprint starting {who}",
+                    group.name
+                ),
+                _ => usage!("{who} starts several members' fingerprints: give more of it"),
+            }
+        }
+    };
+    if !group.members.contains(&key) {
+        usage!("{who} is not in {:?}", group.name);
+    }
+    Ok(key)
+}
+
+/// How `key` is named to others: its contact's name, else its short fingerprint.
+fn display_name(m: &Messenger<'_>, key: &str) -> String {
+    crate::proto::PublicKey::parse(key, 2048)
+        .ok()
+        .and_then(|k| m.contacts.by_key(&k).ok().flatten())
+        .map_or_else(|| someone(key), |c| c.name)
 }
 
 /// The public keys of the contacts called `names`, once each.

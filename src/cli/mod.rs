@@ -185,7 +185,8 @@ pub enum GroupAction {
     Remove {
         /// The group
         name: String,
-        /// Members to remove (contacts)
+        /// Members to remove: contacts, or members' fingerprints as `group list` shows them
+        /// (their first 8 or more hex digits)
         #[arg(required = true)]
         members: Vec<String>,
     },

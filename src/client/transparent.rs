@@ -45,7 +45,7 @@ pub enum TransparentError {
     #[error(transparent)]
     Rtc(#[from] RtcError),
     /// The peer did not show up in time.
-    #[error("the peer did not come online within {0:?}")]
+    #[error("nobody answered within {}", humantime::format_duration(*.0))]
     PeerAbsent(Duration),
     /// The peer's description was refused.
     #[error("refused a session description: {0}")]
