@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::home::{Home, alice_and_bob, alice_and_bob_with, mesh};
 use common::interactive::{Interactive, aiortc_peer, transparent_config};
 use common::stun::StunServer;
-use common::{key_b64, run_jasper};
+use common::{Relay, free_port, key_b64, run_jasper};
 use serde_json::Value;
 
 fn history(home: &Home, with: &str) -> Vec<String> {
@@ -61,6 +61,41 @@ fn anonymous_chat_goes_both_ways_through_the_relays() {
         history(&bob, "alice"),
         ["hello bob, through the mesh", "hi alice"]
     );
+}
+
+#[test]
+fn a_chat_and_a_watch_outlive_a_relay_that_goes_away() {
+    let mut relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let mut chat = Interactive::start(&alice, &["chat", "bob", "--json", "--interval", "200ms"]);
+    let watch = Interactive::start(
+        &bob,
+        &["receive", "--watch", "--json", "--interval", "200ms"],
+    );
+    chat.say("before");
+    assert_eq!(
+        watch.next_json(Duration::from_secs(20))["content"],
+        "before"
+    );
+
+    relay.kill9();
+    for side in [&chat, &watch] {
+        side.wait_stderr("is unreachable", Duration::from_secs(10));
+        side.wait_stderr("; trying again", Duration::from_secs(1));
+    }
+    // A line typed meanwhile is refused with a word; the chat goes on.
+    chat.say("while it is away");
+    chat.wait_stderr("not sent: relay", Duration::from_secs(10));
+    let relay = relay.restart();
+    for side in [&chat, &watch] {
+        side.wait_stderr("The relays answer again.", Duration::from_secs(20));
+    }
+    chat.say("after");
+    assert_eq!(watch.next_json(Duration::from_secs(20))["content"], "after");
+    // The outage was reported once, however many checks failed.
+    assert_eq!(watch.stderr().matches("trying again").count(), 1);
+    assert_eq!(chat.finish(Duration::from_secs(10)).0, 0);
+    drop(relay);
 }
 
 #[test]

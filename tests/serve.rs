@@ -91,7 +91,8 @@ fn serve_runs_the_relay_and_stun_signals_readiness_once_and_stops_cleanly() {
     }
     let log = log.join("\n");
     assert!(
-        log.contains("all services ready")
+        log.contains("configuration loaded")
+            && log.contains("all services ready")
             && log.contains("relay stopped")
             && log.contains("stun stopped"),
         "{log}"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::messaging::{Session, print_received};
+use super::messaging::{Outage, Session, is_transient, print_received, report_rejected};
 use super::{ChatArgs, Fallback};
 use crate::client::contacts::{Contact, Contacts};
 use crate::client::conversation::Conversation;
@@ -373,6 +373,7 @@ async fn relay_chat(
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outage = Outage::default();
     loop {
         tokio::select! {
             line = lines.recv() => {
@@ -382,23 +383,25 @@ async fn relay_chat(
                 }
                 let sent = session
                     .with(|m| Ok(m.send_to(conversation, Kind::Message, &line, None, now_ms())?));
-                // A line that cannot be sent as it is (too long, say) is refused with a word,
-                // and the chat goes on.
+                // A line that cannot be sent as it is (too long, say), or not now (the relays
+                // do not answer), is refused with a word, and the chat goes on.
                 if let Err(e) = sent {
                     let usage = e.chain().any(|c| {
                         matches!(c.downcast_ref(), Some(MessagingError::Usage(_)))
                     });
-                    if !usage {
+                    if !usage && !is_transient(&e) {
                         return Err(e);
                     }
-                    eprintln!("error: {}", super::error_report(&e));
+                    eprintln!("not sent: {}", super::error_report(&e));
                 }
             }
             _ = tick.tick() => {
-                let report = session.with(|m| Ok(m.receive()?))?;
                 // Everything new is shown (it names its sender), so nothing is filed unseen.
-                for r in &report.received {
-                    print_received(r, args.common.json)?;
+                if let Some(report) = outage.check(session.with(|m| Ok(m.receive()?)))? {
+                    report_rejected(&report);
+                    for r in &report.received {
+                        print_received(r, args.common.json)?;
+                    }
                 }
             }
         }

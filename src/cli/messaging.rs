@@ -216,22 +216,88 @@ pub fn act(
 /// `jasper receive [--watch]`.
 pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     let session = Session::open(config, &args.common)?;
-    loop {
+    if !args.watch {
         let report = session.with(|m| Ok(m.receive()?))?;
-        for r in &report.rejected {
-            eprintln!(
-                "warning: skipped packet {}: {}",
-                r.hash.as_deref().unwrap_or("(no hash)"),
-                r.reason
-            );
-        }
+        report_rejected(&report);
         for r in &report.received {
             print_received(r, args.common.json)?;
         }
-        if !args.watch {
-            return Ok(());
+        return Ok(());
+    }
+    // Watching outlives relay outages.
+    let mut outage = Outage::default();
+    loop {
+        if let Some(report) = outage.check(session.with(|m| Ok(m.receive()?)))? {
+            report_rejected(&report);
+            for r in &report.received {
+                print_received(r, args.common.json)?;
+            }
         }
         std::thread::sleep(args.interval);
+    }
+}
+
+/// Whether `e` comes from relays that do not answer now (unreachable, rate limiting, failing
+/// on their side): what waiting may mend.
+pub(super) fn is_transient(e: &anyhow::Error) -> bool {
+    use crate::client::messaging::MessagingError;
+    use crate::client::servers::ServersError;
+    use crate::client::transport::TransportError;
+    e.chain().any(|cause| {
+        let transport = |t: &TransportError| t.is_transient();
+        let servers = |s: &ServersError| matches!(s, ServersError::NoneReachable);
+        if let Some(t) = cause.downcast_ref::<TransportError>() {
+            return transport(t);
+        }
+        if let Some(s) = cause.downcast_ref::<ServersError>() {
+            return servers(s);
+        }
+        match cause.downcast_ref::<MessagingError>() {
+            Some(MessagingError::Transport(t)) => transport(t),
+            Some(MessagingError::Servers(s)) => servers(s),
+            _ => false,
+        }
+    })
+}
+
+/// Keeps a long-running command (`receive --watch`, `chat`) going while the relays do not
+/// answer: says so once, and once more when they answer again.
+#[derive(Default)]
+pub(super) struct Outage {
+    down: bool,
+}
+
+impl Outage {
+    /// `Ok(Some)` for a result, `Ok(None)` for a failure that waiting may mend (reported on
+    /// the first one), `Err` for any other failure.
+    pub(super) fn check<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+        match result {
+            Ok(value) => {
+                if std::mem::take(&mut self.down) {
+                    eprintln!("The relays answer again.");
+                }
+                Ok(Some(value))
+            }
+            Err(e) if is_transient(&e) => {
+                if !self.down {
+                    eprintln!("warning: {}; trying again", super::error_report(&e));
+                    self.down = true;
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Says on stderr what was skipped while receiving.
+pub(super) fn report_rejected(report: &crate::client::messaging::ReceiveReport) {
+    for r in &report.rejected {
+        eprintln!(
+            "warning: skipped packet {}: {}",
+            r.hash.as_deref().unwrap_or("(no hash)"),
+            terminal::line(&r.reason)
+        );
     }
 }
 

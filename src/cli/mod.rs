@@ -581,7 +581,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, source) = load()?;
             stun::run_stun(config, args, source)
         }
-        Command::Serve => serve::serve(load()?.0),
+        Command::Serve => {
+            let (config, source) = load()?;
+            if let Some(path) = &source {
+                tracing::info!(config = %path.display(), "configuration loaded");
+            }
+            serve::serve(config)
+        }
         Command::Init(args) => {
             let (config, source) = load()?;
             identity::init(&config, source.as_deref(), cli.config.as_deref(), &args)

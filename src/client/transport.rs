@@ -61,6 +61,18 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// Whether trying again later may work: the relay is unreachable, asks us to slow down,
+    /// or fails on its side (5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransportError::Unreachable { .. } | TransportError::RateLimited { .. } => true,
+            TransportError::Refused { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// One page of an inbox.
 #[derive(Debug, Clone, Default)]
 pub struct InboxPage {
