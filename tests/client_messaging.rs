@@ -862,6 +862,23 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
 }
 
 #[test]
+fn a_group_never_takes_a_contacts_name() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let (alice, bob) = alice_and_bob(&relays);
+    let (code, _, err) = run_jasper(&["group", "create", "bob", "bob"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a contact's name"), "{err}");
+    // Bob calls carol "pals"; a group of that name reaches him under another.
+    bob.add("pals", "carol-4096");
+    alice.ok(&["group", "create", "pals", "bob"]);
+    bob.receive_until(|l| l.iter().any(|x| x["group"] == "pals (2)"));
+    assert!(groups_of(&bob).contains_key("pals (2)"));
+    let id = bob.send("pals (2)", "to the group");
+    alice.receive_until(|l| has(l, "id", &id) && l.iter().any(|x| x["group"] == "pals"));
+}
+
+#[test]
 fn servers_says_what_the_relays_give() {
     let (r1, r2) = mesh();
     let alice = Home::new("alice", &[r1.addr, r2.addr]);

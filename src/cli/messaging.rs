@@ -342,6 +342,12 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 if Groups::new(m.db).get(name)?.is_some() {
                     usage!("a group named {name:?} exists already");
                 }
+                if m.db.contact(name)?.is_some() {
+                    usage!(
+                        "{name:?} is a contact's name, which send, history and chat take first: \
+                         name the group otherwise"
+                    );
+                }
                 let group = Group {
                     name: name.clone(),
                     channel_id: uuid::Uuid::new_v4().to_string(),

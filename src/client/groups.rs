@@ -72,13 +72,17 @@ impl<'a> Groups<'a> {
             .collect())
     }
 
-    /// Keeps a group (insert or replace). A name already used by another channel gets a
-    /// suffix; returns the group as kept.
+    /// Keeps a group (insert or replace). A name already used by another group, or by a
+    /// contact (whose name commands take first), gets a suffix; returns the group as kept.
     pub fn save(&self, mut group: Group) -> Result<Group, DbError> {
         let base = group.name.clone();
         let mut n = 1;
-        while let Some(existing) = self.get(&group.name)? {
-            if existing.channel_id == group.channel_id {
+        loop {
+            let taken = match self.get(&group.name)? {
+                Some(existing) => existing.channel_id != group.channel_id,
+                None => self.db.contact(&group.name)?.is_some(),
+            };
+            if !taken {
                 break;
             }
             n += 1;
