@@ -199,6 +199,16 @@ fn contacts_add_list_show_rename_remove() {
         out.contains("bob") && out.contains("Carol C.") && !out.contains("dave"),
         "{out}"
     );
+    // Each with the short fingerprint its owner's `jasper id` shows.
+    let bob_id = home_with_fixture("bob");
+    let (_, id, _) = run_jasper(&["id", "--json"], bob_id.path());
+    let full = json_line(&id)["fingerprint"].as_str().unwrap().to_owned();
+    let short: Vec<&str> = (0..4).map(|i| &full[i * 4..i * 4 + 4]).collect();
+    let short = short.join(" ");
+    let (_, shown, _) = run_jasper(&["id"], bob_id.path());
+    assert!(shown.contains(&short), "{shown}");
+    let line = out.lines().find(|l| l.starts_with("bob ")).unwrap();
+    assert!(line.contains(&short), "{line}");
 
     // Mistakes get clear errors and change nothing.
     for (args, needle) in [

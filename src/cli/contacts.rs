@@ -12,7 +12,9 @@ fn print(contact: &Contact, json: bool) {
             serde_json::to_string(contact).expect("contact serializes")
         );
     } else {
-        let short: String = contact.fingerprint.chars().take(16).collect();
+        // The short form (PROTOCOL.md §1) that `jasper id` shows its owner.
+        let short = crate::proto::PublicKey::parse(&contact.public_key, 2048)
+            .map_or_else(|_| contact.fingerprint.clone(), |k| k.fingerprint().short());
         let avatar = contact
             .avatar
             .as_ref()
