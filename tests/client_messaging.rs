@@ -647,14 +647,24 @@ fn groups_take_edits_reactions_and_deletions_and_ids_may_be_shortened() {
 
     alice.ok(&["edit", "trio", short, "hello trio, edited"]);
     bob.ok(&["react", "trio", short, ":wave:"]);
+    alice.ok(&["react", "trio", short, ":wave:"]);
     carol.receive_until(|l| {
-        l.iter().any(|x| x["type"] == "EDIT") && l.iter().any(|x| x["type"] == "REACT")
+        l.iter().any(|x| x["type"] == "EDIT")
+            && l.iter().filter(|x| x["type"] == "REACT").count() == 2
     });
     let history = carol.history("trio");
     let entry = history.iter().find(|m| m["id"] == id.as_str()).unwrap();
     assert_eq!(entry["content"], "hello trio, edited");
     assert_eq!(entry["edited"], true);
-    assert_eq!(entry["reactions"][":wave:"][0], key_b64("bob-4096"));
+    let mut wavers: Vec<Value> = entry["reactions"][":wave:"].as_array().unwrap().clone();
+    wavers.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    assert_eq!(wavers, keys(&["alice", "bob"]));
+    // Shown once, with how many gave it.
+    let shown = carol.ok(&["history", "trio"]);
+    assert!(
+        shown.contains("hello trio, edited (edited) :wave:×2  ("),
+        "{shown}"
+    );
 
     // An id names a message of the conversation given, not of another one.
     let (code, _, err) = run_jasper(&["edit", "bob", short, "elsewhere"], alice.path());

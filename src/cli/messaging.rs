@@ -617,14 +617,15 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| someone(&e.sender))
             };
             let edited = if e.edited { " (edited)" } else { "" };
-            let reactions = if e.reactions.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " {}",
-                    e.reactions.keys().cloned().collect::<Vec<_>>().join(" ")
-                )
-            };
+            // Each reaction once, with how many people gave it when more than one did.
+            let reactions: String = e
+                .reactions
+                .iter()
+                .map(|(name, who)| match who.as_array().map_or(0, Vec::len) {
+                    0 | 1 => format!(" {name}"),
+                    n => format!(" {name}×{n}"),
+                })
+                .collect();
             println!(
                 "[{}] {}: {}{edited}{}  ({})",
                 terminal::line(&e.timestamp),
