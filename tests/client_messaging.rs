@@ -921,6 +921,23 @@ fn servers_says_what_the_relays_give() {
 }
 
 #[test]
+fn a_relay_that_comes_back_is_used_at_once() {
+    let mut relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let id = alice.send("bob", "kept on the relay's disk");
+    relay.kill9();
+    // Probed now, the relay is down; receiving fails as a network failure.
+    assert!(bob.ok(&["servers"]).contains("down"));
+    let (code, _, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 3, "{err}");
+    // Back again: the next command asks it, though it was probed down moments ago.
+    let _relay = relay.restart();
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+}
+
+#[test]
 fn a_second_receive_key_gets_its_own_messages() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];

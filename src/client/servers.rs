@@ -93,11 +93,18 @@ impl<'a> Servers<'a> {
     }
 
     /// [`Self::refresh`] for relays not probed within `max_age_ms` (0: every relay, now).
+    /// When no relay answered last time, every relay is probed again whatever its age: there
+    /// is nothing to lose by asking, and a relay that is back is used at once.
     pub fn refresh_older_than(&self, now: u64, max_age_ms: u64) -> Result<(), ServersError> {
         let known = self.known()?;
         if known.is_empty() {
             return Err(ServersError::NoneKnown);
         }
+        let max_age_ms = if known.iter().any(|(_, i)| i.reachable) {
+            max_age_ms
+        } else {
+            0
+        };
         let mut learned_from_one = false;
         for (entry, info) in &known {
             if now.saturating_sub(info.probed_at) < max_age_ms && info.probed_at != 0 {
