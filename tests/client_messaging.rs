@@ -869,6 +869,17 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
     let (code, _, err) = run_jasper(&["group", "remove", "trio", "dave"], alice.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("group leave trio"), "{err}");
+
+    // Carol, taken back, is in again and heard again.
+    let back = alice
+        .ok(&["group", "add", "trio", "carol"])
+        .trim()
+        .to_owned();
+    carol.receive_until(|l| has(l, "id", &back));
+    assert_eq!(groups_of(&carol)["trio"]["left"], false);
+    assert_eq!(members_of(&carol, "trio"), keys(&["alice", "dave"]));
+    let hello = carol.send("trio", "glad to be back");
+    dave.receive_until(|l| has(l, "id", &back) && has(l, "id", &hello));
 }
 
 #[test]
