@@ -216,22 +216,23 @@ pub fn act(
 /// `jasper receive [--watch]`.
 pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     let session = Session::open(config, &args.common)?;
-    if !args.watch {
-        let report = session.with(|m| Ok(m.receive()?))?;
-        report_rejected(&report);
-        for r in &report.received {
-            print_received(r, args.common.json)?;
-        }
-        return Ok(());
-    }
-    // Watching outlives relay outages.
+    // Watching outlives relay outages; a single receive reports them.
     let mut outage = Outage::default();
     loop {
-        if let Some(report) = outage.check(session.with(|m| Ok(m.receive()?)))? {
+        let result = session.with(|m| Ok(m.receive()?));
+        let report = if args.watch {
+            outage.check(result)?
+        } else {
+            Some(result?)
+        };
+        if let Some(report) = report {
             report_rejected(&report);
             for r in &report.received {
                 print_received(r, args.common.json)?;
             }
+        }
+        if !args.watch {
+            return Ok(());
         }
         std::thread::sleep(args.interval);
     }
@@ -244,19 +245,15 @@ pub(super) fn is_transient(e: &anyhow::Error) -> bool {
     use crate::client::servers::ServersError;
     use crate::client::transport::TransportError;
     e.chain().any(|cause| {
-        let transport = |t: &TransportError| t.is_transient();
-        let servers = |s: &ServersError| matches!(s, ServersError::NoneReachable);
-        if let Some(t) = cause.downcast_ref::<TransportError>() {
-            return transport(t);
-        }
-        if let Some(s) = cause.downcast_ref::<ServersError>() {
-            return servers(s);
-        }
-        match cause.downcast_ref::<MessagingError>() {
-            Some(MessagingError::Transport(t)) => transport(t),
-            Some(MessagingError::Servers(s)) => servers(s),
-            _ => false,
-        }
+        cause
+            .downcast_ref::<TransportError>()
+            .is_some_and(TransportError::is_transient)
+            || cause
+                .downcast_ref::<ServersError>()
+                .is_some_and(ServersError::is_transient)
+            || cause
+                .downcast_ref::<MessagingError>()
+                .is_some_and(MessagingError::is_transient)
     })
 }
 

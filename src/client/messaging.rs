@@ -92,6 +92,18 @@ pub enum MessagingError {
     Usage(String),
 }
 
+impl MessagingError {
+    /// Whether trying again later may work: the relays do not answer now (see
+    /// [`TransportError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MessagingError::Transport(t) => t.is_transient(),
+            MessagingError::Servers(s) => s.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 /// One history entry, as filed and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

@@ -42,6 +42,13 @@ pub enum ServersError {
     Db(#[from] DbError),
 }
 
+impl ServersError {
+    /// Whether trying again later may work: no relay answers now.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ServersError::NoneReachable)
+    }
+}
+
 /// The relays, their roles, and their probing.
 pub struct Servers<'a> {
     db: &'a ClientDb,

@@ -53,8 +53,9 @@ pub fn block<'a>(text: &'a str, indent: &str) -> Cow<'a, str> {
 
 /// At most `max` characters of `text` for one line, "…" marking a cut.
 pub fn short_line(text: &str, max: usize) -> String {
-    let mut out: String = line(text).chars().take(max).collect();
-    if line(text).chars().count() > max {
+    let shown = line(text);
+    let mut out: String = shown.chars().take(max).collect();
+    if shown.chars().nth(max).is_some() {
         out.push('…');
     }
     out
