@@ -1,8 +1,8 @@
-//! `jasper chat`: an interactive conversation with one contact or a group. Lines on standard input are
-//! sent, the contact's messages are printed as they come (`--json`: one object per line, as
-//! `receive --json`). `--transparent` talks directly over WebRTC after meeting through the
-//! rendezvous; otherwise, or when the contact does not come online and the user agrees, the
-//! chat goes through the relays (anonymous mode).
+//! `jasper chat`: an interactive conversation with one contact or a group. Lines on standard
+//! input are sent, the others' messages are printed as they come (`--json`: one object per
+//! line, as `receive --json`). `--transparent` (a contact only) talks directly over WebRTC
+//! after meeting through the rendezvous; otherwise, or when the contact does not come online
+//! and the user agrees, the chat goes through the relays (anonymous mode).
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::messaging::{Outage, Session, is_transient, print_received, report_rejected};
+use super::messaging::{Outage, Session, is_transient, print_received, show_received};
 use super::{ChatArgs, Fallback};
 use crate::client::contacts::{Contact, Contacts};
 use crate::client::conversation::Conversation;
@@ -398,10 +398,7 @@ async fn relay_chat(
             _ = tick.tick() => {
                 // Everything new is shown (it names its sender), so nothing is filed unseen.
                 if let Some(report) = outage.check(session.with(|m| Ok(m.receive()?)))? {
-                    report_rejected(&report);
-                    for r in &report.received {
-                        print_received(r, args.common.json)?;
-                    }
+                    show_received(&report, args.common.json)?;
                 }
             }
         }

@@ -226,10 +226,7 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
             Some(result?)
         };
         if let Some(report) = report {
-            report_rejected(&report);
-            for r in &report.received {
-                print_received(r, args.common.json)?;
-            }
+            show_received(&report, args.common.json)?;
         }
         if !args.watch {
             return Ok(());
@@ -287,8 +284,12 @@ impl Outage {
     }
 }
 
-/// Says on stderr what was skipped while receiving.
-pub(super) fn report_rejected(report: &crate::client::messaging::ReceiveReport) {
+/// Shows what a receive brought: each message (see [`print_received`]), and on stderr what
+/// was skipped.
+pub(super) fn show_received(
+    report: &crate::client::messaging::ReceiveReport,
+    json: bool,
+) -> anyhow::Result<()> {
     for r in &report.rejected {
         eprintln!(
             "warning: skipped packet {}: {}",
@@ -296,6 +297,10 @@ pub(super) fn report_rejected(report: &crate::client::messaging::ReceiveReport) 
             terminal::line(&r.reason)
         );
     }
+    for r in &report.received {
+        print_received(r, json)?;
+    }
+    Ok(())
 }
 
 /// `jasper group create|add|remove|leave|send|list`.
