@@ -38,17 +38,6 @@ const DAMAGED: &str = "client.redb is damaged or not jasper's: move it aside and
      new one (its contacts, groups and history are then gone; your key is not in it), or \
      restore a backup";
 
-/// Whether redb could not open the file because it is damaged or not a redb database at all.
-fn is_damaged(e: &redb::DatabaseError) -> bool {
-    match e {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::InvalidData
-        }
-        _ => false,
-    }
-}
-
 fn engine<E: std::fmt::Display>(e: E) -> DbError {
     DbError::Engine(e.to_string())
 }
@@ -73,7 +62,7 @@ impl ClientDb {
                  stop that one or run this command there"
                     .into(),
             ),
-            e if is_damaged(&e) => open_err(format!("{e}; {DAMAGED}")),
+            e if crate::redb_file::is_damaged(&e) => open_err(format!("{e}; {DAMAGED}")),
             e => open_err(e.to_string()),
         })?;
         let txn = db.begin_write().map_err(engine)?;

@@ -188,18 +188,6 @@ fn cat40(a: &[u8], b: &[u8]) -> [u8; 40] {
     k
 }
 
-/// Whether redb could not open a file because it is damaged or not a redb database at all: no
-/// retry helps.
-fn is_damaged(e: &redb::DatabaseError) -> bool {
-    match e {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::InvalidData
-        }
-        _ => false,
-    }
-}
-
 /// Why every write is refused once a flush of the log failed.
 fn flush_failed(why: &str) -> String {
     format!(
@@ -417,7 +405,9 @@ impl RedbStore {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                     path: dir.display().to_string(),
                 },
-                e if is_damaged(&e) => StoreError::Corrupt(format!("{}: {e}", path.display())),
+                e if crate::redb_file::is_damaged(&e) => {
+                    StoreError::Corrupt(format!("{}: {e}", path.display()))
+                }
                 e => open_err(e.to_string()),
             })?;
         let version = Self::check_schema(&db)?;
