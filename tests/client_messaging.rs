@@ -883,6 +883,23 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
 }
 
 #[test]
+fn a_group_everyone_else_left_takes_no_messages_and_can_be_left() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    let (alice, bob) = alice_and_bob(&relays);
+    alice.ok(&["group", "create", "duo", "bob"]);
+    bob.receive_until(|l| l.iter().any(|x| x["group"] == "duo"));
+    let left = bob.ok(&["group", "leave", "duo"]).trim().to_owned();
+    alice.receive_until(|l| has(l, "id", &left));
+    assert_eq!(members_of(&alice, "duo"), Vec::<String>::new());
+    let (code, _, err) = run_jasper(&["send", "duo", "anyone?"], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nobody else is in the group \"duo\""), "{err}");
+    alice.ok(&["group", "leave", "duo"]);
+    assert_eq!(groups_of(&alice)["duo"]["left"], true);
+}
+
+#[test]
 fn a_group_never_takes_a_contacts_name() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];

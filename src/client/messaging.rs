@@ -476,6 +476,13 @@ impl Messenger<'_> {
                 group.name
             )));
         }
+        if group.members.is_empty() {
+            return Err(MessagingError::Usage(format!(
+                "nobody else is in the group {:?} any more: `jasper group add {}` someone, or \
+                 `jasper group leave {}`",
+                group.name, group.name, group.name
+            )));
+        }
         let id = self.message_id(kind, content, target)?;
         let mut object = json!({
             "sender": self.me.public().canonical(),
@@ -524,7 +531,9 @@ impl Messenger<'_> {
         let mut told: Vec<String> = group.members.iter().chain(&others).cloned().collect();
         told.sort();
         told.dedup();
-        if told.is_empty() {
+        let leaving = !everyone.iter().any(|k| k == me);
+        // Leaving a group nobody else is in any more tells only our other devices.
+        if told.is_empty() && !leaving {
             return Err(MessagingError::Usage(
                 "a group needs at least one member besides you".into(),
             ));
@@ -542,7 +551,7 @@ impl Messenger<'_> {
         });
         let report = self.send_to_members(object, &told, &group.channel_id)?;
         let group = Groups::new(self.db).save(Group {
-            left: !everyone.iter().any(|k| k == me),
+            left: leaving,
             members: others,
             members_at: now_ms,
             ..group.clone()
