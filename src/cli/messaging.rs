@@ -313,11 +313,7 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                 let names: Vec<String> = g
                     .members
                     .iter()
-                    .map(|k| {
-                        let key = crate::proto::PublicKey::parse(k, 2048).ok();
-                        key.and_then(|k| contacts.by_key(&k).ok().flatten())
-                            .map_or_else(|| someone(k), |c| c.name)
-                    })
+                    .map(|k| display_name(&contacts, k))
                     .collect();
                 if args.common.json {
                     println!(
@@ -405,7 +401,10 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     );
                 }
                 everyone.push(m.me.public().canonical().to_owned());
-                let names: Vec<String> = removed.iter().map(|k| display_name(m, k)).collect();
+                let names: Vec<String> = removed
+                    .iter()
+                    .map(|k| display_name(m.contacts, k))
+                    .collect();
                 let content = format!("removed {}", names.join(", "));
                 Ok(m.change_group(&group, &everyone, &content, now_ms())?.1)
             })?;
@@ -484,11 +483,11 @@ fn member_of(m: &Messenger<'_>, group: &Group, who: &str) -> anyhow::Result<Stri
     Ok(key)
 }
 
-/// How `key` is named to others: its contact's name, else its short fingerprint.
-fn display_name(m: &Messenger<'_>, key: &str) -> String {
+/// How `key` is shown: its contact's name, else its short fingerprint.
+fn display_name(contacts: &Contacts<'_>, key: &str) -> String {
     crate::proto::PublicKey::parse(key, 2048)
         .ok()
-        .and_then(|k| m.contacts.by_key(&k).ok().flatten())
+        .and_then(|k| contacts.by_key(&k).ok().flatten())
         .map_or_else(|| someone(key), |c| c.name)
 }
 

@@ -248,28 +248,24 @@ fn new_id() -> String {
 impl Messenger<'_> {
     /// The channel of the direct conversation with `contact` (made on first use).
     fn dm_channel(&self, contact: &Contact) -> Result<String, MessagingError> {
-        let key = dm_key(&contact.fingerprint);
-        if let Some(c) = self.db.setting(&key)? {
-            return Ok(c);
-        }
-        let channel = new_id();
-        self.db.set_setting(&key, &channel)?;
-        Ok(channel)
+        self.conversation_channel(&contact.fingerprint, None)
     }
 
-    /// The channel our history keeps the direct conversation with `counterpart` under: the
-    /// one we use already, else `offered` (the channel of the packet that starts it).
+    /// The channel our history keeps the direct conversation with the key whose fingerprint
+    /// is `fingerprint` under: the one we use already, else `start` (the channel of the
+    /// packet that starts it), else a new one.
     fn conversation_channel(
         &self,
-        counterpart: &PublicKey,
-        offered: &str,
+        fingerprint: &str,
+        start: Option<&str>,
     ) -> Result<String, MessagingError> {
-        let key = dm_key(&counterpart.fingerprint().to_string());
+        let key = dm_key(fingerprint);
         if let Some(c) = self.db.setting(&key)? {
             return Ok(c);
         }
-        self.db.set_setting(&key, offered)?;
-        Ok(offered.to_owned())
+        let channel = start.map_or_else(new_id, str::to_owned);
+        self.db.set_setting(&key, &channel)?;
+        Ok(channel)
     }
 
     /// Sends a message of `kind` to `contact`; `target` is the message an edit, delete or
@@ -741,7 +737,10 @@ impl Messenger<'_> {
                     // channel, and both halves belong to one history (also for a sender who
                     // becomes a contact only later).
                     let channel = self
-                        .conversation_channel(&counterpart, &channel_id)
+                        .conversation_channel(
+                            &counterpart.fingerprint().to_string(),
+                            Some(&channel_id),
+                        )
                         .map_err(|e| e.to_string())?;
                     (contact, None, channel)
                 }
