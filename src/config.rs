@@ -74,8 +74,11 @@ impl Default for IdentityConfig {
 pub struct ClientConfig {
     /// Directory of the client's database (contacts, history, known relays).
     pub data_dir: PathBuf,
-    /// Relays to start from, as "host:port".
+    /// Relays to start from, as "host:port". More are learned from them (`/sync/servers`).
     pub servers: Vec<String>,
+    /// Whether relays on loopback, private and link-local addresses may be learned (a mesh
+    /// on a private network). Configured relays are used whatever their address.
+    pub allow_private_servers: bool,
     /// Time allowed for one request to a relay.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
@@ -96,6 +99,7 @@ impl Default for ClientConfig {
         Self {
             data_dir: default_data_dir().join("client"),
             servers: Vec::new(),
+            allow_private_servers: false,
             request_timeout: Duration::from_secs(30),
             stun: None,
             rendezvous: None,

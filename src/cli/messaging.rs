@@ -29,6 +29,8 @@ pub(super) struct Session {
     pub(super) identity: Identity,
     pub(super) receive_keys: Vec<Identity>,
     pub(super) configured: Vec<ServerEntry>,
+    /// `[client] allow_private_servers`.
+    pub(super) learn_private: bool,
     pub(super) data_dir: std::path::PathBuf,
 }
 
@@ -57,6 +59,7 @@ impl Session {
             identity,
             receive_keys,
             configured: config.client.peer_entries(),
+            learn_private: config.client.allow_private_servers,
             data_dir: config.client.data_dir.clone(),
         })
     }
@@ -66,7 +69,12 @@ impl Session {
         &self,
         f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let servers = Servers::new(&self.db, &self.transport, self.configured.clone());
+        let servers = Servers::new(
+            &self.db,
+            &self.transport,
+            self.configured.clone(),
+            self.learn_private,
+        );
         let contacts = Contacts::new(&self.db, &self.data_dir);
         f(&Messenger {
             db: &self.db,
@@ -82,7 +90,12 @@ impl Session {
         &self,
         f: impl FnOnce(&Messenger<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let servers = Servers::new(&self.db, &self.transport, self.configured.clone());
+        let servers = Servers::new(
+            &self.db,
+            &self.transport,
+            self.configured.clone(),
+            self.learn_private,
+        );
         servers.refresh(now_ms())?;
         let contacts = Contacts::new(&self.db, &self.data_dir);
         let messenger = Messenger {
@@ -507,7 +520,12 @@ fn member_keys(m: &Messenger<'_>, names: &[String]) -> anyhow::Result<Vec<String
 pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
     let transport = Transport::new(config.client.request_timeout);
-    let servers = Servers::new(&db, &transport, config.client.peer_entries());
+    let servers = Servers::new(
+        &db,
+        &transport,
+        config.client.peer_entries(),
+        config.client.allow_private_servers,
+    );
     // What is asked for is how the relays are doing now.
     servers.refresh_older_than(now_ms(), 0)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);

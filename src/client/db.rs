@@ -259,9 +259,25 @@ impl ClientDb {
         self.all(SERVERS)
     }
 
-    /// Records a relay (insert or replace).
-    pub fn put_server(&self, authority: &str, json: &[u8]) -> Result<(), DbError> {
-        self.put(SERVERS, authority, json)
+    /// Records some relays and forgets others, in one transaction.
+    pub fn update_servers(
+        &self,
+        put: &[(String, Vec<u8>)],
+        forget: &[String],
+    ) -> Result<(), DbError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(SERVERS).map_err(engine)?;
+            for (authority, json) in put {
+                table
+                    .insert(authority.as_str(), json.as_slice())
+                    .map_err(engine)?;
+            }
+            for authority in forget {
+                table.remove(authority.as_str()).map_err(engine)?;
+            }
+        }
+        txn.commit().map_err(engine)
     }
 
     /// A contact's stored JSON.

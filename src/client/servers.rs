@@ -5,18 +5,34 @@
 //! stick, so a relay does not see one key move between relays.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::db::{ClientDb, DbError};
 use super::transport::{Transport, speaks_cursor};
-use crate::proto::{Fingerprint, ServerEntry};
+use crate::proto::{Fingerprint, ServerEntry, Status};
 
 /// How long a relay's probed load is trusted.
 pub const PROBE_MAX_AGE_MS: u64 = 60_000;
+/// Longest wait before a relay that keeps failing its probes is probed again. The wait starts
+/// at [`PROBE_MAX_AGE_MS`] and doubles with each failure in a row, so relays that are gone
+/// cost a command a probe only now and then.
+pub const MAX_RETRY_WAIT_MS: u64 = 6 * 3_600_000;
+/// A learned relay that has not answered for this long is forgotten (it holds nothing of ours:
+/// packets live 7 days). Configured relays are kept whatever happens.
+pub const FORGET_AFTER_MS: u64 = 7 * 24 * 3_600_000;
+/// Most relays learned from others that are remembered (configured ones come on top).
+pub const MAX_LEARNED: usize = 200;
+/// Most relays learned from one answer of `/sync/servers`.
+pub const MAX_LEARNED_AT_ONCE: usize = 100;
+/// Probes in flight at once.
+const PROBES_AT_ONCE: usize = 32;
 
 /// What the client knows of a relay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RelayInfo {
     /// Load from its `/status` (0–1), if it answered.
     pub load: Option<f64>,
@@ -26,6 +42,55 @@ pub struct RelayInfo {
     pub reachable: bool,
     /// When it was last probed (ms).
     pub probed_at: u64,
+    /// Probes it failed in a row (0 once it answers).
+    pub failures: u32,
+    /// When it stopped answering (ms; 0 while it answers).
+    pub down_since: u64,
+}
+
+impl RelayInfo {
+    /// Whether the relay should be probed at `now` when answers are trusted for
+    /// `max_age_ms`: never probed, answered longer ago than that, or failed and waited out
+    /// its back-off (doubling with each failure in a row, up to [`MAX_RETRY_WAIT_MS`]).
+    pub fn probe_due(&self, now: u64, max_age_ms: u64) -> bool {
+        if self.probed_at == 0 {
+            return true;
+        }
+        let wait = if self.reachable {
+            max_age_ms
+        } else {
+            let doublings = self.failures.saturating_sub(1).min(20);
+            max_age_ms
+                .saturating_mul(1 << doublings)
+                .min(MAX_RETRY_WAIT_MS.max(max_age_ms))
+        };
+        now.saturating_sub(self.probed_at) >= wait
+    }
+
+    /// What we know after probing at `now` and getting `answer`.
+    fn after_probe(&self, now: u64, answer: Option<&Option<Status>>) -> RelayInfo {
+        match answer {
+            Some(status) => RelayInfo {
+                load: status.as_ref().map(|s| s.load),
+                cursor: speaks_cursor(status),
+                reachable: true,
+                probed_at: now,
+                failures: 0,
+                down_since: 0,
+            },
+            None => RelayInfo {
+                reachable: false,
+                probed_at: now,
+                failures: self.failures.saturating_add(1),
+                down_since: if self.down_since == 0 {
+                    now
+                } else {
+                    self.down_since
+                },
+                ..self.clone()
+            },
+        }
+    }
 }
 
 /// Why no relay could be chosen.
@@ -49,13 +114,6 @@ impl ServersError {
     }
 }
 
-/// The relays, their roles, and their probing.
-pub struct Servers<'a> {
-    db: &'a ClientDb,
-    transport: &'a Transport,
-    configured: Vec<ServerEntry>,
-}
-
 fn tx_key(fp: &Fingerprint) -> String {
     format!("tx:{fp}")
 }
@@ -64,13 +122,29 @@ fn rx_key(fp: &Fingerprint) -> String {
     format!("rx:{fp}")
 }
 
+/// The relays, their roles, and their probing.
+pub struct Servers<'a> {
+    db: &'a ClientDb,
+    transport: &'a Transport,
+    configured: Vec<ServerEntry>,
+    learn_private: bool,
+}
+
 impl<'a> Servers<'a> {
-    /// Relays from the configuration plus those in `db`.
-    pub fn new(db: &'a ClientDb, transport: &'a Transport, configured: Vec<ServerEntry>) -> Self {
+    /// Relays from the configuration plus those in `db`; `learn_private`: whether relays on
+    /// loopback, private and link-local addresses may be learned from others
+    /// (`[client] allow_private_servers`).
+    pub fn new(
+        db: &'a ClientDb,
+        transport: &'a Transport,
+        configured: Vec<ServerEntry>,
+        learn_private: bool,
+    ) -> Self {
         Self {
             db,
             transport,
             configured,
+            learn_private,
         }
     }
 
@@ -93,15 +167,22 @@ impl<'a> Servers<'a> {
         Ok(out)
     }
 
-    /// Probes relays not probed within [`PROBE_MAX_AGE_MS`] and learns new ones from the
-    /// first that answers (`/sync/servers`, public addresses only unless configured).
+    /// Probes the relays that are due (see [`RelayInfo::probe_due`], with answers trusted
+    /// for [`PROBE_MAX_AGE_MS`]) and learns new ones from one that answers.
     pub fn refresh(&self, now: u64) -> Result<(), ServersError> {
         self.refresh_older_than(now, PROBE_MAX_AGE_MS)
     }
 
-    /// [`Self::refresh`] for relays not probed within `max_age_ms` (0: every relay, now).
-    /// When no relay answered last time, every relay is probed again whatever its age: there
-    /// is nothing to lose by asking, and a relay that is back is used at once.
+    /// [`Self::refresh`] with answers trusted for `max_age_ms` (0: every relay, now).
+    /// When no relay answered last time, every relay is probed again whatever its age or
+    /// back-off: there is nothing to lose by asking, and a relay that is back is used at once.
+    ///
+    /// Probes run side by side, each waiting
+    /// [`PROBE_TIMEOUT`](super::transport::PROBE_TIMEOUT) at most, so relays that hang
+    /// hold a command up for about that long, not for one request timeout each. The least
+    /// loaded relay that answered is asked for the relays it knows (`/sync/servers`); public
+    /// ones are remembered (all, with `learn_private`), up to [`MAX_LEARNED`]. Learned relays
+    /// that have not answered for [`FORGET_AFTER_MS`] are forgotten.
     pub fn refresh_older_than(&self, now: u64, max_age_ms: u64) -> Result<(), ServersError> {
         let known = self.known()?;
         if known.is_empty() {
@@ -112,41 +193,108 @@ impl<'a> Servers<'a> {
         } else {
             0
         };
-        let mut learned_from_one = false;
-        for (entry, info) in &known {
-            if now.saturating_sub(info.probed_at) < max_age_ms && info.probed_at != 0 {
-                continue;
-            }
-            let info = match self.transport.status(entry) {
-                Ok(status) => RelayInfo {
-                    load: status.as_ref().map(|s| s.load),
-                    cursor: speaks_cursor(&status),
-                    reachable: true,
-                    probed_at: now,
-                },
-                Err(_) => RelayInfo {
-                    reachable: false,
-                    probed_at: now,
-                    ..info.clone()
-                },
-            };
-            self.db.put_server(
-                &entry.authority(),
-                &serde_json::to_vec(&info).expect("info serializes"),
-            )?;
-            if info.reachable && !learned_from_one {
-                learned_from_one = true;
-                let list: Vec<ServerEntry> = known.iter().map(|(e, _)| e.clone()).collect();
-                if let Ok(new) = self.transport.sync_servers(entry, &list) {
-                    for server in new.into_iter().filter(ServerEntry::is_public).take(100) {
-                        if !list.contains(&server) {
-                            self.db.put_server(&server.authority(), b"{}")?;
-                        }
-                    }
+        let due: Vec<&(ServerEntry, RelayInfo)> = known
+            .iter()
+            .filter(|(_, info)| info.probe_due(now, max_age_ms))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<&ServerEntry> = due.iter().map(|(e, _)| e).collect();
+        let answers = self.probe_all(&entries);
+        let mut put = Vec::new();
+        let mut forget = Vec::new();
+        let mut learn_from: Option<(&ServerEntry, f64)> = None;
+        for ((entry, old), answer) in due.iter().zip(&answers) {
+            let info = old.after_probe(now, answer.as_ref());
+            if info.reachable {
+                let load = info.load.unwrap_or(0.5);
+                if learn_from.is_none_or(|(_, best)| load < best) {
+                    learn_from = Some((entry, load));
                 }
             }
+            let learned = !self.configured.contains(entry);
+            if learned && info.down_since != 0 && now - info.down_since >= FORGET_AFTER_MS {
+                forget.push(entry.authority());
+            } else {
+                put.push((
+                    entry.authority(),
+                    serde_json::to_vec(&info).expect("info serializes"),
+                ));
+            }
         }
+        // Relays learned now are probed at once, so that they can be used at once.
+        if let Some((relay, _)) = learn_from {
+            let learned = self.learn(relay, &known, forget.len());
+            let entries: Vec<&ServerEntry> = learned.iter().collect();
+            for (entry, answer) in learned.iter().zip(self.probe_all(&entries)) {
+                let info = RelayInfo::default().after_probe(now, answer.as_ref());
+                put.push((
+                    entry.authority(),
+                    serde_json::to_vec(&info).expect("info serializes"),
+                ));
+            }
+        }
+        self.db.update_servers(&put, &forget)?;
         Ok(())
+    }
+
+    /// Probes `entries` side by side, at most [`PROBES_AT_ONCE`] at a time: each relay's
+    /// `/status` (`Some`) or `None` when it does not answer.
+    fn probe_all(&self, entries: &[&ServerEntry]) -> Vec<Option<Option<Status>>> {
+        let next = AtomicUsize::new(0);
+        let answers: Vec<Mutex<Option<Option<Status>>>> =
+            entries.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..entries.len().min(PROBES_AT_ONCE) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(entry) = entries.get(i) else { break };
+                        let answer = self.transport.status(entry).ok();
+                        *answers[i].lock().unwrap_or_else(|p| p.into_inner()) = answer;
+                    }
+                });
+            }
+        });
+        answers
+            .into_iter()
+            .map(|a| a.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
+    /// The relays `relay` knows that we do not, to remember (none when it does not answer):
+    /// public ones unless private ones may be learned, at most [`MAX_LEARNED_AT_ONCE`], and
+    /// no more than [`MAX_LEARNED`] learned relays in all once `forgotten` are gone.
+    fn learn(
+        &self,
+        relay: &ServerEntry,
+        known: &[(ServerEntry, RelayInfo)],
+        forgotten: usize,
+    ) -> Vec<ServerEntry> {
+        let list: Vec<ServerEntry> = known.iter().map(|(e, _)| e.clone()).collect();
+        let Ok(offered) = self.transport.sync_servers(relay, &list) else {
+            return Vec::new();
+        };
+        let mut seen: HashSet<ServerEntry> = list.into_iter().collect();
+        let learned_now = known
+            .iter()
+            .filter(|(e, _)| !self.configured.contains(e))
+            .count()
+            .saturating_sub(forgotten);
+        let room = MAX_LEARNED
+            .saturating_sub(learned_now)
+            .min(MAX_LEARNED_AT_ONCE);
+        let mut new: Vec<ServerEntry> = Vec::new();
+        for server in offered {
+            if new.len() == room {
+                break;
+            }
+            if (self.learn_private || server.is_public()) && seen.insert(server.clone()) {
+                new.push(server);
+            }
+        }
+        new
     }
 
     fn reachable(&self) -> Result<Vec<(ServerEntry, RelayInfo)>, ServersError> {
@@ -179,54 +327,40 @@ impl<'a> Servers<'a> {
 
     /// The relay that reads the inbox of our key `own`.
     pub fn rx_for(&self, own: &Fingerprint) -> Result<ServerEntry, ServersError> {
-        self.assign(&rx_key(own), &["rx:", "tx:"])
+        self.assign(&rx_key(own))
     }
 
     /// The relay that carries packets to `recipient`.
     pub fn tx_for(&self, recipient: &Fingerprint) -> Result<ServerEntry, ServersError> {
-        self.assign(&tx_key(recipient), &["rx:", "tx:"])
+        self.assign(&tx_key(recipient))
     }
 
-    /// The sticky assignment under `key`, or a new one: the least loaded reachable relay,
-    /// avoiding relays that read our inboxes (for TX) or carry anything (as far as possible).
-    fn assign(&self, key: &str, avoid: &[&str]) -> Result<ServerEntry, ServersError> {
-        let up = self.reachable()?;
+    /// The assignment under `key` (`rx:…` or `tx:…`): the relay it had while that relay
+    /// answers, else the least loaded reachable relay, preferring one with no role yet so
+    /// that each key has its own. A TX relay never reads one of our inboxes when another
+    /// relay answers: an assignment made when only one relay was known moves once more are.
+    fn assign(&self, key: &str) -> Result<ServerEntry, ServersError> {
+        let mut candidates: Vec<ServerEntry> =
+            self.reachable()?.into_iter().map(|(e, _)| e).collect();
+        let rx_relays = self.assigned("rx:")?;
+        if key.starts_with("tx:") && candidates.iter().any(|e| !rx_relays.contains(e)) {
+            candidates.retain(|e| !rx_relays.contains(e));
+        }
         if let Some(current) = self
             .db
             .setting(key)?
             .and_then(|v| v.parse::<ServerEntry>().ok())
-            && up.iter().any(|(e, _)| *e == current)
+            && candidates.contains(&current)
         {
             return Ok(current);
         }
-        let is_tx = key.starts_with("tx:");
-        let rx_relays = self.assigned("rx:")?;
-        let mut candidates: Vec<ServerEntry> = up.iter().map(|(e, _)| e.clone()).collect();
-        // Never TX through a relay that reads one of our inboxes, when there is another.
-        if is_tx {
-            let without_rx: Vec<_> = candidates
-                .iter()
-                .filter(|e| !rx_relays.contains(e))
-                .cloned()
-                .collect();
-            if !without_rx.is_empty() {
-                candidates = without_rx;
-            }
-        }
-        // Prefer relays with no role yet, so that each key has its own.
-        let mut busy = HashSet::new();
-        for prefix in avoid {
-            busy.extend(self.assigned(prefix)?);
-        }
-        let fresh: Vec<_> = candidates
+        let mut busy = rx_relays;
+        busy.extend(self.assigned("tx:")?);
+        let chosen = candidates
             .iter()
-            .filter(|e| !busy.contains(e))
+            .find(|e| !busy.contains(e))
+            .or(candidates.first())
             .cloned()
-            .collect();
-        let chosen = fresh
-            .into_iter()
-            .next()
-            .or_else(|| candidates.into_iter().next())
             .ok_or(ServersError::NoneReachable)?;
         self.db.set_setting(key, &chosen.authority())?;
         Ok(chosen)
@@ -253,5 +387,126 @@ impl<'a> Servers<'a> {
             .known()?
             .into_iter()
             .any(|(e, i)| e == *relay && i.cursor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MINUTE: u64 = 60_000;
+
+    fn down(failures: u32, probed_at: u64) -> RelayInfo {
+        RelayInfo {
+            probed_at,
+            failures,
+            down_since: probed_at,
+            ..RelayInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_relay_that_keeps_failing_is_probed_less_and_less_often() {
+        let t = 1_000 * MINUTE;
+        assert!(RelayInfo::default().probe_due(t, PROBE_MAX_AGE_MS));
+        let up = RelayInfo {
+            reachable: true,
+            probed_at: t,
+            ..RelayInfo::default()
+        };
+        assert!(!up.probe_due(t + MINUTE - 1, PROBE_MAX_AGE_MS));
+        assert!(up.probe_due(t + MINUTE, PROBE_MAX_AGE_MS));
+        for (failures, wait) in [
+            (1, MINUTE),
+            (2, 2 * MINUTE),
+            (3, 4 * MINUTE),
+            (9, 256 * MINUTE),
+        ] {
+            let info = down(failures, t);
+            assert!(
+                !info.probe_due(t + wait - 1, PROBE_MAX_AGE_MS),
+                "{failures}"
+            );
+            assert!(info.probe_due(t + wait, PROBE_MAX_AGE_MS), "{failures}");
+        }
+        // The wait stops growing at MAX_RETRY_WAIT_MS, however long the run of failures.
+        for failures in [10, 40, u32::MAX] {
+            let info = down(failures, t);
+            assert!(!info.probe_due(t + MAX_RETRY_WAIT_MS - 1, PROBE_MAX_AGE_MS));
+            assert!(info.probe_due(t + MAX_RETRY_WAIT_MS, PROBE_MAX_AGE_MS));
+        }
+        // Asked to probe everything now (`jasper servers`), every relay is due.
+        assert!(down(u32::MAX, t).probe_due(t, 0));
+        assert!(up.probe_due(t, 0));
+    }
+
+    #[test]
+    fn a_run_of_failures_counts_from_the_first_and_ends_with_an_answer() {
+        let first = RelayInfo::default().after_probe(5, None);
+        assert_eq!(
+            (first.failures, first.down_since, first.reachable),
+            (1, 5, false)
+        );
+        let second = first.after_probe(9, None);
+        assert_eq!(
+            (second.failures, second.down_since, second.probed_at),
+            (2, 5, 9)
+        );
+        let back = second.after_probe(12, Some(&None));
+        assert_eq!(
+            (back.failures, back.down_since, back.reachable),
+            (0, 0, true)
+        );
+    }
+
+    /// A loopback address where nothing listens (connections are refused at once).
+    fn closed_port() -> ServerEntry {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        addr.to_string().parse().unwrap()
+    }
+
+    #[test]
+    fn learned_relays_down_for_a_week_are_forgotten_and_configured_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        let transport = Transport::new(Duration::from_secs(5));
+        let (configured, week_old, day_old) = (closed_port(), closed_port(), closed_port());
+        let now = 100 * FORGET_AFTER_MS;
+        let info = |down_since: u64| {
+            let info = RelayInfo {
+                probed_at: now - MAX_RETRY_WAIT_MS,
+                failures: 50,
+                down_since,
+                ..RelayInfo::default()
+            };
+            serde_json::to_vec(&info).unwrap()
+        };
+        db.update_servers(
+            &[
+                (configured.authority(), info(now - 2 * FORGET_AFTER_MS)),
+                (week_old.authority(), info(now - FORGET_AFTER_MS)),
+                (day_old.authority(), info(now - FORGET_AFTER_MS / 7)),
+            ],
+            &[],
+        )
+        .unwrap();
+        let servers = Servers::new(&db, &transport, vec![configured.clone()], true);
+        servers.refresh(now).unwrap();
+        let known: Vec<ServerEntry> = servers
+            .known()
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
+        let mut want = vec![configured.clone(), day_old.clone()];
+        want.sort();
+        assert_eq!(known, want);
+        // Probed again, each failure counted.
+        for (_, info) in servers.known().unwrap() {
+            assert_eq!((info.failures, info.probed_at), (51, now));
+        }
     }
 }

@@ -84,27 +84,51 @@ pub struct InboxPage {
     pub more: bool,
 }
 
+/// Longest wait for a relay's `/status`. A probe asks only whether a relay is there and how
+/// busy it is; a relay that has not answered by then is taken as down for now, so that one
+/// relay that hangs cannot hold up a command for the whole request timeout.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A blocking HTTP client for relays.
 #[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
+    /// The same, with [`PROBE_TIMEOUT`] (when shorter), for `/status`.
+    probe: ureq::Agent,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 impl Transport {
-    /// A client whose requests time out after `timeout`.
+    /// A client whose requests time out after `timeout` (probes after [`PROBE_TIMEOUT`] at
+    /// most).
     pub fn new(timeout: Duration) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .max_redirects(0)
-            .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        Self { agent }
+        Self {
+            agent: agent(timeout),
+            probe: agent(timeout.min(PROBE_TIMEOUT)),
+        }
     }
 
     fn call(
         &self,
+        relay: &ServerEntry,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, TransportError> {
+        self.call_with(&self.agent, relay, path, body)
+    }
+
+    fn call_with(
+        &self,
+        agent: &ureq::Agent,
         relay: &ServerEntry,
         path: &str,
         body: Option<&Value>,
@@ -115,13 +139,12 @@ impl Transport {
             reason: e.to_string(),
         };
         let mut response = match body {
-            Some(b) => self
-                .agent
+            Some(b) => agent
                 .post(&url)
                 .header("content-type", "application/json")
                 .send(b.to_string().as_bytes())
                 .map_err(unreachable)?,
-            None => self.agent.get(&url).call().map_err(unreachable)?,
+            None => agent.get(&url).call().map_err(unreachable)?,
         };
         let status = response.status().as_u16();
         let text = response
@@ -187,9 +210,10 @@ impl Transport {
         })
     }
 
-    /// `GET /status`; `None` for a relay that speaks only JASPER.md.
+    /// `GET /status`, waiting [`PROBE_TIMEOUT`] at most; `None` for a relay that speaks only
+    /// JASPER.md.
     pub fn status(&self, relay: &ServerEntry) -> Result<Option<Status>, TransportError> {
-        match self.call(relay, "/status", None) {
+        match self.call_with(&self.probe, relay, "/status", None) {
             Ok(v) => Ok(serde_json::from_value(v).ok()),
             Err(TransportError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),

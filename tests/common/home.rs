@@ -107,6 +107,14 @@ impl Home {
         self.dir.path()
     }
 
+    /// Replaces `from` with `to` in the configuration file (which must hold `from`).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.dir.path().join("xdg-config/jasper/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} is not in {text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = run_jasper(args, self.path());
         assert_eq!(code, 0, "jasper {args:?} failed: {err}");
