@@ -900,7 +900,7 @@ fn a_group_everyone_else_left_takes_no_messages_and_can_be_left() {
 }
 
 #[test]
-fn a_group_never_takes_a_contacts_name() {
+fn a_group_and_a_contact_never_share_a_name() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];
     let (alice, bob) = alice_and_bob(&relays);
@@ -914,6 +914,18 @@ fn a_group_never_takes_a_contacts_name() {
     assert!(groups_of(&bob).contains_key("pals (2)"));
     let id = bob.send("pals (2)", "to the group");
     alice.receive_until(|l| has(l, "id", &id) && l.iter().any(|x| x["group"] == "pals"));
+    // Nor does a contact, added or renamed later, take a group's name (it would hide it).
+    for args in [
+        &["contacts", "add", "pals", &common::key_b64("carol-4096")][..],
+        &["contacts", "rename", "bob", "pals"],
+    ] {
+        let (code, _, err) = run_jasper(args, alice.path());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("a group is named \"pals\""), "{err}");
+    }
+    assert!(alice.ok(&["contacts", "list"]).contains("bob"));
+    let id = alice.send("pals", "still the group");
+    bob.receive_until(|l| has(l, "id", &id) && l.iter().any(|x| x["group"] == "pals (2)"));
 }
 
 #[test]

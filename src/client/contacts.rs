@@ -39,6 +39,9 @@ pub enum ContactError {
     /// The name is taken.
     #[error("a contact named {0:?} exists already")]
     Exists(String),
+    /// A group has the name (commands would take the contact and hide the group).
+    #[error("a group is named {0:?}; choose another name for the contact")]
+    GroupName(String),
     /// No such contact.
     #[error("no contact named {0:?}; see `jasper contacts list`")]
     Unknown(String),
@@ -133,9 +136,7 @@ impl<'a> Contacts<'a> {
     ) -> Result<Contact, ContactError> {
         check_name(name)?;
         let key = read_key(key)?;
-        if self.db.contact(name)?.is_some() {
-            return Err(ContactError::Exists(name.to_owned()));
-        }
+        self.check_free(name)?;
         if let Some(existing) = self.by_key(&key)? {
             return Err(ContactError::SameKey(existing.name));
         }
@@ -165,13 +166,23 @@ impl<'a> Contacts<'a> {
         Ok(contact)
     }
 
+    /// Refuses `name` when a contact or a group has it: `send`, `history` and `chat` take a
+    /// contact's name first, so a contact named like a group would hide the group.
+    fn check_free(&self, name: &str) -> Result<(), ContactError> {
+        if self.db.contact(name)?.is_some() {
+            return Err(ContactError::Exists(name.to_owned()));
+        }
+        if super::groups::Groups::new(self.db).get(name)?.is_some() {
+            return Err(ContactError::GroupName(name.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Renames a contact.
     pub fn rename(&self, from: &str, to: &str) -> Result<Contact, ContactError> {
         check_name(to)?;
         let mut contact = self.get(from)?;
-        if self.db.contact(to)?.is_some() {
-            return Err(ContactError::Exists(to.to_owned()));
-        }
+        self.check_free(to)?;
         contact.name = to.to_owned();
         self.db.rename_contact(from, to)?;
         self.save(&contact)?;
