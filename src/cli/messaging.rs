@@ -55,7 +55,7 @@ impl Session {
         let db = ClientDb::open(&config.client.data_dir)?;
         Ok(Session {
             db,
-            transport: Transport::new(config.client.request_timeout),
+            transport: transport(config),
             identity,
             receive_keys,
             configured: config.client.peer_entries(),
@@ -516,10 +516,19 @@ fn member_keys(m: &Messenger<'_>, names: &[String]) -> anyhow::Result<Vec<String
     Ok(keys)
 }
 
+/// The client's HTTP to relays, as configured.
+fn transport(config: &Config) -> Transport {
+    Transport::new(
+        config.client.request_timeout,
+        config.client.peer_entries(),
+        config.client.allow_private_servers,
+    )
+}
+
 /// `jasper servers`.
 pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
     let db = ClientDb::open(&config.client.data_dir)?;
-    let transport = Transport::new(config.client.request_timeout);
+    let transport = transport(config);
     let servers = Servers::new(
         &db,
         &transport,

@@ -472,7 +472,7 @@ mod tests {
     fn learned_relays_down_for_a_week_are_forgotten_and_configured_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let db = ClientDb::open(dir.path()).unwrap();
-        let transport = Transport::new(Duration::from_secs(5));
+        let transport = Transport::new(Duration::from_secs(5), Vec::new(), true);
         let (configured, week_old, day_old) = (closed_port(), closed_port(), closed_port());
         let now = 100 * FORGET_AFTER_MS;
         let info = |down_since: u64| {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::proto::server::{AddressError, Host};
 use crate::proto::status::CAP_FETCH_CURSOR;
 use crate::proto::{ServerEntry, Status};
 
@@ -95,6 +96,10 @@ pub struct Transport {
     agent: ureq::Agent,
     /// The same, with [`PROBE_TIMEOUT`] (when shorter), for `/status`.
     probe: ureq::Agent,
+    /// Relays used wherever they are (the configured ones).
+    trusted: Vec<ServerEntry>,
+    /// Whether learned relays may be on loopback, private and link-local addresses.
+    allow_private: bool,
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -109,12 +114,45 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 impl Transport {
     /// A client whose requests time out after `timeout` (probes after [`PROBE_TIMEOUT`] at
-    /// most).
-    pub fn new(timeout: Duration) -> Self {
+    /// most). It reaches the `trusted` relays (the configured ones) wherever they are, and
+    /// others only at public addresses unless `allow_private` (`[client]
+    /// allow_private_servers`): a relay learned from others, even by a name, cannot point the
+    /// client at its own network.
+    pub fn new(timeout: Duration, trusted: Vec<ServerEntry>, allow_private: bool) -> Self {
         Self {
             agent: agent(timeout),
             probe: agent(timeout.min(PROBE_TIMEOUT)),
+            trusted,
+            allow_private,
         }
+    }
+
+    /// The URL of `path` on `relay`, and the `Host` header to send when the URL names the
+    /// address a learned relay's name resolved to.
+    fn url(
+        &self,
+        relay: &ServerEntry,
+        path: &str,
+    ) -> Result<(String, Option<String>), TransportError> {
+        if self.allow_private || self.trusted.contains(relay) {
+            return Ok((format!("http://{}{path}", relay.authority()), None));
+        }
+        let addr = relay
+            .resolve(false)
+            .map_err(|e| TransportError::Unreachable {
+                relay: relay.to_string(),
+                reason: match e {
+                    AddressError::NotPublic(_) => {
+                        format!("{e}; set [client] allow_private_servers to use it")
+                    }
+                    AddressError::Unresolvable { .. } => e.to_string(),
+                },
+            })?;
+        let host = match &relay.host {
+            Host::Domain(_) => Some(relay.authority()),
+            Host::Ip(_) => None,
+        };
+        Ok((format!("http://{addr}{path}"), host))
     }
 
     fn call(
@@ -133,18 +171,28 @@ impl Transport {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, TransportError> {
-        let url = format!("http://{}{path}", relay.authority());
+        let (url, host) = self.url(relay, path)?;
         let unreachable = |e: ureq::Error| TransportError::Unreachable {
             relay: relay.to_string(),
             reason: e.to_string(),
         };
         let mut response = match body {
-            Some(b) => agent
-                .post(&url)
-                .header("content-type", "application/json")
-                .send(b.to_string().as_bytes())
-                .map_err(unreachable)?,
-            None => agent.get(&url).call().map_err(unreachable)?,
+            Some(b) => {
+                let mut request = agent.post(&url).header("content-type", "application/json");
+                if let Some(host) = &host {
+                    request = request.header("host", host);
+                }
+                request
+                    .send(b.to_string().as_bytes())
+                    .map_err(unreachable)?
+            }
+            None => {
+                let mut request = agent.get(&url);
+                if let Some(host) = &host {
+                    request = request.header("host", host);
+                }
+                request.call().map_err(unreachable)?
+            }
         };
         let status = response.status().as_u16();
         let text = response
@@ -244,4 +292,35 @@ pub fn speaks_cursor(status: &Option<Status>) -> bool {
     status
         .as_ref()
         .is_some_and(|s| s.capabilities.iter().any(|c| c == CAP_FETCH_CURSOR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_learned_relay_named_into_our_own_network_is_never_contacted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let named: ServerEntry = format!("localhost:{port}").parse().unwrap();
+        let strict = Transport::new(Duration::from_secs(1), Vec::new(), false);
+        match strict.status(&named) {
+            Err(TransportError::Unreachable { reason, .. }) => {
+                assert!(reason.contains("no public address"), "{reason}");
+                assert!(reason.contains("allow_private_servers"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(listener.accept().is_err(), "the strict client connected");
+        // Configured, or with private relays allowed, it is contacted (and says nothing).
+        for transport in [
+            Transport::new(Duration::from_secs(1), vec![named.clone()], false),
+            Transport::new(Duration::from_secs(1), Vec::new(), true),
+        ] {
+            assert!(transport.status(&named).is_err());
+            assert!(listener.accept().is_ok(), "no connection");
+        }
+    }
 }

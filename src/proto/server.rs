@@ -1,7 +1,7 @@
 //! Server entries of `/sync/servers`: `{"ip": IPv4|IPv6|DOMAIN, "port": "8080"}` (PROTOCOL.md §4).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 use serde_json::Value;
@@ -50,7 +50,44 @@ pub enum ServerEntryError {
     BadPort,
 }
 
+/// Why a server's address may not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// The name did not resolve.
+    #[error("cannot resolve {name}: {reason}")]
+    Unresolvable {
+        /// The name.
+        name: String,
+        /// The resolver's words.
+        reason: String,
+    },
+    /// Every address it has is on loopback, a private or link-local range, or the like.
+    #[error("{0} has no public address")]
+    NotPublic(String),
+}
+
 impl ServerEntry {
+    /// One address to connect to. Unless `allow_private`, only a public one (see
+    /// [`is_public_ip`]) is taken, checked when connecting (not when learned): a name that
+    /// resolves only to loopback, private or link-local addresses is refused, so that a server
+    /// learned from others cannot point us into our own network.
+    pub fn resolve(&self, allow_private: bool) -> Result<SocketAddr, AddressError> {
+        let candidates: Vec<SocketAddr> = match &self.host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, self.port)],
+            Host::Domain(name) => (name.as_str(), self.port)
+                .to_socket_addrs()
+                .map_err(|e| AddressError::Unresolvable {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect(),
+        };
+        candidates
+            .into_iter()
+            .find(|a| allow_private || is_public_ip(&a.ip()))
+            .ok_or_else(|| AddressError::NotPublic(self.to_string()))
+    }
+
     /// Parses one entry of a `/sync/servers` list; `port` may be a string or a number.
     pub fn from_json(value: &Value) -> Result<Self, ServerEntryError> {
         let obj = value.as_object().ok_or(ServerEntryError::Shape)?;
@@ -261,6 +298,32 @@ mod tests {
             let e: ServerEntry = public.parse().unwrap();
             assert!(e.is_public(), "{public}");
         }
+    }
+
+    #[test]
+    fn only_public_addresses_resolve_unless_private_ones_are_allowed() {
+        for private in [
+            "127.0.0.1:8080",
+            "10.0.0.1:80",
+            "[::1]:80",
+            "169.254.0.1:80",
+        ] {
+            let entry: ServerEntry = private.parse().unwrap();
+            assert_eq!(
+                entry.resolve(false),
+                Err(AddressError::NotPublic(entry.to_string()))
+            );
+            assert_eq!(entry.resolve(true).unwrap().to_string(), private);
+        }
+        let public: ServerEntry = "8.8.8.8:53".parse().unwrap();
+        assert_eq!(public.resolve(false).unwrap().to_string(), "8.8.8.8:53");
+        // A name is judged by what it resolves to: `localhost` is loopback.
+        let named: ServerEntry = "localhost:8080".parse().unwrap();
+        assert!(matches!(
+            named.resolve(false),
+            Err(AddressError::NotPublic(_))
+        ));
+        assert!(named.resolve(true).unwrap().ip().is_loopback());
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! the configuration does not allow (loopback, private and link-local ranges are refused for
 //! peers learned from others unless `allow_private_peers`).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::proto::ServerEntry;
-use crate::proto::server::{Host, is_public_ip};
+use crate::proto::server::{AddressError, Host};
 use crate::relay::api::CALLER_HEADER;
 
 /// Time allowed to connect to a peer.
@@ -80,22 +80,13 @@ impl PeerClient {
 
     /// Resolves `peer` to one address this relay may contact.
     pub fn resolve(&self, peer: &ServerEntry) -> Result<SocketAddr, PeerError> {
-        let candidates: Vec<SocketAddr> = match &peer.host {
-            Host::Ip(ip) => vec![SocketAddr::new(*ip, peer.port)],
-            Host::Domain(name) => (name.as_str(), peer.port)
-                .to_socket_addrs()
-                .map_err(|e| PeerError::Address(format!("cannot resolve {name}: {e}")))?
-                .collect(),
-        };
         let trusted = self.allow_private || self.configured.contains(peer);
-        candidates
-            .into_iter()
-            .find(|a| trusted || is_public_ip(&a.ip()))
-            .ok_or_else(|| {
-                PeerError::Address(format!(
-                    "{peer} has no public address; set allow_private_peers to contact it"
-                ))
-            })
+        peer.resolve(trusted).map_err(|e| match e {
+            AddressError::NotPublic(_) => {
+                PeerError::Address(format!("{e}; set allow_private_peers to contact it"))
+            }
+            AddressError::Unresolvable { .. } => PeerError::Address(e.to_string()),
+        })
     }
 
     /// POSTs JSON to `path` on `peer` and returns the body of a 200 answer, read up to `limit`
@@ -156,9 +147,11 @@ impl PeerClient {
         limit: u64,
     ) -> Result<Option<Vec<u8>>, PeerError> {
         let addr = self.resolve(peer)?;
-        let mut response = self
-            .agent
-            .get(&format!("http://{addr}{path}"))
+        let mut request = self.agent.get(&format!("http://{addr}{path}"));
+        if let Host::Domain(name) = &peer.host {
+            request = request.header("host", format!("{name}:{}", peer.port));
+        }
+        let mut response = request
             .call()
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
         match response.status().as_u16() {
@@ -191,28 +184,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn private_addresses_are_refused_unless_allowed() {
+    fn learned_peers_must_be_public_unless_private_ones_are_allowed() {
         let strict = PeerClient::new(false, vec!["10.9.9.9:1".parse().unwrap()]);
         let lax = PeerClient::new(true, vec![]);
         // A peer the operator configured is contacted wherever it is.
         assert!(strict.resolve(&"10.9.9.9:1".parse().unwrap()).is_ok());
-        for private in [
-            "127.0.0.1:8080",
-            "10.0.0.1:80",
-            "[::1]:80",
-            "169.254.0.1:80",
-        ] {
+        for private in ["10.0.0.1:80", "localhost:8080"] {
             let peer: ServerEntry = private.parse().unwrap();
-            assert!(strict.resolve(&peer).is_err(), "{private}");
+            let err = strict.resolve(&peer).unwrap_err().to_string();
+            assert!(err.contains("set allow_private_peers"), "{err}");
             assert!(lax.resolve(&peer).is_ok(), "{private}");
         }
-        let public: ServerEntry = "8.8.8.8:53".parse().unwrap();
-        assert_eq!(
-            strict.resolve(&public).unwrap(),
-            "8.8.8.8:53".parse::<std::net::SocketAddr>().unwrap()
-        );
-        // `localhost` resolves to loopback, which is refused.
-        let named: ServerEntry = "localhost:8080".parse().unwrap();
-        assert!(strict.resolve(&named).is_err());
     }
 }
