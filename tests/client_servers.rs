@@ -227,3 +227,70 @@ fn a_relay_that_comes_back_is_used_at_once() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&id), "{out}");
 }
+
+#[test]
+fn a_blocked_relay_is_forgotten_never_learned_again_and_its_keys_move() {
+    let (r1, r2) = mesh();
+    let (r1_name, r2_name) = (r1.addr.to_string(), r2.addr.to_string());
+    let (alice, bob) = alice_and_bob(&[r1.addr]);
+    alice.edit_config(
+        "request_timeout",
+        "allow_private_servers = true\nrequest_timeout",
+    );
+    alice.send("bob", "hello");
+    alice.ok(&["receive"]);
+    let roles = [
+        relay_with_role(&alice, "tx bob"),
+        relay_with_role(&alice, "rx you"),
+    ];
+    assert!(roles.contains(&r2_name), "r2 carries nothing: {roles:?}");
+
+    let out = alice.ok(&["servers", "block", &r2_name]);
+    assert!(
+        out.contains("it will not be used or learned again"),
+        "{out}"
+    );
+    let listed = servers(&alice);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["server"], r1_name.as_str());
+    assert_eq!(listed[1]["server"], r2_name.as_str());
+    assert_eq!(listed[1]["blocked"], true);
+    assert!(listed[1].get("roles").is_none(), "{listed:?}");
+    // Its roles moved to r1, the one relay left, and messages still flow both ways.
+    let id = alice.send("bob", "through r1 now");
+    bob.receive_until(|l| l.iter().any(|m| m["id"] == id.as_str()));
+    let id = bob.send("alice", "to your inbox on r1");
+    alice.receive_until(|l| l.iter().any(|m| m["id"] == id.as_str()));
+    assert_eq!(relay_with_role(&alice, "tx bob"), r1_name);
+    assert_eq!(relay_with_role(&alice, "rx you"), r1_name);
+    // r1 names r2 every time it is asked; it is not learned again.
+    alice.ok(&["servers"]);
+    assert_eq!(
+        alice.ok(&["servers", "block", &r2_name]).trim(),
+        format!("{r2_name} was blocked already")
+    );
+    let reachable: Vec<Value> = servers(&alice)
+        .into_iter()
+        .filter(|s| s["blocked"] == false)
+        .collect();
+    assert_eq!(reachable.len(), 1, "{reachable:?}");
+
+    // A configured relay is not blocked: the configuration says to use it.
+    let (code, _, err) = run_jasper(&["servers", "block", &r1_name], alice.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is in [client] servers"), "{err}");
+    let (code, _, err) = run_jasper(&["servers", "block", "not an address"], alice.path());
+    assert_eq!(code, 2, "{err}");
+
+    // Unblocked, it is learned again from r1.
+    let out = alice.ok(&["servers", "unblock", &r2_name]);
+    assert!(out.contains("unblocked"), "{out}");
+    let listed = servers(&alice);
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|s| s["blocked"] == false && s["reachable"] == true),
+        "{listed:?}"
+    );
+}

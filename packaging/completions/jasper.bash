@@ -295,6 +295,12 @@ _jasper() {
             jasper__subcmd__help__subcmd__relay,peers)
                 cmd="jasper__subcmd__help__subcmd__relay__subcmd__peers"
                 ;;
+            jasper__subcmd__help__subcmd__servers,block)
+                cmd="jasper__subcmd__help__subcmd__servers__subcmd__block"
+                ;;
+            jasper__subcmd__help__subcmd__servers,unblock)
+                cmd="jasper__subcmd__help__subcmd__servers__subcmd__unblock"
+                ;;
             jasper__subcmd__relay,help)
                 cmd="jasper__subcmd__relay__subcmd__help"
                 ;;
@@ -306,6 +312,24 @@ _jasper() {
                 ;;
             jasper__subcmd__relay__subcmd__help,peers)
                 cmd="jasper__subcmd__relay__subcmd__help__subcmd__peers"
+                ;;
+            jasper__subcmd__servers,block)
+                cmd="jasper__subcmd__servers__subcmd__block"
+                ;;
+            jasper__subcmd__servers,help)
+                cmd="jasper__subcmd__servers__subcmd__help"
+                ;;
+            jasper__subcmd__servers,unblock)
+                cmd="jasper__subcmd__servers__subcmd__unblock"
+                ;;
+            jasper__subcmd__servers__subcmd__help,block)
+                cmd="jasper__subcmd__servers__subcmd__help__subcmd__block"
+                ;;
+            jasper__subcmd__servers__subcmd__help,help)
+                cmd="jasper__subcmd__servers__subcmd__help__subcmd__help"
+                ;;
+            jasper__subcmd__servers__subcmd__help,unblock)
+                cmd="jasper__subcmd__servers__subcmd__help__subcmd__unblock"
                 ;;
             *)
                 ;;
@@ -1552,8 +1576,36 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__servers)
-            opts=""
+            opts="block unblock"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__servers__subcmd__block)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__servers__subcmd__unblock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1848,8 +1900,100 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__servers)
-            opts="-h -V --json --config --help --version"
+            opts="-h -V --json --config --help --version block unblock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__block)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__help)
+            opts="block unblock help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__help__subcmd__block)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__help__subcmd__unblock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__servers__subcmd__unblock)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

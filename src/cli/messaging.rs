@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::identity::load_identity_keeping;
 use super::{
-    GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersArgs,
-    TargetArgs,
+    GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersAction,
+    ServersArgs, TargetArgs,
 };
 use crate::client::contacts::Contacts;
 use crate::client::conversation::Conversation;
@@ -535,6 +535,37 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
         config.client.peer_entries(),
         config.client.allow_private_servers,
     );
+    match &args.action {
+        Some(ServersAction::Block { relay }) => {
+            let fresh = servers.block(relay)?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "blocked": relay.authority(), "was_blocked": !fresh })
+                );
+            } else if fresh {
+                println!("blocked {relay}: it will not be used or learned again");
+            } else {
+                println!("{relay} was blocked already");
+            }
+            return Ok(());
+        }
+        Some(ServersAction::Unblock { relay }) => {
+            let was = servers.unblock(relay)?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "unblocked": relay.authority(), "was_blocked": was })
+                );
+            } else if was {
+                println!("unblocked {relay}: it is used again once a relay names it");
+            } else {
+                println!("{relay} was not blocked");
+            }
+            return Ok(());
+        }
+        None => {}
+    }
     // What is asked for is how the relays are doing now.
     servers.refresh_older_than(now_ms(), 0)?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
@@ -566,7 +597,7 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
                 "{}",
                 json!({
                     "server": entry.authority(), "reachable": info.reachable, "load": info.load,
-                    "fetch_cursor": info.cursor, "roles": mine,
+                    "fetch_cursor": info.cursor, "roles": mine, "blocked": false,
                 })
             );
         } else {
@@ -581,6 +612,19 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
                 entry.authority(),
                 mine.join(", ")
             );
+        }
+    }
+    for relay in servers.blocked()? {
+        if known.iter().any(|(e, _)| *e == relay) {
+            continue; // configured too, so used
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({ "server": relay.authority(), "blocked": true })
+            );
+        } else {
+            println!("{:<32} blocked", relay.authority());
         }
     }
     if !args.json {

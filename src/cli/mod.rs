@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::proto::ServerEntry;
 
 /// Returns early with a [`UsageError`]: the user asked for something that cannot be done as
 /// asked (exit status 2, [`EXIT_USER`]). Takes `format!` arguments.
@@ -87,7 +88,8 @@ pub enum Command {
     Call(CallArgs),
     /// Show your public address as the STUN service sees it (over TLS, and over UDP)
     StunCheck(StunCheckArgs),
-    /// Show the relays you know, their load and roles, and what that means for anonymity
+    /// Show the relays you know, their load and roles, and what that means for anonymity; block
+    /// one
     Servers(ServersArgs),
     /// Print the sample configuration, or check a configuration file
     Config(ConfigArgs),
@@ -210,9 +212,31 @@ pub enum GroupAction {
 /// `jasper servers`.
 #[derive(Debug, Args)]
 pub struct ServersArgs {
-    /// Print one JSON object per relay
-    #[arg(long)]
+    /// Block or unblock a relay (without one: show the relays)
+    #[command(subcommand)]
+    pub action: Option<ServersAction>,
+    /// Print JSON (one object per relay when listing)
+    #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// What `jasper servers` can change.
+#[derive(Debug, Subcommand)]
+pub enum ServersAction {
+    /// Never use or learn a relay again
+    ///
+    /// The relay is forgotten, and the keys it carried packets to or read the inbox of move to
+    /// other relays. It is for relays learned from others: a configured relay is removed from
+    /// [client] servers instead.
+    Block {
+        /// The relay, "host:port" as `jasper servers` shows it
+        relay: ServerEntry,
+    },
+    /// Let a blocked relay be learned and used again
+    Unblock {
+        /// The relay, "host:port"
+        relay: ServerEntry,
+    },
 }
 
 /// Flags every messaging command takes.
@@ -679,7 +703,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     };
     let servers = |s: &ServersError| match s {
         ServersError::NoneReachable => EXIT_NETWORK,
-        ServersError::NoneKnown => EXIT_USER,
+        ServersError::NoneKnown | ServersError::Configured(_) => EXIT_USER,
         ServersError::Db(_) => EXIT_FAILURE,
     };
     for cause in err.chain() {

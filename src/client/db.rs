@@ -149,6 +149,19 @@ impl ClientDb {
         txn.commit().map_err(engine)
     }
 
+    /// Removes a named value; false when there was none.
+    pub fn remove_setting(&self, key: &str) -> Result<bool, DbError> {
+        let txn = self.begin_write()?;
+        let removed = txn
+            .open_table(SETTINGS)
+            .map_err(engine)?
+            .remove(key)
+            .map_err(engine)?
+            .is_some();
+        txn.commit().map_err(engine)?;
+        Ok(removed)
+    }
+
     /// Every named value whose key starts with `prefix`.
     pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, DbError> {
         let txn = self.db.begin_read().map_err(engine)?;

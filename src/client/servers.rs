@@ -96,6 +96,9 @@ impl RelayInfo {
 /// Why no relay could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum ServersError {
+    /// A configured relay cannot be blocked.
+    #[error("{0} is in [client] servers: remove it there to stop using it")]
+    Configured(String),
     /// No relay is configured or known.
     #[error("no relay known: add one to [client] servers in the configuration")]
     NoneKnown,
@@ -121,6 +124,8 @@ fn tx_key(fp: &Fingerprint) -> String {
 fn rx_key(fp: &Fingerprint) -> String {
     format!("rx:{fp}")
 }
+
+const BLOCKED: &str = "blocked:";
 
 /// The relays, their roles, and their probing.
 pub struct Servers<'a> {
@@ -148,23 +153,67 @@ impl<'a> Servers<'a> {
         }
     }
 
-    /// Every known relay with what we know of it.
+    /// Every known relay with what we know of it. Blocked relays are not known, unless they
+    /// are configured too: the configuration is used as it says.
     pub fn known(&self) -> Result<Vec<(ServerEntry, RelayInfo)>, ServersError> {
+        let blocked: HashSet<ServerEntry> = self
+            .blocked()?
+            .into_iter()
+            .filter(|e| !self.configured.contains(e))
+            .collect();
         let mut out: Vec<(ServerEntry, RelayInfo)> = Vec::new();
-        let mut seen = HashSet::new();
         for (name, json) in self.db.servers()? {
-            if let Ok(entry) = name.parse::<ServerEntry>() {
-                seen.insert(entry.clone());
+            if let Ok(entry) = name.parse::<ServerEntry>()
+                && !blocked.contains(&entry)
+            {
                 out.push((entry, serde_json::from_slice(&json).unwrap_or_default()));
             }
         }
         for entry in &self.configured {
-            if seen.insert(entry.clone()) {
+            if !out.iter().any(|(e, _)| e == entry) {
                 out.push((entry.clone(), RelayInfo::default()));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Relays the user blocked.
+    pub fn blocked(&self) -> Result<Vec<ServerEntry>, ServersError> {
+        Ok(self
+            .db
+            .settings_with_prefix(BLOCKED)?
+            .into_iter()
+            .filter_map(|(k, _)| k[BLOCKED.len()..].parse().ok())
+            .collect())
+    }
+
+    /// Never uses or learns `relay` again (until [`Self::unblock`]): it is forgotten, and
+    /// keys it carried or read for move to other relays. False when it was blocked already.
+    /// A configured relay is refused: the configuration says to use it.
+    pub fn block(&self, relay: &ServerEntry) -> Result<bool, ServersError> {
+        if self.configured.contains(relay) {
+            return Err(ServersError::Configured(relay.to_string()));
+        }
+        let key = format!("{BLOCKED}{}", relay.authority());
+        let fresh = self.db.setting(&key)?.is_none();
+        self.db.set_setting(&key, "")?;
+        self.db.update_servers(&[], &[relay.authority()])?;
+        for prefix in ["rx:", "tx:"] {
+            for (role, on) in self.db.settings_with_prefix(prefix)? {
+                if on.parse::<ServerEntry>().is_ok_and(|e| e == *relay) {
+                    self.db.remove_setting(&role)?;
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Lets `relay` be learned again; false when it was not blocked.
+    pub fn unblock(&self, relay: &ServerEntry) -> Result<bool, ServersError> {
+        Ok(self
+            .db
+            .remove_setting(&format!("{BLOCKED}{}", relay.authority()))?)
     }
 
     /// Probes the relays that are due (see [`RelayInfo::probe_due`], with answers trusted
@@ -264,7 +313,7 @@ impl<'a> Servers<'a> {
     }
 
     /// The relays `relay` knows that we do not, to remember (none when it does not answer):
-    /// public ones unless private ones may be learned, at most [`MAX_LEARNED_AT_ONCE`], and
+    /// never blocked ones, public ones unless private ones may be learned, at most [`MAX_LEARNED_AT_ONCE`], and
     /// no more than [`MAX_LEARNED`] learned relays in all once `forgotten` are gone.
     fn learn(
         &self,
@@ -277,6 +326,7 @@ impl<'a> Servers<'a> {
             return Vec::new();
         };
         let mut seen: HashSet<ServerEntry> = list.into_iter().collect();
+        seen.extend(self.blocked().unwrap_or_default());
         let learned_now = known
             .iter()
             .filter(|(e, _)| !self.configured.contains(e))
