@@ -294,3 +294,97 @@ fn init_can_make_an_extra_receive_key() {
     let (_, out, _) = run_jasper(&["id", "--json"], home.path());
     assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
 }
+
+#[test]
+fn the_passphrase_can_be_set_changed_and_removed_and_a_wrong_one_changes_nothing() {
+    let home = home_with_fixture("alice");
+    let key = home.path().join("id.pem");
+    // A receive key beside it, unencrypted like the identity.
+    let receive = home.path().join("receive.pem");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/dave-4096.key.pem"),
+        &receive,
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&receive, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = home.path().join("xdg-config/jasper/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[client]",
+        &format!("receive_keys = [\"{}\"]\n[client]", receive.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let opens = |path: &Path, passphrase: Option<&str>| {
+        jasper::crypto::Identity::load(path, passphrase).is_ok()
+    };
+    let run = |args: &[&str], stdin: &str| run_jasper_with_stdin(args, home.path(), Some(stdin));
+
+    // Set: the new passphrase is the first line (the keys had none).
+    let (code, out, err) = run(&["passphrase", "--passphrase-stdin"], "first words\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("passphrase set"), "{out}");
+    for path in [&key, &receive] {
+        assert!(
+            !opens(path, None) && opens(path, Some("first words")),
+            "{path:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    // A wrong current passphrase, or an empty new one, changes nothing.
+    let before = (
+        std::fs::read(&key).unwrap(),
+        std::fs::read(&receive).unwrap(),
+    );
+    let (code, _, err) = run(&["passphrase", "--passphrase-stdin"], "wrong\nother\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let (code, _, err) = run(&["passphrase", "--passphrase-stdin"], "first words\n\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("empty passphrase"), "{err}");
+    assert_eq!(
+        before,
+        (
+            std::fs::read(&key).unwrap(),
+            std::fs::read(&receive).unwrap()
+        )
+    );
+
+    // Change: the current one, then the new one.
+    let (code, out, err) = run(
+        &["passphrase", "--passphrase-stdin", "--json"],
+        "first words\nsecond words\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let result = json_line(&out);
+    assert_eq!(result["encrypted"], true);
+    assert_eq!(result["receive_keys"][0], receive.display().to_string());
+    for path in [&key, &receive] {
+        assert!(opens(path, Some("second words")) && !opens(path, Some("first words")));
+    }
+    // The same key, under the new passphrase (this home keeps no public half beside it).
+    let (code, out, err) = run(&["id", "--json", "--passphrase-stdin"], "second words\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+
+    // Remove.
+    let (code, out, err) = run(
+        &["passphrase", "--remove", "--passphrase-stdin"],
+        "second words\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("NOT encrypted"), "{out}");
+    assert!(opens(&key, None) && opens(&receive, None));
+    let (code, out, _) = run(&["passphrase", "--remove"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to remove"), "{out}");
+    assert!(!home.path().join("id.pem.new").exists());
+}

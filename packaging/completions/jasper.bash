@@ -58,6 +58,9 @@ _jasper() {
             jasper,man)
                 cmd="jasper__subcmd__man"
                 ;;
+            jasper,passphrase)
+                cmd="jasper__subcmd__passphrase"
+                ;;
             jasper,react)
                 cmd="jasper__subcmd__react"
                 ;;
@@ -226,6 +229,9 @@ _jasper() {
             jasper__subcmd__help,man)
                 cmd="jasper__subcmd__help__subcmd__man"
                 ;;
+            jasper__subcmd__help,passphrase)
+                cmd="jasper__subcmd__help__subcmd__passphrase"
+                ;;
             jasper__subcmd__help,react)
                 cmd="jasper__subcmd__help__subcmd__react"
                 ;;
@@ -338,7 +344,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay stun serve init id contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id passphrase contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1086,7 +1092,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay stun serve init id contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
+            opts="relay stun serve init id passphrase contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1491,6 +1497,20 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__help__subcmd__passphrase)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__help__subcmd__react)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1722,6 +1742,24 @@ _jasper() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__passphrase)
+            opts="-h -V --remove --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{IdArgs, InitArgs};
+use super::{IdArgs, InitArgs, PassphraseArgs};
 use crate::config::{Config, default_config_path};
 use crate::crypto::Identity;
 use crate::proto::PublicKey;
@@ -173,21 +173,36 @@ pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<Pu
             key_path.display()
         );
     }
-    if let Ok(text) = std::fs::read_to_string(public_key_path(key_path))
+    public_half(key_path, &mut None, passphrase_stdin)
+}
+
+/// The public half of the key at `path`: from the `.pub` file beside it, else from the key
+/// itself, asking for the passphrase when it is encrypted (once: it is kept in `passphrase`
+/// for the next key, as receive keys share the identity's).
+fn public_half(
+    path: &Path,
+    passphrase: &mut Option<Zeroizing<String>>,
+    passphrase_stdin: bool,
+) -> anyhow::Result<PublicKey> {
+    if let Ok(text) = std::fs::read_to_string(public_key_path(path))
         && let Ok(key) = PublicKey::parse(&text, 2048)
     {
         return Ok(key);
     }
-    Ok(load_identity(config, passphrase_stdin)?.public().clone())
+    let key = match Identity::load(path, None) {
+        Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
+            if passphrase.is_none() {
+                *passphrase = Some(read_passphrase(passphrase_stdin, false)?);
+            }
+            Identity::load(path, passphrase.as_deref().map(String::as_str))?
+        }
+        other => other?,
+    };
+    Ok(key.public().clone())
 }
 
-/// The user's identity, asking for the passphrase when the key is encrypted.
-pub fn load_identity(config: &Config, passphrase_stdin: bool) -> anyhow::Result<Identity> {
-    Ok(load_identity_keeping(config, passphrase_stdin)?.0)
-}
-
-/// As [`load_identity`], also returning the passphrase it was given (for receive keys that
-/// share it).
+/// The user's identity, asking for the passphrase when the key is encrypted; also the
+/// passphrase it was given (for receive keys that share it).
 pub fn load_identity_keeping(
     config: &Config,
     passphrase_stdin: bool,
@@ -211,19 +226,19 @@ pub fn load_identity_keeping(
 
 /// `jasper id`: the identity, then any receive keys (marked so).
 pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
-    let key = load_public(config, args.passphrase_stdin)?;
+    let key_path = &config.identity.private_key;
+    if !key_path.exists() {
+        usage!(
+            "no identity at {}; create one with `jasper init`",
+            key_path.display()
+        );
+    }
+    let mut passphrase = None;
+    let key = public_half(key_path, &mut passphrase, args.passphrase_stdin)?;
     let mut keys = vec![(key, None)];
     for path in &config.identity.receive_keys {
-        let public = std::fs::read_to_string(public_key_path(path))
-            .ok()
-            .and_then(|t| PublicKey::parse(&t, 2048).ok());
-        let public = match public {
-            Some(p) => p,
-            None => Identity::load(path, None)
-                .with_context(|| format!("receive key {}", path.display()))?
-                .public()
-                .clone(),
-        };
+        let public = public_half(path, &mut passphrase, args.passphrase_stdin)
+            .with_context(|| format!("receive key {}", path.display()))?;
         keys.push((public, Some(path)));
     }
     for (key, receive_only) in keys {
@@ -240,6 +255,79 @@ pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
             println!("fingerprint {}", key.fingerprint().short());
             println!("full        {}", key.fingerprint());
             println!("public key  {}", key.canonical());
+        }
+    }
+    Ok(())
+}
+
+/// `jasper passphrase`: the identity and the receive keys written again with a new
+/// passphrase, or none. Every key is opened first (with the current passphrase, which
+/// encrypted receive keys share), so a wrong passphrase changes nothing; each file is then
+/// replaced atomically, receive keys first.
+pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Result<()> {
+    let (identity, current) = load_identity_keeping(config, args.passphrase_stdin)?;
+    let mut receive_keys = Vec::new();
+    for path in &config.identity.receive_keys {
+        let key = match (Identity::load(path, None), &current) {
+            (Err(crate::crypto::IdentityError::NeedsPassphrase(_)), Some(p)) => {
+                Identity::load(path, Some(p))
+            }
+            (other, _) => other,
+        };
+        let key = key.with_context(|| {
+            format!(
+                "receive key {} (from [identity] receive_keys); nothing was changed",
+                path.display()
+            )
+        })?;
+        receive_keys.push((path, key));
+    }
+    let key_path = &config.identity.private_key;
+    if args.remove && current.is_none() {
+        // Nothing was encrypted: the receive keys opened without a passphrase too.
+        if args.json {
+            println!(
+                "{}",
+                json!({ "private_key_file": key_path, "encrypted": false, "changed": false })
+            );
+        } else {
+            println!(
+                "{} has no passphrase; nothing to remove",
+                key_path.display()
+            );
+        }
+        return Ok(());
+    }
+    let new = if args.remove {
+        None
+    } else {
+        Some(read_passphrase(args.passphrase_stdin, true)?)
+    };
+    let new = new.as_ref().map(|p| p.as_str());
+    for (path, key) in &receive_keys {
+        key.replace(path, new)?;
+    }
+    identity.replace(key_path, new)?;
+    let receive_paths: Vec<&PathBuf> = receive_keys.iter().map(|(p, _)| *p).collect();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "private_key_file": key_path,
+                "receive_keys": receive_paths,
+                "encrypted": new.is_some(),
+                "changed": true,
+            })
+        );
+    } else {
+        let path = key_path.display();
+        match (current.is_some(), new.is_some()) {
+            (_, false) => println!("passphrase removed: {path} is NOT encrypted now"),
+            (false, true) => println!("passphrase set: {path} is encrypted now"),
+            (true, true) => println!("passphrase changed: {path}"),
+        }
+        for path in receive_paths {
+            println!("and receive key {}", path.display());
         }
     }
     Ok(())

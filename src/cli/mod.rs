@@ -65,6 +65,8 @@ pub enum Command {
     Init(InitArgs),
     /// Show your public key and its fingerprint, to give to the people you talk to
     Id(IdArgs),
+    /// Set, change or remove the passphrase of your private key (and of your receive keys)
+    Passphrase(PassphraseArgs),
     /// Manage your contacts: names for the public keys you talk to
     Contacts(ContactsArgs),
     /// Send a message to a contact or a group (TEXT "-" reads standard input); prints its id
@@ -429,6 +431,24 @@ pub struct InitArgs {
     pub json: bool,
 }
 
+/// Flags of `jasper passphrase`.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Remove the passphrase: the keys are written unencrypted (anyone who can read the files
+    /// can read your messages)
+    #[arg(long)]
+    pub remove: bool,
+
+    /// Read the passphrases from standard input instead of prompts: the current one on the
+    /// first line (only when the key has one), then the new one
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Flags of `jasper id`.
 #[derive(Debug, Args)]
 pub struct IdArgs {
@@ -617,6 +637,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             identity::init(&config, source.as_deref(), cli.config.as_deref(), &args)
         }
         Command::Id(args) => identity::show_id(&load()?.0, &args),
+        Command::Passphrase(args) => identity::change_passphrase(&load()?.0, &args),
         Command::Contacts(args) => contacts::run(&load()?.0, args),
         Command::Send(args) => messaging::send(&load()?.0, &args),
         Command::Receive(args) => messaging::receive(&load()?.0, &args),

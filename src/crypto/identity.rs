@@ -159,6 +159,32 @@ impl Identity {
         file.sync_all().map_err(io)
     }
 
+    /// Writes the key, with `passphrase` or none, over the file at `path` atomically: a new
+    /// file (mode 0600) beside it, flushed, renamed over it, and the directory flushed. A crash
+    /// leaves the old file or the new one, never a mix.
+    pub fn replace(&self, path: &Path, passphrase: Option<&str>) -> Result<(), IdentityError> {
+        let io = |source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".new");
+        let fresh = path.with_file_name(name);
+        // Left by a crash in an earlier run: never used, so safe to remove.
+        match std::fs::remove_file(&fresh) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        self.save(&fresh, passphrase)?;
+        std::fs::rename(&fresh, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// The public key.
     pub fn public(&self) -> &PublicKey {
         &self.public
@@ -233,6 +259,29 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn replacing_a_key_file_changes_its_passphrase_and_keeps_it_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        let key = fixture("bob");
+        key.save(&path, None).unwrap();
+        // What a crash in an earlier run left beside it is cleared, not an obstacle.
+        std::fs::write(dir.path().join("key.pem.new"), "half a key").unwrap();
+        key.replace(&path, Some("new words")).unwrap();
+        assert!(!dir.path().join("key.pem.new").exists());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(
+            Identity::load(&path, None),
+            Err(IdentityError::NeedsPassphrase(_))
+        ));
+        let back = Identity::load(&path, Some("new words")).unwrap();
+        assert_eq!(back.public(), key.public());
+        key.replace(&path, None).unwrap();
+        assert_eq!(Identity::load(&path, None).unwrap().public(), key.public());
     }
 
     #[test]
