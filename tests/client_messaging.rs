@@ -989,3 +989,45 @@ fn receive_watch_prints_messages_as_they_arrive() {
     let _ = watcher.wait();
     assert_eq!(ids, [first, second], "each message printed once, in order");
 }
+
+#[test]
+fn a_long_receive_shows_its_progress_on_a_terminal_only() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let bob = Home::new("bob", &[relay.addr]);
+    // A thousand packets for bob (not openable: each still costs an RSA decryption).
+    let bob_key = key_b64("bob-4096");
+    for n in 0..1000 {
+        relay.send_ok(&packet_for(&bob_key, n * 10, 600));
+    }
+    // Piped, stderr carries no bar; a few skipped packets are named, the rest counted.
+    let (code, _, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("opening"), "{err}");
+    assert_eq!(err.matches("warning: skipped packet").count(), 10, "{err}");
+    assert!(err.contains("… and 990 more packets skipped"), "{err}");
+    // On a terminal (script(1) gives it one), a bar counts them as they open (a second
+    // device of bob's, to whom all of them are new).
+    let bob = Home::new("bob", &[relay.addr]);
+    let typescript = bob.path().join("typescript");
+    let status = std::process::Command::new("script")
+        .current_dir(bob.path())
+        .env("XDG_CONFIG_HOME", bob.path().join("xdg-config"))
+        .env("XDG_DATA_HOME", bob.path().join("xdg-data"))
+        .env_remove("JASPER_CONFIG")
+        .env("TERM", "xterm")
+        .args([
+            "-qec",
+            &format!("{} receive > /dev/null", common::jasper_bin()),
+        ])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("script(1) runs");
+    assert!(status.success());
+    let shown = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        shown.contains("opening") && shown.contains("/1000 new packets"),
+        "{shown}"
+    );
+}

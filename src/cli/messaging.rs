@@ -1,6 +1,7 @@
 //! `jasper send`, `receive`, `history`, `edit`, `delete`, `react`: anonymous-mode messaging.
 
 use std::io::Read as _;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -13,7 +14,9 @@ use super::{
 use crate::client::contacts::Contacts;
 use crate::client::conversation::Conversation;
 use crate::client::groups::{Group, Groups};
-use crate::client::messaging::{Kind, Messenger, Received, SendReport, is_reaction};
+use crate::client::messaging::{
+    Kind, Messenger, ReceiveProgress, ReceiveReport, Received, SendReport, is_reaction,
+};
 use crate::client::servers::Servers;
 use crate::client::terminal;
 use crate::client::transport::Transport;
@@ -232,7 +235,7 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     // Watching outlives relay outages; a single receive reports them.
     let mut outage = Outage::default();
     loop {
-        let result = session.with(|m| Ok(m.receive()?));
+        let result = receive_showing_progress(&session);
         let report = if args.watch {
             outage.check(result)?
         } else {
@@ -246,6 +249,49 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(args.interval);
     }
+}
+
+/// New packets from which a receive shows a progress bar (fewer open in a blink).
+const PROGRESS_FROM: usize = 50;
+
+/// A receive, with a progress bar on stderr while it opens many packets (on a terminal only).
+fn receive_showing_progress(session: &Session) -> anyhow::Result<ReceiveReport> {
+    use std::io::IsTerminal as _;
+    let progress = ReceiveProgress::default();
+    if !std::io::stderr().is_terminal() {
+        return session.with(|m| Ok(m.receive_tracked(&progress)?));
+    }
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let progress = &progress;
+        scope.spawn(move || {
+            let mut bar: Option<indicatif::ProgressBar> = None;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_millis(100))
+            {
+                let found = progress.found.load(Ordering::Relaxed);
+                if found < PROGRESS_FROM {
+                    continue;
+                }
+                let bar = bar.get_or_insert_with(|| {
+                    indicatif::ProgressBar::new(found as u64).with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "opening {pos}/{len} new packets {bar:30} {eta} left",
+                        )
+                        .expect("template parses"),
+                    )
+                });
+                bar.set_length(found as u64);
+                bar.set_position(progress.opened.load(Ordering::Relaxed) as u64);
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        let result = session.with(|m| Ok(m.receive_tracked(progress)?));
+        drop(done);
+        result
+    })
 }
 
 /// Whether `e` comes from relays that do not answer now (unreachable, rate limiting, failing
@@ -297,18 +343,22 @@ impl Outage {
     }
 }
 
+/// Skipped packets described one by one; more are counted.
+const MAX_SKIPPED_SHOWN: usize = 10;
+
 /// Shows what a receive brought: each message (see [`print_received`]), and on stderr what
 /// was skipped.
-pub(super) fn show_received(
-    report: &crate::client::messaging::ReceiveReport,
-    json: bool,
-) -> anyhow::Result<()> {
-    for r in &report.rejected {
+pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Result<()> {
+    // Anyone can fill an inbox with junk: a few lines say what it was, a count the rest.
+    for r in report.rejected.iter().take(MAX_SKIPPED_SHOWN) {
         eprintln!(
             "warning: skipped packet {}: {}",
             r.hash.as_deref().unwrap_or("(no hash)"),
             terminal::line(&r.reason)
         );
+    }
+    if let Some(more) = report.rejected.len().checked_sub(MAX_SKIPPED_SHOWN + 1) {
+        eprintln!("warning: … and {} more packets skipped", more + 1);
     }
     for r in &report.received {
         print_received(r, json)?;

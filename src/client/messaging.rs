@@ -2,6 +2,8 @@
 //! send each through the recipient's TX relay with a copy to our own key for our other
 //! devices, and receive from our RX relay — open, verify, deduplicate, file in the history.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -210,10 +212,22 @@ pub struct Messenger<'a> {
     pub receive_keys: &'a [Identity],
 }
 
+/// How far a receive has come, for a progress display: updated as it goes, read from
+/// another thread.
+#[derive(Debug, Default)]
+pub struct ReceiveProgress {
+    /// New packets fetched so far, to open.
+    pub found: AtomicUsize,
+    /// Of those, how many are opened.
+    pub opened: AtomicUsize,
+}
+
 /// Opens `packets` (hash, message, signature) on every core; results in input order.
+/// `opened` counts them as they are done (for a progress display).
 pub fn open_all(
     packets: &[(PacketHash, &str, &str)],
     me: &Identity,
+    opened: &AtomicUsize,
 ) -> Vec<Result<Opened, OpenError>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -225,7 +239,11 @@ pub fn open_all(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|(_, message, signature)| open(message, signature, me))
+                        .map(|(_, message, signature)| {
+                            let result = open(message, signature, me);
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            result
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -591,13 +609,21 @@ impl Messenger<'_> {
     /// Fetches our inbox from our RX relay (from the last cursor where the relay offers one),
     /// opens and files what is new. Bad packets are reported, never fatal.
     pub fn receive(&self) -> Result<ReceiveReport, MessagingError> {
+        self.receive_tracked(&ReceiveProgress::default())
+    }
+
+    /// [`Self::receive`], counting in `progress` as it goes (read it from another thread).
+    pub fn receive_tracked(
+        &self,
+        progress: &ReceiveProgress,
+    ) -> Result<ReceiveReport, MessagingError> {
         let mut report = ReceiveReport::default();
         // A crash mid-receive only means fetching again: flush once at the end.
         self.db.set_relaxed(true);
         let mut result = Ok(());
         // Every key we receive on has its own RX relay.
         for who in std::iter::once(self.me).chain(self.receive_keys) {
-            result = self.receive_for(who, &mut report);
+            result = self.receive_for(who, &mut report, progress);
             if result.is_err() {
                 break;
             }
@@ -611,12 +637,13 @@ impl Messenger<'_> {
         &self,
         who: &Identity,
         report: &mut ReceiveReport,
+        progress: &ReceiveProgress,
     ) -> Result<(), MessagingError> {
         let key = who.public();
         let relay = self.servers.rx_for(&key.fingerprint())?;
         let cursor_key = format!("cursor:{}:{}", relay.authority(), key.fingerprint());
         let use_cursor = self.servers.speaks_cursor(&relay)?;
-        self.receive_pages(who, &relay, &cursor_key, use_cursor, report)
+        self.receive_pages(who, &relay, &cursor_key, use_cursor, report, progress)
     }
 
     fn receive_pages(
@@ -626,6 +653,7 @@ impl Messenger<'_> {
         cursor_key: &str,
         use_cursor: bool,
         report: &mut ReceiveReport,
+        progress: &ReceiveProgress,
     ) -> Result<(), MessagingError> {
         let own = who.public();
         for _ in 0..1000 {
@@ -656,7 +684,8 @@ impl Messenger<'_> {
                 fresh.push((hash, message, signature));
             }
             // The RSA work, on every core.
-            let opened = open_all(&fresh, who);
+            progress.found.fetch_add(fresh.len(), Ordering::Relaxed);
+            let opened = open_all(&fresh, who, &progress.opened);
             for ((hash, _, _), result) in fresh.iter().zip(opened) {
                 self.db.mark_seen(&hash.0)?;
                 match result
