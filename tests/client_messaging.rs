@@ -662,7 +662,7 @@ fn groups_take_edits_reactions_and_deletions_and_ids_may_be_shortened() {
     // Shown once, with how many gave it.
     let shown = carol.ok(&["history", "trio"]);
     assert!(
-        shown.contains("hello trio, edited (edited) :wave:×2  ("),
+        shown.contains("hello trio, edited (edited) 👋×2  ("),
         "{shown}"
     );
 
@@ -1030,4 +1030,87 @@ fn a_long_receive_shows_its_progress_on_a_terminal_only() {
         shown.contains("opening") && shown.contains("/1000 new packets"),
         "{shown}"
     );
+}
+
+#[test]
+fn reactions_appear_only_when_in_the_reactions_database() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let listed = bob.ok(&["reactions"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(":thumbsup:") && l.contains('👍')),
+        "{listed}"
+    );
+    let id = alice.send("bob", "a crab walks in");
+    bob.receive_until(|l| has(l, "id", &id));
+
+    // Bob cannot give what he could not see himself, until he adds it.
+    let (code, _, err) = run_jasper(&["react", "alice", &id, ":crab:"], bob.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not in your reactions database"), "{err}");
+    assert!(
+        bob.ok(&["reactions", "add", "crab", "🦀"])
+            .contains(":crab: shows 🦀")
+    );
+    let own: Vec<Value> = bob
+        .ok(&["reactions", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["custom"] == true)
+        .collect();
+    assert_eq!(
+        own,
+        [json!({"name": "crab", "emoji": "🦀", "custom": true})]
+    );
+    bob.ok(&["react", "alice", &id, ":crab:"]);
+    bob.ok(&["react", "alice", &id, ":fire:"]);
+
+    // Alice has :fire: (built in) but not :crab:. Both arrive; only :fire: appears.
+    let (code, out, err) = run_jasper(&["receive"], alice.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reacted :fire: 🔥 to"), "{out}");
+    assert!(
+        out.contains("reacted :crab: to") && out.contains("not in your reactions database"),
+        "{out}"
+    );
+    let history = alice.history("bob");
+    assert_eq!(
+        history[0]["reactions"].as_object().unwrap().len(),
+        1,
+        "{history:?}"
+    );
+    assert!(history[0]["reactions"][":fire:"].is_array());
+    let shown = alice.ok(&["history", "bob"]);
+    assert!(shown.contains("a crab walks in 🔥  ("), "{shown}");
+    // Once she adds it, it appears (it was kept); removed again, it is gone again.
+    alice.ok(&["reactions", "add", ":crab:", "🦀"]);
+    let shown = alice.ok(&["history", "bob"]);
+    assert!(
+        shown.contains("a crab walks in 🦀 🔥  (") || shown.contains("a crab walks in 🔥 🦀  ("),
+        "{shown}"
+    );
+    assert!(alice.history("bob")[0]["reactions"][":crab:"].is_array());
+    assert!(
+        alice
+            .ok(&["reactions", "rm", "crab"])
+            .contains("removed :crab:")
+    );
+    assert!(!alice.ok(&["history", "bob"]).contains('🦀'));
+
+    // Bad names and emoji, and built-in reactions, are refused with a reason.
+    for (args, why) in [
+        (&["reactions", "add", "a b", "x"][..], "not a reaction name"),
+        (&["reactions", "add", "ok", "\u{1b}[2J"], "a reaction shows"),
+        (&["reactions", "rm", "thumbsup"], "is built in"),
+        (
+            &["reactions", "rm", "nothing_here"],
+            "not a reaction you added",
+        ),
+    ] {
+        let (code, _, err) = run_jasper(args, alice.path());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
 }

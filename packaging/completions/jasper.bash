@@ -64,6 +64,9 @@ _jasper() {
             jasper,react)
                 cmd="jasper__subcmd__react"
                 ;;
+            jasper,reactions)
+                cmd="jasper__subcmd__reactions"
+                ;;
             jasper,receive)
                 cmd="jasper__subcmd__receive"
                 ;;
@@ -235,6 +238,9 @@ _jasper() {
             jasper__subcmd__help,react)
                 cmd="jasper__subcmd__help__subcmd__react"
                 ;;
+            jasper__subcmd__help,reactions)
+                cmd="jasper__subcmd__help__subcmd__reactions"
+                ;;
             jasper__subcmd__help,receive)
                 cmd="jasper__subcmd__help__subcmd__receive"
                 ;;
@@ -298,6 +304,12 @@ _jasper() {
             jasper__subcmd__help__subcmd__group,send)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__send"
                 ;;
+            jasper__subcmd__help__subcmd__reactions,add)
+                cmd="jasper__subcmd__help__subcmd__reactions__subcmd__add"
+                ;;
+            jasper__subcmd__help__subcmd__reactions,rm)
+                cmd="jasper__subcmd__help__subcmd__reactions__subcmd__rm"
+                ;;
             jasper__subcmd__help__subcmd__relay,peers)
                 cmd="jasper__subcmd__help__subcmd__relay__subcmd__peers"
                 ;;
@@ -306,6 +318,24 @@ _jasper() {
                 ;;
             jasper__subcmd__help__subcmd__servers,unblock)
                 cmd="jasper__subcmd__help__subcmd__servers__subcmd__unblock"
+                ;;
+            jasper__subcmd__reactions,add)
+                cmd="jasper__subcmd__reactions__subcmd__add"
+                ;;
+            jasper__subcmd__reactions,help)
+                cmd="jasper__subcmd__reactions__subcmd__help"
+                ;;
+            jasper__subcmd__reactions,rm)
+                cmd="jasper__subcmd__reactions__subcmd__rm"
+                ;;
+            jasper__subcmd__reactions__subcmd__help,add)
+                cmd="jasper__subcmd__reactions__subcmd__help__subcmd__add"
+                ;;
+            jasper__subcmd__reactions__subcmd__help,help)
+                cmd="jasper__subcmd__reactions__subcmd__help__subcmd__help"
+                ;;
+            jasper__subcmd__reactions__subcmd__help,rm)
+                cmd="jasper__subcmd__reactions__subcmd__help__subcmd__rm"
                 ;;
             jasper__subcmd__relay,help)
                 cmd="jasper__subcmd__relay__subcmd__help"
@@ -344,7 +374,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay stun serve init id passphrase contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1092,7 +1122,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay stun serve init id passphrase contacts send receive history edit delete react group chat call stun-check servers config completions man assets help"
+            opts="relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions man assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1525,6 +1555,48 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__help__subcmd__reactions)
+            opts="add rm"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__reactions__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__reactions__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__help__subcmd__receive)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1774,6 +1846,116 @@ _jasper() {
         jasper__subcmd__react)
             opts="-h -V --passphrase-stdin --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions)
+            opts="-h -V --json --config --help --version add rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__add)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__help)
+            opts="add rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__help__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__reactions__subcmd__rm)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::identity::load_identity_keeping;
 use super::{
-    GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReceiveArgs, SendArgs, ServersAction,
-    ServersArgs, TargetArgs,
+    GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReactionsAction, ReactionsArgs, ReceiveArgs,
+    SendArgs, ServersAction, ServersArgs, TargetArgs,
 };
 use crate::client::contacts::Contacts;
 use crate::client::conversation::Conversation;
@@ -17,6 +17,7 @@ use crate::client::groups::{Group, Groups};
 use crate::client::messaging::{
     Kind, Messenger, ReceiveProgress, ReceiveReport, Received, SendReport, is_reaction,
 };
+use crate::client::reactions::Reactions;
 use crate::client::servers::Servers;
 use crate::client::terminal;
 use crate::client::transport::Transport;
@@ -151,10 +152,18 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
         Kind::Message => println!("[{at}] {who}: {content}"),
         Kind::Edit => println!("[{at}] {who} edited {id}: {content}"),
         Kind::Delete => println!("[{at}] {who} deleted {id}"),
-        Kind::React => println!(
-            "[{at}] {who} reacted {} to {id}",
-            terminal::line(&r.content)
-        ),
+        Kind::React => match &r.emoji {
+            Some(emoji) => println!(
+                "[{at}] {who} reacted {} {} to {id}",
+                terminal::line(&r.content),
+                terminal::line(emoji)
+            ),
+            None => println!(
+                "[{at}] {who} reacted {} to {id} (not in your reactions database: it does not \
+                 show; `jasper reactions add` adds it)",
+                terminal::line(&r.content)
+            ),
+        },
     }
     Ok(())
 }
@@ -214,6 +223,12 @@ pub fn act(
         );
     }
     let session = Session::open(config, common)?;
+    if kind == Kind::React && Reactions::new(&session.db).emoji(content)?.is_none() {
+        usage!(
+            "{content} is not in your reactions database, so you would not see it yourself; \
+             `jasper reactions` lists them, `jasper reactions add NAME EMOJI` adds one"
+        );
+    }
     let content = match kind {
         Kind::Edit => text_arg(content)?,
         _ => content.to_owned(),
@@ -362,6 +377,48 @@ pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Resul
     }
     for r in &report.received {
         print_received(r, json)?;
+    }
+    Ok(())
+}
+
+/// `jasper reactions [add NAME EMOJI | rm NAME]`.
+pub fn reactions(config: &Config, args: &ReactionsArgs) -> anyhow::Result<()> {
+    let db = ClientDb::open(&config.client.data_dir)?;
+    let reactions = Reactions::new(&db);
+    match &args.action {
+        Some(ReactionsAction::Add { name, emoji }) => {
+            let added = reactions.add(name, emoji)?;
+            if args.json {
+                println!("{}", json!({ "name": added.name, "emoji": added.emoji }));
+            } else {
+                println!(":{}: shows {}", added.name, terminal::line(&added.emoji));
+            }
+        }
+        Some(ReactionsAction::Rm { name }) => {
+            reactions.remove(name)?;
+            if args.json {
+                println!("{}", json!({ "removed": name.trim_matches(':') }));
+            } else {
+                println!("removed :{}:", terminal::line(name.trim_matches(':')));
+            }
+        }
+        None => {
+            for r in reactions.list()? {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({ "name": r.name, "emoji": r.emoji, "custom": r.custom })
+                    );
+                } else {
+                    let own = if r.custom { "  (yours)" } else { "" };
+                    println!(
+                        "{:<24} {}{own}",
+                        format!(":{}:", r.name),
+                        terminal::line(&r.emoji)
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -617,7 +674,10 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
         None => {}
     }
     // What is asked for is how the relays are doing now.
-    servers.refresh_older_than(now_ms(), 0)?;
+    let bar = super::spinner("asking the relays…");
+    let refreshed = servers.refresh_older_than(now_ms(), 0);
+    bar.finish_and_clear();
+    refreshed?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
     let own = super::identity::load_public(config, false).ok();
     let roles = servers.assignments()?;
@@ -718,7 +778,16 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
         Conversation::Group(_) => None,
     };
     let me = super::identity::load_public(config, false).ok();
-    for e in entries {
+    let known_reactions = Reactions::new(&db);
+    for mut e in entries {
+        // Only reactions in our reactions database appear (JASPER.md), as what they show.
+        let mut shown = Vec::new();
+        for (name, who) in std::mem::take(&mut e.reactions) {
+            if let Some(emoji) = known_reactions.emoji(&name)? {
+                shown.push((emoji, who.as_array().map_or(0, Vec::len)));
+                e.reactions.insert(name, who);
+            }
+        }
         if args.json {
             println!(
                 "{}",
@@ -740,12 +809,11 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
             };
             let edited = if e.edited { " (edited)" } else { "" };
             // Each reaction once, with how many people gave it when more than one did.
-            let reactions: String = e
-                .reactions
+            let reactions: String = shown
                 .iter()
-                .map(|(name, who)| match who.as_array().map_or(0, Vec::len) {
-                    0 | 1 => format!(" {name}"),
-                    n => format!(" {name}×{n}"),
+                .map(|(emoji, n)| match n {
+                    0 | 1 => format!(" {emoji}"),
+                    n => format!(" {emoji}×{n}"),
                 })
                 .collect();
             println!(

@@ -83,6 +83,8 @@ pub enum Command {
     React(ReactArgs),
     /// Group conversations: one packet per member, each through its own relay
     Group(GroupArgs),
+    /// The reactions you can give and see: built-in emoji shortcodes and your own
+    Reactions(ReactionsArgs),
     /// Chat with a contact or a group: lines you type go to them, their messages are printed as
     /// they come
     Chat(ChatArgs),
@@ -431,6 +433,34 @@ pub struct InitArgs {
     pub json: bool,
 }
 
+/// `jasper reactions`.
+#[derive(Debug, Args)]
+pub struct ReactionsArgs {
+    /// Add or remove one of your own (without one: list them all)
+    #[command(subcommand)]
+    pub action: Option<ReactionsAction>,
+    /// Print JSON (one object per reaction when listing)
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What `jasper reactions` can change.
+#[derive(Debug, Subcommand)]
+pub enum ReactionsAction {
+    /// Add a reaction of your own (or change what one shows)
+    Add {
+        /// Its name, `name` or `:name:` (letters, digits, _ + and -)
+        name: String,
+        /// What it shows: an emoji, or a few characters
+        emoji: String,
+    },
+    /// Remove a reaction you added
+    Rm {
+        /// Its name
+        name: String,
+    },
+}
+
 /// Flags of `jasper passphrase`.
 #[derive(Debug, Args)]
 pub struct PassphraseArgs {
@@ -638,6 +668,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Id(args) => identity::show_id(&load()?.0, &args),
         Command::Passphrase(args) => identity::change_passphrase(&load()?.0, &args),
+        Command::Reactions(args) => messaging::reactions(&load()?.0, &args),
         Command::Contacts(args) => contacts::run(&load()?.0, args),
         Command::Send(args) => messaging::send(&load()?.0, &args),
         Command::Receive(args) => messaging::receive(&load()?.0, &args),
@@ -758,6 +789,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<crate::client::ContactError>()
                 .is_some()
+            || cause
+                .downcast_ref::<crate::client::reactions::ReactionError>()
+                .is_some_and(|e| !matches!(e, crate::client::reactions::ReactionError::Db(_)))
             || cause
                 .downcast_ref::<crate::crypto::IdentityError>()
                 .is_some()

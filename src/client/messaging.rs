@@ -11,6 +11,7 @@ use super::contacts::{Contact, Contacts};
 use super::conversation::Conversation;
 use super::db::ClientDb;
 use super::groups::{Group, Groups, MAX_MEMBERS};
+use super::reactions::Reactions;
 use super::servers::Servers;
 use super::transport::{Transport, TransportError};
 use crate::crypto::{Identity, OpenError, Opened, open, seal};
@@ -150,6 +151,10 @@ pub struct Received {
     /// The group it was sent in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// For a reaction: what it shows, when it is in our reactions database (else it does not
+    /// appear in the history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
 }
 
 /// A packet that could not be accepted (it never stops a receive).
@@ -776,6 +781,12 @@ impl Messenger<'_> {
             };
         self.file(&object, &sender, &channel_id)
             .map_err(|e| e.to_string())?;
+        let emoji = match kind {
+            Kind::React => Reactions::new(self.db)
+                .emoji(&content)
+                .map_err(|e| e.to_string())?,
+            _ => None,
+        };
         Ok(Received {
             hash: hash.to_string(),
             contact: contact.map(|c| c.name),
@@ -786,6 +797,7 @@ impl Messenger<'_> {
             id,
             timestamp,
             group,
+            emoji,
         })
     }
 

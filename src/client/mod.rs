@@ -8,6 +8,7 @@ pub mod conversation;
 pub mod db;
 pub mod groups;
 pub mod messaging;
+pub mod reactions;
 pub mod rendezvous;
 pub mod rtc;
 pub mod servers;
