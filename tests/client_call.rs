@@ -610,3 +610,64 @@ fn a_peer_that_vanishes_mid_call_ends_the_call_as_lost_within_seconds() {
     assert!(took >= Duration::from_secs(4), "{took:?}");
     assert_eq!(a.finish(Duration::from_secs(10)).0, 0);
 }
+
+#[test]
+fn a_call_rings_through_the_relays_and_the_ringing_side_is_answered() {
+    let stun = StunServer::start("");
+    let relay = common::Relay::start_at(common::free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob_with(&[relay.addr], &transparent_config(&stun, true));
+    let silent = ["--input", "silence", "--output", "none", "--json"];
+    let a = Interactive::start(
+        &alice,
+        &[
+            &["call", "bob", "--wait", "30s", "--duration", "2s"][..],
+            &silent,
+        ]
+        .concat(),
+    );
+    assert_eq!(a.next_json(Duration::from_secs(30))["event"], "ringing");
+    // Bob's receive (or watch, or chat) says who calls and how to answer.
+    let mut shown = String::new();
+    let rang = common::eventually(Duration::from_secs(20), || {
+        shown.push_str(&bob.ok(&["receive"]));
+        shown.contains("alice is calling you: answer with `jasper call alice` before")
+    });
+    assert!(rang, "{shown}");
+    // He answers without ringing back; both connect, and the call ends after 2 s.
+    let b = Interactive::start(
+        &bob,
+        &[&["call", "alice", "--no-ring"][..], &silent].concat(),
+    );
+    assert_eq!(b.next_json(Duration::from_secs(30))["event"], "connected");
+    assert_eq!(a.next_json(Duration::from_secs(5))["event"], "connected");
+    let (code, err) = a.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = b.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("Ringing"), "{err}");
+    // The ring stays in the history as what other clients show.
+    let history = bob.history("alice");
+    assert!(
+        history
+            .iter()
+            .any(|m| m["content"].as_str().unwrap().contains("Calling you"))
+    );
+
+    // A ring nobody answers in time is shown as missed.
+    let (code, _, err) = run_jasper(
+        &[
+            "call", "bob", "--wait", "1s", "--input", "silence", "--output", "none",
+        ],
+        alice.path(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("Ringing bob"), "{err}");
+    let mut shown = String::new();
+    let missed = common::eventually(Duration::from_secs(20), || {
+        shown.push_str(&bob.ok(&["receive"]));
+        shown.contains("alice called you (missed)")
+    });
+    assert!(missed, "{shown}");
+    let lines = bob.history("alice");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}

@@ -414,7 +414,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__call)
-            opts="-h -V --input --output --wait --duration --passphrase-stdin --json --config --help --version"
+            opts="-h -V --input --output --wait --no-ring --duration --passphrase-stdin --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -11,7 +11,8 @@ use super::chat::meet;
 use super::messaging::Session;
 use crate::client::audio::{self, AudioSink};
 use crate::client::call::{self, CallAudio, CallReport, Progress};
-use crate::client::contacts::Contacts;
+use crate::client::contacts::{Contact, Contacts};
+use crate::client::now_ms;
 use crate::client::transparent::{Purpose, TransparentError};
 use crate::config::{Config, ConfigError};
 
@@ -34,6 +35,9 @@ pub fn run(config: &Config, args: &CallArgs) -> anyhow::Result<()> {
     // Audio first: a missing microphone or a wrong file is reported before any waiting.
     let input = audio::open_source(&args.input)?;
     let output = audio::open_sink(&args.output)?;
+    if !args.no_ring {
+        ring(&session, &contact, args.wait, args.common.json);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,6 +82,27 @@ pub fn run(config: &Config, args: &CallArgs) -> anyhow::Result<()> {
     })?;
     print_report(&contact.name, &report, args.common.json);
     Ok(())
+}
+
+/// Tells `contact` through the relays that we are calling, until `wait` from now. A ring
+/// that cannot be sent (no relay answers, say) is reported and the call waits anyway: the
+/// contact may be calling us too.
+fn ring(session: &Session, contact: &Contact, wait: std::time::Duration, json: bool) {
+    let now = now_ms();
+    let until = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    match session.with(|m| Ok(m.ring(contact, until, now)?)) {
+        Ok(_) => {
+            if json {
+                println!("{}", json!({"event": "ringing", "contact": contact.name}));
+            }
+            eprintln!("Ringing {} through the relays…", contact.name);
+        }
+        Err(e) => eprintln!(
+            "warning: could not ring {}: {}; waiting for them anyway",
+            contact.name,
+            super::error_report(&e)
+        ),
+    }
 }
 
 /// `m:ss`.

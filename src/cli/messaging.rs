@@ -148,7 +148,24 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
         terminal::line(&r.timestamp),
     );
     let content = terminal::block(&r.content, CONTINUATION);
+    let ring = r
+        .call_until
+        .as_deref()
+        .and_then(crate::proto::time::parse_rfc3339_ms);
     match r.kind {
+        Kind::Message if ring.is_some_and(|until| until > now_ms()) => {
+            let until = terminal::line(r.call_until.as_deref().unwrap_or_default());
+            match &r.contact {
+                Some(name) => println!(
+                    "[{at}] {who} is calling you: answer with `jasper call {}` before {until}",
+                    terminal::line(name)
+                ),
+                None => println!(
+                    "[{at}] {who} is calling you until {until} (add them as a contact to answer)"
+                ),
+            }
+        }
+        Kind::Message if ring.is_some() => println!("[{at}] {who} called you (missed)"),
         Kind::Message => println!("[{at}] {who}: {content}"),
         Kind::Edit => println!("[{at}] {who} edited {id}: {content}"),
         Kind::Delete => println!("[{at}] {who} deleted {id}"),

@@ -88,7 +88,8 @@ pub enum Command {
     /// Chat with a contact or a group: lines you type go to them, their messages are printed as
     /// they come
     Chat(ChatArgs),
-    /// Call a contact (voice, directly over WebRTC): they run `jasper call` naming you too
+    /// Call a contact (voice, directly over WebRTC): they are rung through the relays and
+    /// answer with `jasper call` naming you
     Call(CallArgs),
     /// Show your public address as the STUN service sees it (over TLS, and over UDP)
     StunCheck(StunCheckArgs),
@@ -372,6 +373,10 @@ pub struct CallArgs {
     /// How long to wait for the contact to take the call
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub wait: std::time::Duration,
+    /// Do not ring: by default a message through the relays tells the contact that you are
+    /// calling (their `receive --watch` or `chat` shows it); skip it when they call you too
+    #[arg(long)]
+    pub no_ring: bool,
     /// Hang up after this long (default: when either side hangs up or the input ends)
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,

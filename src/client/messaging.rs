@@ -37,6 +37,11 @@ fn check_content(content: &str) -> Result<(), MessagingError> {
 /// beside `members`: when that member list was set (RFC 3339). Members keep the list with the
 /// latest time, so a message from someone who has not yet seen a change does not undo it.
 pub const MEMBERS_AT: &str = "members_at";
+/// Extension of a direct MESSAGE that rings for a call (RFC 3339): until when the caller
+/// waits at the rendezvous for `jasper call` from the one it rings.
+pub const CALL_UNTIL: &str = "call_until";
+/// The text of a ring, what clients that do not know [`CALL_UNTIL`] show.
+pub const RING_TEXT: &str = "📞 Calling you (a voice call: answer with jasper call).";
 /// How far ahead of our clock a member list's time may be.
 const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
 
@@ -155,6 +160,9 @@ pub struct Received {
     /// appear in the history).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emoji: Option<String>,
+    /// For a ring (a direct message with [`CALL_UNTIL`]): until when the caller waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_until: Option<String>,
 }
 
 /// A packet that could not be accepted (it never stops a receive).
@@ -301,6 +309,33 @@ impl Messenger<'_> {
         target: Option<&str>,
         now_ms: u64,
     ) -> Result<SendReport, MessagingError> {
+        self.send_extended(contact, kind, content, target, now_ms, Map::new())
+    }
+
+    /// Rings `contact` for a call through the relays: a message saying so, with the
+    /// extension [`CALL_UNTIL`] (when we stop waiting), which jasper shows as a call to answer
+    /// and other clients as the message's text.
+    pub fn ring(
+        &self,
+        contact: &Contact,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> Result<SendReport, MessagingError> {
+        let mut extensions = Map::new();
+        extensions.insert(CALL_UNTIL.into(), json!(rfc3339_ms(until_ms)));
+        self.send_extended(contact, Kind::Message, RING_TEXT, None, now_ms, extensions)
+    }
+
+    /// [`Self::send`] with `extensions` in the message object.
+    fn send_extended(
+        &self,
+        contact: &Contact,
+        kind: Kind,
+        content: &str,
+        target: Option<&str>,
+        now_ms: u64,
+        extensions: Map<String, Value>,
+    ) -> Result<SendReport, MessagingError> {
         let id = self.message_id(kind, content, target)?;
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
@@ -316,6 +351,10 @@ impl Messenger<'_> {
             "id": id,
             "timestamp": timestamp,
         });
+        object
+            .as_object_mut()
+            .expect("an object")
+            .extend(extensions);
         let hash = self.deliver(&object, &recipient)?;
         // Our other devices learn what we sent from a copy to our own key.
         object["to"] = json!([recipient.canonical()]);
@@ -787,6 +826,18 @@ impl Messenger<'_> {
                 .map_err(|e| e.to_string())?,
             _ => None,
         };
+        // A ring is a direct message from someone else (our own copy of one we sent is just
+        // its text); one that names no valid time is just its text too.
+        let call_until = object
+            .get(CALL_UNTIL)
+            .and_then(Value::as_str)
+            .filter(|t| {
+                kind == Kind::Message
+                    && group.is_none()
+                    && &sender != self.me.public()
+                    && t.len() <= 64
+            })
+            .and_then(|t| parse_rfc3339_ms(t).map(rfc3339_ms));
         Ok(Received {
             hash: hash.to_string(),
             contact: contact.map(|c| c.name),
@@ -798,6 +849,7 @@ impl Messenger<'_> {
             timestamp,
             group,
             emoji,
+            call_until,
         })
     }
 
