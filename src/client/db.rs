@@ -121,6 +121,23 @@ impl ClientDb {
         txn.commit().map_err(engine)
     }
 
+    /// Removes one entry of a string-keyed table; false when there was none.
+    fn remove<V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<&str, V>,
+        key: &str,
+    ) -> Result<bool, DbError> {
+        let txn = self.begin_write()?;
+        let removed = txn
+            .open_table(def)
+            .map_err(engine)?
+            .remove(key)
+            .map_err(engine)?
+            .is_some();
+        txn.commit().map_err(engine)?;
+        Ok(removed)
+    }
+
     fn begin_write(&self) -> Result<redb::WriteTransaction, DbError> {
         let mut txn = self.db.begin_write().map_err(engine)?;
         if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -151,15 +168,7 @@ impl ClientDb {
 
     /// Removes a named value; false when there was none.
     pub fn remove_setting(&self, key: &str) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        let removed = txn
-            .open_table(SETTINGS)
-            .map_err(engine)?
-            .remove(key)
-            .map_err(engine)?
-            .is_some();
-        txn.commit().map_err(engine)?;
-        Ok(removed)
+        self.remove(SETTINGS, key)
     }
 
     /// Every named value whose key starts with `prefix`.
@@ -330,14 +339,6 @@ impl ClientDb {
 
     /// Removes a contact; false when it did not exist.
     pub fn remove_contact(&self, name: &str) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        let removed = txn
-            .open_table(CONTACTS)
-            .map_err(engine)?
-            .remove(name)
-            .map_err(engine)?
-            .is_some();
-        txn.commit().map_err(engine)?;
-        Ok(removed)
+        self.remove(CONTACTS, name)
     }
 }
