@@ -99,6 +99,52 @@ fn a_chat_and_a_watch_outlive_a_relay_that_goes_away() {
 }
 
 #[test]
+fn a_chat_skips_lines_it_cannot_send_and_goes_on() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let mut chat = Interactive::start(&alice, &["chat", "bob", "--json", "--interval", "200ms"]);
+    // Not UTF-8; longer than any line is read (5 MiB, held in memory only up to 1 MiB);
+    // longer than a message (100 KiB): each is refused with a word.
+    chat.write_raw(b"caf\xe9 au lait\n");
+    chat.wait_stderr(
+        "not sent: the line is not UTF-8 text",
+        Duration::from_secs(10),
+    );
+    chat.write_raw(&[b'x'; 5 << 20]);
+    chat.write_raw(b"\n");
+    chat.wait_stderr("not sent: the line is longer than", Duration::from_secs(10));
+    chat.say(&"y".repeat(100 << 10));
+    chat.wait_stderr(
+        "not sent: the message is 102400 bytes",
+        Duration::from_secs(10),
+    );
+    chat.say("still here");
+    let got = bob.receive_until(|l| l.iter().any(|m| m["content"] == "still here"));
+    assert_eq!(got.len(), 1, "only the good line arrived: {got:?}");
+    assert_eq!(chat.finish(Duration::from_secs(10)).0, 0);
+
+    // `send -` reads at most a message (and a newline) from standard input.
+    let (code, _, err) = common::run_jasper_with_stdin(
+        &["send", "bob", "-"],
+        alice.path(),
+        Some(&"z".repeat(1 << 20)),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("too long: jasper reads at most 65536 bytes"),
+        "{err}"
+    );
+    let exactly = "w".repeat(64 << 10);
+    let (code, _, err) = common::run_jasper_with_stdin(
+        &["send", "bob", "-"],
+        alice.path(),
+        Some(&format!("{exactly}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    bob.receive_until(|l| l.iter().any(|m| m["content"] == exactly.as_str()));
+}
+
+#[test]
 fn a_group_chat_goes_to_everyone_through_the_relays() {
     let (r1, r2) = mesh();
     let relays = [r1.addr, r2.addr];

@@ -4,7 +4,7 @@
 //! after meeting through the rendezvous; otherwise, or when the contact does not come online
 //! and the user agrees, the chat goes through the relays (anonymous mode).
 
-use std::io::IsTerminal as _;
+use std::io::{BufRead, IsTerminal as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,26 +25,79 @@ use crate::proto::PublicKey;
 /// Longest line sent in transparent mode: its sealed packet must fit one data-channel message.
 const MAX_DIRECT_LINE: usize = 6 * 1024;
 
-/// Reads standard input line by line on a thread; the channel closes at end of input.
+/// Longest line read from standard input; a longer one is skipped (no message is that long).
+const MAX_INPUT_LINE: usize = 1 << 20;
+
+/// Reads standard input line by line on a thread; the channel closes at end of input. A line
+/// that is too long or not UTF-8 is skipped with a word on stderr, and the chat goes on.
 fn stdin_lines() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(64);
     std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut line = String::new();
+        let mut stdin = std::io::stdin().lock();
         loop {
-            line.clear();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = line.trim_end_matches(['\n', '\r']).to_owned();
-                    if tx.blocking_send(text).is_err() {
-                        break;
-                    }
+            let line = match read_line_bounded(&mut stdin, MAX_INPUT_LINE) {
+                Ok(None) | Err(_) => break,
+                Ok(Some(Line::TooLong)) => {
+                    eprintln!("not sent: the line is longer than {MAX_INPUT_LINE} bytes");
+                    continue;
                 }
+                Ok(Some(Line::Text(bytes))) => bytes,
+            };
+            let Ok(text) = String::from_utf8(line) else {
+                eprintln!("not sent: the line is not UTF-8 text");
+                continue;
+            };
+            let text = text.trim_end_matches(['\n', '\r']).to_owned();
+            if tx.blocking_send(text).is_err() {
+                break;
             }
         }
     });
     rx
+}
+
+/// One line of input.
+enum Line {
+    /// Its bytes, newline included.
+    Text(Vec<u8>),
+    /// Longer than allowed (read through to its end, and dropped).
+    TooLong,
+}
+
+/// The next line of `input`, holding at most `max` bytes in memory; `None` at end of input.
+fn read_line_bounded(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(match (line.is_empty(), too_long) {
+                (true, false) => None,
+                (_, true) => Some(Line::TooLong),
+                (false, false) => Some(Line::Text(line)),
+            });
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            if line.len() + take > max {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(&chunk[..take]);
+            }
+        }
+        input.consume(take);
+        if done {
+            return Ok(Some(if too_long {
+                Line::TooLong
+            } else {
+                Line::Text(line)
+            }));
+        }
+    }
 }
 
 /// Runs `jasper chat`.
@@ -409,6 +462,26 @@ async fn relay_chat(
 mod tests {
     use super::*;
     use crate::crypto::identity::tests::fixture;
+
+    #[test]
+    fn lines_are_read_with_bounded_memory() {
+        let text = b"one\ntoo long a line\n\nlast".to_vec();
+        let mut input = std::io::BufReader::with_capacity(4, text.as_slice());
+        let mut lines = Vec::new();
+        while let Some(line) = read_line_bounded(&mut input, 8).unwrap() {
+            lines.push(match line {
+                Line::Text(bytes) => String::from_utf8(bytes).unwrap(),
+                Line::TooLong => "(too long)".to_owned(),
+            });
+        }
+        assert_eq!(lines, ["one\n", "(too long)", "\n", "last"]);
+        let mut long_last = std::io::BufReader::new(&b"0123456789"[..]);
+        assert!(matches!(
+            read_line_bounded(&mut long_last, 8).unwrap(),
+            Some(Line::TooLong)
+        ));
+        assert!(read_line_bounded(&mut long_last, 8).unwrap().is_none());
+    }
 
     #[test]
     fn a_forwarded_packet_goes_to_our_inbox_whatever_it_named() {

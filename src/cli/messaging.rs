@@ -190,11 +190,29 @@ fn text_arg(text: &str) -> anyhow::Result<String> {
     if text != "-" {
         return Ok(text.to_owned());
     }
-    let mut out = String::new();
+    // Read no more than a message may hold (and a newline), whatever comes in.
+    let max = crate::client::messaging::MAX_CONTENT_BYTES;
+    let cap = max as u64 + 2;
+    let mut bytes = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut out)
+        .lock()
+        .take(cap)
+        .read_to_end(&mut bytes)
         .context("cannot read the message from standard input")?;
-    Ok(out.trim_end_matches('\n').to_owned())
+    let filled = bytes.len() as u64 == cap;
+    while bytes.ends_with(b"\n") {
+        bytes.pop();
+    }
+    if filled || bytes.len() > max {
+        usage!(
+            "the message on standard input is too long: jasper reads at most {max} bytes \
+             (64 KiB) of text per message: send it in parts"
+        );
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => usage!("the message on standard input is not UTF-8 text"),
+    }
 }
 
 /// Prints what a send did: its id, or the whole report as JSON.

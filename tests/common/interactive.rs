@@ -80,6 +80,13 @@ impl Interactive {
         stdin.flush().unwrap();
     }
 
+    /// Writes `bytes` to its stdin as they are (not necessarily text, nor one line).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
     /// Sends the process a signal (`kill -s NAME`).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
