@@ -388,3 +388,33 @@ fn the_passphrase_can_be_set_changed_and_removed_and_a_wrong_one_changes_nothing
     assert!(out.contains("nothing to remove"), "{out}");
     assert!(!home.path().join("id.pem.new").exists());
 }
+
+#[test]
+fn key_files_and_passphrases_are_read_only_up_to_a_bound() {
+    let home = home_with_fixture("alice");
+    // A big file given as a key is not read to its end, and is not a key.
+    let big = home.path().join("big.pem");
+    let mut text = key_pem("bob-4096");
+    text.push_str(&"x".repeat(200 * 1024));
+    std::fs::write(&big, text).unwrap();
+    let (code, _, err) = run_jasper(
+        &["contacts", "add", "bob", big.to_str().unwrap()],
+        home.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a usable public key"), "{err}");
+    // A passphrase on standard input is at most 4096 bytes.
+    let (code, _, err) = run_jasper_with_stdin(
+        &["passphrase", "--passphrase-stdin"],
+        home.path(),
+        Some(&format!("{}\n", "p".repeat(10_000))),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("longer than 4096 bytes"), "{err}");
+    let (code, _, err) = run_jasper_with_stdin(
+        &["passphrase", "--passphrase-stdin"],
+        home.path(),
+        Some(&format!("{}\n", "p".repeat(4096))),
+    );
+    assert_eq!(code, 0, "{err}");
+}

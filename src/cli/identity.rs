@@ -1,6 +1,6 @@
 //! `jasper init` and `jasper id`: create and show the user's identity.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::{BufRead as _, IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -19,6 +19,9 @@ pub fn public_key_path(private: &Path) -> PathBuf {
     private.with_file_name(name)
 }
 
+/// Longest passphrase read.
+const MAX_PASSPHRASE_BYTES: u64 = 4096;
+
 /// Reads the passphrase: the first line of stdin with `--passphrase-stdin`, else a prompt on
 /// the terminal (asked twice when `confirm`).
 pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
@@ -26,9 +29,14 @@ pub fn read_passphrase(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroiz
         let mut line = Zeroizing::new(String::new());
         std::io::stdin()
             .lock()
+            .take(MAX_PASSPHRASE_BYTES + 2)
             .read_line(&mut line)
             .context("cannot read the passphrase from standard input")?;
-        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+        let passphrase = line.trim_end_matches(['\r', '\n']);
+        if passphrase.len() as u64 > MAX_PASSPHRASE_BYTES {
+            usage!("the passphrase is longer than {MAX_PASSPHRASE_BYTES} bytes");
+        }
+        Zeroizing::new(passphrase.to_owned())
     } else {
         if !std::io::stdin().is_terminal() {
             usage!(

@@ -1,6 +1,7 @@
 //! The local contact list: names a person chose for public keys, with an optional picture.
 //! Nothing here leaves the machine.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -77,11 +78,22 @@ fn check_name(name: &str) -> Result<(), ContactError> {
     Ok(())
 }
 
+/// Largest file read as a public key (an RSA-4096 key in PEM is under 1 KiB).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
 /// Reads a key given as base64 DER, PEM text, or the path of a file holding either.
 pub fn read_key(text: &str) -> Result<PublicKey, ContactError> {
     let path = Path::new(text);
     let body = if !text.contains("-----BEGIN") && text.len() < 4096 && path.is_file() {
-        std::fs::read_to_string(path).map_err(|_| KeyError::Unparseable)?
+        // A key file is a few KiB: what lies beyond MAX_KEY_FILE_BYTES is not one.
+        let mut body = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut body))
+            .map_err(|_| KeyError::Unparseable)?;
+        if body.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(KeyError::Unparseable.into());
+        }
+        body
     } else {
         text.to_owned()
     };
