@@ -418,3 +418,28 @@ fn key_files_and_passphrases_are_read_only_up_to_a_bound() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_client_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let home = home_with_fixture("alice");
+    let (code, _, err) = run_jasper(
+        &["contacts", "add", "bob", &key_b64("bob-4096")],
+        home.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let dir = home.path().join("client");
+    let db = dir.join("client.redb");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    // A database left readable by others (an older jasper) is narrowed on the next command.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = run_jasper(&["contacts", "list"], home.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bob"));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&db), 0o600);
+}

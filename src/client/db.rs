@@ -42,6 +42,47 @@ fn engine<E: std::fmt::Display>(e: E) -> DbError {
     DbError::Engine(e.to_string())
 }
 
+/// Makes `dir` and the database file at `path` in it readable by their owner only (the
+/// history holds what was said, in clear): a new directory is made 0700 and a new file 0600,
+/// and an existing file (from a version that did not do this) is narrowed to 0600, as is an
+/// existing directory when we may.
+fn keep_private(dir: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let narrow = |p: &Path, mode: u32| -> std::io::Result<()> {
+            let now = std::fs::metadata(p)?.permissions().mode() & 0o777;
+            if now & 0o077 != 0 {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            }
+            Ok(())
+        };
+        // A directory of someone else's (a shared place named as data_dir) stays as it is.
+        let _ = narrow(dir, 0o700);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => narrow(path, 0o600),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        std::fs::create_dir_all(dir)
+    }
+}
+
 /// The client's database.
 pub struct ClientDb {
     db: Database,
@@ -55,8 +96,9 @@ impl ClientDb {
             path: dir.display().to_string(),
             message,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(dir.join("client.redb")).map_err(|e| match e {
+        let path = dir.join("client.redb");
+        keep_private(dir, &path).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => open_err(
                 "another jasper is using it (a running `chat` or `receive --watch`?); \
                  stop that one or run this command there"
