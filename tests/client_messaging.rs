@@ -1114,3 +1114,29 @@ fn reactions_appear_only_when_in_the_reactions_database() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn group_names_are_names_whether_typed_or_received() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    for bad in ["", "   ", " pals", "a\u{7}b", &"g".repeat(65)] {
+        let (code, _, err) = run_jasper(&["group", "create", bad, "bob"], alice.path());
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("group names are"), "{bad:?}: {err}");
+    }
+    // A group that arrives with a name that is not one is kept under one made from its channel.
+    let object = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": "7d2f0a3c-1b4e-4c5d-9e6f-8a7b6c5d4e3f",
+        "type": "MESSAGE",
+        "content": "welcome",
+        "id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "timestamp": "2026-12-07T12:00:00.000Z",
+        "members": [key_b64("alice-4096"), key_b64("bob-4096")],
+        "name": "--help",
+    });
+    relay.send_ok(&seal_object("alice", "bob", &object));
+    let got = bob.receive_until(|l| l.iter().any(|m| m["content"] == "welcome"));
+    assert_eq!(got[0]["group"], "group 7d2f0a3c", "{got:?}");
+    assert_eq!(bob.history("group 7d2f0a3c")[0]["content"], "welcome");
+}

@@ -490,6 +490,12 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             Ok(())
         }
         GroupAction::Create { name, members } => {
+            if !crate::client::contacts::is_valid_name(name) {
+                usage!(
+                    "group names are 1-64 characters without control characters or spaces \
+                     around them, and not starting with '-'"
+                );
+            }
             let session = Session::open(config, &args.common)?;
             let report = session.with(|m| {
                 if Groups::new(m.db).get(name)?.is_some() {

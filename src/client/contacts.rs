@@ -65,17 +65,24 @@ pub enum ContactError {
     Db(#[from] DbError),
 }
 
-fn check_name(name: &str) -> Result<(), ContactError> {
+/// Whether `name` may name a contact or a group: 1 to [`MAX_NAME_CHARS`] characters, no
+/// control characters, no spaces around it, not starting with '-' (the commands take names
+/// as arguments, where that would read as a flag).
+pub fn is_valid_name(name: &str) -> bool {
     let chars = name.chars().count();
-    if chars == 0
-        || chars > MAX_NAME_CHARS
-        || name.starts_with('-')
-        || name.trim() != name
-        || name.chars().any(char::is_control)
-    {
-        return Err(ContactError::BadName);
+    chars > 0
+        && chars <= MAX_NAME_CHARS
+        && !name.starts_with('-')
+        && name.trim() == name
+        && !name.chars().any(char::is_control)
+}
+
+fn check_name(name: &str) -> Result<(), ContactError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ContactError::BadName)
     }
-    Ok(())
 }
 
 /// Largest file read as a public key (an RSA-4096 key in PEM is under 1 KiB).

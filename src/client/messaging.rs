@@ -914,9 +914,7 @@ impl Messenger<'_> {
         let name = object
             .get("name")
             .and_then(Value::as_str)
-            .filter(|n| {
-                !n.is_empty() && n.chars().count() <= 64 && !n.chars().any(char::is_control)
-            })
+            .filter(|n| super::contacts::is_valid_name(n))
             .map_or_else(
                 || format!("group {}", &channel_id.chars().take(8).collect::<String>()),
                 str::to_owned,
