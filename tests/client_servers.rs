@@ -80,7 +80,15 @@ fn a_client_learns_the_mesh_from_its_relay_and_spreads_its_roles_over_it() {
     assert_eq!(addrs, [r1.addr.to_string(), r2.addr.to_string()]);
     // Learned relays are probed at once, not shown as down until the next command.
     assert!(known.iter().all(|s| s["reachable"] == true), "{known:?}");
-    assert!(alice.ok(&["servers"]).contains("Two relays answer"));
+    assert_eq!(known[0]["configured"], true);
+    assert_eq!(known[1]["configured"], false);
+    let shown = alice.ok(&["servers"]);
+    assert!(shown.contains("Two relays answer"), "{shown}");
+    let r2_line = shown
+        .lines()
+        .find(|l| l.starts_with(&r2.addr.to_string()))
+        .unwrap();
+    assert!(r2_line.ends_with("learned"), "{shown}");
     // So sending and reading go through different relays from the first message on.
     alice.send("bob", "hello");
     alice.ok(&["receive"]);
@@ -150,7 +158,13 @@ fn a_relay_that_hangs_costs_a_command_one_short_probe_and_then_is_left_alone() {
         .lines()
         .find(|l| l.starts_with(&hung.addr.to_string()))
         .unwrap();
-    assert!(line.contains("down"), "{out}");
+    assert!(line.contains("down") && line.contains("down for"), "{out}");
+    let listed = servers(&alice);
+    let hung_entry = listed
+        .iter()
+        .find(|s| s["server"] == hung.addr.to_string().as_str())
+        .unwrap();
+    assert!(hung_entry["down_since"].is_string(), "{listed:?}");
     bob.receive_until(|l| l.iter().any(|m| m["id"] == id.as_str()));
 }
 

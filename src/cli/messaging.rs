@@ -723,6 +723,7 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
     let own = super::identity::load_public(config, false).ok();
     let roles = servers.assignments()?;
     let known = servers.known()?;
+    let configured = config.client.peer_entries();
     for (entry, info) in &known {
         let mine: Vec<String> = roles
             .iter()
@@ -749,6 +750,9 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
                 json!({
                     "server": entry.authority(), "reachable": info.reachable, "load": info.load,
                     "fetch_cursor": info.cursor, "roles": mine, "blocked": false,
+                    "configured": configured.contains(entry),
+                    "down_since": (info.down_since != 0)
+                        .then(|| crate::proto::time::rfc3339_ms(info.down_since)),
                 })
             );
         } else {
@@ -758,10 +762,23 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
                 .filter(|_| info.reachable)
                 .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
             let state = if info.reachable { "up" } else { "down" };
+            // How long a relay has been silent helps decide whether to block it.
+            let mut notes = mine;
+            if info.down_since != 0 {
+                notes.push(format!(
+                    "down for {}",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        now_ms().saturating_sub(info.down_since) / 1000
+                    ))
+                ));
+            }
+            if !configured.contains(entry) {
+                notes.push("learned".to_owned());
+            }
             println!(
                 "{:<32} {state:<5} load {load:<5} {}",
                 entry.authority(),
-                mine.join(", ")
+                notes.join(", ")
             );
         }
     }
