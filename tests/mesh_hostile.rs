@@ -225,3 +225,87 @@ fn peers_view_is_for_the_operator_only() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot reach the relay"), "{err}");
 }
+
+#[test]
+fn peers_that_accept_and_never_answer_do_not_hold_up_sync_with_the_others() {
+    // Four tarpits on ports below the honest peer's, so a relay that synced one peer after
+    // the other (in address order) would wait on each of them first.
+    let mut ports: Vec<u16> = (0..5).map(|_| common::free_port()).collect();
+    ports.sort_unstable();
+    let honest = Relay::start_at(ports[4], "");
+    let tarpits: Vec<std::net::TcpListener> = ports[..4]
+        .iter()
+        .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap())
+        .collect();
+    let packet = packet_for(&key_b64("alice-4096"), 7, 300);
+    honest.send_ok(&packet);
+    let peers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [{}]\nmessage_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"",
+        peers.join(", ")
+    ));
+    // A request to a tarpit waits 30 s; the honest peer's packet comes long before that.
+    assert!(
+        eventually(Duration::from_secs(15), || holds(&relay, &packet["hash"])),
+        "the packet never came: {}",
+        relay.log()
+    );
+    drop(tarpits);
+}
+
+#[test]
+fn peers_synced_side_by_side_are_not_each_asked_for_the_same_packets() {
+    // Two peers holding the same 300 packets, each slow to answer a fetch.
+    let packets: Vec<Value> = (0..300)
+        .map(|n| packet_for(&key_b64("alice-4096"), 1000 + n * 10, 200))
+        .collect();
+    let by_hash: Arc<std::collections::HashMap<String, Value>> = Arc::new(
+        packets
+            .iter()
+            .map(|p| (p["hash"].as_str().unwrap().to_owned(), p.clone()))
+            .collect(),
+    );
+    let hashes = json!({ "hashes": packets.iter().map(|p| p["hash"].clone()).collect::<Vec<_>>() })
+        .to_string();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let fake = || {
+        let (by_hash, hashes, pulled) = (by_hash.clone(), hashes.clone(), pulled.clone());
+        FakePeer::start(move |path, body| match path {
+            "/sync/hashes" => Answer::Json(hashes.clone()),
+            "/fetch" => {
+                let asked: Value = serde_json::from_slice(body).unwrap();
+                let asked = asked["hashes"].as_array().unwrap();
+                // Spot checks ask for a few; pulls for up to a hundred.
+                if asked.len() > 8 {
+                    pulled.fetch_add(asked.len(), Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                let messages: Vec<&Value> = asked
+                    .iter()
+                    .filter_map(|h| by_hash.get(h.as_str()?))
+                    .collect();
+                Answer::Json(json!({ "messages": messages }).to_string())
+            }
+            _ => Answer::Status(404),
+        })
+    };
+    let (a, b) = (fake(), fake());
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\", \"{}\"]\nmessage_sync_interval = \"1h\"\n\
+         server_sync_interval = \"1h\"\nreconciliation = false",
+        a.addr, b.addr
+    ));
+    assert!(
+        eventually(Duration::from_secs(20), || relay.status()["messages"]
+            == 300),
+        "{}",
+        relay.status()
+    );
+    // Each packet was asked of one peer only (both were synced at once).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pulled.load(Ordering::SeqCst), 300);
+    assert!(
+        a.calls("/fetch") > 0 && b.calls("/fetch") > 0,
+        "not side by side"
+    );
+}

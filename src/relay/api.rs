@@ -65,6 +65,9 @@ pub struct RelayState {
     pub fetch_backs: mpsc::Sender<FetchBack>,
     /// The set the answering side of reconciliation works on.
     pub reconcile: SnapshotCache,
+    /// Packets being pulled from a peer now, so that peers synced side by side do not each
+    /// send them.
+    pub pulling: std::sync::Mutex<HashSet<PacketHash>>,
 }
 
 impl RelayState {
@@ -83,6 +86,7 @@ impl RelayState {
             broadcast,
             fetch_backs,
             reconcile: SnapshotCache::default(),
+            pulling: std::sync::Mutex::default(),
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
 use self::broadcast::Fresh;
@@ -220,6 +221,32 @@ async fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// Peers exchanged with at once in a sync round. A peer that accepts connections and never
+/// answers holds one place for its timeouts, not the whole round: the others go on.
+pub const PEERS_AT_ONCE: usize = 8;
+
+/// Runs `work` for each of `peers` on the blocking pool, [`PEERS_AT_ONCE`] at a time, and
+/// yields each peer with its result as it finishes.
+fn side_by_side<T: Send + 'static>(
+    peers: Vec<ServerEntry>,
+    work: impl Fn(&ServerEntry) -> T + Send + Sync + 'static,
+) -> impl futures_util::Stream<Item = (ServerEntry, Result<T, tokio::task::JoinError>)> + Unpin {
+    use futures_util::StreamExt as _;
+    let work = Arc::new(work);
+    Box::pin(
+        futures_util::stream::iter(peers)
+            .map(move |peer| {
+                let work = work.clone();
+                async move {
+                    let p = peer.clone();
+                    let result = tokio::task::spawn_blocking(move || work(&p)).await;
+                    (peer, result)
+                }
+            })
+            .buffer_unordered(PEERS_AT_ONCE),
+    )
+}
+
 async fn message_sync_loop(
     state: Arc<RelayState>,
     client: PeerClient,
@@ -232,13 +259,19 @@ async fn message_sync_loop(
             _ = stop.changed() => return,
         }
         let peers = healthy_peers(&state);
+        let any = !peers.is_empty();
         let (mut synced, mut failed, mut pulled, mut pushed) = (0, 0, 0, 0);
-        for peer in &peers {
-            if *stop.borrow() {
-                return;
-            }
-            let (s, c, p) = (state.clone(), client.clone(), peer.clone());
-            let result = tokio::task::spawn_blocking(move || sync_with(&s, &c, &p)).await;
+        let (s, c) = (state.clone(), client.clone());
+        let work = move |peer: &ServerEntry| sync_with(&s, &c, peer);
+        let mut round = side_by_side(peers, work);
+        loop {
+            let (peer, result) = tokio::select! {
+                next = round.next() => match next {
+                    Some(done) => done,
+                    None => break,
+                },
+                _ = stop.changed() => return,
+            };
             match result {
                 Ok(Ok(report)) => {
                     synced += 1;
@@ -271,7 +304,7 @@ async fn message_sync_loop(
                 Err(_) => tracing::error!(peer = %peer, "message sync task panicked"),
             }
         }
-        if !peers.is_empty() {
+        if any {
             tracing::info!(synced, failed, pulled, pushed, "message sync round");
         }
     }
@@ -321,17 +354,21 @@ async fn server_sync_loop(
             .filter(|p| !state.peers.is_quarantined(p, now))
             .collect();
         ours.extend(own_entry(&state));
-        for peer in healthy_peers(&state) {
-            if *stop.borrow() {
-                return;
-            }
-            let (s, c, p, o) = (state.clone(), client.clone(), peer.clone(), ours.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let result = sync::sync_servers(&s, &c, &p, &o);
-                judge(&s, &p, &result);
-                result
-            })
-            .await;
+        let (s, c) = (state.clone(), client.clone());
+        let work = move |peer: &ServerEntry| {
+            let result = sync::sync_servers(&s, &c, peer, &ours);
+            judge(&s, peer, &result);
+            result
+        };
+        let mut round = side_by_side(healthy_peers(&state), work);
+        loop {
+            let (peer, result) = tokio::select! {
+                next = round.next() => match next {
+                    Some(done) => done,
+                    None => break,
+                },
+                _ = stop.changed() => return,
+            };
             match result {
                 Ok(Ok(_)) => tracing::debug!(peer = %peer, "server sync"),
                 Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "server sync failed"),

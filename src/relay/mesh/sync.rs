@@ -87,7 +87,9 @@ fn array<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a [Value], Pe
         .ok_or_else(|| PeerError::Malformed(format!("the answer has no `{field}` array")))
 }
 
-/// Pulls `wanted` from `peer` in batches, counting into `report`.
+/// Pulls `wanted` from `peer` in batches, counting into `report`. Peers are synced side by
+/// side, and most hold the same new packets: each batch asks only for what is neither stored
+/// by now nor being pulled from another peer at this moment.
 fn pull_all(
     state: &RelayState,
     client: &PeerClient,
@@ -97,11 +99,45 @@ fn pull_all(
 ) -> Result<(), SyncError> {
     report.requested = wanted.len();
     for chunk in wanted.chunks(FETCH_BATCH) {
-        let (stored, delivered) = pull(state, client, peer, chunk)?;
+        let claim = Claim::take(state, chunk);
+        if claim.hashes.is_empty() {
+            continue;
+        }
+        let (stored, delivered) = pull(state, client, peer, &claim.hashes)?;
         report.stored += stored;
-        report.withheld += chunk.len() - delivered;
+        report.withheld += claim.hashes.len() - delivered;
     }
     Ok(())
+}
+
+/// Hashes this sync pulls, held in [`RelayState::pulling`] until it is done with them.
+struct Claim<'a> {
+    state: &'a RelayState,
+    hashes: Vec<PacketHash>,
+}
+
+impl<'a> Claim<'a> {
+    /// Claims those of `hashes` that are not stored yet and that no other sync is pulling.
+    fn take(state: &'a RelayState, hashes: &[PacketHash]) -> Self {
+        let now = now_ms();
+        let missing: Vec<PacketHash> = hashes
+            .iter()
+            .filter(|h| !state.store.contains(h, now).unwrap_or(false))
+            .copied()
+            .collect();
+        let mut pulling = state.pulling.lock().unwrap_or_else(|p| p.into_inner());
+        let hashes = missing.into_iter().filter(|h| pulling.insert(*h)).collect();
+        Claim { state, hashes }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut pulling = self.state.pulling.lock().unwrap_or_else(|p| p.into_inner());
+        for hash in &self.hashes {
+            pulling.remove(hash);
+        }
+    }
 }
 
 /// Message sync with `peer`: set reconciliation when both sides offer it, else JASPER.md's
