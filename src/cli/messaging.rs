@@ -407,8 +407,9 @@ pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Resul
             terminal::line(&r.reason)
         );
     }
-    if let Some(more) = report.rejected.len().checked_sub(MAX_SKIPPED_SHOWN + 1) {
-        eprintln!("warning: … and {} more packets skipped", more + 1);
+    if report.rejected.len() > MAX_SKIPPED_SHOWN {
+        let more = report.rejected.len() - MAX_SKIPPED_SHOWN;
+        eprintln!("warning: … and {more} more packets skipped");
     }
     for r in &report.received {
         print_received(r, json)?;

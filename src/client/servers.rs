@@ -263,7 +263,10 @@ impl<'a> Servers<'a> {
                 }
             }
             let learned = !self.configured.contains(entry);
-            if learned && info.down_since != 0 && now - info.down_since >= FORGET_AFTER_MS {
+            if learned
+                && info.down_since != 0
+                && now.saturating_sub(info.down_since) >= FORGET_AFTER_MS
+            {
                 forget.push(entry.authority());
             } else {
                 put.push((

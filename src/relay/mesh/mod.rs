@@ -247,6 +247,18 @@ fn side_by_side<T: Send + 'static>(
     )
 }
 
+/// The next peer of `round` to finish, with its result; `None` when the round is over or
+/// `stop` turns (callers then look at `stop`).
+async fn next_done<S: futures_util::Stream + Unpin>(
+    round: &mut S,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<S::Item> {
+    tokio::select! {
+        next = round.next() => next,
+        _ = stop.changed() => None,
+    }
+}
+
 async fn message_sync_loop(
     state: Arc<RelayState>,
     client: PeerClient,
@@ -264,14 +276,7 @@ async fn message_sync_loop(
         let (s, c) = (state.clone(), client.clone());
         let work = move |peer: &ServerEntry| sync_with(&s, &c, peer);
         let mut round = side_by_side(peers, work);
-        loop {
-            let (peer, result) = tokio::select! {
-                next = round.next() => match next {
-                    Some(done) => done,
-                    None => break,
-                },
-                _ = stop.changed() => return,
-            };
+        while let Some((peer, result)) = next_done(&mut round, &mut stop).await {
             match result {
                 Ok(Ok(report)) => {
                     synced += 1;
@@ -303,6 +308,9 @@ async fn message_sync_loop(
                 }
                 Err(_) => tracing::error!(peer = %peer, "message sync task panicked"),
             }
+        }
+        if *stop.borrow() {
+            return;
         }
         if any {
             tracing::info!(synced, failed, pulled, pushed, "message sync round");
@@ -361,19 +369,15 @@ async fn server_sync_loop(
             result
         };
         let mut round = side_by_side(healthy_peers(&state), work);
-        loop {
-            let (peer, result) = tokio::select! {
-                next = round.next() => match next {
-                    Some(done) => done,
-                    None => break,
-                },
-                _ = stop.changed() => return,
-            };
+        while let Some((peer, result)) = next_done(&mut round, &mut stop).await {
             match result {
                 Ok(Ok(_)) => tracing::debug!(peer = %peer, "server sync"),
                 Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "server sync failed"),
                 Err(_) => tracing::error!(peer = %peer, "server sync task panicked"),
             }
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }
