@@ -17,6 +17,9 @@ command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 # redis-server, a real Redis for the Redis storage engine (each test starts its own server).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# script(1), which gives `jasper receive` a terminal in the progress-bar test (essential on
+# Debian; a trimmed image may lack it).
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

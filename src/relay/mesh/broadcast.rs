@@ -143,6 +143,15 @@ pub async fn run(
                     Err(PeerError::Status(code)) => {
                         tracing::debug!(peer = %peer, code, "push refused");
                     }
+                    // One that cannot be reached is backed off, as a failed sync would be,
+                    // so that the next packets do not wait on it too.
+                    Err(e @ (PeerError::Unreachable(_) | PeerError::Address(_))) => {
+                        tracing::debug!(peer = %peer, error = %e, "push failed");
+                        let now = crate::relay::clock::now_ms();
+                        state
+                            .peers
+                            .note(&peer, super::peers::Event::Unreachable, now);
+                    }
                     Err(e) => tracing::debug!(peer = %peer, error = %e, "push failed"),
                 }
             }
@@ -207,6 +216,49 @@ mod tests {
 
         let (disabled, _rx) = BroadcastQueue::new(false);
         assert!(!disabled.wanted(), "broadcast_fanout = 0 never copies");
+    }
+
+    #[tokio::test]
+    async fn a_peer_a_push_cannot_reach_is_backed_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), 4 << 20).unwrap());
+        let limits = PutLimits {
+            max_inbox_packets: 10,
+            max_stored_bytes: 1 << 20,
+        };
+        let (writer, _) = Writer::spawn(store.clone(), limits);
+        let config = RelayConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..RelayConfig::default()
+        };
+        let local = "127.0.0.1:9".parse().unwrap();
+        let (state, inbox) = RelayState::new(store.clone(), writer, config, local);
+        let state = Arc::new(state);
+        // A configured peer on a loopback port where nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer: ServerEntry = closed.local_addr().unwrap().to_string().parse().unwrap();
+        drop(closed);
+        store.add_servers(std::slice::from_ref(&peer), 10).unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let client = PeerClient::new(true, vec![peer.clone()]);
+        let broadcaster = tokio::spawn(run(state.clone(), client, inbox.pushes, stop));
+        let now = crate::relay::clock::now_ms;
+        assert!(state.peers.is_healthy(&peer, now()));
+        // Offered once the broadcaster has read the peer list.
+        assert!(eventually(|| state.broadcast.wanted()).await);
+        tokio::time::sleep(PEER_LIST_PERIOD).await;
+        state.broadcast.offer(Fresh {
+            hash: PacketHash::of_message("a"),
+            json: b"{}".to_vec(),
+            expires_at: now() + 60_000,
+            from: None,
+        });
+        assert!(
+            eventually(|| !state.peers.is_healthy(&peer, now())).await,
+            "the failed push left the peer healthy"
+        );
+        stop_tx.send(true).unwrap();
+        broadcaster.await.unwrap();
     }
 
     #[test]
