@@ -164,6 +164,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::RelayConfig;
+    use crate::relay::mesh::MeshInbox;
     use crate::relay::store::{PutLimits, RedbStore, Store};
     use crate::relay::writer::Writer;
 
@@ -178,22 +179,27 @@ mod tests {
         cond()
     }
 
-    #[tokio::test]
-    async fn the_write_path_is_told_whether_any_peer_would_get_a_push() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), 4 << 20).unwrap());
+    /// A relay's shared state over a store in `dir`, with no peers.
+    fn relay_state(dir: &std::path::Path) -> (Arc<RelayState>, MeshInbox, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir, 4 << 20).unwrap());
         let limits = PutLimits {
             max_inbox_packets: 10,
             max_stored_bytes: 1 << 20,
         };
         let (writer, _) = Writer::spawn(store.clone(), limits);
         let config = RelayConfig {
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             ..RelayConfig::default()
         };
         let local = "127.0.0.1:9".parse().unwrap();
         let (state, inbox) = RelayState::new(store.clone(), writer, config, local);
-        let state = Arc::new(state);
+        (Arc::new(state), inbox, store)
+    }
+
+    #[tokio::test]
+    async fn the_write_path_is_told_whether_any_peer_would_get_a_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, inbox, store) = relay_state(dir.path());
         assert!(
             state.broadcast.wanted(),
             "until the broadcaster reads the peers, packets are offered"
@@ -221,19 +227,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_a_push_cannot_reach_is_backed_off() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path(), 4 << 20).unwrap());
-        let limits = PutLimits {
-            max_inbox_packets: 10,
-            max_stored_bytes: 1 << 20,
-        };
-        let (writer, _) = Writer::spawn(store.clone(), limits);
-        let config = RelayConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..RelayConfig::default()
-        };
-        let local = "127.0.0.1:9".parse().unwrap();
-        let (state, inbox) = RelayState::new(store.clone(), writer, config, local);
-        let state = Arc::new(state);
+        let (state, inbox, store) = relay_state(dir.path());
         // A configured peer on a loopback port where nothing listens.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer: ServerEntry = closed.local_addr().unwrap().to_string().parse().unwrap();
