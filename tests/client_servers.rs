@@ -118,7 +118,9 @@ fn a_tx_relay_chosen_when_only_the_inbox_relay_was_known_moves_once_another_is()
         "request_timeout",
         "allow_private_servers = true\nrequest_timeout",
     );
+    // `servers` learns r2, and shows sending to bob on it already.
     alice.ok(&["servers"]);
+    assert_eq!(relay_with_role(&alice, "tx bob"), r2.addr.to_string());
     let second = alice.send("bob", "now through r2");
     // The inbox stays where it was (the relay holding it); sending to bob moves off it.
     assert_eq!(relay_with_role(&alice, "rx you"), r1_name);

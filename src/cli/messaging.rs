@@ -722,6 +722,7 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
     refreshed?;
     let contacts = Contacts::new(&db, &config.client.data_dir);
     let own = super::identity::load_public(config, false).ok();
+    servers.settle_roles()?;
     let roles = servers.assignments()?;
     let known = servers.known()?;
     let configured = config.client.peer_entries();

@@ -419,6 +419,20 @@ impl<'a> Servers<'a> {
         Ok(chosen)
     }
 
+    /// Applies the rules of [`Self::assign`] to every TX assignment now (a TX role on the
+    /// inbox relay moves once another relay answers), rather than at the next send to that
+    /// key, so that `jasper servers` shows where packets will go. Nothing moves while no
+    /// relay answers.
+    pub fn settle_roles(&self) -> Result<(), ServersError> {
+        for (key, _) in self.db.settings_with_prefix("tx:")? {
+            match self.assign(&key) {
+                Ok(_) | Err(ServersError::NoneReachable) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Every assignment, for `jasper servers`: (role, key fingerprint, relay).
     pub fn assignments(&self) -> Result<Vec<(String, String, String)>, ServersError> {
         let mut out = Vec::new();
