@@ -412,3 +412,30 @@ fn relays_sharing_one_redis_take_part_in_the_mesh_as_one_store() {
     assert_eq!(b.inbox(&alice).len(), 2);
     assert_eq!(a.status()["messages"], 2);
 }
+
+#[test]
+fn a_learned_server_that_cannot_be_reached_is_not_handed_out() {
+    let honest = Relay::start("");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = closed.local_addr().unwrap();
+    drop(closed);
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"",
+        honest.addr
+    ));
+    // Someone tells the relay of a server that is gone.
+    let (status, _) = relay.post(
+        "/sync/servers",
+        &json!({ "servers": [{"ip": "127.0.0.1", "port": gone.port()}] }),
+    );
+    assert_eq!(status, 200);
+    // Once a sync has failed to reach it, clients and peers asking for servers do not get it.
+    let gone = gone.to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || !known_servers(&relay)
+            .contains(&gone)),
+        "{:?}",
+        known_servers(&relay)
+    );
+    assert!(known_servers(&relay).contains(&honest.addr.to_string()));
+}

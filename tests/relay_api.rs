@@ -279,9 +279,14 @@ fn sync_servers_exchanges_lists_and_skips_bad_entries() {
 #[test]
 fn private_peers_are_learned_only_when_allowed() {
     let relay = Relay::start("allow_private_peers = true");
+    // Two relays on loopback (real ones: a server that does not answer is not handed out).
+    let (a, b) = (Relay::start(""), Relay::start(""));
     let (status, _) = relay.post(
         "/sync/servers",
-        &json!({ "servers": [{"ip": "10.0.0.1", "port": "8080"}, {"ip": "127.0.0.1", "port": "9"}] }),
+        &json!({ "servers": [
+            {"ip": "127.0.0.1", "port": a.addr.port().to_string()},
+            {"ip": "127.0.0.1", "port": b.addr.port()},
+        ] }),
     );
     assert_eq!(status, 200);
     let (_, known) = relay.post("/sync/servers", &json!({ "servers": [] }));

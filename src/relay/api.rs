@@ -556,9 +556,13 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
     ours.sort();
     ours.dedup();
     let now = now_ms();
+    // Not a server in quarantine, nor a learned one we cannot reach now (backing off): what
+    // clients and peers get from us should answer. Configured peers are the operator's word.
+    let configured = state.config.peer_entries();
     let answer: Vec<Value> = ours
         .iter()
         .filter(|s| !their_set.contains(s) && !state.peers.is_quarantined(s, now))
+        .filter(|s| configured.contains(s) || state.peers.is_healthy(s, now))
         .map(ServerEntry::to_json)
         .collect();
 
