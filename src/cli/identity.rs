@@ -171,22 +171,47 @@ fn write_config(path: &Path, config: &Config) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The user's public key: from the `.pub` file beside the private key, else from the private
-/// key itself (which may need the passphrase).
-pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<PublicKey> {
-    let key_path = &config.identity.private_key;
+/// The identity's key file (`[identity] private_key`), which must exist.
+fn identity_path(config: &Config) -> anyhow::Result<&Path> {
+    let key_path = config.identity.private_key.as_path();
     if !key_path.exists() {
         usage!(
             "no identity at {}; create one with `jasper init`",
             key_path.display()
         );
     }
-    public_half(key_path, &mut None, passphrase_stdin)
+    Ok(key_path)
+}
+
+/// The key at `path`, asking for the passphrase when it is encrypted (once: it is kept in
+/// `passphrase`, which may hold one already, as receive keys share the identity's).
+fn load_asking(
+    path: &Path,
+    passphrase: &mut Option<Zeroizing<String>>,
+    passphrase_stdin: bool,
+) -> anyhow::Result<Identity> {
+    match Identity::load(path, None) {
+        Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
+            if passphrase.is_none() {
+                *passphrase = Some(read_passphrase(passphrase_stdin, false)?);
+            }
+            Ok(Identity::load(
+                path,
+                passphrase.as_deref().map(String::as_str),
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The user's public key: from the `.pub` file beside the private key, else from the private
+/// key itself (which may need the passphrase).
+pub fn load_public(config: &Config, passphrase_stdin: bool) -> anyhow::Result<PublicKey> {
+    public_half(identity_path(config)?, &mut None, passphrase_stdin)
 }
 
 /// The public half of the key at `path`: from the `.pub` file beside it, else from the key
-/// itself, asking for the passphrase when it is encrypted (once: it is kept in `passphrase`
-/// for the next key, as receive keys share the identity's).
+/// itself (see [`load_asking`]).
 fn public_half(
     path: &Path,
     passphrase: &mut Option<Zeroizing<String>>,
@@ -197,16 +222,9 @@ fn public_half(
     {
         return Ok(key);
     }
-    let key = match Identity::load(path, None) {
-        Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
-            if passphrase.is_none() {
-                *passphrase = Some(read_passphrase(passphrase_stdin, false)?);
-            }
-            Identity::load(path, passphrase.as_deref().map(String::as_str))?
-        }
-        other => other?,
-    };
-    Ok(key.public().clone())
+    Ok(load_asking(path, passphrase, passphrase_stdin)?
+        .public()
+        .clone())
 }
 
 /// The user's identity, asking for the passphrase when the key is encrypted; also the
@@ -215,34 +233,44 @@ pub fn load_identity_keeping(
     config: &Config,
     passphrase_stdin: bool,
 ) -> anyhow::Result<(Identity, Option<Zeroizing<String>>)> {
-    let key_path = &config.identity.private_key;
-    if !key_path.exists() {
-        usage!(
-            "no identity at {}; create one with `jasper init`",
-            key_path.display()
-        );
+    let mut passphrase = None;
+    let identity = load_asking(identity_path(config)?, &mut passphrase, passphrase_stdin)?;
+    Ok((identity, passphrase))
+}
+
+/// The keys of `[identity] receive_keys`, each unencrypted or under the identity's
+/// `passphrase` (none is asked for).
+pub fn load_receive_keys<'c>(
+    config: &'c Config,
+    passphrase: Option<&str>,
+) -> anyhow::Result<Vec<(&'c PathBuf, Identity)>> {
+    let mut keys = Vec::new();
+    for path in &config.identity.receive_keys {
+        let key = match (Identity::load(path, None), passphrase) {
+            (Err(crate::crypto::IdentityError::NeedsPassphrase(_)), Some(p)) => {
+                Identity::load(path, Some(p))
+            }
+            (other, _) => other,
+        };
+        let key = key.with_context(|| {
+            format!(
+                "receive key {} (from [identity] receive_keys)",
+                path.display()
+            )
+        })?;
+        keys.push((path, key));
     }
-    match Identity::load(key_path, None) {
-        Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => {
-            let passphrase = read_passphrase(passphrase_stdin, false)?;
-            let identity = Identity::load(key_path, Some(&passphrase))?;
-            Ok((identity, Some(passphrase)))
-        }
-        other => Ok((other?, None)),
-    }
+    Ok(keys)
 }
 
 /// `jasper id`: the identity, then any receive keys (marked so).
 pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
-    let key_path = &config.identity.private_key;
-    if !key_path.exists() {
-        usage!(
-            "no identity at {}; create one with `jasper init`",
-            key_path.display()
-        );
-    }
     let mut passphrase = None;
-    let key = public_half(key_path, &mut passphrase, args.passphrase_stdin)?;
+    let key = public_half(
+        identity_path(config)?,
+        &mut passphrase,
+        args.passphrase_stdin,
+    )?;
     let mut keys = vec![(key, None)];
     for path in &config.identity.receive_keys {
         let public = public_half(path, &mut passphrase, args.passphrase_stdin)
@@ -274,22 +302,8 @@ pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
 /// replaced atomically, receive keys first.
 pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Result<()> {
     let (identity, current) = load_identity_keeping(config, args.passphrase_stdin)?;
-    let mut receive_keys = Vec::new();
-    for path in &config.identity.receive_keys {
-        let key = match (Identity::load(path, None), &current) {
-            (Err(crate::crypto::IdentityError::NeedsPassphrase(_)), Some(p)) => {
-                Identity::load(path, Some(p))
-            }
-            (other, _) => other,
-        };
-        let key = key.with_context(|| {
-            format!(
-                "receive key {} (from [identity] receive_keys); nothing was changed",
-                path.display()
-            )
-        })?;
-        receive_keys.push((path, key));
-    }
+    let receive_keys = load_receive_keys(config, current.as_deref().map(String::as_str))
+        .context("nothing was changed")?;
     let key_path = &config.identity.private_key;
     if args.remove && current.is_none() {
         // Nothing was encrypted: the receive keys opened without a passphrase too.

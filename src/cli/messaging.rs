@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::identity::load_identity_keeping;
+use super::identity::{load_identity_keeping, load_receive_keys};
 use super::{
     GroupAction, GroupArgs, HistoryArgs, MessageArgs, ReactionsAction, ReactionsArgs, ReceiveArgs,
     SendArgs, ServersAction, ServersArgs, TargetArgs,
@@ -41,21 +41,10 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn open(config: &Config, common: &MessageArgs) -> anyhow::Result<Session> {
         let (identity, passphrase) = load_identity_keeping(config, common.passphrase_stdin)?;
-        let mut receive_keys = Vec::new();
-        for path in &config.identity.receive_keys {
-            let key = Identity::load(path, None).or_else(|e| match (&e, &passphrase) {
-                (crate::crypto::IdentityError::NeedsPassphrase(_), Some(p)) => {
-                    Identity::load(path, Some(p))
-                }
-                _ => Err(e),
-            });
-            receive_keys.push(key.with_context(|| {
-                format!(
-                    "receive key {} (from [identity] receive_keys)",
-                    path.display()
-                )
-            })?);
-        }
+        let receive_keys = load_receive_keys(config, passphrase.as_deref().map(String::as_str))?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
         let db = ClientDb::open(&config.client.data_dir)?;
         Ok(Session {
             db,
