@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::proto::server::{AddressError, Host};
+use crate::proto::server::AddressError;
 use crate::proto::status::CAP_FETCH_CURSOR;
 use crate::proto::{ServerEntry, Status};
 
@@ -148,11 +148,7 @@ impl Transport {
                     AddressError::Unresolvable { .. } => e.to_string(),
                 },
             })?;
-        let host = match &relay.host {
-            Host::Domain(_) => Some(relay.authority()),
-            Host::Ip(_) => None,
-        };
-        Ok((format!("http://{addr}{path}"), host))
+        Ok((format!("http://{addr}{path}"), relay.host_header()))
     }
 
     fn call(

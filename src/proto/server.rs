@@ -88,6 +88,15 @@ impl ServerEntry {
             .ok_or_else(|| AddressError::NotPublic(self.to_string()))
     }
 
+    /// The `Host` header for a request sent to an address [`Self::resolve`] gave: the name
+    /// and port when the entry is a name (an IP literal needs none).
+    pub fn host_header(&self) -> Option<String> {
+        match &self.host {
+            Host::Domain(_) => Some(self.authority()),
+            Host::Ip(_) => None,
+        }
+    }
+
     /// Parses one entry of a `/sync/servers` list; `port` may be a string or a number.
     pub fn from_json(value: &Value) -> Result<Self, ServerEntryError> {
         let obj = value.as_object().ok_or(ServerEntryError::Shape)?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::proto::ServerEntry;
-use crate::proto::server::{AddressError, Host};
+use crate::proto::server::AddressError;
 use crate::relay::api::CALLER_HEADER;
 
 /// Time allowed to connect to a peer.
@@ -126,8 +126,8 @@ impl PeerClient {
         if let Some(own) = &self.own {
             request = request.header(CALLER_HEADER, own.to_string());
         }
-        if let Host::Domain(name) = &peer.host {
-            request = request.header("host", format!("{name}:{}", peer.port));
+        if let Some(host) = peer.host_header() {
+            request = request.header("host", host);
         }
         let mut response = request
             .send(body)
@@ -148,8 +148,8 @@ impl PeerClient {
     ) -> Result<Option<Vec<u8>>, PeerError> {
         let addr = self.resolve(peer)?;
         let mut request = self.agent.get(&format!("http://{addr}{path}"));
-        if let Host::Domain(name) = &peer.host {
-            request = request.header("host", format!("{name}:{}", peer.port));
+        if let Some(host) = peer.host_header() {
+            request = request.header("host", host);
         }
         let mut response = request
             .call()
