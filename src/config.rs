@@ -200,10 +200,11 @@ pub struct RelayConfig {
     pub peers: Vec<String>,
     /// This relay's own public "host:port", so that it never adds itself as a peer.
     pub public_address: Option<String>,
-    /// How often packets are synced with peers.
+    /// How often packets are synced with peers; zero: never (peers that call this relay
+    /// still sync with it, and broadcast still pushes).
     #[serde(with = "duration_text")]
     pub message_sync_interval: Duration,
-    /// How often server lists are synced with peers.
+    /// How often server lists are synced with peers; zero: never.
     #[serde(with = "duration_text")]
     pub server_sync_interval: Duration,
     /// Peers each newly stored packet is pushed to at once (0: no broadcasting, sync only).
@@ -480,8 +481,6 @@ impl RelayConfig {
         for (name, d) in [
             ("retention", self.retention),
             ("sweep_interval", self.sweep_interval),
-            ("message_sync_interval", self.message_sync_interval),
-            ("server_sync_interval", self.server_sync_interval),
             ("request_timeout", self.request_timeout),
         ] {
             if d.is_zero() {
@@ -664,6 +663,15 @@ mod tests {
         assert!(e.to_string().contains("nope"), "{e}");
         let e = Config::from_toml("[relay]\nsweep_interval = \"0s\"\n").unwrap_err();
         assert!(e.to_string().contains("sweep_interval"), "{e}");
+        // Zero turns the sync rounds off; it is no period for anything else.
+        let quiet = Config::from_toml(
+            "[relay]\nmessage_sync_interval = \"0s\"\nserver_sync_interval = \"0s\"\n",
+        )
+        .unwrap();
+        assert!(quiet.relay.message_sync_interval.is_zero());
+        assert!(quiet.relay.server_sync_interval.is_zero());
+        let e = Config::from_toml("[relay]\nretention = \"0s\"\n").unwrap_err();
+        assert!(e.to_string().contains("retention"), "{e}");
         for out_of_range in ["0s", "99ms", "61m", "1d"] {
             let e = Config::from_toml(&format!(
                 "[relay]\ncheckpoint_interval = \"{out_of_range}\"\n"

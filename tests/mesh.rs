@@ -439,3 +439,50 @@ fn a_learned_server_that_cannot_be_reached_is_not_handed_out() {
     );
     assert!(known_servers(&relay).contains(&honest.addr.to_string()));
 }
+
+#[test]
+fn a_relay_with_sync_off_contacts_no_peer_and_still_syncs_with_those_that_call_it() {
+    // A configured peer that counts what it is asked.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let watcher = common::fake_peer::FakePeer::start(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        common::fake_peer::Answer::Json(r#"{"hashes": [], "servers": []}"#.into())
+    });
+    let quiet_port = free_port();
+    let quiet = Relay::start_at(
+        quiet_port,
+        &format!(
+            "allow_private_peers = true\npeers = [\"{}\"]\n{}",
+            watcher.addr,
+            common::QUIET
+        ),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || quiet
+            .log()
+            .contains("message sync is off")),
+        "{}",
+        quiet.log()
+    );
+    // A relay that syncs with the quiet one every second brings it its packet.
+    let caller_port = free_port();
+    // (No broadcast from the caller: the packet must come by the caller's sync round.)
+    let caller = Relay::start_at(
+        caller_port,
+        &mesh_config(caller_port, &[quiet_port], "broadcast_fanout = 0"),
+    );
+    let packet = packet_for(&key_b64("alice-4096"), 4242, 100);
+    caller.send_ok(&packet);
+    assert!(
+        eventually(Duration::from_secs(10), || quiet.status()["messages"] == 1),
+        "the caller's packet never reached the quiet relay: {}",
+        caller.log()
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the quiet relay contacted its configured peer"
+    );
+    drop(watcher);
+}

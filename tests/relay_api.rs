@@ -240,9 +240,10 @@ fn server_set(body: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn sync_servers_exchanges_lists_and_skips_bad_entries() {
-    let relay = Relay::start(
-        "peers = [\"relay-a.example.org:8080\"]\npublic_address = \"me.example.org:8080\"",
-    );
+    let relay = Relay::start(&format!(
+        "peers = [\"relay-a.example.org:8080\"]\npublic_address = \"me.example.org:8080\"\n{}",
+        common::QUIET
+    ));
     let (status, body) = relay.post(
         "/sync/servers",
         &json!({ "servers": [
@@ -300,7 +301,7 @@ fn private_peers_are_learned_only_when_allowed() {
 
 #[test]
 fn known_servers_are_bounded() {
-    let relay = Relay::start("max_known_servers = 3");
+    let relay = Relay::start(&format!("max_known_servers = 3\n{}", common::QUIET));
     let many: Vec<Value> = (1..=10)
         .map(|n| json!({"ip": format!("relay{n}.example.org"), "port": 8080}))
         .collect();

@@ -188,7 +188,7 @@ fn jasper_config_env_names_the_file() {
 
 #[test]
 fn the_default_log_names_no_client_address_and_no_key() {
-    let relay = Relay::start("");
+    let relay = Relay::start(common::QUIET);
     let alice = key_b64("alice-4096");
     let p = packet_for(&alice, 1, 100);
     relay.send_ok(&p);

@@ -80,7 +80,11 @@ impl RelayState {
     ) -> (Self, MeshInbox) {
         let (broadcast, pushes) = BroadcastQueue::new(config.broadcast_fanout > 0);
         let (fetch_backs, fetch_back_rx) = mpsc::channel(FETCH_BACK_QUEUE);
-        let base_backoff = config.message_sync_interval.as_millis() as u64;
+        // Backing off from a peer starts at one sync interval (a minute when sync is off).
+        let base_backoff = match config.message_sync_interval.as_millis() as u64 {
+            0 => 60_000,
+            ms => ms,
+        };
         let state = Self {
             peers: PeerBook::load(store.clone(), base_backoff),
             broadcast,

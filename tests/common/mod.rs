@@ -99,6 +99,12 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// `[relay]` lines for a relay that contacts no peer on its own: no sync rounds, no
+/// broadcast. For tests that hand a relay public (made-up) servers, which it must never try
+/// to reach: tests send traffic nowhere but loopback.
+pub const QUIET: &str =
+    "message_sync_interval = \"0s\"\nserver_sync_interval = \"0s\"\nbroadcast_fanout = 0";
+
 /// A running relay process.
 pub struct Relay {
     pub dir: tempfile::TempDir,

@@ -264,6 +264,10 @@ async fn message_sync_loop(
     client: PeerClient,
     mut stop: watch::Receiver<bool>,
 ) {
+    if state.config.message_sync_interval.is_zero() {
+        tracing::info!("message sync is off (message_sync_interval = 0s)");
+        return;
+    }
     let mut tick = ticker(state.config.message_sync_interval).await;
     loop {
         tokio::select! {
@@ -349,6 +353,10 @@ async fn server_sync_loop(
     client: PeerClient,
     mut stop: watch::Receiver<bool>,
 ) {
+    if state.config.server_sync_interval.is_zero() {
+        tracing::info!("server sync is off (server_sync_interval = 0s)");
+        return;
+    }
     let mut tick = ticker(state.config.server_sync_interval).await;
     loop {
         tokio::select! {
