@@ -181,43 +181,42 @@ enum ToSync {
 
 /// Flushes as soon as packets are in the log, once for everything written by then, and answers
 /// each stored batch once a flush covers it.
+///
+/// A batch is answered before the thread flushes for batches written after it: when the
+/// writer indexes faster than the disk flushes, the messages waiting here are often "batch k is
+/// stored" and "batch k+1 is in the log", and batch k, already covered by the flush that just
+/// returned, must not wait for k+1's.
 fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<ToSync>) {
     while let Ok(first) = rx.recv() {
-        let mut last = SyncTicket::default();
+        let mut flush_to = SyncTicket::default();
         let mut batches = Vec::new();
         for message in std::iter::once(first).chain(rx.try_iter()) {
             match message {
-                ToSync::Flush(ticket) => last = last.max(ticket),
-                ToSync::Answer(batch) => {
-                    last = last.max(batch.ticket);
-                    batches.push(batch);
-                }
+                ToSync::Flush(ticket) => flush_to = flush_to.max(ticket),
+                ToSync::Answer(batch) => batches.push(batch),
             }
         }
-        // Usually the flush for an answer ran while its batch was being indexed, and this
-        // returns at once.
-        match store.sync(last) {
-            Ok(()) => {
-                for batch in batches {
-                    // Covered by that flush, so this returns at once; it refuses a batch
-                    // stored before the store was reopened after a failure (see
-                    // `store::reopen`), which this flush did not cover.
-                    if let Err(e) = store.sync(batch.ticket) {
-                        answer_all(batch.replies, &WriteError(e.to_string()));
-                        continue;
-                    }
+        for batch in batches {
+            // Returns at once when an earlier flush covered the batch (usually: it ran while
+            // the batch was being indexed); else flushes everything written by now. It refuses
+            // a batch stored before the store was reopened after a failure (see
+            // `store::reopen`), which no flush covered.
+            match store.sync(batch.ticket) {
+                Ok(()) => {
                     for (reply, outcome) in batch.replies.into_iter().zip(batch.outcomes) {
                         let _ = reply.send(Ok(outcome));
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "flushing stored packets failed");
-                let err = WriteError(e.to_string());
-                for batch in batches {
-                    answer_all(batch.replies, &err);
+                Err(e) => {
+                    tracing::error!(error = %e, "flushing stored packets failed");
+                    answer_all(batch.replies, &WriteError(e.to_string()));
                 }
             }
+        }
+        // Packets whose index is being built: flush them now so their answers find them on
+        // disk. A failure here is the store's to remember; their batches hear of it above.
+        if let Err(e) = store.sync(flush_to) {
+            tracing::debug!(error = %e, "early flush failed");
         }
     }
 }
