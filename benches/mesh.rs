@@ -7,8 +7,11 @@
 //! - `spread`: a 10-relay mesh (random connected topology): time until every relay holds a
 //!   packet sent to one of them, by broadcast alone (sync every hour) and by sync alone
 //!   (broadcast off, sync every 2 s).
+//! - `burst`: two relays that know each other, sync off; 2,000 packets sent to one from 16
+//!   connections at once; time until the other holds them all (by broadcast alone), with the
+//!   receiving relay's default rate limit (`JASPER_BENCH_UNLIMITED=1`: none).
 //!
-//! `cargo bench --bench mesh`; `JASPER_BENCH=reconcile,spread`, `JASPER_BENCH_ROUNDS`
+//! `cargo bench --bench mesh`; `JASPER_BENCH=reconcile,spread,burst`, `JASPER_BENCH_ROUNDS`
 //! (default 5), `JASPER_BENCH_PACKETS` (default 100,000), `JASPER_BENCH_DIFF` (1,000).
 
 mod common;
@@ -305,14 +308,97 @@ fn bench_spread(rounds: u64) {
     );
 }
 
+/// Seconds until the second of two relays holds a burst of `n` packets sent to the first
+/// (broadcast alone), or `None` if it holds fewer after 30 s (and how many).
+fn burst_once(round: u64, n: u64) -> (Option<f64>, u64) {
+    let (pa, pb) = (free_port(), free_port());
+    let base = tempfile::tempdir().unwrap();
+    let config = |me: u16, peer: u16, extra: &str| {
+        format!(
+            "[relay]\nlisten = \"127.0.0.1:{me}\"\npublic_address = \"127.0.0.1:{me}\"\n\
+             peers = [\"127.0.0.1:{peer}\"]\nallow_private_peers = true\n\
+             message_sync_interval = \"0s\"\nserver_sync_interval = \"0s\"\n{extra}\n"
+        )
+    };
+    let a = RelayProcess::start(
+        &base.path().join("a"),
+        &config(pa, pb, "rate_limit_per_minute = 0"),
+    );
+    // JASPER_BENCH_UNLIMITED=1 lifts the receiving relay's rate limit too (to compare the
+    // push machinery alone with builds that limited pushes from peers).
+    let b_extra = if env_num("JASPER_BENCH_UNLIMITED", 0) == 1 {
+        "rate_limit_per_minute = 0"
+    } else {
+        ""
+    };
+    let b = RelayProcess::start(&base.path().join("b"), &config(pb, pa, b_extra));
+    // The broadcaster reads its peers once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let keys: Vec<String> = KEYS.iter().map(|k| key(k)).collect();
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| packet(&keys[(i % 4) as usize], round * 1_000_000 + i, 16, 300))
+        .collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for chunk in bodies.chunks(bodies.len().div_ceil(16)) {
+            let addr = a.addr;
+            s.spawn(move || {
+                let http = agent();
+                for body in chunk {
+                    let resp = http
+                        .post(&format!("http://{addr}/send"))
+                        .send(body.as_slice())
+                        .unwrap();
+                    assert_eq!(resp.status().as_u16(), 200);
+                }
+            });
+        }
+    });
+    let http = agent();
+    loop {
+        let held = message_count(&http, b.addr);
+        if held >= n {
+            return (Some(start.elapsed().as_secs_f64()), held);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return (None, held);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bench_burst(rounds: u64) {
+    let n = 2_000;
+    println!(
+        "## a burst of {n} packets from 16 connections to one of two relays: time until the other holds them, by broadcast alone, {rounds} rounds"
+    );
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        match burst_once(round, n) {
+            (Some(secs), _) => {
+                println!("round {round}: {secs:.2} s");
+                times.push(secs);
+            }
+            (None, held) => println!("round {round}: only {held} of {n} after 30 s"),
+        }
+    }
+    if !times.is_empty() {
+        println!(
+            "median of the rounds that completed: {:.2} s\n",
+            median(times)
+        );
+    }
+}
+
 fn main() {
-    let which = std::env::var("JASPER_BENCH").unwrap_or_else(|_| "reconcile,spread".into());
+    let which = std::env::var("JASPER_BENCH").unwrap_or_else(|_| "reconcile,spread,burst".into());
     let rounds = env_num("JASPER_BENCH_ROUNDS", 5);
     println!("# jasper mesh benchmarks\n");
     for part in which.split(',') {
         match part.trim() {
             "reconcile" => bench_reconcile(rounds),
             "spread" => bench_spread(rounds),
+            "burst" => bench_burst(rounds),
             "" => {}
             other => eprintln!("unknown benchmark {other:?}"),
         }

@@ -486,3 +486,49 @@ fn a_relay_with_sync_off_contacts_no_peer_and_still_syncs_with_those_that_call_i
     );
     drop(watcher);
 }
+
+#[test]
+fn a_burst_of_sends_reaches_a_peer_by_broadcast_alone() {
+    // No sync rounds anywhere: every packet the peer holds came by a push. The peer keeps the
+    // default rate limit (600 requests a minute per address), which must not apply to a relay
+    // it knows: 400 pushes come from it within seconds.
+    let (peer_port, relay_port) = (free_port(), free_port());
+    let peer = Relay::start_at(
+        peer_port,
+        &format!(
+            "allow_private_peers = true\npeers = [\"127.0.0.1:{relay_port}\"]\n{}",
+            common::QUIET
+        ),
+    );
+    let relay = Relay::start_at(
+        relay_port,
+        &format!(
+            "allow_private_peers = true\npeers = [\"127.0.0.1:{peer_port}\"]\n\
+             message_sync_interval = \"0s\"\nserver_sync_interval = \"0s\"\nrate_limit_per_minute = 0"
+        ),
+    );
+    // Once the broadcaster has read the peers (within a second), every packet goes to it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let alice = key_b64("alice-4096");
+    let packets: Vec<Value> = (0..400)
+        .map(|n| packet_for(&alice, 70_000 + n, 200))
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in packets.chunks(50) {
+            let relay = &relay;
+            s.spawn(move || {
+                for p in chunk {
+                    relay.send_ok(p);
+                }
+            });
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(20), || peer.status()["messages"]
+            == packets.len()),
+        "the peer got {} of {} packets: {}",
+        peer.status()["messages"],
+        packets.len(),
+        relay.log()
+    );
+}

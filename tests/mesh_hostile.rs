@@ -309,3 +309,36 @@ fn peers_synced_side_by_side_are_not_each_asked_for_the_same_packets() {
         "not side by side"
     );
 }
+
+#[test]
+fn a_peer_that_accepts_pushes_and_never_answers_does_not_hold_up_broadcast_to_the_others() {
+    // The tarpit is a configured peer that takes connections and never answers; it stays
+    // "healthy" until its first request times out (30 s). No sync runs in this test: only
+    // broadcast can bring the packets to the honest peer.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let honest = Relay::start("");
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\", \"{}\"]\nbroadcast_fanout = 2\n\
+         message_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"\nreconciliation = false",
+        tarpit.local_addr().unwrap(),
+        honest.addr
+    ));
+    // Once the broadcaster has read the peers (within a second), every packet goes to both.
+    std::thread::sleep(Duration::from_millis(1500));
+    let packets: Vec<Value> = (0..20)
+        .map(|n| packet_for(&key_b64("alice-4096"), 5000 + n, 100))
+        .collect();
+    for p in &packets {
+        relay.send_ok(p);
+    }
+    // Pushes to the tarpit wait 30 s each; the honest peer's come at once beside them.
+    assert!(
+        eventually(Duration::from_secs(8), || honest.status()["messages"]
+            == packets.len()),
+        "the honest peer got {} of {} packets: {}",
+        honest.status()["messages"],
+        packets.len(),
+        relay.log()
+    );
+    drop(tarpit);
+}

@@ -16,7 +16,7 @@ use warp::Filter;
 use warp::http::{Response, StatusCode};
 
 use super::clock::{now_ms, rfc3339_ms};
-use super::limits::RateLimiter;
+use super::limits::{PeerAddresses, RateLimiter};
 use super::mesh::broadcast::{BroadcastQueue, Fresh};
 use super::mesh::peers::PeerBook;
 use super::mesh::reconcile::{self, SnapshotCache};
@@ -53,6 +53,8 @@ pub struct RelayState {
     pub keys: KeyCache,
     /// Per-client rate limits.
     pub limiter: RateLimiter,
+    /// Known peers' addresses, which the rate limit lets through.
+    pub peer_addresses: PeerAddresses,
     /// Permits for requests in flight.
     pub inflight: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
@@ -97,6 +99,7 @@ impl RelayState {
             },
             keys: KeyCache::new(KEY_CACHE_ENTRIES),
             limiter: RateLimiter::new(config.rate_limit_per_minute),
+            peer_addresses: PeerAddresses::default(),
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             local_addr,
             store,
@@ -216,6 +219,7 @@ where
     let body = Box::pin(body);
     if let Some(ClientAddr(addr)) = addr
         && !state.limiter.allow(addr.ip(), Instant::now())
+        && !state.peer_addresses.contains(addr.ip())
     {
         return ApiError::rate_limited("too many requests from this address; slow down")
             .into_response();

@@ -57,6 +57,30 @@ impl RateLimiter {
     }
 }
 
+/// The addresses of the relays this one knows, whose requests the rate limit lets through:
+/// a relay pushes every packet it stores to its peers, all from one address, far more often
+/// than a client sends. Kept up to date by the mesh (see `mesh::peer_address_loop`).
+#[derive(Default)]
+pub struct PeerAddresses {
+    addresses: std::sync::RwLock<std::collections::HashSet<IpAddr>>,
+}
+
+impl PeerAddresses {
+    /// Whether `ip` is a known peer's.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.addresses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip.to_canonical())
+    }
+
+    /// Replaces the known peers' addresses.
+    pub fn replace(&self, addresses: impl IntoIterator<Item = IpAddr>) {
+        let set = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
+        *self.addresses.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +97,25 @@ mod tests {
         assert!(!limiter.allow(a, t0));
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!((0..100).filter(|_| limiter.allow(a, t1)).count(), 10);
+    }
+
+    #[test]
+    fn peer_addresses_match_whatever_the_address_family() {
+        let peers = PeerAddresses::default();
+        assert!(!peers.contains("192.0.2.1".parse().unwrap()));
+        peers.replace(["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert!(peers.contains("192.0.2.1".parse().unwrap()));
+        assert!(
+            peers.contains("::ffff:192.0.2.1".parse().unwrap()),
+            "v4 on a v6 socket"
+        );
+        assert!(peers.contains("2001:db8::1".parse().unwrap()));
+        assert!(!peers.contains("192.0.2.2".parse().unwrap()));
+        peers.replace([]);
+        assert!(
+            !peers.contains("192.0.2.1".parse().unwrap()),
+            "a forgotten peer"
+        );
     }
 
     #[test]

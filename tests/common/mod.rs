@@ -352,10 +352,15 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
+/// Starts a relay process logging at `info`, or at `TEST_RELAY_LOG` when set (a `RUST_LOG`
+/// filter, for looking into a failing test: `TEST_RELAY_LOG=info,jasper::relay::mesh=debug`).
 fn spawn_relay(args: &[String], cwd: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>) {
     let mut child = jasper_in(cwd)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,9 +1,17 @@
 //! Message broadcasting (JASPER.md key feature 3): a packet this relay stores for the first
 //! time is pushed on to its healthy peers right away, in the background, through a bounded
 //! queue with bounded fan-out. What a full queue drops, the periodic sync repairs.
+//!
+//! Each peer has its own lane: a short queue and [`PUSHES_PER_PEER`] workers, which share
+//! [`CONCURRENT_PUSHES`] slots with every other lane. A peer that accepts connections and
+//! never answers (or is merely slow) fills its own lane and costs the others nothing; a packet
+//! for a peer whose lane is full is left to the periodic sync. Packets waiting in lanes are
+//! bounded in bytes as well ([`LANE_BYTES`]), whatever their number.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -13,8 +21,17 @@ use crate::relay::api::{RelayState, json_with_expiry};
 
 /// Packets waiting to be pushed; more are dropped (and reach peers by sync instead).
 pub const QUEUE_CAPACITY: usize = 4096;
-/// Pushes running at once.
-const CONCURRENT_PUSHES: usize = 8;
+/// Pushes running at once, to all peers together.
+pub const CONCURRENT_PUSHES: usize = 64;
+/// Pushes running at once to one peer.
+pub const PUSHES_PER_PEER: usize = 8;
+/// Packets waiting in one peer's lane; more for that peer are left to sync.
+pub const LANE_CAPACITY: usize = 4096;
+/// Bytes of packets waiting in all lanes together; a packet that would exceed it is left to
+/// sync (a packet waiting for several peers counts once).
+pub const LANE_BYTES: usize = 64 << 20;
+/// A lane with nothing to push for this long ends (and is made again when needed).
+const LANE_IDLE: Duration = Duration::from_secs(60);
 
 /// A packet just stored for the first time.
 #[derive(Debug, Clone)]
@@ -94,7 +111,14 @@ pub async fn run(
     mut rx: mpsc::Receiver<Fresh>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_PUSHES));
+    let shared = Arc::new(Shared {
+        state: state.clone(),
+        client,
+        slots: Semaphore::new(CONCURRENT_PUSHES),
+        queued_bytes: AtomicUsize::new(0),
+        stop: stop.clone(),
+    });
+    let mut lanes: HashMap<ServerEntry, mpsc::Sender<Arc<Body>>> = HashMap::new();
     // The known-peers list is read from the store once per PEER_LIST_PERIOD, not once per packet
     // (a redb read transaction on the async runtime for every stored packet), and also while
     // no packet comes: the write path asks `wanted` before it copies one. Health is checked
@@ -109,6 +133,7 @@ pub async fn run(
             _ = reread.tick() => {
                 peers = super::known_peers(&state);
                 state.broadcast.note_peers(!peers.is_empty());
+                lanes.retain(|_, lane| !lane.is_closed());
                 continue;
             }
             f = rx.recv() => match f { Some(f) => f, None => return },
@@ -129,34 +154,132 @@ pub async fn run(
         if targets.is_empty() {
             continue;
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let Some(body) = Body::new(&shared, &fresh) else {
+            tracing::debug!("packets waiting for peers fill their budget; left to sync");
+            continue;
         };
-        let (state, client) = (state.clone(), client.clone());
-        tokio::task::spawn_blocking(move || {
-            let body = json_with_expiry(&fresh.json, fresh.expires_at);
-            for peer in targets {
-                let limit = 4096;
-                match client.post(&peer, "/send", &body, limit) {
-                    Ok(_) => state.peers.push_accepted(&peer, fresh.hash),
-                    // Refusals (expired there, stricter limits) are the peer's right.
-                    Err(PeerError::Status(code)) => {
-                        tracing::debug!(peer = %peer, code, "push refused");
-                    }
-                    // One that cannot be reached is backed off, as a failed sync would be,
-                    // so that the next packets do not wait on it too.
-                    Err(e @ (PeerError::Unreachable(_) | PeerError::Address(_))) => {
-                        tracing::debug!(peer = %peer, error = %e, "push failed");
-                        let now = crate::relay::clock::now_ms();
-                        state
-                            .peers
-                            .note(&peer, super::peers::Event::Unreachable, now);
-                    }
-                    Err(e) => tracing::debug!(peer = %peer, error = %e, "push failed"),
+        for peer in targets {
+            let lane = lanes
+                .entry(peer.clone())
+                .or_insert_with(|| open_lane(&shared, &peer));
+            let refused = match lane.try_send(body.clone()) {
+                Ok(()) => continue,
+                // Its workers ended (idle): a new lane takes the packet.
+                Err(mpsc::error::TrySendError::Closed(body)) => {
+                    *lane = open_lane(&shared, &peer);
+                    lane.try_send(body).is_err()
                 }
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+            };
+            if refused {
+                tracing::debug!(peer = %peer, "the peer's push lane is full; left to sync");
             }
-            drop(permit);
+        }
+    }
+}
+
+/// What every lane shares.
+struct Shared {
+    state: Arc<RelayState>,
+    client: PeerClient,
+    /// [`CONCURRENT_PUSHES`] slots.
+    slots: Semaphore,
+    /// Bytes of the bodies waiting in lanes or being pushed.
+    queued_bytes: AtomicUsize,
+    stop: watch::Receiver<bool>,
+}
+
+/// A packet as pushed (with its expiry), shared by the lanes of its targets; its bytes count
+/// against [`LANE_BYTES`] until the last lane is done with it.
+struct Body {
+    shared: Arc<Shared>,
+    hash: PacketHash,
+    json: Vec<u8>,
+}
+
+impl Body {
+    /// The body of `fresh`, or `None` when it does not fit in the budget.
+    fn new(shared: &Arc<Shared>, fresh: &Fresh) -> Option<Arc<Self>> {
+        let json = json_with_expiry(&fresh.json, fresh.expires_at);
+        let len = json.len();
+        let before = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > LANE_BYTES {
+            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return None;
+        }
+        Some(Arc::new(Self {
+            shared: shared.clone(),
+            hash: fresh.hash,
+            json,
+        }))
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.shared
+            .queued_bytes
+            .fetch_sub(self.json.len(), Ordering::Relaxed);
+    }
+}
+
+/// Starts `peer`'s lane: [`PUSHES_PER_PEER`] workers taking from one queue, each push in a
+/// shared slot. The workers end after [`LANE_IDLE`] without work, or on stop.
+fn open_lane(shared: &Arc<Shared>, peer: &ServerEntry) -> mpsc::Sender<Arc<Body>> {
+    let (tx, rx) = mpsc::channel::<Arc<Body>>(LANE_CAPACITY);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..PUSHES_PER_PEER {
+        let (shared, peer, rx) = (shared.clone(), peer.clone(), rx.clone());
+        tokio::spawn(async move {
+            let mut stop = shared.stop.clone();
+            loop {
+                let next = tokio::select! {
+                    next = async { rx.lock().await.recv().await } => next,
+                    _ = tokio::time::sleep(LANE_IDLE) => None,
+                    _ = stop.changed() => None,
+                };
+                let Some(body) = next else { return };
+                let Ok(permit) = shared.slots.acquire().await else {
+                    return;
+                };
+                let (state, client, peer) =
+                    (shared.state.clone(), shared.client.clone(), peer.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    push(&state, &client, &peer, &body.json, body.hash);
+                })
+                .await;
+                drop(permit);
+            }
         });
+    }
+    tx
+}
+
+/// Pushes one packet to one peer (blocking) and notes how the peer did.
+fn push(
+    state: &RelayState,
+    client: &PeerClient,
+    peer: &ServerEntry,
+    body: &[u8],
+    hash: PacketHash,
+) {
+    let limit = 4096;
+    match client.post(peer, "/send", body, limit) {
+        Ok(_) => state.peers.push_accepted(peer, hash),
+        // Refusals (expired there, stricter limits) are the peer's right.
+        Err(PeerError::Status(code)) => {
+            tracing::debug!(peer = %peer, code, "push refused");
+        }
+        // One that cannot be reached is backed off, as a failed sync would be, so that the
+        // next packets are not offered to it either.
+        Err(e @ (PeerError::Unreachable(_) | PeerError::Address(_))) => {
+            tracing::debug!(peer = %peer, error = %e, "push failed");
+            let now = crate::relay::clock::now_ms();
+            state
+                .peers
+                .note(peer, super::peers::Event::Unreachable, now);
+        }
+        Err(e) => tracing::debug!(peer = %peer, error = %e, "push failed"),
     }
 }
 
@@ -253,6 +376,40 @@ mod tests {
         );
         stop_tx.send(true).unwrap();
         broadcaster.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bytes_waiting_for_peers_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _inbox, _store) = relay_state(dir.path());
+        let (_stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state,
+            client: PeerClient::new(false, Vec::new()),
+            slots: Semaphore::new(CONCURRENT_PUSHES),
+            queued_bytes: AtomicUsize::new(0),
+            stop,
+        });
+        let fresh = |n: u8| Fresh {
+            hash: PacketHash::of_message(&n.to_string()),
+            json: format!("{{\"message\":\"{}\"}}", "x".repeat(LANE_BYTES / 2)).into_bytes(),
+            expires_at: 1,
+            from: None,
+        };
+        let first = Body::new(&shared, &fresh(1)).expect("half the budget fits");
+        let shared_by_lanes = first.clone();
+        assert!(Body::new(&shared, &fresh(2)).is_none(), "over the budget");
+        drop(first);
+        assert!(
+            Body::new(&shared, &fresh(3)).is_none(),
+            "still held by a lane"
+        );
+        drop(shared_by_lanes);
+        assert_eq!(shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(
+            Body::new(&shared, &fresh(4)).is_some(),
+            "given back when pushed"
+        );
     }
 
     #[test]

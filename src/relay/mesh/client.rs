@@ -2,11 +2,14 @@
 //! the configuration does not allow (loopback, private and link-local ranges are refused for
 //! peers learned from others unless `allow_private_peers`).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::proto::ServerEntry;
 use crate::proto::server::AddressError;
+use crate::proto::server::Host;
 use crate::relay::api::CALLER_HEADER;
 
 /// Time allowed to connect to a peer.
@@ -48,6 +51,8 @@ pub struct PeerClient {
     allow_private: bool,
     configured: Vec<ServerEntry>,
     own: Option<ServerEntry>,
+    /// The address each peer named by a domain resolved to when last contacted.
+    resolved: Arc<Mutex<HashMap<ServerEntry, IpAddr>>>,
 }
 
 impl PeerClient {
@@ -68,6 +73,7 @@ impl PeerClient {
             allow_private,
             configured,
             own: None,
+            resolved: Arc::default(),
         }
     }
 
@@ -81,12 +87,34 @@ impl PeerClient {
     /// Resolves `peer` to one address this relay may contact.
     pub fn resolve(&self, peer: &ServerEntry) -> Result<SocketAddr, PeerError> {
         let trusted = self.allow_private || self.configured.contains(peer);
-        peer.resolve(trusted).map_err(|e| match e {
+        let addr = peer.resolve(trusted).map_err(|e| match e {
             AddressError::NotPublic(_) => {
                 PeerError::Address(format!("{e}; set allow_private_peers to contact it"))
             }
             AddressError::Unresolvable { .. } => PeerError::Address(e.to_string()),
-        })
+        })?;
+        if matches!(peer.host, Host::Domain(_)) {
+            self.lock_resolved().insert(peer.clone(), addr.ip());
+        }
+        Ok(addr)
+    }
+
+    /// The address `peer` has: its IP, or for a name, the address it resolved to when this
+    /// relay last contacted it (`None` before that: names are not looked up for this).
+    pub fn address_of(&self, peer: &ServerEntry) -> Option<IpAddr> {
+        match &peer.host {
+            Host::Ip(ip) => Some(*ip),
+            Host::Domain(_) => self.lock_resolved().get(peer).copied(),
+        }
+    }
+
+    /// Forgets the resolved addresses of every peer but `known`.
+    pub fn keep_resolved(&self, known: &[ServerEntry]) {
+        self.lock_resolved().retain(|peer, _| known.contains(peer));
+    }
+
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, HashMap<ServerEntry, IpAddr>> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// POSTs JSON to `path` on `peer` and returns the body of a 200 answer, read up to `limit`

@@ -176,11 +176,43 @@ pub async fn run(state: Arc<RelayState>, inbox: MeshInbox, stop: watch::Receiver
         inbox.fetch_backs,
         stop.clone(),
     ));
+    let addresses = tokio::spawn(peer_address_loop(
+        state.clone(),
+        client.clone(),
+        stop.clone(),
+    ));
     let broadcast = tokio::spawn(broadcast::run(state, client, inbox.pushes, stop));
     let _ = messages.await;
     let _ = servers.await;
     let _ = backs.await;
     let _ = broadcast.await;
+    let _ = addresses.await;
+}
+
+/// Keeps [`RelayState::peer_addresses`] (the addresses the rate limit lets through) to the
+/// known peers that are not quarantined, once per [`broadcast::PEER_LIST_PERIOD`]. A peer
+/// named by a domain counts once this relay has contacted it (no lookups for this alone).
+async fn peer_address_loop(
+    state: Arc<RelayState>,
+    client: PeerClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = ticker(broadcast::PEER_LIST_PERIOD).await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let peers = known_peers(&state);
+        client.keep_resolved(&peers);
+        let now = crate::relay::clock::now_ms();
+        state.peer_addresses.replace(
+            peers
+                .iter()
+                .filter(|p| !state.peers.is_quarantined(p, now))
+                .filter_map(|p| client.address_of(p)),
+        );
+    }
 }
 
 async fn fetch_back_loop(
