@@ -1,6 +1,9 @@
 //! The client's local database (redb under `[client] data_dir`). Only this module touches redb.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -83,30 +86,139 @@ fn keep_private(dir: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The client's database.
+/// How long an open database may sit unused before it is closed, so that other jasper
+/// commands (a `send` beside a running `chat` or `receive --watch`) can open it.
+pub const IDLE_CLOSE: Duration = Duration::from_millis(50);
+/// How long opening waits for another jasper to close the database.
+pub const OPEN_WAIT: Duration = Duration::from_secs(15);
+
+/// The client's database. It is held open only while in use: after [`IDLE_CLOSE`] without a
+/// transaction it is closed (made durable first), and the next use opens it again, waiting up
+/// to [`OPEN_WAIT`] while another jasper has it. So several commands of one user share it.
 pub struct ClientDb {
-    db: Database,
-    relaxed: std::sync::atomic::AtomicBool,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    path: PathBuf,
+    held: Mutex<Held>,
+    relaxed: AtomicBool,
+}
+
+struct Held {
+    db: Option<Database>,
+    last_use: Instant,
+    /// Relaxed commits not yet made durable.
+    unflushed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open_err(&self, message: String) -> DbError {
+        DbError::Open {
+            path: self.dir.display().to_string(),
+            message,
+        }
+    }
+
+    /// Opens the file, waiting up to `wait` while another jasper has it.
+    fn open_file(&self, wait: Duration) -> Result<Database, DbError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match Database::create(&self.path) {
+                Ok(db) => return Ok(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(self.open_err(format!(
+                        "another jasper has kept it open for over {} s; stop that one or \
+                         try again",
+                        wait.as_secs()
+                    )));
+                }
+                Err(e) if crate::redb_file::is_damaged(&e) => {
+                    return Err(self.open_err(format!("{e}; {DAMAGED}")));
+                }
+                Err(e) => return Err(self.open_err(e.to_string())),
+            }
+        }
+    }
+
+    /// Closes the database if it has been idle for [`IDLE_CLOSE`]. Returns how long to wait
+    /// before looking again, or `None` once the `ClientDb` is gone.
+    fn close_if_idle(weak: &Weak<Shared>) -> Option<Duration> {
+        let shared = weak.upgrade()?;
+        let mut held = shared.lock();
+        if held.db.is_none() {
+            return Some(IDLE_CLOSE);
+        }
+        let idle = held.last_use.elapsed();
+        if idle < IDLE_CLOSE {
+            return Some(IDLE_CLOSE - idle);
+        }
+        if held.unflushed {
+            match held.db.as_ref().map(flush_all) {
+                Some(Ok(())) => held.unflushed = false,
+                // Kept open; the owner's own flush reports the error.
+                _ => return Some(IDLE_CLOSE),
+            }
+        }
+        held.db = None;
+        Some(IDLE_CLOSE)
+    }
+}
+
+/// Makes every earlier commit of `db` durable.
+fn flush_all(db: &Database) -> Result<(), DbError> {
+    let mut txn = db.begin_write().map_err(engine)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(engine)?;
+    txn.commit().map_err(engine)
+}
+
+/// What a transaction in [`ClientDb::with`] works on.
+struct Open<'a> {
+    db: &'a Database,
+    relaxed: bool,
+    unflushed: &'a mut bool,
+}
+
+impl Open<'_> {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, DbError> {
+        self.db.begin_read().map_err(engine)
+    }
+
+    fn begin_write(&mut self) -> Result<redb::WriteTransaction, DbError> {
+        let mut txn = self.db.begin_write().map_err(engine)?;
+        if self.relaxed {
+            txn.set_durability(redb::Durability::None).map_err(engine)?;
+            *self.unflushed = true;
+        }
+        Ok(txn)
+    }
 }
 
 impl ClientDb {
     /// Opens (creating if needed) `dir/client.redb`.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
-        let open_err = |message: String| DbError::Open {
-            path: dir.display().to_string(),
-            message,
-        };
         let path = dir.join("client.redb");
-        keep_private(dir, &path).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
-                "another jasper is using it (a running `chat` or `receive --watch`?); \
-                 stop that one or run this command there"
-                    .into(),
-            ),
-            e if crate::redb_file::is_damaged(&e) => open_err(format!("{e}; {DAMAGED}")),
-            e => open_err(e.to_string()),
-        })?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            path: path.clone(),
+            held: Mutex::new(Held {
+                db: None,
+                last_use: Instant::now(),
+                unflushed: false,
+            }),
+            relaxed: AtomicBool::new(false),
+        });
+        keep_private(dir, &path).map_err(|e| shared.open_err(e.to_string()))?;
+        let db = shared.open_file(OPEN_WAIT)?;
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(CONTACTS).map_err(engine)?;
         txn.open_table(SETTINGS).map_err(engine)?;
@@ -115,37 +227,69 @@ impl ClientDb {
         txn.open_table(MESSAGE_IDS).map_err(engine)?;
         txn.open_table(SERVERS).map_err(engine)?;
         txn.commit().map_err(engine)?;
-        Ok(Self {
+        shared.lock().db = Some(db);
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("jasper-db-idle".into())
+            .spawn(move || {
+                while let Some(wait) = Shared::close_if_idle(&weak) {
+                    std::thread::sleep(wait);
+                }
+            })
+            .map_err(|e| DbError::Engine(format!("cannot start a thread: {e}")))?;
+        Ok(Self { shared })
+    }
+
+    /// Runs `f` on the open database (opening it first if it was closed while idle).
+    fn with<T>(&self, f: impl FnOnce(&mut Open<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mut held = self.shared.lock();
+        let held = &mut *held;
+        if held.db.is_none() {
+            held.db = Some(self.shared.open_file(OPEN_WAIT)?);
+        }
+        let db = held.db.as_ref().expect("opened above");
+        let relaxed = self.shared.relaxed.load(Ordering::Relaxed);
+        let result = f(&mut Open {
             db,
-            relaxed: std::sync::atomic::AtomicBool::new(false),
-        })
+            relaxed,
+            unflushed: &mut held.unflushed,
+        });
+        held.last_use = Instant::now();
+        result
+    }
+
+    /// Whether the database is open now (it closes when idle).
+    pub fn is_open(&self) -> bool {
+        self.shared.lock().db.is_some()
     }
 
     /// While relaxed, commits skip the disk flush; [`ClientDb::flush`] makes them all durable
     /// at once. For bulk work (a big receive) where a crash only means fetching again.
     pub fn set_relaxed(&self, relaxed: bool) {
-        self.relaxed
-            .store(relaxed, std::sync::atomic::Ordering::Relaxed);
+        self.shared.relaxed.store(relaxed, Ordering::Relaxed);
     }
 
     /// Makes every earlier commit durable.
     pub fn flush(&self) -> Result<(), DbError> {
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)
+        self.with(|open| {
+            flush_all(open.db)?;
+            *open.unflushed = false;
+            Ok(())
+        })
     }
 
     /// Every (key, value) of a string-keyed table.
     fn all(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(def).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(def).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Inserts or replaces one value of a string-keyed table.
@@ -155,12 +299,14 @@ impl ClientDb {
         key: &str,
         value: &[u8],
     ) -> Result<(), DbError> {
-        let txn = self.begin_write()?;
-        txn.open_table(def)
-            .map_err(engine)?
-            .insert(key, value)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            txn.open_table(def)
+                .map_err(engine)?
+                .insert(key, value)
+                .map_err(engine)?;
+            txn.commit().map_err(engine)
+        })
     }
 
     /// Removes one entry of a string-keyed table; false when there was none.
@@ -169,43 +315,41 @@ impl ClientDb {
         def: TableDefinition<&str, V>,
         key: &str,
     ) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        let removed = txn
-            .open_table(def)
-            .map_err(engine)?
-            .remove(key)
-            .map_err(engine)?
-            .is_some();
-        txn.commit().map_err(engine)?;
-        Ok(removed)
-    }
-
-    fn begin_write(&self) -> Result<redb::WriteTransaction, DbError> {
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
-            txn.set_durability(redb::Durability::None).map_err(engine)?;
-        }
-        Ok(txn)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let removed = txn
+                .open_table(def)
+                .map_err(engine)?
+                .remove(key)
+                .map_err(engine)?
+                .is_some();
+            txn.commit().map_err(engine)?;
+            Ok(removed)
+        })
     }
 
     /// A named value.
     pub fn setting(&self, key: &str) -> Result<Option<String>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(SETTINGS).map_err(engine)?;
-        Ok(table
-            .get(key)
-            .map_err(engine)?
-            .map(|v| v.value().to_owned()))
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(SETTINGS).map_err(engine)?;
+            Ok(table
+                .get(key)
+                .map_err(engine)?
+                .map(|v| v.value().to_owned()))
+        })
     }
 
     /// Sets a named value.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), DbError> {
-        let txn = self.begin_write()?;
-        txn.open_table(SETTINGS)
-            .map_err(engine)?
-            .insert(key, value)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            txn.open_table(SETTINGS)
+                .map_err(engine)?
+                .insert(key, value)
+                .map_err(engine)?;
+            txn.commit().map_err(engine)
+        })
     }
 
     /// Removes a named value; false when there was none.
@@ -215,37 +359,43 @@ impl ClientDb {
 
     /// Every named value whose key starts with `prefix`.
     pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(SETTINGS).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.range(prefix..).map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            if !k.value().starts_with(prefix) {
-                break;
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(SETTINGS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in table.range(prefix..).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((k.value().to_owned(), v.value().to_owned()));
             }
-            out.push((k.value().to_owned(), v.value().to_owned()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Marks a packet hash as handled; false when it was already.
     pub fn mark_seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        let fresh = txn
-            .open_table(SEEN)
-            .map_err(engine)?
-            .insert(hash, ())
-            .map_err(engine)?
-            .is_none();
-        txn.commit().map_err(engine)?;
-        Ok(fresh)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let fresh = txn
+                .open_table(SEEN)
+                .map_err(engine)?
+                .insert(hash, ())
+                .map_err(engine)?
+                .is_none();
+            txn.commit().map_err(engine)?;
+            Ok(fresh)
+        })
     }
 
     /// Whether a packet hash was handled.
     pub fn seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(SEEN).map_err(engine)?;
-        Ok(table.get(hash).map_err(engine)?.is_some())
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(SEEN).map_err(engine)?;
+            Ok(table.get(hash).map_err(engine)?.is_some())
+        })
     }
 
     /// Stores a history entry under `channel`, ordered by `timestamp_ms`, findable by `id`.
@@ -257,65 +407,73 @@ impl ClientDb {
         id: &str,
         json: &[u8],
     ) -> Result<bool, DbError> {
-        let key = format!("{channel}/{timestamp_ms:013}/{id}");
-        let txn = self.begin_write()?;
-        {
-            let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
-            if ids.get(id).map_err(engine)?.is_some() {
-                return Ok(false);
+        self.with(|open| {
+            let key = format!("{channel}/{timestamp_ms:013}/{id}");
+            let txn = open.begin_write()?;
+            {
+                let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+                if ids.get(id).map_err(engine)?.is_some() {
+                    return Ok(false);
+                }
+                ids.insert(id, key.as_str()).map_err(engine)?;
+                txn.open_table(MESSAGES)
+                    .map_err(engine)?
+                    .insert(key.as_str(), json)
+                    .map_err(engine)?;
             }
-            ids.insert(id, key.as_str()).map_err(engine)?;
-            txn.open_table(MESSAGES)
-                .map_err(engine)?
-                .insert(key.as_str(), json)
-                .map_err(engine)?;
-        }
-        txn.commit().map_err(engine)?;
-        Ok(true)
+            txn.commit().map_err(engine)?;
+            Ok(true)
+        })
     }
 
     /// The entry JSON of message `id`.
     pub fn message(&self, id: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
-        let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
-            return Ok(None);
-        };
-        let table = txn.open_table(MESSAGES).map_err(engine)?;
-        Ok(table
-            .get(key.as_str())
-            .map_err(engine)?
-            .map(|v| v.value().to_vec()))
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+            let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
+                return Ok(None);
+            };
+            let table = txn.open_table(MESSAGES).map_err(engine)?;
+            Ok(table
+                .get(key.as_str())
+                .map_err(engine)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     /// Replaces the entry of a known message `id`.
     pub fn update_message(&self, id: &str, json: &[u8]) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        {
-            let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
-            let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
-                return Ok(false);
-            };
-            txn.open_table(MESSAGES)
-                .map_err(engine)?
-                .insert(key.as_str(), json)
-                .map_err(engine)?;
-        }
-        txn.commit().map_err(engine)?;
-        Ok(true)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            {
+                let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+                let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
+                    return Ok(false);
+                };
+                txn.open_table(MESSAGES)
+                    .map_err(engine)?
+                    .insert(key.as_str(), json)
+                    .map_err(engine)?;
+            }
+            txn.commit().map_err(engine)?;
+            Ok(true)
+        })
     }
 
     /// The history of `channel`, oldest first.
     pub fn channel_messages(&self, channel: &str) -> Result<Vec<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(MESSAGES).map_err(engine)?;
-        let start = format!("{channel}/");
-        let end = format!("{channel}0");
-        let mut out = Vec::new();
-        for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
-            out.push(entry.map_err(engine)?.1.value().to_vec());
-        }
-        Ok(out)
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(MESSAGES).map_err(engine)?;
+            let start = format!("{channel}/");
+            let end = format!("{channel}0");
+            let mut out = Vec::new();
+            for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
+                out.push(entry.map_err(engine)?.1.value().to_vec());
+            }
+            Ok(out)
+        })
     }
 
     /// Known relays with what we know of them.
@@ -329,26 +487,30 @@ impl ClientDb {
         put: &[(String, Vec<u8>)],
         forget: &[String],
     ) -> Result<(), DbError> {
-        let txn = self.begin_write()?;
-        {
-            let mut table = txn.open_table(SERVERS).map_err(engine)?;
-            for (authority, json) in put {
-                table
-                    .insert(authority.as_str(), json.as_slice())
-                    .map_err(engine)?;
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            {
+                let mut table = txn.open_table(SERVERS).map_err(engine)?;
+                for (authority, json) in put {
+                    table
+                        .insert(authority.as_str(), json.as_slice())
+                        .map_err(engine)?;
+                }
+                for authority in forget {
+                    table.remove(authority.as_str()).map_err(engine)?;
+                }
             }
-            for authority in forget {
-                table.remove(authority.as_str()).map_err(engine)?;
-            }
-        }
-        txn.commit().map_err(engine)
+            txn.commit().map_err(engine)
+        })
     }
 
     /// A contact's stored JSON.
     pub fn contact(&self, name: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(CONTACTS).map_err(engine)?;
-        Ok(table.get(name).map_err(engine)?.map(|v| v.value().to_vec()))
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(CONTACTS).map_err(engine)?;
+            Ok(table.get(name).map_err(engine)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every contact, by name.
@@ -363,24 +525,104 @@ impl ClientDb {
 
     /// Renames a contact atomically; false when `from` does not exist.
     pub fn rename_contact(&self, from: &str, to: &str) -> Result<bool, DbError> {
-        let txn = self.begin_write()?;
-        {
-            let mut table = txn.open_table(CONTACTS).map_err(engine)?;
-            let Some(value) = table
-                .remove(from)
-                .map_err(engine)?
-                .map(|v| v.value().to_vec())
-            else {
-                return Ok(false);
-            };
-            table.insert(to, value.as_slice()).map_err(engine)?;
-        }
-        txn.commit().map_err(engine)?;
-        Ok(true)
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            {
+                let mut table = txn.open_table(CONTACTS).map_err(engine)?;
+                let Some(value) = table
+                    .remove(from)
+                    .map_err(engine)?
+                    .map(|v| v.value().to_vec())
+                else {
+                    return Ok(false);
+                };
+                table.insert(to, value.as_slice()).map_err(engine)?;
+            }
+            txn.commit().map_err(engine)?;
+            Ok(true)
+        })
     }
 
     /// Removes a contact; false when it did not exist.
     pub fn remove_contact(&self, name: &str) -> Result<bool, DbError> {
         self.remove(CONTACTS, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits until `db` has closed its file (idle), at most a few seconds.
+    fn until_closed(db: &ClientDb) {
+        for _ in 0..100 {
+            if !db.is_open() {
+                return;
+            }
+            std::thread::sleep(IDLE_CLOSE / 4);
+        }
+        panic!("the database stayed open while idle");
+    }
+
+    #[test]
+    fn two_handles_on_one_database_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ClientDb::open(dir.path()).unwrap();
+        first.set_setting("from", "first").unwrap();
+        until_closed(&first);
+        // Another command (here another handle) opens it while the first is idle...
+        let second = ClientDb::open(dir.path()).unwrap();
+        assert_eq!(second.setting("from").unwrap().as_deref(), Some("first"));
+        second.set_setting("from", "second").unwrap();
+        // ...and the first waits its turn, then sees what the second wrote.
+        assert_eq!(first.setting("from").unwrap().as_deref(), Some("second"));
+        until_closed(&first);
+        until_closed(&second);
+    }
+
+    #[test]
+    fn relaxed_commits_are_made_durable_before_an_idle_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        db.set_relaxed(true);
+        for n in 0..10u8 {
+            assert!(db.mark_seen(&[n; 32]).unwrap());
+        }
+        until_closed(&db);
+        drop(db);
+        let again = ClientDb::open(dir.path()).unwrap();
+        assert!((0..10u8).all(|n| again.seen(&[n; 32]).unwrap()));
+    }
+
+    #[test]
+    fn a_database_kept_open_elsewhere_is_waited_for_then_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(ClientDb::open(dir.path()).unwrap());
+        // A database held open by someone else (as an older jasper did for a whole chat).
+        let holder = Database::create(dir.path().join("client.redb")).unwrap();
+        let shared = Shared {
+            dir: dir.path().to_path_buf(),
+            path: dir.path().join("client.redb"),
+            held: Mutex::new(Held {
+                db: None,
+                last_use: Instant::now(),
+                unflushed: false,
+            }),
+            relaxed: AtomicBool::new(false),
+        };
+        let started = Instant::now();
+        let e = shared.open_file(Duration::from_millis(300)).err().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
+        assert!(
+            e.to_string().contains("another jasper has kept it open"),
+            "{e}"
+        );
+        // Released meanwhile: the wait ends as soon as it is.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+        });
+        assert!(shared.open_file(Duration::from_secs(10)).is_ok());
+        release.join().unwrap();
     }
 }
