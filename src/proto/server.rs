@@ -72,6 +72,13 @@ impl ServerEntry {
     /// resolves only to loopback, private or link-local addresses is refused, so that a server
     /// learned from others cannot point us into our own network.
     pub fn resolve(&self, allow_private: bool) -> Result<SocketAddr, AddressError> {
+        Ok(self.resolve_all(allow_private)?[0])
+    }
+
+    /// Every address the entry may be contacted at, in the resolver's order (never empty): a
+    /// name's addresses of both families, those outside public ranges left out unless
+    /// `allow_private`.
+    pub fn resolve_all(&self, allow_private: bool) -> Result<Vec<SocketAddr>, AddressError> {
         let candidates: Vec<SocketAddr> = match &self.host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, self.port)],
             Host::Domain(name) => (name.as_str(), self.port)
@@ -82,10 +89,14 @@ impl ServerEntry {
                 })?
                 .collect(),
         };
-        candidates
+        let allowed: Vec<SocketAddr> = candidates
             .into_iter()
-            .find(|a| allow_private || is_public_ip(&a.ip()))
-            .ok_or_else(|| AddressError::NotPublic(self.to_string()))
+            .filter(|a| allow_private || is_public_ip(&a.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(AddressError::NotPublic(self.to_string()));
+        }
+        Ok(allowed)
     }
 
     /// The `Host` header for a request sent to an address [`Self::resolve`] gave: the name

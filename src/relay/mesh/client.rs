@@ -51,8 +51,8 @@ pub struct PeerClient {
     allow_private: bool,
     configured: Vec<ServerEntry>,
     own: Option<ServerEntry>,
-    /// The address each peer named by a domain resolved to when last contacted.
-    resolved: Arc<Mutex<HashMap<ServerEntry, IpAddr>>>,
+    /// The addresses each peer named by a domain resolved to when last contacted.
+    resolved: Arc<Mutex<HashMap<ServerEntry, Vec<IpAddr>>>>,
 }
 
 impl PeerClient {
@@ -87,24 +87,26 @@ impl PeerClient {
     /// Resolves `peer` to one address this relay may contact.
     pub fn resolve(&self, peer: &ServerEntry) -> Result<SocketAddr, PeerError> {
         let trusted = self.allow_private || self.configured.contains(peer);
-        let addr = peer.resolve(trusted).map_err(|e| match e {
+        let addrs = peer.resolve_all(trusted).map_err(|e| match e {
             AddressError::NotPublic(_) => {
                 PeerError::Address(format!("{e}; set allow_private_peers to contact it"))
             }
             AddressError::Unresolvable { .. } => PeerError::Address(e.to_string()),
         })?;
         if matches!(peer.host, Host::Domain(_)) {
-            self.lock_resolved().insert(peer.clone(), addr.ip());
+            let ips = addrs.iter().map(SocketAddr::ip).collect();
+            self.lock_resolved().insert(peer.clone(), ips);
         }
-        Ok(addr)
+        Ok(addrs[0])
     }
 
-    /// The address `peer` has: its IP, or for a name, the address it resolved to when this
-    /// relay last contacted it (`None` before that: names are not looked up for this).
-    pub fn address_of(&self, peer: &ServerEntry) -> Option<IpAddr> {
+    /// The addresses `peer` has: its IP, or for a name, every address (of both families) it
+    /// resolved to when this relay last contacted it (none before that: names are not looked
+    /// up for this).
+    pub fn addresses_of(&self, peer: &ServerEntry) -> Vec<IpAddr> {
         match &peer.host {
-            Host::Ip(ip) => Some(*ip),
-            Host::Domain(_) => self.lock_resolved().get(peer).copied(),
+            Host::Ip(ip) => vec![*ip],
+            Host::Domain(_) => self.lock_resolved().get(peer).cloned().unwrap_or_default(),
         }
     }
 
@@ -113,7 +115,7 @@ impl PeerClient {
         self.lock_resolved().retain(|peer, _| known.contains(peer));
     }
 
-    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, HashMap<ServerEntry, IpAddr>> {
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, HashMap<ServerEntry, Vec<IpAddr>>> {
         self.resolved.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -223,5 +225,31 @@ mod tests {
             assert!(err.contains("set allow_private_peers"), "{err}");
             assert!(lax.resolve(&peer).is_ok(), "{private}");
         }
+    }
+
+    #[test]
+    fn a_named_peer_has_addresses_once_contacted() {
+        let client = PeerClient::new(true, vec![]);
+        let named: ServerEntry = "localhost:8080".parse().unwrap();
+        let literal: ServerEntry = "192.0.2.7:8080".parse().unwrap();
+        assert_eq!(
+            client.addresses_of(&literal),
+            ["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            client.addresses_of(&named).is_empty(),
+            "not looked up for this alone"
+        );
+        client.resolve(&named).unwrap();
+        let ips = client.addresses_of(&named);
+        assert!(
+            ips.iter().all(IpAddr::is_loopback) && !ips.is_empty(),
+            "{ips:?}"
+        );
+        client.keep_resolved(&[literal]);
+        assert!(
+            client.addresses_of(&named).is_empty(),
+            "forgotten with the peer"
+        );
     }
 }

@@ -210,7 +210,7 @@ async fn peer_address_loop(
             peers
                 .iter()
                 .filter(|p| !state.peers.is_quarantined(p, now))
-                .filter_map(|p| client.address_of(p)),
+                .flat_map(|p| client.addresses_of(p)),
         );
     }
 }
