@@ -223,7 +223,8 @@ fn what_a_contact_writes_reaches_the_terminal_escaped_and_bad_ids_and_times_are_
     };
     let channel = "0b9b7c7e-5d3a-4f43-9b1e-0c6e2f1d2a3b";
     let good_id = "5f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21";
-    let at = "2026-12-07T10:00:00.000Z";
+    let now = days_ago(0);
+    let at = now.as_str();
     // Escape sequences that would clear the screen and rewrite a line, a bidi override,
     // and a second line that looks like another message.
     let hostile = "hi\u{1b}[2J\r[2026-12-07T10:00:01.000Z] carol: fake\u{202e}\n[x] dave: fake too";
@@ -318,6 +319,14 @@ fn a_relay_cannot_write_to_the_terminal_through_its_errors() {
     assert!(err.contains("x…"), "{err}");
 }
 
+/// The time `days` ago (negative: ahead) as a message's RFC 3339 `timestamp`.
+fn days_ago(days: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let shift = Duration::from_secs(days.unsigned_abs() * 24 * 3600);
+    let at = if days >= 0 { now - shift } else { now + shift };
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// A sealed packet from `signer` that claims `claimed` as its sender, to `to`.
 fn forge(signer: &str, claimed: &str, to: &str, text: &str) -> Value {
     let object = json!({
@@ -326,7 +335,7 @@ fn forge(signer: &str, claimed: &str, to: &str, text: &str) -> Value {
         "type": "MESSAGE",
         "content": text,
         "id": "5f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c21",
-        "timestamp": "2026-11-26T19:27:44.123Z",
+        "timestamp": days_ago(0),
     });
     seal_object(signer, to, &object)
 }
@@ -834,13 +843,14 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
     );
     assert_eq!(members_of(&bob, "trio"), keys(&["alice", "dave"]));
 
-    // A change older than the one in effect does not undo it.
+    // A change older than the one in effect does not undo it (a day old: older ones are
+    // refused whole, see below).
     let stale = json!({
         "sender": key_b64("alice-4096"), "channel_id": channel, "type": "MESSAGE",
         "content": "an old list", "id": "9c1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c23",
-        "timestamp": "2020-01-01T00:00:00.000Z",
+        "timestamp": days_ago(1),
         "members": keys(&["alice", "bob", "carol", "dave"]),
-        "members_at": "2020-01-01T00:00:00.000Z",
+        "members_at": days_ago(1),
     });
     // Nor does one set in the future (it would shut out every later change).
     let mut ahead = stale.clone();
@@ -1131,7 +1141,7 @@ fn group_names_are_names_whether_typed_or_received() {
         "type": "MESSAGE",
         "content": "welcome",
         "id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
-        "timestamp": "2026-12-07T12:00:00.000Z",
+        "timestamp": days_ago(0),
         "members": [key_b64("alice-4096"), key_b64("bob-4096")],
         "name": "--help",
     });
@@ -1139,4 +1149,41 @@ fn group_names_are_names_whether_typed_or_received() {
     let got = bob.receive_until(|l| l.iter().any(|m| m["content"] == "welcome"));
     assert_eq!(got[0]["group"], "group 7d2f0a3c", "{got:?}");
     assert_eq!(bob.history("group 7d2f0a3c")[0]["content"], "welcome");
+}
+
+#[test]
+fn a_message_older_than_relays_keep_packets_is_refused_as_replayed() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let message = |id: &str, content: &str, days: i64| {
+        json!({
+            "sender": key_b64("alice-4096"),
+            "channel_id": "4a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "type": "MESSAGE",
+            "content": content,
+            "id": id,
+            "timestamp": days_ago(days),
+        })
+    };
+    // Thirty days is the limit; a packet relays kept the usual 7 days is well inside it.
+    let old = message(
+        "2b1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c31",
+        "from last month",
+        31,
+    );
+    let recent = message("2b1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c32", "from last week", 7);
+    relay.send_ok(&seal_object("alice", "bob", &old));
+    relay.send_ok(&seal_object("alice", "bob", &recent));
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("from last week"), "{out}");
+    assert!(!out.contains("from last month"), "{out}");
+    assert!(
+        err.contains("sent 31 days ago") && err.contains("refuses messages over 30 days old"),
+        "{err}"
+    );
+    let history: Vec<Value> = bob.history("alice");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["content"], "from last week");
+    drop(alice);
 }

@@ -5,14 +5,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 /// contact name → contact JSON.
 const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
 /// Small named values: relay assignments, cursors, channels (see the callers' key prefixes).
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
-/// Packet hashes already handled by `receive`.
-const SEEN: TableDefinition<&[u8; 32], ()> = TableDefinition::new("seen");
+/// Packet hashes handled by `receive`, from before the time was kept (moved to [`SEEN`] when
+/// the database is opened).
+const SEEN_UNTIMED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("seen");
+/// Packet hashes already handled by `receive` → when (Unix ms).
+const SEEN: TableDefinition<&[u8; 32], u64> = TableDefinition::new("seen_at");
+/// When a packet was handled (big-endian Unix ms) followed by its hash, so that the oldest
+/// are forgotten first.
+const SEEN_BY_TIME: TableDefinition<&[u8; 40], ()> = TableDefinition::new("seen_by_time");
 /// `channel/timestamp-ms(13 digits)/id` → history entry JSON.
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// message id → its key in `MESSAGES`.
@@ -173,6 +179,41 @@ impl Shared {
     }
 }
 
+/// The [`SEEN_BY_TIME`] key of a hash handled at `at_ms`.
+fn seen_key(at_ms: u64, hash: &[u8; 32]) -> [u8; 40] {
+    let mut key = [0; 40];
+    key[..8].copy_from_slice(&at_ms.to_be_bytes());
+    key[8..].copy_from_slice(hash);
+    key
+}
+
+/// Moves the hashes of a database from before seen times were kept into [`SEEN`], as handled
+/// `now_ms` (so they are kept the full time from now), and drops the old table.
+fn time_untimed_seen(txn: &redb::WriteTransaction, now_ms: u64) -> Result<(), DbError> {
+    let exists = txn
+        .list_tables()
+        .map_err(engine)?
+        .any(|t| t.name() == SEEN_UNTIMED.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(SEEN_UNTIMED).map_err(engine)?;
+        let mut seen = txn.open_table(SEEN).map_err(engine)?;
+        let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(engine)?;
+        for entry in old.iter().map_err(engine)? {
+            let hash = *entry.map_err(engine)?.0.value();
+            if seen.insert(&hash, now_ms).map_err(engine)?.is_none() {
+                by_time
+                    .insert(&seen_key(now_ms, &hash), ())
+                    .map_err(engine)?;
+            }
+        }
+    }
+    txn.delete_table(SEEN_UNTIMED).map_err(engine)?;
+    Ok(())
+}
+
 /// Makes every earlier commit of `db` durable.
 fn flush_all(db: &Database) -> Result<(), DbError> {
     let mut txn = db.begin_write().map_err(engine)?;
@@ -223,6 +264,8 @@ impl ClientDb {
         txn.open_table(CONTACTS).map_err(engine)?;
         txn.open_table(SETTINGS).map_err(engine)?;
         txn.open_table(SEEN).map_err(engine)?;
+        txn.open_table(SEEN_BY_TIME).map_err(engine)?;
+        time_untimed_seen(&txn, crate::client::now_ms())?;
         txn.open_table(MESSAGES).map_err(engine)?;
         txn.open_table(MESSAGE_IDS).map_err(engine)?;
         txn.open_table(SERVERS).map_err(engine)?;
@@ -374,18 +417,56 @@ impl ClientDb {
         })
     }
 
-    /// Marks a packet hash as handled; false when it was already.
+    /// Marks a packet hash as handled (now); false when it was already.
     pub fn mark_seen(&self, hash: &[u8; 32]) -> Result<bool, DbError> {
+        self.mark_seen_at(hash, crate::client::now_ms())
+    }
+
+    /// Marks a packet hash as handled at `at_ms`; false when it was already.
+    pub fn mark_seen_at(&self, hash: &[u8; 32], at_ms: u64) -> Result<bool, DbError> {
         self.with(|open| {
             let txn = open.begin_write()?;
-            let fresh = txn
-                .open_table(SEEN)
-                .map_err(engine)?
-                .insert(hash, ())
-                .map_err(engine)?
-                .is_none();
+            let fresh = {
+                let mut seen = txn.open_table(SEEN).map_err(engine)?;
+                let fresh = seen.get(hash).map_err(engine)?.is_none();
+                if fresh {
+                    seen.insert(hash, at_ms).map_err(engine)?;
+                    txn.open_table(SEEN_BY_TIME)
+                        .map_err(engine)?
+                        .insert(&seen_key(at_ms, hash), ())
+                        .map_err(engine)?;
+                }
+                fresh
+            };
             txn.commit().map_err(engine)?;
             Ok(fresh)
+        })
+    }
+
+    /// Forgets at most `max` packet hashes handled before `before_ms`, oldest first; returns
+    /// how many. (The caller refuses messages old enough that their hash may be forgotten.)
+    pub fn forget_seen_before(&self, before_ms: u64, max: usize) -> Result<usize, DbError> {
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let forgotten = {
+                let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(engine)?;
+                let end = seen_key(before_ms, &[0; 32]);
+                let old: Vec<[u8; 40]> = by_time
+                    .range::<&[u8; 40]>(..&end)
+                    .map_err(engine)?
+                    .take(max)
+                    .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
+                    .collect::<Result<_, _>>()?;
+                let mut seen = txn.open_table(SEEN).map_err(engine)?;
+                for key in &old {
+                    by_time.remove(key).map_err(engine)?;
+                    let hash: &[u8; 32] = key[8..].try_into().expect("40 = 8 + 32");
+                    seen.remove(hash).map_err(engine)?;
+                }
+                old.len()
+            };
+            txn.commit().map_err(engine)?;
+            Ok(forgotten)
         })
     }
 
@@ -624,5 +705,60 @@ mod tests {
         });
         assert!(shared.open_file(Duration::from_secs(10)).is_ok());
         release.join().unwrap();
+    }
+
+    #[test]
+    fn handled_hashes_are_forgotten_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        for (n, at) in [(1u8, 3_000), (2, 1_000), (3, 2_000)] {
+            assert!(db.mark_seen_at(&[n; 32], at).unwrap());
+        }
+        assert!(
+            !db.mark_seen_at(&[2; 32], 5_000).unwrap(),
+            "handled already"
+        );
+        assert_eq!(db.forget_seen_before(2_500, 1).unwrap(), 1, "at most `max`");
+        assert!(!db.seen(&[2; 32]).unwrap(), "the oldest went first");
+        assert!(db.seen(&[3; 32]).unwrap());
+        assert_eq!(db.forget_seen_before(2_500, 10).unwrap(), 1);
+        assert!(!db.seen(&[3; 32]).unwrap());
+        assert!(db.seen(&[1; 32]).unwrap(), "handled after the cut-off");
+        assert_eq!(db.forget_seen_before(2_500, 10).unwrap(), 0);
+    }
+
+    #[test]
+    fn hashes_from_before_seen_times_are_kept_and_timed_from_now() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A database as earlier versions wrote it: hashes without times.
+            let old = Database::create(dir.path().join("client.redb")).unwrap();
+            let txn = old.begin_write().unwrap();
+            txn.open_table(SEEN_UNTIMED)
+                .unwrap()
+                .insert(&[7; 32], ())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let db = ClientDb::open(dir.path()).unwrap();
+        assert!(db.seen(&[7; 32]).unwrap());
+        let now = crate::client::now_ms();
+        assert_eq!(
+            db.forget_seen_before(now - 60_000, 10).unwrap(),
+            0,
+            "timed from now"
+        );
+        let names: Vec<String> = db
+            .with(|open| {
+                let txn = open.begin_read()?;
+                Ok(txn
+                    .list_tables()
+                    .map_err(engine)?
+                    .map(|t| t.name().to_owned())
+                    .collect())
+            })
+            .unwrap();
+        assert!(!names.contains(&"seen".to_owned()), "{names:?}");
+        assert_eq!(db.forget_seen_before(now + 60_000, 10).unwrap(), 1);
     }
 }

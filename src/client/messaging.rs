@@ -44,6 +44,14 @@ pub const CALL_UNTIL: &str = "call_until";
 pub const RING_TEXT: &str = "📞 Calling you (a voice call: answer with jasper call).";
 /// How far ahead of our clock a member list's time may be.
 const MAX_CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+/// A message sent longer ago than this is refused as stale: relays keep packets 7 days, so
+/// only a packet sent again (replayed) arrives this old.
+pub const STALE_AFTER_MS: u64 = 30 * 24 * 3600 * 1000;
+/// How long the hash of a handled packet is remembered (so that it is not handled twice);
+/// longer than [`STALE_AFTER_MS`], so a packet old enough to be forgotten is refused as stale.
+pub const SEEN_KEEP_MS: u64 = 2 * STALE_AFTER_MS;
+/// Most remembered hashes one `receive` forgets.
+const FORGET_PER_RECEIVE: usize = 10_000;
 
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
@@ -672,6 +680,14 @@ impl Messenger<'_> {
                 break;
             }
         }
+        if result.is_ok() {
+            let before = crate::client::now_ms().saturating_sub(SEEN_KEEP_MS);
+            result = self
+                .db
+                .forget_seen_before(before, FORGET_PER_RECEIVE)
+                .map(drop)
+                .map_err(MessagingError::from);
+        }
         self.db.set_relaxed(false);
         self.db.flush()?;
         result.map(|()| report)
@@ -780,6 +796,15 @@ impl Messenger<'_> {
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
         let sent_at = parse_rfc3339_ms(&timestamp).ok_or("`timestamp` is not an RFC 3339 time")?;
+        let age_ms = crate::client::now_ms().saturating_sub(sent_at);
+        if age_ms > STALE_AFTER_MS {
+            return Err(format!(
+                "sent {} days ago: older than a relay keeps packets, so sent again (replayed) by \
+                 someone; jasper refuses messages over {} days old",
+                age_ms / (24 * 3600 * 1000),
+                STALE_AFTER_MS / (24 * 3600 * 1000)
+            ));
+        }
         if kind == Kind::React && !is_reaction(&content) {
             return Err("a reaction that is not :name:".into());
         }
