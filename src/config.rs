@@ -226,7 +226,8 @@ pub struct RelayConfig {
     #[serde(with = "byte_size")]
     pub max_response_bytes: u64,
     /// Requests per minute one client address may make (0: unlimited). Kept in memory only.
-    /// Known peers' addresses are not limited: a relay pushes every packet it stores.
+    /// Peers are not limited (configured ones, and learned ones that have served this relay):
+    /// a relay pushes every packet it stores.
     pub rate_limit_per_minute: u32,
     /// Most simultaneous TCP connections; more are closed at once.
     pub max_connections: usize,

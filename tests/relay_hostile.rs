@@ -400,6 +400,30 @@ fn clients_over_their_rate_get_429() {
 }
 
 #[test]
+fn advertising_ones_own_address_as_a_server_does_not_lift_the_rate_limit() {
+    // Known peers are not rate-limited; a server that was only advertised (anyone can name
+    // their own address) is not one until it has served this relay.
+    let relay = Relay::start("rate_limit_per_minute = 60\nallow_private_peers = true");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (status, _) = relay.post(
+        "/sync/servers",
+        &json!({"servers": [{"ip": "127.0.0.1", "port": port}]}),
+    );
+    assert_eq!(status, 200);
+    // The relay reads its peers' addresses once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| relay.post("/fetch", &json!({"hashes": []})).0)
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "an advertised address went unlimited: {statuses:?}"
+    );
+}
+
+#[test]
 fn a_full_inbox_answers_429_and_keeps_what_it_has() {
     let relay = Relay::start("max_inbox_packets = 3");
     let alice = key_b64("alice-4096");

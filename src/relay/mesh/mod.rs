@@ -190,8 +190,10 @@ pub async fn run(state: Arc<RelayState>, inbox: MeshInbox, stop: watch::Receiver
 }
 
 /// Keeps [`RelayState::peer_addresses`] (the addresses the rate limit lets through) to the
-/// known peers that are not quarantined, once per [`broadcast::PEER_LIST_PERIOD`]. A peer
-/// named by a domain counts once this relay has contacted it (no lookups for this alone).
+/// peers that are not quarantined and are either configured or have served this relay (a sync
+/// with them went well), once per [`broadcast::PEER_LIST_PERIOD`]. Only being learned is not
+/// enough: anyone can advertise their own address as a server. A peer named by a domain
+/// counts once this relay has contacted it (no lookups for this alone).
 async fn peer_address_loop(
     state: Arc<RelayState>,
     client: PeerClient,
@@ -206,10 +208,14 @@ async fn peer_address_loop(
         let peers = known_peers(&state);
         client.keep_resolved(&peers);
         let now = crate::relay::clock::now_ms();
+        let configured = state.config.peer_entries();
         state.peer_addresses.replace(
             peers
                 .iter()
-                .filter(|p| !state.peers.is_quarantined(p, now))
+                .filter(|p| {
+                    let record = state.peers.record(p);
+                    !record.quarantined(now) && (configured.contains(p) || record.last_ok > 0)
+                })
                 .flat_map(|p| client.addresses_of(p)),
         );
     }
