@@ -336,11 +336,11 @@ impl ClientDb {
     }
 
     /// Inserts or replaces one value of a string-keyed table.
-    fn put(
+    fn put<'v, V: redb::Value + 'static>(
         &self,
-        def: TableDefinition<&str, &[u8]>,
+        def: TableDefinition<&str, V>,
         key: &str,
-        value: &[u8],
+        value: impl std::borrow::Borrow<V::SelfType<'v>>,
     ) -> Result<(), DbError> {
         self.with(|open| {
             let txn = open.begin_write()?;
@@ -385,14 +385,7 @@ impl ClientDb {
 
     /// Sets a named value.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), DbError> {
-        self.with(|open| {
-            let txn = open.begin_write()?;
-            txn.open_table(SETTINGS)
-                .map_err(engine)?
-                .insert(key, value)
-                .map_err(engine)?;
-            txn.commit().map_err(engine)
-        })
+        self.put(SETTINGS, key, value)
     }
 
     /// Removes a named value; false when there was none.
