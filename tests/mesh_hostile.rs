@@ -342,3 +342,31 @@ fn a_peer_that_accepts_pushes_and_never_answers_does_not_hold_up_broadcast_to_th
     );
     drop(tarpit);
 }
+
+#[test]
+fn a_peer_that_answers_429_is_not_pushed_every_packet() {
+    // A configured peer that refuses every push as rate limited.
+    let fake = FakePeer::start(|path, _| match path {
+        "/send" => Answer::Status(429),
+        _ => Answer::Status(404),
+    });
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"0s\"\n\
+         server_sync_interval = \"0s\"\nrate_limit_per_minute = 0",
+        fake.addr
+    ));
+    // Once the broadcaster has read the peers (within a second), every packet is for it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let alice = key_b64("alice-4096");
+    for n in 0..60 {
+        relay.send_ok(&packet_for(&alice, 90_000 + n, 100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Each of the lane's eight workers tries once, hears 429 and pauses a second; the rest
+    // is left to sync.
+    let pushes = fake.calls("/send");
+    assert!(
+        (1..=16).contains(&pushes),
+        "{pushes} pushes for 60 packets to a peer answering 429"
+    );
+}

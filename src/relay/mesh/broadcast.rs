@@ -32,6 +32,9 @@ pub const LANE_CAPACITY: usize = 4096;
 pub const LANE_BYTES: usize = 64 << 20;
 /// A lane with nothing to push for this long ends (and is made again when needed).
 const LANE_IDLE: Duration = Duration::from_secs(60);
+/// How long a lane's worker waits after the peer answered that it is busy or limiting us
+/// (429, 503): meanwhile the lane fills and what overflows is left to sync.
+pub const PAUSE_WHEN_BUSY: Duration = Duration::from_secs(1);
 
 /// A packet just stored for the first time.
 #[derive(Debug, Clone)]
@@ -244,31 +247,40 @@ fn open_lane(shared: &Arc<Shared>, peer: &ServerEntry) -> mpsc::Sender<Arc<Body>
                 };
                 let (state, client, peer) =
                     (shared.state.clone(), shared.client.clone(), peer.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    push(&state, &client, &peer, &body.json, body.hash);
+                let busy = tokio::task::spawn_blocking(move || {
+                    push(&state, &client, &peer, &body.json, body.hash)
                 })
-                .await;
+                .await
+                .unwrap_or(false);
                 drop(permit);
+                if busy {
+                    tokio::select! {
+                        _ = tokio::time::sleep(PAUSE_WHEN_BUSY) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
             }
         });
     }
     tx
 }
 
-/// Pushes one packet to one peer (blocking) and notes how the peer did.
+/// Pushes one packet to one peer (blocking) and notes how the peer did; true when the peer
+/// said it is busy or limiting us, so that the lane pauses.
 fn push(
     state: &RelayState,
     client: &PeerClient,
     peer: &ServerEntry,
     body: &[u8],
     hash: PacketHash,
-) {
+) -> bool {
     let limit = 4096;
     match client.post(peer, "/send", body, limit) {
         Ok(_) => state.peers.push_accepted(peer, hash),
-        // Refusals (expired there, stricter limits) are the peer's right.
+        // Refusals (expired there, stricter limits, busy) are the peer's right.
         Err(PeerError::Status(code)) => {
             tracing::debug!(peer = %peer, code, "push refused");
+            return matches!(code, 429 | 503);
         }
         // One that cannot be reached is backed off, as a failed sync would be, so that the
         // next packets are not offered to it either.
@@ -281,6 +293,7 @@ fn push(
         }
         Err(e) => tracing::debug!(peer = %peer, error = %e, "push failed"),
     }
+    false
 }
 
 #[cfg(test)]
