@@ -2,10 +2,11 @@
 //! time is pushed on to its healthy peers right away, in the background, through a bounded
 //! queue with bounded fan-out. What a full queue drops, the periodic sync repairs.
 //!
-//! Each peer has its own lane: a short queue and [`PUSHES_PER_PEER`] workers, which share
-//! [`CONCURRENT_PUSHES`] slots with every other lane. A peer that accepts connections and
-//! never answers (or is merely slow) fills its own lane and costs the others nothing; a packet
-//! for a peer whose lane is full is left to the periodic sync. Packets waiting in lanes are
+//! Each peer has its own lane: a queue of [`LANE_CAPACITY`] packets and [`PUSHES_PER_PEER`]
+//! workers, which share [`CONCURRENT_PUSHES`] slots with every other lane. A peer that accepts
+//! connections and never answers (or is merely slow) fills its own lane and costs the others
+//! nothing; a packet for a peer whose lane is full is left to the periodic sync, and a lane
+//! whose peer answers that it is busy pauses ([`PAUSE_WHEN_BUSY`]). Packets waiting in lanes are
 //! bounded in bytes as well ([`LANE_BYTES`]), whatever their number.
 
 use std::collections::HashMap;
