@@ -228,7 +228,9 @@ impl Drop for Body {
 }
 
 /// Starts `peer`'s lane: [`PUSHES_PER_PEER`] workers taking from one queue, each push in a
-/// shared slot. The workers end after [`LANE_IDLE`] without work, or on stop.
+/// shared slot. After [`LANE_IDLE`] without work a worker closes the queue (so that nothing is
+/// queued that no worker will take: the broadcaster opens a new lane), pushes what came
+/// meanwhile and ends, as do the others once the queue is empty; all end on stop.
 fn open_lane(shared: &Arc<Shared>, peer: &ServerEntry) -> mpsc::Sender<Arc<Body>> {
     let (tx, rx) = mpsc::channel::<Arc<Body>>(LANE_CAPACITY);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -238,11 +240,25 @@ fn open_lane(shared: &Arc<Shared>, peer: &ServerEntry) -> mpsc::Sender<Arc<Body>
             let mut stop = shared.stop.clone();
             loop {
                 let next = tokio::select! {
-                    next = async { rx.lock().await.recv().await } => next,
+                    // Work first, when work and the idle timeout are both ready.
+                    biased;
+                    next = async { rx.lock().await.recv().await } => Some(next),
                     _ = tokio::time::sleep(LANE_IDLE) => None,
-                    _ = stop.changed() => None,
+                    _ = stop.changed() => return,
                 };
-                let Some(body) = next else { return };
+                let body = match next {
+                    Some(Some(body)) => body,
+                    // Closed and empty.
+                    Some(None) => return,
+                    None => {
+                        let mut rx = rx.lock().await;
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(body) => body,
+                            Err(_) => return,
+                        }
+                    }
+                };
                 let Ok(permit) = shared.slots.acquire().await else {
                     return;
                 };
@@ -423,6 +439,32 @@ mod tests {
         assert!(
             Body::new(&shared, &fresh(4)).is_some(),
             "given back when pushed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_lane_closes_itself_so_nothing_is_queued_that_no_one_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _inbox, _store) = relay_state(dir.path());
+        let (_stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state,
+            client: PeerClient::new(false, Vec::new()),
+            slots: Semaphore::new(CONCURRENT_PUSHES),
+            queued_bytes: AtomicUsize::new(0),
+            stop,
+        });
+        let peer: ServerEntry = "relay.example.org:8080".parse().unwrap();
+        let lane = open_lane(&shared, &peer);
+        tokio::time::sleep(LANE_IDLE / 2).await;
+        assert!(!lane.is_closed(), "still open while it may get work");
+        tokio::time::sleep(LANE_IDLE).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            lane.is_closed(),
+            "an idle lane ends, and says so to the broadcaster"
         );
     }
 
