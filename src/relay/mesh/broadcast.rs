@@ -240,11 +240,11 @@ fn open_lane(shared: &Arc<Shared>, peer: &ServerEntry) -> mpsc::Sender<Arc<Body>
             let mut stop = shared.stop.clone();
             loop {
                 let next = tokio::select! {
-                    // Work first, when work and the idle timeout are both ready.
+                    // Stopping first; then work, when work and the idle timeout are both ready.
                     biased;
+                    _ = stop.changed() => return,
                     next = async { rx.lock().await.recv().await } => Some(next),
                     _ = tokio::time::sleep(LANE_IDLE) => None,
-                    _ = stop.changed() => return,
                 };
                 let body = match next {
                     Some(Some(body)) => body,
