@@ -53,7 +53,7 @@ pub struct RelayState {
     pub keys: KeyCache,
     /// Per-client rate limits.
     pub limiter: RateLimiter,
-    /// Known peers' addresses, which the rate limit lets through.
+    /// Peers' addresses (configured, or have served us), which the rate limit lets through.
     pub peer_addresses: PeerAddresses,
     /// Permits for requests in flight.
     pub inflight: Arc<Semaphore>,

@@ -57,16 +57,17 @@ impl RateLimiter {
     }
 }
 
-/// The addresses of the relays this one knows, whose requests the rate limit lets through:
-/// a relay pushes every packet it stores to its peers, all from one address, far more often
-/// than a client sends. Kept up to date by the mesh (see `mesh::peer_address_loop`).
+/// The addresses of this relay's peers (configured, or learned and have served it), whose
+/// requests the rate limit lets through: a relay pushes every packet it stores to its peers,
+/// all from one address, far more often than a client sends. Kept up to date by the mesh
+/// (see `mesh::peer_address_loop`).
 #[derive(Default)]
 pub struct PeerAddresses {
     addresses: std::sync::RwLock<std::collections::HashSet<IpAddr>>,
 }
 
 impl PeerAddresses {
-    /// Whether `ip` is a known peer's.
+    /// Whether `ip` is a peer's.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.addresses
             .read()
@@ -74,7 +75,7 @@ impl PeerAddresses {
             .contains(&ip.to_canonical())
     }
 
-    /// Replaces the known peers' addresses.
+    /// Replaces the peers' addresses.
     pub fn replace(&self, addresses: impl IntoIterator<Item = IpAddr>) {
         let set = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
         *self.addresses.write().unwrap_or_else(|p| p.into_inner()) = set;

@@ -115,13 +115,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Fresh>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(Shared {
-        state: state.clone(),
-        client,
-        slots: Semaphore::new(CONCURRENT_PUSHES),
-        queued_bytes: AtomicUsize::new(0),
-        stop: stop.clone(),
-    });
+    let shared = Shared::new(state.clone(), client, stop.clone());
     let mut lanes: HashMap<ServerEntry, mpsc::Sender<Arc<Body>>> = HashMap::new();
     // The known-peers list is read from the store once per PEER_LIST_PERIOD, not once per packet
     // (a redb read transaction on the async runtime for every stored packet), and also while
@@ -191,6 +185,18 @@ struct Shared {
     /// Bytes of the bodies waiting in lanes or being pushed.
     queued_bytes: AtomicUsize,
     stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn new(state: Arc<RelayState>, client: PeerClient, stop: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            client,
+            slots: Semaphore::new(CONCURRENT_PUSHES),
+            queued_bytes: AtomicUsize::new(0),
+            stop,
+        })
+    }
 }
 
 /// A packet as pushed (with its expiry), shared by the lanes of its targets; its bytes count
@@ -413,13 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state, _inbox, _store) = relay_state(dir.path());
         let (_stop_tx, stop) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state,
-            client: PeerClient::new(false, Vec::new()),
-            slots: Semaphore::new(CONCURRENT_PUSHES),
-            queued_bytes: AtomicUsize::new(0),
-            stop,
-        });
+        let shared = Shared::new(state, PeerClient::new(false, Vec::new()), stop);
         let fresh = |n: u8| Fresh {
             hash: PacketHash::of_message(&n.to_string()),
             json: format!("{{\"message\":\"{}\"}}", "x".repeat(LANE_BYTES / 2)).into_bytes(),
@@ -447,13 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state, _inbox, _store) = relay_state(dir.path());
         let (_stop_tx, stop) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state,
-            client: PeerClient::new(false, Vec::new()),
-            slots: Semaphore::new(CONCURRENT_PUSHES),
-            queued_bytes: AtomicUsize::new(0),
-            stop,
-        });
+        let shared = Shared::new(state, PeerClient::new(false, Vec::new()), stop);
         let peer: ServerEntry = "relay.example.org:8080".parse().unwrap();
         let lane = open_lane(&shared, &peer);
         tokio::time::sleep(LANE_IDLE / 2).await;
