@@ -1835,6 +1835,44 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_failed_flush_when_a_full_segment_is_closed_fails_the_batches_written_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        // Written but not yet flushed: not acknowledged.
+        let (_, pending) = store
+            .put_batch_deferred(&[packet(1, 1, 10_000)], LIMITS, 0, &mut |_| {})
+            .unwrap();
+        let mut n = 2;
+        // The disk fails; batches go on being written until one finds the segment full and
+        // closes it with a flush.
+        store
+            .log
+            .fail_syncs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let err = loop {
+            match store.put_batch_deferred(&[packet(n, 1, 10_000)], LIMITS, 0, &mut |_| {}) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("syncing"), "{err}");
+        // The kernel reports a writeback error once; the next flush of the same file succeeds
+        // though the data may be gone. The log must not forget it failed.
+        store
+            .log
+            .fail_syncs
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let err = store.sync(pending).unwrap_err();
+        assert!(matches!(err, StoreError::NeedsReopen(_)), "{err}");
+        assert!(
+            store
+                .put_batch(&[packet(n + 1, 1, 10_000)], LIMITS, 0)
+                .is_err(),
+            "nothing more is promised until the store is opened again"
+        );
+    }
+
     /// Writes a database as schema 1 did: bodies inside redb.
     fn write_schema_1(dir: &Path, packets: &[NewPacket]) {
         std::fs::create_dir_all(dir).unwrap();

@@ -33,8 +33,20 @@ const MAGIC: &[u8; 8] = b"JSPRSEG1";
 const RECORD_HEADER: usize = 8;
 /// Bytes of a payload before the packet JSON.
 pub(super) const PAYLOAD_PREFIX: usize = 8 + 8 + 32 + 32;
-/// Largest payload a record may claim; anything longer is damage, not data.
-const MAX_PAYLOAD: usize = 64 << 20;
+/// Largest payload a record may claim; anything longer is damage, not data. It leaves room for
+/// the largest packet any configuration accepts (checked below), whose JSON the store may also
+/// carry an `expires` field in.
+const MAX_PAYLOAD: usize = 80 << 20;
+const _: () = assert!(
+    MAX_PAYLOAD
+        >= PAYLOAD_PREFIX
+            + crate::proto::packet::PacketRules {
+                min_key_bits: 0,
+                max_message_bytes: crate::config::MAX_MESSAGE_BYTES as usize,
+            }
+            .max_body_bytes()
+            + 1024
+);
 /// Most bytes [`SegmentLog::read_many`] reads in one call (more when one record is larger).
 pub const READ_SPAN: u64 = 1 << 20;
 /// Most unwanted bytes between two records that [`SegmentLog::read_many`] still reads through
@@ -152,6 +164,10 @@ pub struct SegmentLog {
     segment_bytes: u64,
     active: Mutex<Active>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// The first failed flush, kept: Linux reports a writeback error to one `fsync` only, so a
+    /// later flush of the same file can succeed although the data it was meant to cover is gone.
+    /// Every flush after this one fails with it.
+    failed_flush: Mutex<Option<String>>,
     /// Tests set this to make the next flushes fail as a failing disk would.
     #[cfg(test)]
     pub(super) fail_syncs: std::sync::atomic::AtomicBool,
@@ -212,6 +228,7 @@ impl SegmentLog {
             segment_bytes: segment_bytes.max(4096),
             active: Mutex::new(active),
             readers: Mutex::new(readers),
+            failed_flush: Mutex::new(None),
             #[cfg(test)]
             fail_syncs: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -256,10 +273,10 @@ impl SegmentLog {
         let mut active = self.lock_active();
         if active.len >= self.segment_bytes {
             // `sync` flushes only the active segment, so the one being closed is flushed now.
-            active
-                .file
-                .sync_data()
-                .map_err(|e| io("syncing", &self.path(active.id), e))?;
+            // A failure here must fail this store, not only this batch: records before it were
+            // written to that segment and are not known to be on disk.
+            self.sync_file(active.id, &active.file)
+                .map_err(|e| StoreError::NeedsReopen(e.to_string()))?;
             let next = self.start_segment(active.id + 1)?;
             *active = next;
         }
@@ -272,21 +289,38 @@ impl SegmentLog {
     }
 
     /// Flushes every write made so far to disk (`fdatasync`).
+    ///
+    /// Once any flush has failed (here or when a full segment was closed), every later one fails
+    /// too: what the failed one was to cover may never have reached the disk.
     pub fn sync(&self) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self.fail_syncs.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(io(
-                "syncing",
-                &self.dir,
-                std::io::Error::from_raw_os_error(5), // EIO
-            ));
-        }
         let (id, file) = {
             let active = self.lock_active();
             (active.id, active.file.clone())
         };
-        file.sync_data()
-            .map_err(|e| io("syncing", &self.path(id), e))
+        self.sync_file(id, &file)
+    }
+
+    fn sync_file(&self, id: u64, file: &File) -> Result<(), StoreError> {
+        let mut failed = self.failed_flush.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = failed.as_ref() {
+            return Err(StoreError::Engine(format!(
+                "an earlier flush of the packet log failed ({why}); what was written since is not \
+                 known to be on disk"
+            )));
+        }
+        #[cfg(test)]
+        let result = if self.fail_syncs.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(std::io::Error::from_raw_os_error(5)) // EIO
+        } else {
+            file.sync_data()
+        };
+        #[cfg(not(test))]
+        let result = file.sync_data();
+        result.map_err(|e| {
+            let e = io("syncing", &self.path(id), e);
+            *failed = Some(e.to_string());
+            e
+        })
     }
 
     /// Where the log ends now.
