@@ -8,7 +8,6 @@
 //! their index is built, so the disk works on a batch while it is being indexed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -47,28 +46,23 @@ struct Unsynced {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
-    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     /// Starts the writer thread over `store`.
     pub fn spawn(store: Arc<dyn Store>, limits: PutLimits) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let thread_queued = queued.clone();
         let handle = std::thread::Builder::new()
             .name("jasper-writer".into())
-            .spawn(move || run(store, limits, rx, thread_queued))
+            .spawn(move || run(store, limits, rx))
             .expect("spawning the writer thread");
-        (Self { tx, queued }, handle)
+        (Self { tx }, handle)
     }
 
     /// Queues a packet and waits until it is stored and on disk.
     pub async fn put(&self, packet: NewPacket) -> Result<PutOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(Job { packet, reply }).await.is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(WriteError("the writer has stopped".into()));
         }
         answer.await.unwrap_or_else(|_| {
@@ -87,9 +81,7 @@ impl Writer {
         let mut answers = Vec::with_capacity(packets.len());
         for packet in packets {
             let (reply, answer) = oneshot::channel();
-            self.queued.fetch_add(1, Ordering::Relaxed);
             if self.tx.blocking_send(Job { packet, reply }).is_err() {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
                 answers.push(None);
             } else {
                 answers.push(Some(answer));
@@ -108,18 +100,16 @@ impl Writer {
             .collect()
     }
 
-    /// Fraction of the queue in use, 0.0–1.0 (part of the relay's load).
+    /// Fraction of the queue in use, 0.0–1.0 (part of the relay's load). Read from the channel
+    /// itself: a count kept beside it drifted up whenever a sender gave up waiting for room
+    /// (a client that disconnected while the queue was full).
     pub fn queue_load(&self) -> f64 {
-        (self.queued.load(Ordering::Relaxed) as f64 / QUEUE_CAPACITY as f64).min(1.0)
+        let waiting = self.tx.max_capacity() - self.tx.capacity();
+        waiting as f64 / QUEUE_CAPACITY as f64
     }
 }
 
-fn run(
-    store: Arc<dyn Store>,
-    limits: PutLimits,
-    mut rx: mpsc::Receiver<Job>,
-    queued: Arc<AtomicUsize>,
-) {
+fn run(store: Arc<dyn Store>, limits: PutLimits, mut rx: mpsc::Receiver<Job>) {
     let (sync_tx, sync_rx) = std::sync::mpsc::channel::<ToSync>();
     let syncer = {
         let store = store.clone();
@@ -146,7 +136,6 @@ fn run(
         let result = store.put_batch_deferred(&packets, limits, now_ms(), &mut |ticket| {
             let _ = flush_now.send(ToSync::Flush(ticket));
         });
-        queued.fetch_sub(replies.len(), Ordering::Relaxed);
         match result {
             Ok((outcomes, ticket)) => {
                 tracing::debug!(batch = packets.len(), "stored, waiting for the disk");
@@ -224,5 +213,37 @@ fn sync_and_answer(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<ToSync>)
 fn answer_all(replies: Vec<Reply>, err: &WriteError) {
     for reply in replies {
         let _ = reply.send(Err(err.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::store::conformance::packet;
+
+    #[tokio::test]
+    async fn a_sender_that_gives_up_waiting_for_room_leaves_no_load_behind() {
+        let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer { tx };
+        for n in 0..QUEUE_CAPACITY {
+            let (reply, _) = oneshot::channel();
+            writer
+                .tx
+                .try_send(Job {
+                    packet: packet(n as u32, 1, 1),
+                    reply,
+                })
+                .unwrap();
+        }
+        assert_eq!(writer.queue_load(), 1.0);
+        // A client disconnects while its packet waits for room: the future is dropped.
+        let waiting = writer.put(packet(u32::MAX, 1, 1));
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), waiting)
+                .await
+                .is_err()
+        );
+        while rx.try_recv().is_ok() {}
+        assert_eq!(writer.queue_load(), 0.0, "an empty queue is no load");
     }
 }
