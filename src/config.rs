@@ -452,6 +452,9 @@ impl Config {
 
 /// Shortest `[relay] checkpoint_interval`: shorter would stall the write path most of the time.
 pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest `[relay] max_message_bytes`. The packet log's records are sized for it.
+pub const MAX_MESSAGE_BYTES: u64 = 64 << 20;
+
 /// Longest `[relay] checkpoint_interval`: bounds the log a restart after a crash re-reads.
 pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -465,7 +468,7 @@ impl RelayConfig {
                 self.min_key_bits
             ));
         }
-        if !(1024..=(64 << 20)).contains(&self.max_message_bytes) {
+        if !(1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             return bad(format!(
                 "max_message_bytes = {} is outside 1KiB..=64MiB",
                 self.max_message_bytes

@@ -26,7 +26,7 @@ pub struct PacketRules {
 
 impl PacketRules {
     /// The largest request body a packet under these rules can need.
-    pub fn max_body_bytes(&self) -> usize {
+    pub const fn max_body_bytes(&self) -> usize {
         self.max_message_bytes
             + MAX_SIGNATURE_BYTES
             + super::key::MAX_KEY_TEXT_BYTES
