@@ -95,6 +95,12 @@ fn gcm_encrypt(key: &[u8], header_b64: &str, plaintext: &[u8]) -> (Vec<u8>, Vec<
 }
 
 fn gcm_decrypt(key: &[u8], header_b64: &str, iv: &[u8], ct: &[u8], tag: &[u8]) -> Option<Vec<u8>> {
+    // The tag is checked apart from the ciphertext: AES-GCM decrypts their concatenation, so
+    // bytes moved from the end of one part to the start of the other would still open, and
+    // the same message would travel under a new hash, past the check for replays.
+    if tag.len() != 16 {
+        return None;
+    }
     let cipher = Aes256Gcm::new_from_slice(key).ok()?;
     let nonce = Nonce::try_from(iv).ok()?;
     let mut combined = Vec::with_capacity(ct.len() + tag.len());
@@ -345,6 +351,22 @@ mod tests {
             open(&tampered, &sealed.signature, &bob),
             Err(OpenError::Undecryptable(_))
         ));
+        // The same bytes split differently between ciphertext and tag (a new hash for the same
+        // message) do not open: the tag is 16 bytes in both parts of the packet.
+        for parts_of in [&sealed.message, &sealed.signature] {
+            let parts: Vec<&str> = parts_of.split('.').collect();
+            let (ct, tag) = (unb64(parts[3]).unwrap(), unb64(parts[4]).unwrap());
+            let mut moved = parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            moved[3] = b64(&ct[..ct.len() - 1]);
+            moved[4] = b64(&[&ct[ct.len() - 1..], &tag[..]].concat());
+            let moved = moved.join(".");
+            let (message, signature) = if parts_of == &sealed.message {
+                (moved.as_str(), sealed.signature.as_str())
+            } else {
+                (sealed.message.as_str(), moved.as_str())
+            };
+            assert!(open(message, signature, &bob).is_err(), "{parts_of:.20}");
+        }
         for junk in ["", "a.b", "....", "a.b.c.d.e"] {
             assert!(open(junk, &sealed.signature, &bob).is_err(), "{junk:?}");
         }
