@@ -321,9 +321,13 @@ fn a_relay_cannot_write_to_the_terminal_through_its_errors() {
 
 /// The time `days` ago (negative: ahead) as a message's RFC 3339 `timestamp`.
 fn days_ago(days: i64) -> String {
+    secs_ago(days * 24 * 3600)
+}
+
+fn secs_ago(secs: i64) -> String {
     let now = std::time::SystemTime::now();
-    let shift = Duration::from_secs(days.unsigned_abs() * 24 * 3600);
-    let at = if days >= 0 { now - shift } else { now + shift };
+    let shift = Duration::from_secs(secs.unsigned_abs());
+    let at = if secs >= 0 { now - shift } else { now + shift };
     humantime::format_rfc3339_millis(at).to_string()
 }
 
@@ -816,7 +820,7 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
         .as_str()
         .unwrap()
         .to_owned();
-    let at = "2030-01-01T00:00:00.000Z";
+    let at = secs_ago(-3600);
     let intruder = |id: &str, members: Option<Value>| {
         let mut object = json!({
             "sender": key_b64("carol-4096"), "channel_id": channel, "type": "MESSAGE",
@@ -852,12 +856,13 @@ fn group_members_are_added_removed_and_leave_and_only_members_are_heard() {
         "members": keys(&["alice", "bob", "carol", "dave"]),
         "members_at": days_ago(1),
     });
-    // Nor does one set in the future (it would shut out every later change).
+    // Nor does one set in the future (it would shut out every later change); an hour ahead
+    // is a clock that is wrong, not a message to refuse.
     let mut ahead = stale.clone();
     ahead["id"] = json!("9d1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c24");
     ahead["content"] = json!("a list from the future");
-    ahead["timestamp"] = json!("2099-01-01T00:00:00.000Z");
-    ahead["members_at"] = json!("2099-01-01T00:00:00.000Z");
+    ahead["timestamp"] = json!(secs_ago(-3600));
+    ahead["members_at"] = json!(secs_ago(-3600));
     r1.send_ok(&seal_object("alice", "bob", &stale));
     r1.send_ok(&seal_object("alice", "bob", &ahead));
     bob.receive_until(|l| {
@@ -1185,5 +1190,120 @@ fn a_message_older_than_relays_keep_packets_is_refused_as_replayed() {
     let history: Vec<Value> = bob.history("alice");
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0]["content"], "from last week");
+    drop(alice);
+}
+
+#[test]
+fn edits_deletions_and_reactions_that_come_before_their_message_apply_when_it_comes() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let object = |kind: &str, id: &str, content: &str, secs: i64| {
+        json!({
+            "sender": key_b64("alice-4096"),
+            "channel_id": "5c1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "type": kind,
+            "content": content,
+            "id": id,
+            "timestamp": secs_ago(secs),
+        })
+    };
+    let (kept, gone) = (
+        "3b1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c41",
+        "3b1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c42",
+    );
+    // Packets reach an inbox in any order: here every action before its message, and the
+    // newer edit before the older one.
+    for early in [
+        object("EDIT", kept, "third version", 10),
+        object("EDIT", kept, "second version", 20),
+        object("REACT", kept, ":thumbsup:", 12),
+        object("DELETE", gone, "", 15),
+    ] {
+        relay.send_ok(&seal_object("alice", "bob", &early));
+    }
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(bob.history("alice").is_empty(), "nothing to show yet");
+    relay.send_ok(&seal_object(
+        "alice",
+        "bob",
+        &object("MESSAGE", kept, "first version", 30),
+    ));
+    relay.send_ok(&seal_object(
+        "alice",
+        "bob",
+        &object("MESSAGE", gone, "regretted", 30),
+    ));
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    let history = bob.history("alice");
+    assert_eq!(
+        history.len(),
+        1,
+        "the deleted message stays deleted: {history:?}"
+    );
+    assert_eq!(history[0]["content"], "third version", "{history:?}");
+    assert_eq!(history[0]["edited"], true);
+    assert!(
+        history[0]["reactions"][":thumbsup:"].is_array(),
+        "{history:?}"
+    );
+    drop(alice);
+}
+
+#[test]
+fn an_edit_naming_a_message_of_another_conversation_is_refused() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let id = "4c1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c51";
+    let in_group = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": "6d2f0a3c-1b4e-4c5d-9e6f-8a7b6c5d4e3f",
+        "type": "MESSAGE",
+        "content": "said in the group",
+        "id": id,
+        "timestamp": secs_ago(60),
+        "members": [key_b64("alice-4096"), key_b64("bob-4096")],
+        "name": "pals",
+    });
+    relay.send_ok(&seal_object("alice", "bob", &in_group));
+    bob.receive_until(|l| l.iter().any(|m| m["content"] == "said in the group"));
+    // The author, but in a direct message: what a member removed from the group would send
+    // to reach its history.
+    let from_outside = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": "6d2f0a3c-1b4e-4c5d-9e6f-8a7b6c5d4e40",
+        "type": "EDIT",
+        "content": "changed from outside",
+        "id": id,
+        "timestamp": secs_ago(30),
+    });
+    relay.send_ok(&seal_object("alice", "bob", &from_outside));
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("a message of another conversation"), "{err}");
+    let history = bob.history("pals");
+    assert_eq!(history[0]["content"], "said in the group", "{history:?}");
+    assert_eq!(history[0]["edited"], false);
+    drop(alice);
+}
+
+#[test]
+fn a_message_dated_far_ahead_is_refused() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let ahead = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        "type": "MESSAGE",
+        "content": "from the future",
+        "id": "5d1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c61",
+        "timestamp": days_ago(-3),
+    });
+    relay.send_ok(&seal_object("alice", "bob", &ahead));
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("from the future"), "{out}");
+    assert!(err.contains("more than a day ahead"), "{err}");
     drop(alice);
 }

@@ -117,6 +117,7 @@ mod tests {
             content: "c".into(),
             timestamp: "2026-12-07T00:00:00.000Z".into(),
             edited: false,
+            edited_at: None,
             deleted: false,
             reactions: serde_json::Map::new(),
         }

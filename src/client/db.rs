@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 /// contact name → contact JSON.
 const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
@@ -23,6 +25,9 @@ const SEEN_BY_TIME: TableDefinition<&[u8; 40], ()> = TableDefinition::new("seen_
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// message id → its key in `MESSAGES`.
 const MESSAGE_IDS: TableDefinition<&str, &str> = TableDefinition::new("message_ids");
+/// Edits, deletions and reactions that came before the message they name:
+/// `message id/packet hash (hex)` → the action (JSON), applied when the message comes.
+const EARLY_ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("early_actions");
 /// Known relays: `host:port` → what we know of them (JSON).
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 
@@ -268,6 +273,7 @@ impl ClientDb {
         time_untimed_seen(&txn, crate::client::now_ms())?;
         txn.open_table(MESSAGES).map_err(engine)?;
         txn.open_table(MESSAGE_IDS).map_err(engine)?;
+        txn.open_table(EARLY_ACTIONS).map_err(engine)?;
         txn.open_table(SERVERS).map_err(engine)?;
         txn.commit().map_err(engine)?;
         shared.lock().db = Some(db);
@@ -516,6 +522,103 @@ impl ClientDb {
         })
     }
 
+    /// The entry JSON of message `id` if it is in the history of `channel`.
+    pub fn message_in(&self, channel: &str, id: &str) -> Result<Option<Vec<u8>>, DbError> {
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+            let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
+                return Ok(None);
+            };
+            if !key
+                .strip_prefix(channel)
+                .is_some_and(|rest| rest.starts_with('/'))
+            {
+                return Ok(None);
+            }
+            let table = txn.open_table(MESSAGES).map_err(engine)?;
+            Ok(table
+                .get(key.as_str())
+                .map_err(engine)?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Keeps an action on message `id` that came before the message (under the action's
+    /// packet hash `tag`), unless `max` are kept already; false when it was not kept.
+    pub fn keep_early_action(
+        &self,
+        id: &str,
+        tag: &str,
+        json: &[u8],
+        max: u64,
+    ) -> Result<bool, DbError> {
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            {
+                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+                if table.len().map_err(engine)? >= max {
+                    return Ok(false);
+                }
+                table
+                    .insert(format!("{id}/{tag}").as_str(), json)
+                    .map_err(engine)?;
+            }
+            txn.commit().map_err(engine)?;
+            Ok(true)
+        })
+    }
+
+    /// Takes (returns and forgets) every action kept for message `id`.
+    pub fn take_early_actions(&self, id: &str) -> Result<Vec<Vec<u8>>, DbError> {
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let taken = {
+                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+                let prefix = format!("{id}/");
+                let mut keys = Vec::new();
+                let mut taken = Vec::new();
+                for entry in table.range(prefix.as_str()..).map_err(engine)? {
+                    let (k, v) = entry.map_err(engine)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    keys.push(k.value().to_owned());
+                    taken.push(v.value().to_vec());
+                }
+                for key in &keys {
+                    table.remove(key.as_str()).map_err(engine)?;
+                }
+                taken
+            };
+            txn.commit().map_err(engine)?;
+            Ok(taken)
+        })
+    }
+
+    /// Forgets kept actions for which `stale` holds; returns how many.
+    pub fn forget_early_actions(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, DbError> {
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let forgotten = {
+                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+                let mut keys = Vec::new();
+                for entry in table.iter().map_err(engine)? {
+                    let (k, v) = entry.map_err(engine)?;
+                    if stale(v.value()) {
+                        keys.push(k.value().to_owned());
+                    }
+                }
+                for key in &keys {
+                    table.remove(key.as_str()).map_err(engine)?;
+                }
+                keys.len()
+            };
+            txn.commit().map_err(engine)?;
+            Ok(forgotten)
+        })
+    }
+
     /// Replaces the entry of a known message `id`.
     pub fn update_message(&self, id: &str, json: &[u8]) -> Result<bool, DbError> {
         self.with(|open| {
@@ -718,6 +821,30 @@ mod tests {
         assert!(!db.seen(&[3; 32]).unwrap());
         assert!(db.seen(&[1; 32]).unwrap(), "handled after the cut-off");
         assert_eq!(db.forget_seen_before(2_500, 10).unwrap(), 0);
+    }
+
+    #[test]
+    fn early_actions_are_kept_bounded_taken_once_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        assert!(db.keep_early_action("m1", "h1", b"old", 3).unwrap());
+        assert!(db.keep_early_action("m1", "h2", b"new", 3).unwrap());
+        assert!(db.keep_early_action("m10", "h3", b"other", 3).unwrap());
+        assert!(
+            !db.keep_early_action("m2", "h4", b"more", 3).unwrap(),
+            "at most `max`"
+        );
+        // `m1` does not take `m10`'s.
+        assert_eq!(
+            db.take_early_actions("m1").unwrap(),
+            [b"old".to_vec(), b"new".to_vec()]
+        );
+        assert!(
+            db.take_early_actions("m1").unwrap().is_empty(),
+            "taken once"
+        );
+        assert_eq!(db.forget_early_actions(|v| v == b"other").unwrap(), 1);
+        assert!(db.take_early_actions("m10").unwrap().is_empty());
     }
 
     #[test]

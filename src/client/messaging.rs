@@ -55,6 +55,14 @@ const FORGET_PER_RECEIVE: usize = 10_000;
 
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
+/// Most edits, deletions and reactions kept until the message they name comes.
+const MAX_EARLY_ACTIONS: u64 = 10_000;
+/// How long they are kept: a message comes within a relay's retention of its actions, or not
+/// at all.
+const EARLY_KEEP_MS: u64 = 8 * 24 * 3600 * 1000;
+/// How far ahead of our clock a message's `timestamp` may be. Further ahead, it would sort
+/// after everything sent for years (and from 2286 on, break the history's key order).
+const MAX_SENT_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Whether `text` is a reaction as JASPER.md writes them: `:name:`, the name 1-62 ASCII
 /// letters, digits, `_`, `+` or `-` (the shortcodes of the usual emoji sets).
@@ -133,6 +141,10 @@ pub struct Entry {
     pub timestamp: String,
     /// Whether it was edited.
     pub edited: bool,
+    /// When the edit shown was sent (Unix ms), so that an older edit arriving later is not
+    /// shown over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
     /// Whether it was deleted.
     #[serde(default)]
     pub deleted: bool,
@@ -344,12 +356,12 @@ impl Messenger<'_> {
         now_ms: u64,
         extensions: Map<String, Value>,
     ) -> Result<SendReport, MessagingError> {
-        let id = self.message_id(kind, content, target)?;
         let recipient = PublicKey::parse(&contact.public_key, 2048)
             .map_err(|e| MessagingError::Seal(e.to_string()))?;
+        let channel = self.dm_channel(contact)?;
+        let id = self.message_id(kind, content, target, &channel)?;
         // Our inbox's relay is chosen first, so that no TX relay can end up being it.
         self.servers.rx_for(&self.me.public().fingerprint())?;
-        let channel = self.dm_channel(contact)?;
         let timestamp = rfc3339_ms(now_ms);
         let mut object = json!({
             "sender": self.me.public().canonical(),
@@ -377,12 +389,13 @@ impl Messenger<'_> {
     }
 
     /// The `id` of a message of `kind` with `content`: a new one for a message, else `target`
-    /// once it is known to be in the history (and ours, for an edit or a deletion).
+    /// once it is known to be in the history of `channel` (and ours, for an edit or a deletion).
     fn message_id(
         &self,
         kind: Kind,
         content: &str,
         target: Option<&str>,
+        channel: &str,
     ) -> Result<String, MessagingError> {
         check_content(content)?;
         if kind == Kind::React && !is_reaction(content) {
@@ -395,9 +408,9 @@ impl Messenger<'_> {
             (_, Some(t)) => t.to_owned(),
             (_, None) => return Err(MessagingError::Usage("which message? give its id".into())),
         };
-        let entry = self.db.message(&id)?.ok_or_else(|| {
+        let entry = self.db.message_in(channel, &id)?.ok_or_else(|| {
             MessagingError::Usage(format!(
-                "no message {id} in the history; see `jasper history`"
+                "no message {id} in this conversation; see `jasper history` of it"
             ))
         })?;
         let entry: Entry =
@@ -549,7 +562,7 @@ impl Messenger<'_> {
                 group.name, group.name, group.name
             )));
         }
-        let id = self.message_id(kind, content, target)?;
+        let id = self.message_id(kind, content, target, &group.channel_id)?;
         let mut object = json!({
             "sender": self.me.public().canonical(),
             "channel_id": group.channel_id,
@@ -681,10 +694,16 @@ impl Messenger<'_> {
             }
         }
         if result.is_ok() {
-            let before = crate::client::now_ms().saturating_sub(SEEN_KEEP_MS);
+            let now = crate::client::now_ms();
             result = self
                 .db
-                .forget_seen_before(before, FORGET_PER_RECEIVE)
+                .forget_seen_before(now.saturating_sub(SEEN_KEEP_MS), FORGET_PER_RECEIVE)
+                .and_then(|_| {
+                    self.db.forget_early_actions(|kept| {
+                        serde_json::from_slice::<EarlyAction>(kept)
+                            .map_or(true, |k| now.saturating_sub(k.kept_at) > EARLY_KEEP_MS)
+                    })
+                })
                 .map(drop)
                 .map_err(MessagingError::from);
         }
@@ -796,7 +815,13 @@ impl Messenger<'_> {
         let content = text("content", MAX_CONTENT_BYTES)?;
         let timestamp = text("timestamp", 64)?;
         let sent_at = parse_rfc3339_ms(&timestamp).ok_or("`timestamp` is not an RFC 3339 time")?;
-        let age_ms = crate::client::now_ms().saturating_sub(sent_at);
+        let now = crate::client::now_ms();
+        if sent_at > now + MAX_SENT_AHEAD_MS {
+            return Err(format!(
+                "its timestamp {timestamp} is more than a day ahead of this computer's clock"
+            ));
+        }
+        let age_ms = now.saturating_sub(sent_at);
         if age_ms > STALE_AFTER_MS {
             return Err(format!(
                 "sent {} days ago: older than a relay keeps packets, so sent again (replayed) by \
@@ -843,8 +868,13 @@ impl Messenger<'_> {
                     (contact, None, channel)
                 }
             };
-        self.file(&object, &sender, &channel_id)
-            .map_err(|e| e.to_string())?;
+        match self
+            .file(&object, &sender, &channel_id)
+            .map_err(|e| e.to_string())?
+        {
+            Filed::Applied => {}
+            Filed::Early => self.keep_early(hash, &object, &sender, &channel_id)?,
+        }
         let emoji = match kind {
             Kind::React => Reactions::new(self.db)
                 .emoji(&content)
@@ -957,12 +987,18 @@ impl Messenger<'_> {
     }
 
     /// Applies a verified message object from `sender` to the history of `channel`.
+    ///
+    /// An edit, deletion or reaction applies only to a message of the same conversation (one
+    /// naming a message elsewhere is refused: a member removed from a group must not reach
+    /// the group's history through a direct message). One that names a message not here yet
+    /// is [`Filed::Early`]: the caller keeps it for when the message comes, since packets
+    /// reach an inbox in no particular order.
     fn file(
         &self,
         object: &Value,
         sender: &PublicKey,
         channel: &str,
-    ) -> Result<(), MessagingError> {
+    ) -> Result<Filed, MessagingError> {
         let s = |f: &str| object[f].as_str().unwrap_or_default().to_owned();
         let kind: Kind = serde_json::from_value(object["type"].clone())
             .map_err(|_| MessagingError::Usage("unknown type".into()))?;
@@ -975,29 +1011,48 @@ impl Messenger<'_> {
                     content: s("content"),
                     timestamp: s("timestamp"),
                     edited: false,
+                    edited_at: None,
                     deleted: false,
                     reactions: Map::new(),
                 };
                 let ts = parse_rfc3339_ms(&entry.timestamp).unwrap_or(0);
-                self.db.put_message(
+                let fresh = self.db.put_message(
                     channel,
                     ts,
                     &id,
                     &serde_json::to_vec(&entry).expect("entry serializes"),
                 )?;
+                if fresh {
+                    for early in self.db.take_early_actions(&id)? {
+                        if let Err(e) = self.file_early(&early) {
+                            tracing::debug!(error = %e, "an early action did not apply");
+                        }
+                    }
+                }
             }
             Kind::Edit | Kind::Delete | Kind::React => {
-                let Some(json) = self.db.message(&id)? else {
-                    return Ok(());
+                let Some(json) = self.db.message_in(channel, &id)? else {
+                    if self.db.message(&id)?.is_some() {
+                        return Err(MessagingError::Usage(
+                            "it names a message of another conversation".into(),
+                        ));
+                    }
+                    return Ok(Filed::Early);
                 };
                 let Ok(mut entry) = serde_json::from_slice::<Entry>(&json) else {
-                    return Ok(());
+                    return Ok(Filed::Applied);
                 };
+                let sent_at = parse_rfc3339_ms(&s("timestamp"));
                 match kind {
-                    // Only the author edits or deletes.
+                    // Only the author edits or deletes; an edit older than the one shown (they
+                    // too arrive in any order) changes nothing.
                     Kind::Edit if entry.sender == sender.canonical() => {
+                        if sent_at.is_some() && sent_at < entry.edited_at {
+                            return Ok(Filed::Applied);
+                        }
                         entry.content = s("content");
                         entry.edited = true;
+                        entry.edited_at = sent_at;
                     }
                     Kind::Delete if entry.sender == sender.canonical() => {
                         entry.deleted = true;
@@ -1014,14 +1069,74 @@ impl Messenger<'_> {
                             }
                         }
                     }
-                    _ => return Ok(()),
+                    _ => return Ok(Filed::Applied),
                 }
                 self.db
                     .update_message(&id, &serde_json::to_vec(&entry).expect("entry serializes"))?;
             }
         }
-        Ok(())
+        Ok(Filed::Applied)
     }
+
+    /// Files an action kept by [`Self::keep_early`] now that its message is here.
+    fn file_early(&self, kept: &[u8]) -> Result<(), MessagingError> {
+        let kept: EarlyAction =
+            serde_json::from_slice(kept).map_err(|e| MessagingError::Usage(e.to_string()))?;
+        let sender = PublicKey::parse(&kept.sender, 2048)
+            .map_err(|e| MessagingError::Usage(e.to_string()))?;
+        self.file(&kept.object, &sender, &kept.channel).map(drop)
+    }
+
+    /// Keeps an action whose message is not here yet (see [`Self::file`]).
+    fn keep_early(
+        &self,
+        hash: PacketHash,
+        object: &Value,
+        sender: &PublicKey,
+        channel: &str,
+    ) -> Result<(), String> {
+        let kept = EarlyAction {
+            object: object.clone(),
+            sender: sender.canonical().to_owned(),
+            channel: channel.to_owned(),
+            kept_at: crate::client::now_ms(),
+        };
+        let id = object["id"].as_str().unwrap_or_default();
+        let json = serde_json::to_vec(&kept).expect("an early action serializes");
+        match self
+            .db
+            .keep_early_action(id, &hash.to_string(), &json, MAX_EARLY_ACTIONS)
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "it names message {id}, which is not here, and {MAX_EARLY_ACTIONS} such are \
+                 waiting already"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What [`Messenger::file`] did with a message object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filed {
+    /// It is in the history (or had nothing to change there).
+    Applied,
+    /// An edit, deletion or reaction of a message not here yet.
+    Early,
+}
+
+/// An edit, deletion or reaction kept until its message comes.
+#[derive(Debug, Serialize, Deserialize)]
+struct EarlyAction {
+    /// The verified message object.
+    object: Value,
+    /// Who sent it (canonical key).
+    sender: String,
+    /// The conversation it was filed under.
+    channel: String,
+    /// When it was kept (Unix ms), to forget it once its message can no longer come.
+    kept_at: u64,
 }
 
 /// The keys a group message's `members` lists (canonical, sorted, once each; unusable
