@@ -314,6 +314,9 @@ pub struct StunConfig {
     pub max_pending_offers: usize,
     /// TLS connections served at once.
     pub max_connections: usize,
+    /// TLS connections served at once for one client address (IPv6: one /64); more are
+    /// closed at once.
+    pub max_connections_per_ip: usize,
     /// Time allowed for the TLS handshake and for authentication.
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
@@ -336,6 +339,7 @@ impl Default for StunConfig {
             max_offers_per_key: 16,
             max_pending_offers: 10_000,
             max_connections: 4_096,
+            max_connections_per_ip: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
         }
@@ -363,6 +367,7 @@ impl StunConfig {
             ("max_offers_per_key", self.max_offers_per_key),
             ("max_pending_offers", self.max_pending_offers),
             ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
         ] {
             if n == 0 {
                 return bad(format!("{name} must be at least 1"));

@@ -374,6 +374,54 @@ fn junk_on_the_tls_listener_is_refused_and_the_service_goes_on() {
 }
 
 #[test]
+fn one_address_gets_a_bounded_share_of_connections_and_a_client_that_stops_reading_is_dropped() {
+    let server = StunServer::start("max_connections_per_ip = 2\nhandshake_timeout = \"60s\"");
+    let fp = server.printed_fingerprint.clone();
+    let mut first = TlsClient::connect(server.tls, &fp);
+    let _second = TlsClient::connect(server.tls, &fp);
+    // A third from the same address is closed at once.
+    let third = TlsClient::try_connect(server.tls, &fp);
+    assert!(third.is_err(), "a third connection was served");
+    // The first asks and asks and never reads the answers: once its queue is full the server
+    // closes it rather than wait (which held the connection, and its slot, for good).
+    let burst: Vec<u8> = (0..4096u32)
+        .flat_map(|n| {
+            let mut tid = [0u8; 12];
+            tid[..4].copy_from_slice(&n.to_be_bytes());
+            bare_request(&tid)
+        })
+        .collect();
+    let started = Instant::now();
+    let outcome = loop {
+        if let Err(e) = first.try_write(&burst, Duration::from_secs(30)) {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server kept taking requests it could not answer"
+        );
+    };
+    assert_ne!(
+        outcome.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the server stopped reading without closing: {outcome}"
+    );
+    assert_ne!(outcome.kind(), std::io::ErrorKind::TimedOut, "{outcome}");
+    drop(first);
+    // Its slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        match TlsClient::try_connect(server.tls, &fp) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("the slot of the dropped connection was not freed: {e}"),
+        }
+    };
+    again.write(&binding_request(&[7; 12]));
+    assert!(again.recv_stun().is_some());
+}
+
+#[test]
 fn an_unauthenticated_connection_is_closed_after_the_handshake_timeout() {
     let server = StunServer::start("handshake_timeout = \"1s\"");
     let mut c = TlsClient::connect(server.tls, &server.printed_fingerprint);

@@ -120,7 +120,12 @@ enum Next {
     Continue,
     /// Send this error, then close.
     Close(String),
+    /// The client's queue stayed full: close.
+    NotReading,
 }
+
+/// Longest one write to a client may take before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one TLS stream until it ends, breaks the protocol, times out, is killed by the hub,
 /// or the service stops.
@@ -136,16 +141,23 @@ pub async fn serve<S>(
     let mut reader = BufReader::with_capacity(16 * 1024, read);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
     let kill = Arc::new(Notify::new());
-    let writer = tokio::spawn(async move {
+    // A client that stops reading stalls the writes; past WRITE_TIMEOUT it is given up on
+    // (the reader sees the queue full and closes too).
+    let mut writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
-                break;
-            }
-            if rx.is_empty() && write.flush().await.is_err() {
-                break;
+            let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
+                write.write_all(&bytes).await?;
+                if rx.is_empty() {
+                    write.flush().await?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(wrote, Ok(Ok(()))) {
+                return;
             }
         }
-        let _ = write.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
     });
     let started = Instant::now();
     let mut state = State::Fresh;
@@ -172,7 +184,7 @@ pub async fn serve<S>(
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "closing a TLS connection");
                 if matches!(e, Broken::Oversized) {
-                    let _ = tx.send(error_line(e.to_string())).await;
+                    let _ = tx.try_send(error_line(e.to_string()));
                 }
                 why = "protocol error";
                 break;
@@ -182,17 +194,24 @@ pub async fn serve<S>(
         let next = match frame {
             Frame::Stun(message) => {
                 let mut out = [0u8; MAX_ANSWER_BYTES];
-                if let Verdict::Reply(n) = binding::answer(&message, peer, &mut out) {
-                    let _ = tx.send(out[..n].to_vec()).await;
+                match binding::answer(&message, peer, &mut out) {
+                    Verdict::Reply(n) => queue(&tx, out[..n].to_vec()).await,
+                    _ => Next::Continue,
                 }
-                Next::Continue
             }
             Frame::Line(line) => handle_line(&line, &mut state, &shared, &tx, &kill).await,
         };
-        if let Next::Close(error) = next {
-            let _ = tx.send(error_line(error)).await;
-            why = "protocol error";
-            break;
+        match next {
+            Next::Continue => {}
+            Next::Close(error) => {
+                let _ = tx.try_send(error_line(error));
+                why = "protocol error";
+                break;
+            }
+            Next::NotReading => {
+                why = "not reading";
+                break;
+            }
         }
     }
     if let State::Ready { key, id } = &state {
@@ -200,8 +219,24 @@ pub async fn serve<S>(
     }
     tracing::debug!(%peer, why, "TLS connection closed");
     drop(tx);
-    // Let the writer send what is queued (the last error), within reason.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // Let the writer send what is queued (the last error), within reason; then it goes, with
+    // the socket.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Queues a frame for the client, waiting while its queue is full (a client that sends faster
+/// than it reads is slowed down) but at most [`WRITE_TIMEOUT`]: then it is not reading, and is
+/// closed (waiting on would hold this connection, and its slot, for good).
+async fn queue(tx: &mpsc::Sender<Outgoing>, frame: Outgoing) -> Next {
+    match tx.send_timeout(frame, WRITE_TIMEOUT).await {
+        Ok(()) => Next::Continue,
+        Err(_) => Next::NotReading,
+    }
 }
 
 fn error_line(error: String) -> Outgoing {
@@ -233,11 +268,8 @@ async fn handle_line(
             };
             let mut nonce = [0u8; NONCE_BYTES];
             crate::crypto::random_bytes(&mut nonce);
-            let _ = tx
-                .send(reply(ServerFrame::Challenge { nonce: b64(&nonce) }))
-                .await;
             *state = State::Challenged { key, nonce };
-            Next::Continue
+            queue(tx, reply(ServerFrame::Challenge { nonce: b64(&nonce) })).await
         }
         (ClientFrame::Auth { signature }, State::Challenged { key, nonce }) => {
             let input = auth_input(nonce, &shared.certificate);
@@ -277,10 +309,7 @@ async fn handle_line(
         (_, State::Fresh | State::Challenged { .. }) => {
             Next::Close("authenticate first: send hello, then auth".into())
         }
-        (ClientFrame::Ping, State::Ready { .. }) => {
-            let _ = tx.send(reply(ServerFrame::Pong)).await;
-            Next::Continue
-        }
+        (ClientFrame::Ping, State::Ready { .. }) => queue(tx, reply(ServerFrame::Pong)).await,
         (ClientFrame::Offer { to, id, payload }, State::Ready { key, .. }) => {
             let result = match (PublicKey::parse(&to, ABSOLUTE_MIN_KEY_BITS), valid_id(&id)) {
                 (Err(e), _) => Err(format!("to: {e}")),
@@ -297,8 +326,7 @@ async fn handle_line(
                     id: Some(id),
                 },
             };
-            let _ = tx.send(reply(frame)).await;
-            Next::Continue
+            queue(tx, reply(frame)).await
         }
         (ClientFrame::Answer { to, id, payload }, State::Ready { key, .. }) => {
             let result = match PublicKey::parse(&to, ABSOLUTE_MIN_KEY_BITS) {
@@ -308,15 +336,19 @@ async fn handle_line(
                     .answer(key, &offerer, id.clone(), payload)
                     .map_err(|e| e.to_string()),
             };
-            if let Err(error) = result {
-                let _ = tx
-                    .send(reply(ServerFrame::Error {
-                        error,
-                        id: Some(id),
-                    }))
-                    .await;
+            match result {
+                Ok(()) => Next::Continue,
+                Err(error) => {
+                    queue(
+                        tx,
+                        reply(ServerFrame::Error {
+                            error,
+                            id: Some(id),
+                        }),
+                    )
+                    .await
+                }
             }
-            Next::Continue
         }
     }
 }

@@ -6,12 +6,82 @@
 //! refilled (and so are the same as a fresh one) are forgotten; if none has, a new address is
 //! refused until one does. Spoofed sources therefore cannot grow memory, and cannot reset the
 //! bucket of the address they target either.
+//!
+//! Limits count per [`client_network`]: an IPv6 host holds a whole /64, so counting its
+//! addresses one by one would limit nothing.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// What limits count by: an IPv4 address (also one written as IPv4-mapped IPv6), or the /64
+/// of an IPv6 address.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+/// Counts connections per [`client_network`] and refuses one past the limit.
+pub struct ConnectionCounter {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; dropping it uncounts it.
+pub struct CountedConnection {
+    counter: std::sync::Arc<ConnectionCounter>,
+    network: IpAddr,
+}
+
+impl ConnectionCounter {
+    /// At most `max` connections per client network.
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts a connection from `ip`; `None` when its network has `max` already.
+    pub fn admit(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<CountedConnection> {
+        let network = client_network(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(network).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(CountedConnection {
+            counter: self.clone(),
+            network,
+        })
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counter
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.network);
+            }
+        }
+    }
+}
 
 /// Most source addresses tracked at once.
 pub const MAX_TRACKED: usize = 65_536;
@@ -68,6 +138,7 @@ impl SourceLimiter {
     /// Takes one token for `source`; false when it is over its rate (or the table is full of
     /// active sources and `source` is new).
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let source = client_network(source);
         let index = (self.hasher.hash_one(source) as usize) % SHARDS;
         let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
         let (rate, burst) = (self.per_second, self.burst);
@@ -119,6 +190,30 @@ impl SourceLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_count_an_ipv6_host_by_its_64_and_connections_are_uncounted_when_dropped() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_network(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_network(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_network(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        let counter = ConnectionCounter::new(2);
+        let a = counter.admit(ip("2001:db8:1:2::1")).expect("first");
+        let _b = counter.admit(ip("2001:db8:1:2::ffff")).expect("second");
+        assert!(
+            counter.admit(ip("2001:db8:1:2::9")).is_none(),
+            "the same /64"
+        );
+        assert!(
+            counter.admit(ip("2001:db8:1:3::1")).is_some(),
+            "another /64"
+        );
+        drop(a);
+        assert!(counter.admit(ip("2001:db8:1:2::9")).is_some());
+    }
 
     #[test]
     fn bursts_then_refills() {

@@ -138,6 +138,7 @@ pub async fn run(
     on_ready(&listening);
 
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_client = limits::ConnectionCounter::new(config.max_connections_per_ip);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -158,10 +159,14 @@ pub async fn run(
             tracing::debug!(%peer, "too many TLS connections; closing a new one");
             continue;
         };
+        let Some(counted) = per_client.admit(peer.ip()) else {
+            tracing::debug!(%peer, "too many TLS connections from this address; closing a new one");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, shared, stop) = (acceptor.clone(), shared.clone(), stop_rx.clone());
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, counted);
             let handshake = tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp));
             match handshake.await {
                 Ok(Ok(stream)) => conn::serve(stream, peer, shared, stop).await,

@@ -5,12 +5,15 @@
 //! sealed end to end.
 //!
 //! Rules:
-//! - One session per key receives: when a key authenticates again, the newest session takes
-//!   over, the older one is told so (an `error` frame) and stays open but receives nothing.
-//!   Offers not yet answered are delivered again to a new session of their key.
-//! - Offers wait at most `offer_ttl`; then they are dropped and the offerer, when connected,
-//!   gets `expired`. At most `max_offers_per_key` offers wait for one key, and at most as many
-//!   from one key; at most `max_pending_offers` in all.
+//! - One session per key: when a key authenticates again, the newest session takes over and
+//!   the older one is told so (an `error` frame) and closed. Offers made to the key and not
+//!   yet answered are delivered again to the new session; offers the older session made are
+//!   dropped (no answer could reach it).
+//! - An offer lives as long as the session that made it, and at most `offer_ttl`; then it is
+//!   dropped and the offerer, when connected, gets `expired`. At most `max_offers_per_key`
+//!   offers wait for one key, and at most as many from one key; at most
+//!   [`MAX_OFFERS_PER_PAIR`] from one key to another (so that one key cannot fill another's
+//!   queue); at most `max_pending_offers` in all. A payload is at most [`MAX_PAYLOAD_BYTES`].
 //! - An answer is accepted only for an offer made to the answering key by the key it names in
 //!   `to`, and only while that offerer is connected; it ends the offer.
 //! - A session that does not read what it is sent (its queue is full) is closed.
@@ -26,6 +29,11 @@ use crate::proto::{Fingerprint, PublicKey};
 
 /// Frames a session may have waiting to be written before it counts as not reading.
 pub const SESSION_QUEUE: usize = 256;
+/// Offers that may wait from one key to one other key.
+pub const MAX_OFFERS_PER_PAIR: usize = 2;
+/// Largest sealed payload (message and signature) of an offer or answer. A session
+/// description sealed to a 16384-bit key is well under it.
+pub const MAX_PAYLOAD_BYTES: usize = 24 * 1024;
 
 /// The hub's bounds, from `[stun]`.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +72,12 @@ pub enum Refused {
     /// The peer's queue is full.
     #[error("too many offers are waiting for this key; try again later")]
     PeerQueueFull,
+    /// The offerer has as many offers waiting for this peer as one may.
+    #[error("you have offers waiting for this key already; wait for an answer or expiry")]
+    PairQueueFull,
+    /// The payload is larger than any session description needs.
+    #[error("the payload is larger than {MAX_PAYLOAD_BYTES} bytes")]
+    TooLarge,
     /// The offerer has too many offers waiting.
     #[error("too many of your offers are waiting; wait for answers or expiry")]
     OwnQueueFull,
@@ -88,6 +102,8 @@ struct OfferKey {
 #[derive(Debug)]
 struct Offer {
     from_key: String,
+    /// The session that made it: answers go to it alone.
+    from_session: u64,
     payload: SealedPayload,
     expires: Instant,
     delivered_to: Option<u64>,
@@ -136,11 +152,12 @@ impl Hub {
         if let Some(old) = self.sessions.insert(fp, Session { handle }) {
             tracing::debug!(key = %fp.short(), "a newer session of this key takes over");
             let frame = ServerFrame::Error {
-                error: "another session authenticated with this key; this one no longer receives offers"
-                    .into(),
+                error: "another session authenticated with this key; this one is closed".into(),
                 id: None,
             };
             let _ = old.handle.tx.try_send(frame.to_line().into_bytes());
+            old.handle.kill.notify_one();
+            self.drop_offers_of_session(fp, old.handle.id);
         }
         let mut deliveries = Vec::new();
         for (k, offer) in &mut self.offers {
@@ -158,11 +175,25 @@ impl Hub {
         }
     }
 
-    /// Forgets session `id` of `key` when it is still the receiving one.
+    /// Forgets session `id` of `key` (when it is still the receiving one) and the offers it
+    /// made.
     pub fn unregister(&mut self, key: &PublicKey, id: u64) {
         let fp = key.fingerprint();
         if self.sessions.get(&fp).is_some_and(|s| s.handle.id == id) {
             self.sessions.remove(&fp);
+        }
+        self.drop_offers_of_session(fp, id);
+    }
+
+    fn drop_offers_of_session(&mut self, fp: Fingerprint, session: u64) {
+        let made: Vec<OfferKey> = self
+            .offers
+            .iter()
+            .filter(|(k, o)| k.from == fp && o.from_session == session)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &made {
+            self.remove(key);
         }
     }
 
@@ -179,6 +210,14 @@ impl Hub {
         if from_fp == to_fp {
             return Err(Refused::ToSelf);
         }
+        if payload_bytes(&payload) > MAX_PAYLOAD_BYTES {
+            return Err(Refused::TooLarge);
+        }
+        // Offers from a key that has no session (it left, or was taken over) could never be
+        // answered.
+        let Some(from_session) = self.sessions.get(&from_fp).map(|s| s.handle.id) else {
+            return Err(Refused::OffererGone);
+        };
         let key = OfferKey {
             from: from_fp,
             to: to_fp,
@@ -193,6 +232,14 @@ impl Hub {
         }
         if self.waiting_from.get(&from_fp).copied().unwrap_or(0) >= max {
             return Err(Refused::OwnQueueFull);
+        }
+        let to_this_peer = self
+            .offers
+            .keys()
+            .filter(|k| k.from == from_fp && k.to == to_fp)
+            .count();
+        if to_this_peer >= MAX_OFFERS_PER_PAIR {
+            return Err(Refused::PairQueueFull);
         }
         if self.offers.len() >= self.limits.max_pending_offers {
             return Err(Refused::HubFull);
@@ -209,6 +256,7 @@ impl Hub {
             key,
             Offer {
                 from_key: from.canonical().to_owned(),
+                from_session,
                 payload,
                 expires: now + self.limits.offer_ttl,
                 delivered_to,
@@ -233,6 +281,9 @@ impl Hub {
             to: answerer.fingerprint(),
             id,
         };
+        if payload_bytes(&payload) > MAX_PAYLOAD_BYTES {
+            return Err(Refused::TooLarge);
+        }
         if !self.offers.contains_key(&key) {
             return Err(Refused::NoSuchOffer);
         }
@@ -297,6 +348,10 @@ impl Hub {
             self.sessions.remove(&fp);
         }
     }
+}
+
+fn payload_bytes(payload: &SealedPayload) -> usize {
+    payload.message.len() + payload.signature.len()
 }
 
 #[cfg(test)]
@@ -398,9 +453,18 @@ mod tests {
         let now = Instant::now();
         let (ha, mut ra) = session(1);
         hub.register(a, ha);
+        let (hc, _rc) = session(3);
+        hub.register(c, hc);
+        let (hd, _rd) = session(4);
+        hub.register(d, hd);
         assert_eq!(
             hub.offer(a, a, "x".into(), payload("p"), now),
             Err(Refused::ToSelf)
+        );
+        assert_eq!(
+            hub.offer(b, c, "x".into(), payload("p"), now),
+            Err(Refused::OffererGone),
+            "an offer from a key without a session could never be answered"
         );
         hub.offer(a, b, "1".into(), payload("p"), now).unwrap();
         assert_eq!(
@@ -437,13 +501,17 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_session_of_a_key_receives() {
+    fn the_newest_session_of_a_key_takes_over_and_offers_live_with_their_session() {
+        use futures_util::FutureExt as _;
         let (alice, bob) = (fixture("alice"), fixture("bob"));
         let (a, b) = (alice.public(), bob.public());
         let mut hub = Hub::new(limits());
         let now = Instant::now();
         let (h1, mut r1) = session(1);
+        let old_kill = h1.kill.clone();
         hub.register(b, h1);
+        let (ha, _ra) = session(3);
+        hub.register(a, ha);
         hub.offer(a, b, "o".into(), payload("p"), now).unwrap();
         assert_eq!(frames(&mut r1).len(), 1);
         let (h2, mut r2) = session(2);
@@ -452,6 +520,10 @@ mod tests {
             frames(&mut r1).as_slice(),
             [ServerFrame::Error { .. }]
         ));
+        assert!(
+            old_kill.notified().now_or_never().is_some(),
+            "the older session is closed"
+        );
         assert_eq!(
             frames(&mut r2).len(),
             1,
@@ -460,12 +532,55 @@ mod tests {
         hub.unregister(b, 1);
         assert_eq!(
             hub.sessions(),
-            1,
+            2,
             "an old session leaving does not unseat the new"
         );
+        // The offerer's session ends (a client stopped and started again): its offers go, so
+        // that nobody answers an offer whose maker is gone.
+        hub.unregister(a, 3);
+        assert_eq!(hub.pending(), 0);
         assert_eq!(
             hub.answer(b, a, "o".into(), payload("p")),
-            Err(Refused::OffererGone)
+            Err(Refused::NoSuchOffer)
         );
+        // So do the offers of a session taken over by a newer one of the same key.
+        let (ha, _ra) = session(4);
+        hub.register(a, ha);
+        hub.offer(a, b, "o2".into(), payload("p"), now).unwrap();
+        let (ha, _ra) = session(5);
+        hub.register(a, ha);
+        assert_eq!(hub.pending(), 0);
+    }
+
+    #[test]
+    fn one_key_cannot_fill_anothers_queue_or_send_oversized_payloads() {
+        let (alice, bob, carol) = (fixture("alice"), fixture("bob"), fixture("carol"));
+        let (a, b, c) = (alice.public(), bob.public(), carol.public());
+        let mut hub = Hub::new(HubLimits {
+            offer_ttl: Duration::from_secs(10),
+            max_offers_per_key: 16,
+            max_pending_offers: 100,
+        });
+        let now = Instant::now();
+        let mut receivers = Vec::new();
+        for (n, key) in [a, c].into_iter().enumerate() {
+            let (h, r) = session(n as u64 + 1);
+            receivers.push(r);
+            hub.register(key, h);
+        }
+        for n in 0..MAX_OFFERS_PER_PAIR {
+            hub.offer(a, b, format!("a{n}"), payload("p"), now).unwrap();
+        }
+        assert_eq!(
+            hub.offer(a, b, "more".into(), payload("p"), now),
+            Err(Refused::PairQueueFull)
+        );
+        hub.offer(c, b, "c".into(), payload("p"), now).unwrap();
+        let big = payload(&"x".repeat(MAX_PAYLOAD_BYTES));
+        assert_eq!(
+            hub.offer(c, a, "big".into(), big.clone(), now),
+            Err(Refused::TooLarge)
+        );
+        assert_eq!(hub.answer(b, c, "c".into(), big), Err(Refused::TooLarge));
     }
 }

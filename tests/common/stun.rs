@@ -200,6 +200,12 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects and completes the handshake, pinning `fingerprint` (hex).
     pub fn connect(addr: SocketAddr, fingerprint: &str) -> TlsClient {
+        Self::try_connect(addr, fingerprint).expect("TLS handshake")
+    }
+
+    /// [`TlsClient::connect`], or the error when the server closes the connection (or the
+    /// handshake fails).
+    pub fn try_connect(addr: SocketAddr, fingerprint: &str) -> std::io::Result<TlsClient> {
         let pin = jasper::config::parse_fingerprint(fingerprint).expect("hex fingerprint");
         let config = jasper::client::rendezvous::tls_config(Some(pin));
         let conn = rustls::ClientConnection::new(
@@ -211,17 +217,14 @@ impl TlsClient {
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .expect("TLS handshake");
+            stream.conn.complete_io(&mut stream.sock)?;
         }
         let certificate = stream.conn.peer_certificates().unwrap()[0].to_vec();
-        TlsClient {
+        Ok(TlsClient {
             stream,
             certificate,
             pending: Vec::new(),
-        }
+        })
     }
 
     /// The local address of the TCP connection.
@@ -232,6 +235,13 @@ impl TlsClient {
     /// Sets how long reads wait.
     pub fn set_timeout(&mut self, t: Duration) {
         self.stream.sock.set_read_timeout(Some(t)).unwrap();
+    }
+
+    /// Writes raw bytes, waiting at most `timeout` for the server to take them.
+    pub fn try_write(&mut self, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+        self.stream.sock.set_write_timeout(Some(timeout))?;
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Writes raw bytes.
