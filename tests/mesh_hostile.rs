@@ -370,3 +370,58 @@ fn a_peer_that_answers_429_is_not_pushed_every_packet() {
         "{pushes} pushes for 60 packets to a peer answering 429"
     );
 }
+
+#[test]
+fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_peer() {
+    let alice = key_b64("alice-4096");
+    // Relays may set their limits differently: one larger than our max_message_bytes (256 KiB
+    // by default), one for a key under our min_key_bits.
+    let big = packet_for(&alice, 1_000, 300 * 1024);
+    let for_small_key = packet_for(&key_b64("small-2048"), 2_000, 200);
+    let fine: Vec<Value> = (0..10).map(|n| packet_for(&alice, n * 10, 2_000)).collect();
+    let all: Vec<Value> = [big.clone(), for_small_key]
+        .into_iter()
+        .chain(fine)
+        .collect();
+    let hashes: Vec<Value> = all.iter().map(|p| p["hash"].clone()).collect();
+    let big_hash = big["hash"].as_str().unwrap().to_owned();
+    let big_asked = Arc::new(AtomicUsize::new(0));
+    let counter = big_asked.clone();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
+        "/fetch" => {
+            let asked: Value = serde_json::from_slice(body).unwrap();
+            let asked: Vec<&str> = asked["hashes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if asked.contains(&big_hash.as_str()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            // Two packets an answer, as a relay's response size limit cuts answers short.
+            let answer: Vec<&Value> = all
+                .iter()
+                .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
+                .take(2)
+                .collect();
+            Answer::Json(json!({ "messages": answer }).to_string())
+        }
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(
+        eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
+        "{} of 10 pulled; {}",
+        relay.inbox(&alice).len(),
+        peer_view(&relay)
+    );
+    // More rounds (one a second): the peer is not penalised, and the packet declined for its
+    // size is not pulled again.
+    std::thread::sleep(Duration::from_secs(4));
+    let view = peer_view(&relay);
+    assert_eq!(view["state"], "healthy", "{view}");
+    assert!(view["last_problem"].is_null(), "{view}");
+    assert_eq!(big_asked.load(Ordering::SeqCst), 1, "{view}");
+}

@@ -97,6 +97,16 @@ pub enum PacketError {
 }
 
 impl PacketError {
+    /// Whether the refusal comes from this relay's own limits, which another relay may set
+    /// differently (`max_message_bytes`, `min_key_bits`): such a packet is not a sign of a
+    /// bad peer.
+    pub fn is_local_policy(&self) -> bool {
+        matches!(
+            self,
+            PacketError::MessageTooLarge { .. } | PacketError::Recipient(KeyError::TooSmall { .. })
+        )
+    }
+
     /// Whether the refusal is about size (HTTP 413) rather than form (HTTP 400).
     pub fn is_too_large(&self) -> bool {
         matches!(

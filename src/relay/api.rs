@@ -70,6 +70,8 @@ pub struct RelayState {
     /// Packets being pulled from a peer now, so that peers synced side by side do not each
     /// send them.
     pub pulling: std::sync::Mutex<HashSet<PacketHash>>,
+    /// Packets sync declined under this relay's limits, not to be pulled again.
+    pub declined: std::sync::Mutex<super::mesh::sync::Declined>,
 }
 
 impl RelayState {
@@ -93,6 +95,7 @@ impl RelayState {
             fetch_backs,
             reconcile: SnapshotCache::default(),
             pulling: std::sync::Mutex::default(),
+            declined: std::sync::Mutex::default(),
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,

@@ -238,8 +238,12 @@ async fn fetch_back_loop(
             let mut stored = 0;
             for chunk in request.hashes.chunks(sync::FETCH_BATCH) {
                 let result = sync::pull(&s, &c, &request.peer, chunk);
-                judge(&s, &request.peer, &result);
-                stored += result?.0;
+                // Only faults count: anyone can ask for a fetch-back naming a known peer,
+                // and a good one must not clear that peer's record.
+                if result.is_err() {
+                    judge(&s, &request.peer, &result);
+                }
+                stored += result?.stored;
             }
             Ok::<_, SyncError>(stored)
         })

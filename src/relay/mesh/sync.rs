@@ -2,7 +2,7 @@
 //! Blocking: the mesh task runs these on the blocking pool. Everything a peer sends is checked
 //! exactly as `/send` checks a client's packet.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use serde_json::{Map, Value};
 
@@ -25,6 +25,36 @@ pub const SPOT_CHECK: usize = 8;
 const SPOT_CHECK_MARGIN_MS: u64 = 60_000;
 /// Allowance per packet in a `/fetch` answer beyond its message (key, signature, JSON).
 const PACKET_OVERHEAD: u64 = 64 * 1024;
+/// Packets declined under this relay's own limits that are remembered, so that sync does not
+/// pull them again every round.
+pub const DECLINED_KEPT: usize = 16_384;
+
+/// Hashes of packets this relay declined (larger than its `max_message_bytes`), the newest
+/// [`DECLINED_KEPT`].
+#[derive(Default)]
+pub struct Declined {
+    set: HashSet<PacketHash>,
+    order: VecDeque<PacketHash>,
+}
+
+impl Declined {
+    /// Remembers `hash`, forgetting the oldest past [`DECLINED_KEPT`].
+    pub fn insert(&mut self, hash: PacketHash) {
+        if self.set.insert(hash) {
+            self.order.push_back(hash);
+            if self.order.len() > DECLINED_KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `hash` was declined.
+    pub fn contains(&self, hash: &PacketHash) -> bool {
+        self.set.contains(hash)
+    }
+}
 
 /// What one message sync with a peer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -100,12 +130,19 @@ fn pull_all(
     report.requested = wanted.len();
     for chunk in wanted.chunks(FETCH_BATCH) {
         let claim = Claim::take(state, chunk);
-        if claim.hashes.is_empty() {
-            continue;
+        let mut rest = claim.hashes.clone();
+        // A peer answers up to its response size limit (at least one packet): what it left
+        // out is asked for again, and counts as withheld only when an answer brings none of it.
+        while !rest.is_empty() {
+            let pulled = pull(state, client, peer, &rest)?;
+            report.stored += pulled.stored;
+            let before = rest.len();
+            rest.retain(|h| !pulled.delivered.contains(h));
+            if rest.len() == before {
+                break;
+            }
         }
-        let (stored, delivered) = pull(state, client, peer, &claim.hashes)?;
-        report.stored += stored;
-        report.withheld += claim.hashes.len() - delivered;
+        report.withheld += rest.len();
     }
     Ok(())
 }
@@ -117,14 +154,19 @@ struct Claim<'a> {
 }
 
 impl<'a> Claim<'a> {
-    /// Claims those of `hashes` that are not stored yet and that no other sync is pulling.
+    /// Claims those of `hashes` that are not stored yet, were not declined, and that no other
+    /// sync is pulling.
     fn take(state: &'a RelayState, hashes: &[PacketHash]) -> Self {
         let now = now_ms();
-        let missing: Vec<PacketHash> = hashes
-            .iter()
-            .filter(|h| !state.store.contains(h, now).unwrap_or(false))
-            .copied()
-            .collect();
+        let missing: Vec<PacketHash> = {
+            let declined = state.declined.lock().unwrap_or_else(|p| p.into_inner());
+            hashes
+                .iter()
+                .filter(|h| !declined.contains(h))
+                .filter(|h| !state.store.contains(h, now).unwrap_or(false))
+                .copied()
+                .collect()
+        };
         let mut pulling = state.pulling.lock().unwrap_or_else(|p| p.into_inner());
         let hashes = missing.into_iter().filter(|h| pulling.insert(*h)).collect();
         Claim { state, hashes }
@@ -307,17 +349,30 @@ pub fn spot_check(
     if sample.is_empty() {
         return Ok(0);
     }
-    let body = serde_json::json!({
-        "hashes": sample.iter().map(ToString::to_string).collect::<Vec<_>>()
-    });
-    let limit = sample.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
-    let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
-    let answer = parse_object(&answer)?;
-    let present: HashSet<PacketHash> = array(&answer, "messages")?
-        .iter()
-        .filter_map(|m| m.get("hash").and_then(Value::as_str))
-        .filter_map(|h| PacketHash::parse(h).ok())
-        .collect();
+    // Asked again for what an answer left out (a peer answers up to its response size limit):
+    // missing is what an answer that brings none of the rest leaves.
+    let mut present: HashSet<PacketHash> = HashSet::new();
+    let mut rest = sample.clone();
+    while !rest.is_empty() {
+        let body = serde_json::json!({
+            "hashes": rest.iter().map(ToString::to_string).collect::<Vec<_>>()
+        });
+        let limit = rest.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
+        let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
+        let answer = parse_object(&answer)?;
+        let before = present.len();
+        present.extend(
+            array(&answer, "messages")?
+                .iter()
+                .filter_map(|m| m.get("hash").and_then(Value::as_str))
+                .filter_map(|h| PacketHash::parse(h).ok())
+                .filter(|h| rest.contains(h)),
+        );
+        if present.len() == before {
+            break;
+        }
+        rest.retain(|h| !present.contains(h));
+    }
     let missing = sample.iter().filter(|h| !present.contains(h)).count();
     // What it still holds stays in the sample for next time.
     for h in sample.iter().filter(|h| present.contains(h)) {
@@ -326,13 +381,27 @@ pub fn spot_check(
     Ok(missing)
 }
 
-/// Fetches `hashes` from `peer` and stores those that pass; returns (stored, delivered).
+/// What one [`pull`] brought.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    /// Packets stored (new here).
+    pub stored: usize,
+    /// Hashes the peer delivered, including packets this relay's own limits decline.
+    pub delivered: HashSet<PacketHash>,
+}
+
+/// Fetches `hashes` from `peer` and stores those that pass.
+///
+/// A packet that fails this relay's own limits (see [`crate::proto::packet::PacketError::is_local_policy`])
+/// is skipped, not held against the peer: relays may set them differently. One larger than
+/// `max_message_bytes` is remembered as declined (its hash is checked: a peer cannot make us
+/// decline a packet it does not have), so that later rounds do not pull it again.
 pub fn pull(
     state: &RelayState,
     client: &PeerClient,
     peer: &ServerEntry,
     hashes: &[PacketHash],
-) -> Result<(usize, usize), SyncError> {
+) -> Result<Pulled, SyncError> {
     let asked: HashSet<PacketHash> = hashes.iter().copied().collect();
     let body = serde_json::json!({
         "hashes": hashes.iter().map(ToString::to_string).collect::<Vec<_>>()
@@ -349,8 +418,36 @@ pub fn pull(
         let Value::Object(map) = item else {
             return Err(SyncError::BadPacket("an item is not an object".into()));
         };
-        let packet = Packet::from_map_cached(map, &state.rules, &state.keys)
-            .map_err(|e| SyncError::BadPacket(e.to_string()))?;
+        let claimed = map
+            .get("hash")
+            .and_then(Value::as_str)
+            .and_then(|h| PacketHash::parse(h).ok())
+            .filter(|h| asked.contains(h));
+        if let (Some(hash), Some(message)) = (claimed, map.get("message").and_then(Value::as_str))
+            && message.len() > state.rules.max_message_bytes
+        {
+            if PacketHash::of_message(message) != hash {
+                return Err(SyncError::BadPacket(
+                    "a packet whose message was altered".into(),
+                ));
+            }
+            state
+                .declined
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash);
+            seen.insert(hash);
+            continue;
+        }
+        let packet = match Packet::from_map_cached(map, &state.rules, &state.keys) {
+            Ok(packet) => packet,
+            Err(e) if e.is_local_policy() => {
+                tracing::debug!(peer = %peer, error = %e, "declined a packet under our limits");
+                seen.extend(claimed);
+                continue;
+            }
+            Err(e) => return Err(SyncError::BadPacket(e.to_string())),
+        };
         if !asked.contains(&packet.hash()) {
             return Err(SyncError::BadPacket(
                 "a packet we did not ask for (or whose message was altered)".into(),
@@ -366,7 +463,7 @@ pub fn pull(
             json: packet.to_json().into_bytes(),
         });
     }
-    let delivered = packets.len();
+    let delivered: HashSet<PacketHash> = packets.iter().map(|p| p.hash).chain(seen).collect();
     let mut stored = 0;
     // Copies for broadcast only when one could go anywhere (as `/send` does).
     let copy = state.broadcast.wanted();
@@ -400,7 +497,7 @@ pub fn pull(
             Err(e) => return Err(SyncError::Storage(e.to_string())),
         }
     }
-    Ok((stored, delivered))
+    Ok(Pulled { stored, delivered })
 }
 
 /// JASPER.md server sync with `peer`: send what we know (and our own address, so that the
