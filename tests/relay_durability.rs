@@ -504,3 +504,25 @@ fn an_io_error_in_the_index_is_healed_without_a_restart() {
     assert_eq!(found.len(), 1);
     relay.send_ok(&packet_for(&key, 3_000, 100));
 }
+
+#[test]
+fn a_client_cannot_shorten_a_packets_life_with_expires() {
+    // `expires` passes a packet's expiry from relay to relay. From a client it would let anyone
+    // have a packet they read swept early (and its hash refused after) by sending it again
+    // with a near expiry to relays that lack it. This relay has no peers: the caller is a client.
+    let relay = Relay::start("sweep_interval = \"100ms\"");
+    let alice = key_b64("alice-4096");
+    let mut p = packet_for(&alice, 1, 100);
+    let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+    p["expires"] = json!(humantime::format_rfc3339_millis(soon).to_string());
+    relay.send_ok(&p);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(relay.inbox(&alice).len(), 1, "the packet was swept early");
+    let (_, body) = relay.post("/fetch", &json!({ "hashes": [p["hash"]] }));
+    let expires = body["messages"][0]["expires"].as_str().unwrap();
+    let expires = humantime::parse_rfc3339(expires).unwrap();
+    assert!(
+        expires > std::time::SystemTime::now() + Duration::from_secs(6 * 24 * 3600),
+        "kept for the relay's retention: {expires:?}"
+    );
+}

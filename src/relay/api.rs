@@ -246,7 +246,10 @@ where
         state.peers.note_alive(&peer, crate::relay::clock::now_ms());
     }
     let result = match endpoint {
-        Endpoint::Send => send(&state, bytes).await,
+        Endpoint::Send => {
+            let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
+            send(&state, bytes, from_peer).await
+        }
         Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,
         Endpoint::SyncHashes => {
             blocking(state.clone(), move |s| {
@@ -275,7 +278,15 @@ fn storage_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable("storage is unavailable; retry later")
 }
 
-async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiError> {
+/// Stores a packet. `expires` is taken only `from_peer` (an address in
+/// [`RelayState::peer_addresses`]): it is how relays pass a packet's expiry on (PROTOCOL.md
+/// §4), and from anyone else it would let them have a packet dropped early and then refused,
+/// by sending it again with a near expiry to relays that lack it.
+async fn send(
+    state: &RelayState,
+    body: Bytes,
+    from_peer: bool,
+) -> Result<Response<Bytes>, ApiError> {
     let packet = Packet::from_json_cached(&body, &state.rules, &state.keys).map_err(|e| {
         if e.is_too_large() {
             ApiError::too_large(e.to_string())
@@ -287,7 +298,7 @@ async fn send(state: &RelayState, body: Bytes) -> Result<Response<Bytes>, ApiErr
     let new = NewPacket {
         hash,
         recipient: packet.recipient().fingerprint(),
-        expires_at: expiry_for(state, packet.expires()),
+        expires_at: expiry_for(state, packet.expires().filter(|_| from_peer)),
         json: packet.to_json().into_bytes(),
     };
     let fresh = state.broadcast.wanted().then(|| Fresh {
