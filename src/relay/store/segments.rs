@@ -245,13 +245,29 @@ impl SegmentLog {
     }
 
     fn open_segment(&self, id: u64) -> Result<Arc<File>, StoreError> {
+        self.open_segment_if_there(id)?.ok_or_else(|| {
+            io(
+                "opening",
+                &self.path(id),
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })
+    }
+
+    /// [`Self::open_segment`], or `None` when the segment was deleted.
+    fn open_segment_if_there(&self, id: u64) -> Result<Option<Arc<File>>, StoreError> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(file) = readers.get(&id) {
-            return Ok(file.clone());
+            return Ok(Some(file.clone()));
         }
-        let file = Arc::new(open_file(&self.path(id))?);
+        let path = self.path(id);
+        let file = match open_file(&path) {
+            Ok(file) => Arc::new(file),
+            Err(_) if !path.exists() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         readers.insert(id, file.clone());
-        Ok(file)
+        Ok(Some(file))
     }
 
     fn start_segment(&self, id: u64) -> Result<Active, StoreError> {
@@ -343,6 +359,9 @@ impl SegmentLog {
     /// together in one segment (an inbox written in one go, a sync batch) are read with one
     /// system call: at most [`READ_SPAN`] bytes, skipping at most [`READ_GAP`] bytes between
     /// records. `visit` returns `false` to stop.
+    ///
+    /// Records in a segment deleted meanwhile are skipped: a segment goes once none of its
+    /// packets is live, so they expired after the caller found them in the index.
     pub fn read_many(
         &self,
         locs: &[Location],
@@ -367,7 +386,10 @@ impl SegmentLog {
                 end = next_end;
                 j += 1;
             }
-            let file = self.open_segment(first.segment)?;
+            let Some(file) = self.open_segment_if_there(first.segment)? else {
+                i = j;
+                continue;
+            };
             #[cfg(test)]
             self.reads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -866,6 +888,26 @@ mod tests {
             err.to_string().contains("not a jasper segment file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn records_of_a_segment_deleted_after_the_index_was_read_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let body = vec![b'x'; 3000];
+        let mut locs = append(&log, &[record(1, &body)]);
+        locs.extend(append(&log, &[record(2, &body)]));
+        locs.extend(append(&log, &[record(3, &body)]));
+        assert!(locs[0].segment < locs[2].segment);
+        // The sweeper removes the first segment between a reader's index lookup and its read.
+        log.remove(locs[0].segment).unwrap();
+        let mut seen = Vec::new();
+        log.read_many(&locs, &mut |_, r| {
+            seen.push(r.seq);
+            true
+        })
+        .unwrap();
+        assert!(!seen.contains(&1) && seen.contains(&3), "{seen:?}");
     }
 
     #[test]
