@@ -425,3 +425,100 @@ fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_p
     assert!(view["last_problem"].is_null(), "{view}");
     assert_eq!(big_asked.load(Ordering::SeqCst), 1, "{view}");
 }
+
+fn peer_views(relay: &Relay) -> Vec<Value> {
+    let mut resp = common::agent().get(&relay.url("/peers")).call().unwrap();
+    let body: Value = resp.body_mut().read_json().unwrap();
+    body["peers"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_full_list_of_known_servers_makes_room_by_forgetting_ones_that_never_answered() {
+    // `/sync/servers` is open to anyone: three addresses where nothing listens fill the list.
+    let relay = Relay::start(
+        "allow_private_peers = true\nmax_known_servers = 3\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1h\"\nbroadcast_fanout = 0",
+    );
+    let dead: Vec<Value> = (0..3)
+        .map(|_| json!({ "ip": "127.0.0.1", "port": common::free_port() }))
+        .collect();
+    let (status, _) = relay.post("/sync/servers", &json!({ "servers": dead }));
+    assert_eq!(status, 200);
+    // A sync round finds them dead.
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let views = peer_views(&relay);
+            views.len() == 3 && views.iter().all(|v| v["failures"].as_u64() > Some(0))
+        }),
+        "{:?}",
+        peer_views(&relay)
+    );
+    // A server that answers still gets in, in place of one of them.
+    let honest = FakePeer::start(|path, _| match path {
+        "/sync/hashes" => Answer::Json("{\"hashes\":[]}".into()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let entry = json!({ "ip": "127.0.0.1", "port": honest.addr.port() });
+    let (status, _) = relay.post("/sync/servers", &json!({ "servers": [entry] }));
+    assert_eq!(status, 200);
+    let views = peer_views(&relay);
+    assert_eq!(views.len(), 3, "{views:?}");
+    let honest_name = honest.addr.to_string();
+    assert!(
+        views.iter().any(|v| v["peer"] == honest_name.as_str()),
+        "{views:?}"
+    );
+    // Once it has served us it is not pushed out by newcomers.
+    assert!(
+        eventually(Duration::from_secs(20), || peer_views(&relay).iter().any(
+            |v| v["peer"] == honest_name.as_str() && v["last_ok"].as_u64() > Some(0)
+        )),
+        "{:?}",
+        peer_views(&relay)
+    );
+    let more: Vec<Value> = (0..5)
+        .map(|_| json!({ "ip": "127.0.0.1", "port": common::free_port() }))
+        .collect();
+    relay.post("/sync/servers", &json!({ "servers": more }));
+    assert!(
+        peer_views(&relay)
+            .iter()
+            .any(|v| v["peer"] == honest_name.as_str())
+    );
+}
+
+#[test]
+fn a_learned_server_gets_our_hash_list_only_once_it_has_served_us() {
+    let alice = key_b64("alice-4096");
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let seen = bodies.clone();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => {
+            seen.lock()
+                .unwrap()
+                .push(serde_json::from_slice(body).unwrap());
+            Answer::Json("{\"hashes\":[]}".into())
+        }
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = Relay::start(
+        "allow_private_peers = true\nmessage_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"\n\
+         broadcast_fanout = 0",
+    );
+    relay.send_ok(&packet_for(&alice, 1, 200));
+    // Only learned (anyone can name any address): the first exchange sends no hashes.
+    let entry = json!({ "ip": "127.0.0.1", "port": fake.addr.port() });
+    relay.post("/sync/servers", &json!({ "servers": [entry] }));
+    assert!(
+        eventually(Duration::from_secs(20), || bodies.lock().unwrap().len()
+            >= 2),
+        "the learned server was not synced with"
+    );
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies[0], json!({ "hashes": [] }), "{bodies:?}");
+    assert_eq!(
+        bodies[1]["hashes"].as_array().unwrap().len(),
+        1,
+        "{bodies:?}"
+    );
+}

@@ -50,12 +50,27 @@ pub fn is_self(state: &RelayState, entry: &ServerEntry) -> bool {
 /// Adds servers learned from a peer after the checks of PROTOCOL.md §4: never ourselves, no
 /// loopback/private/link-local address unless allowed, the list bounded. Returns how many were
 /// new.
+///
+/// `/sync/servers` is open to anyone, so a full list makes room: learned servers that never
+/// once served us and have since failed (or are quarantined) go first, the most failures first.
+/// Entries that have served us, and configured peers, are never pushed out by newcomers.
 pub fn learn_servers(state: &RelayState, learned: Vec<ServerEntry>) -> Result<usize, String> {
+    let known: std::collections::HashSet<ServerEntry> = state
+        .store
+        .servers()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     let acceptable: Vec<ServerEntry> = learned
         .into_iter()
         .filter(|s| state.config.allow_private_peers || s.is_public())
         .filter(|s| !is_self(state, s))
         .collect();
+    let newcomers = acceptable.iter().filter(|s| !known.contains(s)).count();
+    let room = state.config.max_known_servers.saturating_sub(known.len());
+    if newcomers > room {
+        evict_failed_servers(state, &known, newcomers - room)?;
+    }
     let added = state
         .store
         .add_servers(&acceptable, state.config.max_known_servers)
@@ -68,6 +83,40 @@ pub fn learn_servers(state: &RelayState, learned: Vec<ServerEntry>) -> Result<us
         );
     }
     Ok(added.len())
+}
+
+/// Forgets up to `n` learned servers that never served us and have failed since.
+fn evict_failed_servers(
+    state: &RelayState,
+    known: &std::collections::HashSet<ServerEntry>,
+    n: usize,
+) -> Result<(), String> {
+    let now = crate::relay::clock::now_ms();
+    let configured = state.config.peer_entries();
+    let mut failed: Vec<(u32, ServerEntry)> = known
+        .iter()
+        .filter(|s| !configured.contains(s))
+        .filter_map(|s| {
+            let record = state.peers.record(s);
+            (record.last_ok == 0 && (record.failures > 0 || record.quarantined(now)))
+                .then(|| (record.failures, s.clone()))
+        })
+        .collect();
+    failed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let evicted: Vec<ServerEntry> = failed.into_iter().take(n).map(|(_, s)| s).collect();
+    if evicted.is_empty() {
+        return Ok(());
+    }
+    state
+        .store
+        .remove_servers(&evicted)
+        .map_err(|e| e.to_string())?;
+    state.peers.forget(&evicted);
+    tracing::info!(
+        forgotten = evicted.len(),
+        "known servers full: forgot servers that never answered"
+    );
+    Ok(())
 }
 
 /// Everyone we sync with: the configured peers and the servers learned since, minus ourselves.

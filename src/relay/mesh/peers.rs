@@ -208,6 +208,18 @@ impl PeerBook {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets everything about `peers` (in memory; the caller removes them from the store).
+    pub fn forget(&self, peers: &[ServerEntry]) {
+        let mut records = self.records();
+        let mut capabilities = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for peer in peers {
+            records.remove(peer);
+            capabilities.remove(peer);
+            held.remove(peer);
+        }
+    }
+
     /// The record of `peer` (default for an unknown one).
     pub fn record(&self, peer: &ServerEntry) -> PeerRecord {
         self.records().get(peer).cloned().unwrap_or_default()

@@ -288,8 +288,15 @@ fn sync_by_hashes(
     peer: &ServerEntry,
 ) -> Result<MessageSyncReport, SyncError> {
     let max = state.config.max_hashes_per_request;
-    let body =
-        live_hashes_json(state, max, &|_| false).map_err(|e| SyncError::Storage(e.to_string()))?;
+    // Anyone can have us learn an address through `/sync/servers`: a server we only learned
+    // and that has never served us gets an empty list (it answers with what it holds, and we
+    // pull), not megabytes of hashes sent at whatever the address is.
+    let proven = state.config.peer_entries().contains(peer) || state.peers.record(peer).last_ok > 0;
+    let body = if proven {
+        live_hashes_json(state, max, &|_| false).map_err(|e| SyncError::Storage(e.to_string()))?
+    } else {
+        br#"{"hashes":[]}"#.to_vec()
+    };
     let answer = client.post(peer, "/sync/hashes", &body, (max * 67 + 1024) as u64)?;
     let discovery_bytes = (body.len() + answer.len()) as u64;
     let answer = parse_object(&answer)?;

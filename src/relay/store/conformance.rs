@@ -389,7 +389,13 @@ fn servers_are_bounded_and_unique(s: &dyn Store) {
     assert!(records.contains(&(b.clone(), Vec::new())));
     let mut all = s.servers().unwrap();
     all.sort();
-    let mut expected = vec![a, b];
+    let mut expected = vec![a.clone(), b.clone()];
     expected.sort();
     assert_eq!(all, expected);
+    // Forgetting one (with its record) makes room.
+    let c: ServerEntry = "9.9.9.9:1".parse().unwrap();
+    assert_eq!(s.remove_servers(&[a.clone(), c.clone()]).unwrap(), 1);
+    assert_eq!(s.servers().unwrap(), vec![b.clone()]);
+    assert_eq!(s.peer_records().unwrap(), vec![(b, Vec::new())]);
+    assert_eq!(s.add_servers(std::slice::from_ref(&c), 2).unwrap(), vec![c]);
 }

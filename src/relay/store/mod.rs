@@ -302,4 +302,7 @@ pub trait Store: Send + Sync + 'static {
         servers: &[ServerEntry],
         max_known: usize,
     ) -> Result<Vec<ServerEntry>, StoreError>;
+
+    /// Forgets servers (and their records); returns how many were known.
+    fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError>;
 }

@@ -1332,6 +1332,25 @@ impl Store for RedbStore {
         self.commit_durable(txn)?;
         Ok(added)
     }
+
+    fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError> {
+        let txn = self.begin_durable()?;
+        let mut removed = 0;
+        {
+            let mut table = txn.open_table(SERVERS).map_err(engine)?;
+            for server in servers {
+                if table
+                    .remove(server.authority().as_str())
+                    .map_err(engine)?
+                    .is_some()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        self.commit_durable(txn)?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -1202,6 +1202,18 @@ impl Store for RedisStore {
             .filter_map(|i| servers.get(i.checked_sub(1)?).cloned())
             .collect())
     }
+
+    fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError> {
+        if servers.is_empty() {
+            return Ok(0);
+        }
+        let mut command = redis::cmd("HDEL");
+        command.arg(&self.keys.servers);
+        for server in servers {
+            command.arg(server.authority());
+        }
+        self.with(|c| command.query(c))
+    }
 }
 
 #[cfg(test)]

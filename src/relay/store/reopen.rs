@@ -271,6 +271,10 @@ impl Store for ReopeningStore {
     ) -> Result<Vec<ServerEntry>, StoreError> {
         self.with(|s, _| s.add_servers(servers, max_known))
     }
+
+    fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError> {
+        self.with(|s, _| s.remove_servers(servers))
+    }
 }
 
 #[cfg(test)]
