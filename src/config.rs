@@ -233,6 +233,11 @@ pub struct RelayConfig {
     pub max_connections: usize,
     /// Most requests handled at once; more get 503 until one finishes.
     pub max_concurrent_requests: usize,
+    /// Memory that requests in progress may take, estimated from their sizes (a body, what
+    /// parsing it takes, the answer); a request that would go over gets 503. One request
+    /// larger than this is still served, alone.
+    #[serde(with = "byte_size")]
+    pub max_request_memory: u64,
     /// Time allowed to send request headers and body.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
@@ -272,6 +277,7 @@ impl Default for RelayConfig {
             rate_limit_per_minute: 600,
             max_connections: 4_096,
             max_concurrent_requests: 1_024,
+            max_request_memory: 256 << 20,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -511,6 +517,7 @@ impl RelayConfig {
                 "max_concurrent_requests",
                 self.max_concurrent_requests as u64,
             ),
+            ("max_request_memory", self.max_request_memory),
         ] {
             if n == 0 {
                 return bad(format!("{name} must be at least 1"));

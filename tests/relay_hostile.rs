@@ -467,3 +467,41 @@ impl InboxCount for Relay {
         }
     }
 }
+
+#[test]
+fn large_requests_in_progress_are_bounded_in_memory_and_small_ones_still_pass() {
+    // Each /sync/hashes below may take about 300 KiB once parsed and answered: three fit in
+    // 1 MiB, a fourth does not, and a /send still does.
+    let relay = Relay::start(
+        "max_request_memory = \"1MiB\"\nmax_hashes_per_request = 1000\nrate_limit_per_minute = 0",
+    );
+    let head = "POST /sync/hashes HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+                Content-Length: 60000\r\n\r\n{\"hashes\":[";
+    let mut slow: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.addr).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let hashes: Vec<String> = (0..890).map(|n| format!("{n:064x}")).collect();
+    let mut body = json!({ "hashes": hashes }).to_string().into_bytes();
+    body.resize(60_000, b' ');
+    let (status, _) = relay.post_raw("/sync/hashes", &body);
+    assert_eq!(status, 503, "a fourth large request was taken");
+    let alice = key_b64("alice-4096");
+    relay.send_ok(&packet_for(&alice, 1, 200));
+    // As the slow ones end, large requests are served again.
+    for s in &mut slow {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    drop(slow);
+    assert!(
+        common::eventually(Duration::from_secs(10), || relay
+            .post_raw("/sync/hashes", &body)
+            .0
+            == 200),
+        "large requests stayed refused"
+    );
+}

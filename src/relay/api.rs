@@ -57,6 +57,8 @@ pub struct RelayState {
     pub peer_addresses: PeerAddresses,
     /// Permits for requests in flight.
     pub inflight: Arc<Semaphore>,
+    /// The memory requests in progress may take, in KiB (see [`Endpoint::memory_kib`]).
+    pub request_memory: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
     /// Health of the peers.
@@ -104,6 +106,7 @@ impl RelayState {
             limiter: RateLimiter::new(config.rate_limit_per_minute),
             peer_addresses: PeerAddresses::default(),
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            request_memory: Arc::new(Semaphore::new(memory_kib(config.max_request_memory))),
             local_addr,
             store,
             writer,
@@ -135,7 +138,33 @@ enum Endpoint {
     Reconcile,
 }
 
+/// How many times its size a JSON body takes once parsed into values (strings, arrays and
+/// their headers), with the sets built from it.
+const PARSED_BODY_FACTOR: u64 = 4;
+
+fn memory_kib(bytes: u64) -> usize {
+    bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize
+}
+
 impl Endpoint {
+    /// What a request may take in memory while it is handled, in KiB: its body (as declared,
+    /// else the endpoint's limit) parsed, and the largest answer it can get.
+    fn memory_kib(self, state: &RelayState, content_length: Option<u64>) -> u32 {
+        let c = &state.config;
+        let limit = self.body_limit(state) as u64;
+        let body = content_length.map_or(limit, |n| n.min(limit));
+        let answer = match self {
+            Endpoint::Send => 1024,
+            Endpoint::Fetch => c.max_response_bytes,
+            Endpoint::SyncHashes => (c.max_hashes_per_request * HASH_JSON_BYTES) as u64,
+            Endpoint::SyncServers => (c.max_servers_per_request * SERVER_JSON_BYTES) as u64,
+            Endpoint::Reconcile => reconcile::MAX_MESSAGE_BYTES as u64,
+        };
+        let total = memory_kib(body * PARSED_BODY_FACTOR + answer);
+        // One request larger than the whole budget is served alone.
+        total.min(memory_kib(c.max_request_memory)) as u32
+    }
+
     fn body_limit(self, state: &RelayState) -> usize {
         let c = &state.config;
         match self {
@@ -229,6 +258,14 @@ where
     }
     let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
         return ApiError::unavailable("the relay is busy; retry shortly").into_response();
+    };
+    let Ok(_memory) = state
+        .request_memory
+        .clone()
+        .try_acquire_many_owned(endpoint.memory_kib(&state, content_length))
+    else {
+        return ApiError::unavailable("the relay is busy with large requests; retry shortly")
+            .into_response();
     };
     let limit = endpoint.body_limit(&state);
     let bytes = match read_body(content_length, body, limit, state.config.request_timeout).await {
