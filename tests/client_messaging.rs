@@ -1307,3 +1307,97 @@ fn a_message_dated_far_ahead_is_refused() {
     assert!(err.contains("more than a day ahead"), "{err}");
     drop(alice);
 }
+
+#[test]
+fn one_message_keeps_a_bounded_number_of_different_reactions() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let object = |kind: &str, id: &str, content: &str| {
+        json!({
+            "sender": key_b64("alice-4096"),
+            "channel_id": "8c1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "type": kind,
+            "content": content,
+            "id": id,
+            "timestamp": secs_ago(5),
+        })
+    };
+    let target = "6e1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c71";
+    relay.send_ok(&seal_object(
+        "alice",
+        "bob",
+        &object("MESSAGE", target, "react to me"),
+    ));
+    // Reactions by names of its own making, more than a message keeps.
+    for n in 0..70 {
+        let react = object("REACT", target, &format!(":made_up_{n}:"));
+        relay.send_ok(&seal_object("alice", "bob", &react));
+    }
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    // `history` shows only reactions in the reactions database: add every name, to count
+    // what was kept.
+    for n in 0..70 {
+        bob.ok(&["reactions", "add", &format!("made_up_{n}"), "x"]);
+    }
+    let history = bob.history("alice");
+    let kept = history[0]["reactions"].as_object().unwrap().len();
+    assert_eq!(kept, 64, "{history:?}");
+    drop(alice);
+}
+
+#[test]
+fn messages_handled_before_a_receive_fails_are_still_shown() {
+    // Small pages: the inbox below takes several.
+    let relay = Relay::start_at(
+        free_port(),
+        "rate_limit_per_minute = 0\nmax_message_bytes = \"4KiB\"\nmax_response_bytes = \"8KiB\"",
+    );
+    // Bob reads through a relay that serves the first page of his inbox, then fails.
+    let target = relay.addr;
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (count, fail) = (fetches.clone(), failing.clone());
+    let front = common::fake_peer::FakePeer::start(move |path, body| {
+        use std::sync::atomic::Ordering;
+        if path == "/fetch"
+            && count.fetch_add(1, Ordering::SeqCst) >= 1
+            && fail.load(Ordering::SeqCst)
+        {
+            return Answer::Error(503, "down for a moment".into());
+        }
+        let agent = common::agent();
+        let url = format!("http://{target}{path}");
+        let mut resp = if path == "/status" {
+            agent.get(&url).call().unwrap()
+        } else {
+            agent.post(&url).send(body).unwrap()
+        };
+        Answer::Json(resp.body_mut().read_to_string().unwrap())
+    });
+    let alice = Home::new("alice", &[relay.addr]);
+    alice.add("bob", "bob-4096");
+    let bob = Home::new("bob", &[front.addr]);
+    bob.add("alice", "alice-4096");
+    for n in 0..5 {
+        alice.ok(&["send", "bob", &format!("part {n}")]);
+    }
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_ne!(code, 0, "the failure is reported: {err}");
+    assert!(err.contains("down for a moment"), "{err}");
+    let first: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !first.is_empty() && first.len() < 5,
+        "the first page is shown: {out}"
+    );
+    // The rest comes with the next receive, and nothing twice.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    let rest = out.lines().count();
+    assert_eq!(first.len() + rest, 5, "{out}");
+    assert_eq!(bob.history("alice").len(), 5);
+}

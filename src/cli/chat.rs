@@ -451,7 +451,11 @@ async fn relay_chat(
             _ = tick.tick() => {
                 // Everything new is shown (it names its sender), so nothing is filed unseen.
                 if let Some(report) = outage.check(session.with(|m| Ok(m.receive()?)))? {
+                    let (report, failure) = report.split();
                     show_received(&report, args.common.json)?;
+                    if let Some(e) = failure {
+                        outage.check::<()>(Err(e.into()))?;
+                    }
                 }
             }
         }

@@ -274,14 +274,21 @@ pub fn receive(config: &Config, args: &ReceiveArgs) -> anyhow::Result<()> {
     // Watching outlives relay outages; a single receive reports them.
     let mut outage = Outage::default();
     loop {
-        let result = receive_showing_progress(&session);
-        let report = if args.watch {
-            outage.check(result)?
-        } else {
-            Some(result?)
+        // What was handled before a failure is shown first: it is filed as handled already.
+        let (shown, result) = match receive_showing_progress(&session) {
+            Ok(report) => {
+                let (report, failure) = report.split();
+                (Some(report), failure.map_or(Ok(()), |e| Err(e.into())))
+            }
+            Err(e) => (None, Err(e)),
         };
-        if let Some(report) = report {
+        if let Some(report) = shown {
             show_received(&report, args.common.json)?;
+        }
+        if args.watch {
+            outage.check(result)?;
+        } else {
+            result?;
         }
         if !args.watch {
             return Ok(());
@@ -822,9 +829,14 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
     if let Some(last) = args.last {
         entries.drain(..entries.len().saturating_sub(last));
     }
-    let contact_name = match &conversation {
-        Conversation::Direct(c) => Some(c.name.clone()),
-        Conversation::Group(_) => None,
+    let (contact_name, contact_key) = match &conversation {
+        Conversation::Direct(c) => (
+            Some(c.name.clone()),
+            crate::proto::PublicKey::parse(&c.public_key, 2048)
+                .ok()
+                .map(|k| k.canonical().to_owned()),
+        ),
+        Conversation::Group(_) => (None, None),
     };
     let me = super::identity::load_public(config, false).ok();
     let known_reactions = Reactions::new(&db);
@@ -853,7 +865,13 @@ pub fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
                     .ok()
                     .and_then(|k| contacts.by_key(&k).ok().flatten())
                     .map(|c| c.name)
-                    .or_else(|| contact_name.clone())
+                    // The conversation's contact only when the sender is that contact's key
+                    // (a stranger's line, or ours when our key is unknown here, is not theirs).
+                    .or_else(|| {
+                        contact_name
+                            .clone()
+                            .filter(|_| contact_key.as_deref() == Some(e.sender.as_str()))
+                    })
                     .unwrap_or_else(|| someone(&e.sender))
             };
             let edited = if e.edited { " (edited)" } else { "" };

@@ -55,6 +55,8 @@ const FORGET_PER_RECEIVE: usize = 10_000;
 
 /// Longest `id` or `channel_id` accepted.
 const MAX_ID_CHARS: usize = 64;
+/// Most different reactions one message keeps.
+const MAX_REACTIONS_PER_MESSAGE: usize = 64;
 /// Most edits, deletions and reactions kept until the message they name comes.
 const MAX_EARLY_ACTIONS: u64 = 10_000;
 /// How long they are kept: a message comes within a relay's retention of its actions, or not
@@ -201,6 +203,17 @@ pub struct ReceiveReport {
     pub received: Vec<Received>,
     /// Packets skipped, with the reason.
     pub rejected: Vec<Rejected>,
+    /// Why the receive stopped early, when it had handled packets before: they are filed and
+    /// counted as handled, so they are here to be shown all the same.
+    pub interrupted: Option<MessagingError>,
+}
+
+impl ReceiveReport {
+    /// The report, and apart from it the failure that interrupted it.
+    pub fn split(mut self) -> (Self, Option<MessagingError>) {
+        let failure = self.interrupted.take();
+        (self, failure)
+    }
 }
 
 /// What `send` did.
@@ -709,7 +722,14 @@ impl Messenger<'_> {
         }
         self.db.set_relaxed(false);
         self.db.flush()?;
-        result.map(|()| report)
+        match result {
+            Ok(()) => Ok(report),
+            Err(e) if report.received.is_empty() && report.rejected.is_empty() => Err(e),
+            Err(e) => {
+                report.interrupted = Some(e);
+                Ok(report)
+            }
+        }
     }
 
     fn receive_for(
@@ -1060,7 +1080,10 @@ impl Messenger<'_> {
                     }
                     Kind::React => {
                         let reaction = s("content");
-                        if is_reaction(&reaction) {
+                        // Bounded: a sender inventing names could grow one entry without end.
+                        let room = entry.reactions.len() < MAX_REACTIONS_PER_MESSAGE
+                            || entry.reactions.contains_key(&reaction);
+                        if is_reaction(&reaction) && room {
                             let who = entry.reactions.entry(reaction).or_insert(json!([]));
                             if let Some(list) = who.as_array_mut()
                                 && !list.iter().any(|v| v == sender.canonical())
