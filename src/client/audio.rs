@@ -490,7 +490,17 @@ fn write_samples(
     rx: std::sync::mpsc::Receiver<Vec<i16>>,
 ) -> Result<(), AudioError> {
     let mut bytes = Vec::with_capacity(FRAME_PCM_BYTES);
+    // What is written keeps to real time (plus a little slack): a peer that sends faster than
+    // it talks cannot make a recording grow at the speed of the disk.
+    let started = std::time::Instant::now();
+    let mut written_samples: u64 = 0;
     for samples in rx {
+        let allowed = (started.elapsed().as_secs_f64() + 2.0) * f64::from(SAMPLE_RATE);
+        if (written_samples + samples.len() as u64) as f64 > allowed {
+            tracing::debug!("received audio ahead of real time; dropped");
+            continue;
+        }
+        written_samples += samples.len() as u64;
         bytes.clear();
         bytes.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
         let written = match &mut output {
@@ -693,5 +703,36 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("/nonexistent/in.wav"), "{err}");
+    }
+    use std::sync::{Arc, Mutex};
+
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn received_audio_is_written_no_faster_than_real_time() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<i16>>(50);
+        let writer = {
+            let out = out.clone();
+            std::thread::spawn(move || write_samples(Output::Raw(Box::new(Shared(out))), rx))
+        };
+        // Ten seconds of audio, sent at once.
+        for _ in 0..500 {
+            tx.send(vec![0; FRAME_SAMPLES]).unwrap();
+        }
+        drop(tx);
+        writer.join().unwrap().unwrap();
+        let seconds = out.lock().unwrap().len() as f64 / 2.0 / f64::from(SAMPLE_RATE);
+        assert!((1.9..3.0).contains(&seconds), "{seconds} s written at once");
     }
 }

@@ -114,7 +114,9 @@ impl Playout {
                 return out;
             }
             if ahead > 0 && ahead <= MAX_GAP_FILLED {
-                out.resize(usize::from(ahead) * samples, 0);
+                // A frame of silence per packet lost: the sender's packet sizes are not ours
+                // to multiply (50 gaps of its largest packet were 10 s of silence a packet).
+                out.resize(usize::from(ahead) * crate::client::audio::FRAME_SAMPLES, 0);
                 self.lost += u64::from(ahead);
             }
         }
@@ -344,6 +346,10 @@ mod tests {
         assert!(out[..2 * FRAME_SAMPLES].iter().all(|&s| s == 0));
         assert_eq!(out[2 * FRAME_SAMPLES], ulaw_decode(0x80));
         assert_eq!((p.received, p.lost), (2, 2));
+        // Silence is a frame per lost packet, however large the packet after the gap.
+        let mut big = packet(20, 0x80);
+        big.payload = Bytes::from(vec![0x80; MAX_PACKET_SAMPLES]);
+        assert_eq!(p.accept(&big).len(), 6 * FRAME_SAMPLES + MAX_PACKET_SAMPLES);
     }
 
     #[test]
