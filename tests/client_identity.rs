@@ -375,6 +375,20 @@ fn the_passphrase_can_be_set_changed_and_removed_and_a_wrong_one_changes_nothing
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
 
+    // A change that fails on the identity (here its temporary file cannot be made) puts the
+    // receive key, already rewritten, back on the old passphrase: one passphrase opens all.
+    std::fs::create_dir(home.path().join("id.pem.new")).unwrap();
+    let (code, _, err) = run(
+        &["passphrase", "--passphrase-stdin"],
+        "second words\nthird words\n",
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("the passphrase was not changed"), "{err}");
+    for path in [&key, &receive] {
+        assert!(opens(path, Some("second words")), "{path:?}: {err}");
+    }
+    std::fs::remove_dir(home.path().join("id.pem.new")).unwrap();
+
     // Remove.
     let (code, out, err) = run(
         &["passphrase", "--remove", "--passphrase-stdin"],

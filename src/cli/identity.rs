@@ -112,9 +112,9 @@ pub fn init(
             json!({
                 "public_key": public.canonical(),
                 "fingerprint": public.fingerprint().to_string(),
-                "private_key_file": key_path,
+                "private_key_file": key_path.display().to_string(),
                 "encrypted": passphrase.is_some(),
-                "config_file": written_config,
+                "config_file": written_config.as_ref().map(|p| p.display().to_string()),
             })
         );
     } else {
@@ -281,7 +281,7 @@ pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
         if args.json {
             let mut line = json!({ "public_key": key.canonical(), "fingerprint": key.fingerprint().to_string() });
             if let Some(path) = receive_only {
-                line["receive_key"] = json!(path);
+                line["receive_key"] = json!(path.display().to_string());
             }
             println!("{line}");
         } else {
@@ -299,7 +299,8 @@ pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
 /// `jasper passphrase`: the identity and the receive keys written again with a new
 /// passphrase, or none. Every key is opened first (with the current passphrase, which
 /// encrypted receive keys share), so a wrong passphrase changes nothing; each file is then
-/// replaced atomically, receive keys first.
+/// replaced atomically, receive keys first, and when one cannot be, those already replaced are
+/// given the old passphrase back.
 pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Result<()> {
     let (identity, current) = load_identity_keeping(config, args.passphrase_stdin)?;
     let receive_keys = load_receive_keys(config, current.as_deref().map(String::as_str))
@@ -310,7 +311,11 @@ pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Resu
         if args.json {
             println!(
                 "{}",
-                json!({ "private_key_file": key_path, "encrypted": false, "changed": false })
+                json!({
+                    "private_key_file": key_path.display().to_string(),
+                    "encrypted": false,
+                    "changed": false,
+                })
             );
         } else {
             println!(
@@ -326,16 +331,38 @@ pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Resu
         Some(read_passphrase(args.passphrase_stdin, true)?)
     };
     let new = new.as_ref().map(|p| p.as_str());
-    for (path, key) in &receive_keys {
-        key.replace(path, new)?;
+    // All keys share one passphrase: when one cannot be rewritten, those already rewritten go
+    // back to the old one, or no passphrase would open them all any more.
+    let old = current.as_deref().map(String::as_str);
+    let mut changed: Vec<(&Path, &crate::crypto::Identity)> = Vec::new();
+    let targets = receive_keys
+        .iter()
+        .map(|(p, k)| (p.as_path(), k))
+        .chain(std::iter::once((key_path.as_path(), &identity)));
+    for (path, key) in targets {
+        if let Err(e) = key.replace(path, new) {
+            for (done, key) in changed.iter().rev() {
+                if let Err(undo) = key.replace(done, old) {
+                    eprintln!(
+                        "error: {} has the new passphrase and could not be given the old one \
+                         back: {undo}",
+                        done.display()
+                    );
+                }
+            }
+            return Err(e).context("the passphrase was not changed");
+        }
+        changed.push((path, key));
     }
-    identity.replace(key_path, new)?;
-    let receive_paths: Vec<&PathBuf> = receive_keys.iter().map(|(p, _)| *p).collect();
+    let receive_paths: Vec<String> = receive_keys
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
     if args.json {
         println!(
             "{}",
             json!({
-                "private_key_file": key_path,
+                "private_key_file": key_path.display().to_string(),
                 "receive_keys": receive_paths,
                 "encrypted": new.is_some(),
                 "changed": true,
@@ -349,7 +376,7 @@ pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Resu
             (true, true) => println!("passphrase changed: {path}"),
         }
         for path in receive_paths {
-            println!("and receive key {}", path.display());
+            println!("and receive key {}", path);
         }
     }
     Ok(())
