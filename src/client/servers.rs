@@ -71,7 +71,15 @@ impl RelayInfo {
     fn after_probe(&self, now: u64, answer: Option<&Option<Status>>) -> RelayInfo {
         match answer {
             Some(status) => RelayInfo {
-                load: status.as_ref().map(|s| s.load),
+                // A load outside 0–1 is no load a relay can have: one that claims it (-1, to
+                // be picked first) counts as the busiest.
+                load: status.as_ref().map(|s| {
+                    if (0.0..=1.0).contains(&s.load) {
+                        s.load
+                    } else {
+                        1.0
+                    }
+                }),
                 cursor: speaks_cursor(status),
                 reachable: true,
                 probed_at: now,
@@ -470,6 +478,22 @@ mod tests {
             failures,
             down_since: probed_at,
             ..RelayInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_load_no_relay_can_have_counts_as_the_busiest() {
+        let status = |load: f64| Status {
+            version: "x".into(),
+            load,
+            messages: 0,
+            capabilities: Vec::new(),
+            peers: None,
+        };
+        let fresh = down(0, 0);
+        for (claimed, believed) in [(0.25, 0.25), (0.0, 0.0), (-1.0, 1.0), (7.0, 1.0)] {
+            let info = fresh.after_probe(1, Some(&Some(status(claimed))));
+            assert_eq!(info.load, Some(believed), "{claimed}");
         }
     }
 
