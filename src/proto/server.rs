@@ -226,7 +226,22 @@ pub fn is_public_ip(ip: &IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_v4(&v4);
             }
-            let seg0 = v6.segments()[0];
+            let seg = v6.segments();
+            // IPv4-compatible (::a.b.c.d, deprecated) and 6to4 (2002:aabb:ccdd::/48) addresses
+            // carry an IPv4 address, which must be public too.
+            if seg[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_public_v4(&std::net::Ipv4Addr::from(
+                    (u32::from(seg[6]) << 16) | u32::from(seg[7]),
+                ));
+            }
+            if seg[0] == 0x2002
+                && !is_public_v4(&std::net::Ipv4Addr::from(
+                    (u32::from(seg[1]) << 16) | u32::from(seg[2]),
+                ))
+            {
+                return false;
+            }
+            let seg0 = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -304,6 +319,10 @@ mod tests {
             "[fe80::1]:1",
             "[fd00::1]:1",
             "[::ffff:10.0.0.1]:1",
+            "[::10.0.0.1]:1",
+            "[::127.0.0.1]:1",
+            "[2002:7f00:1::1]:1",
+            "[2002:c0a8:101::1]:1",
             "localhost:1",
             "db.localhost:1",
         ] {
@@ -313,6 +332,7 @@ mod tests {
         for public in [
             "8.8.8.8:53",
             "[2606:4700::1111]:443",
+            "[2002:808:808::1]:443",
             "relay.example.org:8080",
         ] {
             let e: ServerEntry = public.parse().unwrap();
