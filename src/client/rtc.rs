@@ -383,9 +383,16 @@ impl Negotiation {
                 audio,
             })
         };
-        tokio::time::timeout(timeout, work)
+        let pc = self.pc.clone();
+        let result = tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| RtcError::Timeout("connecting to the peer"))?
+            .map_err(|_| RtcError::Timeout("connecting to the peer"))
+            .and_then(|r| r);
+        if result.is_err() {
+            // Dropped unclosed, its driver task, socket and channel poller would stay behind.
+            let _ = pc.close().await;
+        }
+        result
     }
 
     /// Closes the connection being negotiated.
@@ -597,6 +604,17 @@ mod tests {
         assert!(a.send(&vec![0u8; MAX_DATA_MESSAGE + 1]).await.is_err());
         a.close().await;
         b.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_never_opens_is_closed_not_left_running() {
+        let mut a = Negotiation::new(&loopback(false)).await.unwrap();
+        a.offer().await.unwrap();
+        let pc = a.pc.clone();
+        // No answer comes.
+        assert!(a.connect(Duration::from_millis(300)).await.is_err());
+        // A closed connection refuses any more negotiation.
+        assert!(pc.create_offer(None).await.is_err(), "it was left open");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
