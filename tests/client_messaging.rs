@@ -1401,3 +1401,40 @@ fn messages_handled_before_a_receive_fails_are_still_shown() {
     assert_eq!(first.len() + rest, 5, "{out}");
     assert_eq!(bob.history("alice").len(), 5);
 }
+
+#[test]
+fn a_message_whose_id_is_taken_by_another_sender_is_refused_not_lost_silently() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let id = "7f1d4c0e-8a57-4c43-a3d0-6e8e0f7b9c81";
+    let message = |sender: &str, channel: &str, content: &str| {
+        json!({
+            "sender": key_b64(&format!("{sender}-4096")),
+            "channel_id": channel,
+            "type": "MESSAGE",
+            "content": content,
+            "id": id,
+            "timestamp": secs_ago(10),
+        })
+    };
+    // Carol copies the id of Alice's message, and hers arrives first.
+    relay.send_ok(&seal_object(
+        "carol",
+        "bob",
+        &message("carol", "9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "shadow"),
+    ));
+    relay.send_ok(&seal_object(
+        "alice",
+        "bob",
+        &message(
+            "alice",
+            "9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4e",
+            "the real one",
+        ),
+    ));
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("the real one"), "{out}");
+    assert!(err.contains("another sender's message"), "{err}");
+    drop(alice);
+}

@@ -1048,6 +1048,17 @@ impl Messenger<'_> {
                             tracing::debug!(error = %e, "an early action did not apply");
                         }
                     }
+                } else if self
+                    .db
+                    .message(&id)?
+                    .and_then(|json| serde_json::from_slice::<Entry>(&json).ok())
+                    .is_some_and(|known| known.sender != entry.sender)
+                {
+                    // Someone else's message has this id (copied, to shadow the real one):
+                    // said so, rather than shown as received and filed nowhere.
+                    return Err(MessagingError::Usage(format!(
+                        "its id {id} is another sender's message already"
+                    )));
                 }
             }
             Kind::Edit | Kind::Delete | Kind::React => {
