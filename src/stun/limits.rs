@@ -102,20 +102,37 @@ struct Shard {
     last_sweep: Option<Instant>,
 }
 
-/// Token buckets per source address.
+/// Answers per second in all, whatever the sources: a flood spoofed from many addresses (each
+/// within its own limit) is still a bounded amount of traffic sent out.
+pub const TOTAL_PER_SECOND: u32 = 20_000;
+
+/// Token buckets per source address, and one for all sources.
 pub struct SourceLimiter {
     per_second: f64,
     burst: f64,
     hasher: std::collections::hash_map::RandomState,
     shards: Vec<Mutex<Shard>>,
+    total_per_second: f64,
+    total: Mutex<Bucket>,
 }
 
 impl SourceLimiter {
     /// `per_second` answers per source on average, with bursts of one second's worth (at
     /// least 1).
     pub fn new(per_second: u32) -> Self {
+        Self::with_total(per_second, TOTAL_PER_SECOND)
+    }
+
+    /// [`SourceLimiter::new`] with `total_per_second` answers in all.
+    pub fn with_total(per_second: u32, total_per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
+        let total_per_second = f64::from(total_per_second.max(1));
         Self {
+            total_per_second,
+            total: Mutex::new(Bucket {
+                tokens: total_per_second,
+                updated: Instant::now(),
+            }),
             per_second,
             burst: per_second,
             hasher: std::collections::hash_map::RandomState::new(),
@@ -135,9 +152,26 @@ impl SourceLimiter {
         self.burst as u32
     }
 
-    /// Takes one token for `source`; false when it is over its rate (or the table is full of
-    /// active sources and `source` is new).
+    /// Takes one token for `source`, and one of all sources'; false when either is over its
+    /// rate (or the table is full of active sources and `source` is new).
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        self.allow_source(source, now) && self.allow_total(now)
+    }
+
+    fn allow_total(&self, now: Instant) -> bool {
+        let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(total.updated).as_secs_f64();
+        total.tokens = (total.tokens + elapsed * self.total_per_second).min(self.total_per_second);
+        total.updated = total.updated.max(now);
+        if total.tokens >= 1.0 {
+            total.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn allow_source(&self, source: IpAddr, now: Instant) -> bool {
         let source = client_network(source);
         let index = (self.hasher.hash_one(source) as usize) % SHARDS;
         let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
@@ -213,6 +247,21 @@ mod tests {
         );
         drop(a);
         assert!(counter.admit(ip("2001:db8:1:2::9")).is_some());
+    }
+
+    #[test]
+    fn answers_in_all_are_bounded_whatever_the_sources() {
+        let limiter = SourceLimiter::with_total(5, 100);
+        let t0 = Instant::now();
+        let allowed = (0..1000u32)
+            .filter(|n| limiter.allow(IpAddr::from(n.to_be_bytes()), t0))
+            .count();
+        assert_eq!(allowed, 100);
+        let t1 = t0 + Duration::from_millis(500);
+        let allowed = (1000..2000u32)
+            .filter(|n| limiter.allow(IpAddr::from(n.to_be_bytes()), t1))
+            .count();
+        assert_eq!(allowed, 50, "refilled at its rate");
     }
 
     #[test]
