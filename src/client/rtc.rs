@@ -239,9 +239,10 @@ impl Negotiation {
                     ..Default::default()
                 }],
             )));
-            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(rtc_err)?;
+            if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+                let _ = pc.close().await;
+                return Err(rtc_err(e));
+            }
             Some(LocalAudio { track, ssrc })
         } else {
             None
