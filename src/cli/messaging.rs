@@ -205,7 +205,12 @@ fn text_arg(text: &str) -> anyhow::Result<String> {
 }
 
 /// Prints what a send did: its id, or the whole report as JSON.
+/// Prints what a send did; every command that sends warns when the copy for our other devices
+/// could not go.
 fn print_report(report: &SendReport, json: bool) -> anyhow::Result<()> {
+    if !report.copied_to_self {
+        eprintln!("warning: the copy for your other devices could not be sent");
+    }
     if json {
         println!("{}", serde_json::to_string(report)?);
     } else {
@@ -225,9 +230,6 @@ pub fn send(config: &Config, args: &SendArgs) -> anyhow::Result<()> {
         let conversation = Conversation::named(m.db, m.contacts, &args.name)?;
         Ok(m.send_to(&conversation, Kind::Message, &text, None, now_ms())?)
     })?;
-    if !report.copied_to_self {
-        eprintln!("warning: the copy for your other devices could not be sent");
-    }
     print_report(&report, args.common.json)
 }
 
@@ -787,7 +789,12 @@ pub fn servers(config: &Config, args: &ServersArgs) -> anyhow::Result<()> {
         if args.json {
             println!(
                 "{}",
-                json!({ "server": relay.authority(), "blocked": true })
+                // The same fields as a relay in use, so that scripts read one shape.
+                json!({
+                    "server": relay.authority(), "reachable": null, "load": null,
+                    "fetch_cursor": null, "roles": [], "blocked": true, "configured": false,
+                    "down_since": null,
+                })
             );
         } else {
             println!("{:<32} blocked", relay.authority());
