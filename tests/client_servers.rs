@@ -317,3 +317,71 @@ fn a_blocked_relay_is_forgotten_never_learned_again_and_its_keys_move() {
         "{listed:?}"
     );
 }
+
+/// Each relay's roles, as `jasper servers --json` lists them.
+fn roles_by_relay(home: &Home) -> Vec<(String, Vec<String>)> {
+    servers(home)
+        .into_iter()
+        .map(|s| {
+            let roles = s["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect();
+            (s["server"].as_str().unwrap().to_owned(), roles)
+        })
+        .collect()
+}
+
+#[test]
+fn with_two_relays_and_two_inboxes_sending_keeps_a_relay_that_reads_none() {
+    let (r1, r2) = mesh();
+    let relays = [r1.addr, r2.addr];
+    // Bob reads two inboxes (his identity and a receive key), then writes to Alice.
+    let bob = Home::with_receive_key("bob", Some("dave"), &relays);
+    bob.add("alice", "alice-4096");
+    let (code, _, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    bob.send("alice", "hello");
+    let roles = roles_by_relay(&bob);
+    let sending = roles
+        .iter()
+        .find(|(_, r)| r.iter().any(|r| r == "tx alice"))
+        .unwrap_or_else(|| panic!("no TX relay for alice: {roles:?}"));
+    assert!(
+        !sending.1.iter().any(|r| r.starts_with("rx")),
+        "the relay sending to alice reads one of bob's inboxes: {roles:?}"
+    );
+    // The copy for bob's other devices goes through his own inbox relay, not beside the
+    // packet to alice.
+    assert!(
+        !roles.iter().any(|(_, r)| r.iter().any(|r| r == "tx you")),
+        "{roles:?}"
+    );
+}
+
+#[test]
+fn a_relay_down_for_a_moment_keeps_its_roles() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut relays: Vec<Option<Relay>> = ports
+        .iter()
+        .map(|&p| Some(Relay::start_at(p, "rate_limit_per_minute = 0")))
+        .collect();
+    let addrs: Vec<SocketAddr> = relays.iter().map(|r| r.as_ref().unwrap().addr).collect();
+    let (alice, bob) = alice_and_bob(&addrs);
+    bob.send("alice", "first");
+    let before = roles_by_relay(&bob);
+    let tx = relay_with_role(&bob, "tx alice");
+    // The TX relay to alice goes away; a send goes through another meanwhile.
+    let i = addrs.iter().position(|a| a.to_string() == tx).unwrap();
+    drop(relays[i].take());
+    // `servers` probes every relay: this one is seen down.
+    let (code, _, err) = run_jasper(&["servers"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    bob.send("alice", "while it is down");
+    // Back at the same address: the roles are where they were, not spread further.
+    relays[i] = Some(Relay::start_at(ports[i], "rate_limit_per_minute = 0"));
+    assert_eq!(roles_by_relay(&bob), before);
+    drop(alice);
+}

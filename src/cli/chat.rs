@@ -279,10 +279,7 @@ impl CopiesForOtherDevices {
     /// mode needs none): then only this device has the chat.
     fn start(session: &Session) -> Option<Self> {
         let me = session.identity.public().fingerprint();
-        let relay = session.with(|m| {
-            m.servers.rx_for(&me)?;
-            Ok(m.servers.tx_for(&me)?)
-        });
+        let relay = session.with(|m| Ok(m.servers.copies_to_self(&me)?));
         let relay = match relay {
             Ok(relay) => relay,
             Err(e) => {

@@ -678,7 +678,11 @@ impl Messenger<'_> {
     }
 
     fn send_to_self(&self, object: &Value) -> Result<(), MessagingError> {
-        let hash = self.deliver(object, self.me.public())?;
+        let (packet, hash) = self.seal_packet(object, self.me.public())?;
+        let relay = self
+            .servers
+            .copies_to_self(&self.me.public().fingerprint())?;
+        self.transport.send(&relay, &packet)?;
         // This device filed it already.
         self.db.mark_seen(&hash.0)?;
         Ok(())

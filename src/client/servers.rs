@@ -23,6 +23,8 @@ pub const MAX_RETRY_WAIT_MS: u64 = 6 * 3_600_000;
 /// A learned relay that has not answered for this long is forgotten (it holds nothing of ours:
 /// packets live 7 days). Configured relays are kept whatever happens.
 pub const FORGET_AFTER_MS: u64 = 7 * 24 * 3_600_000;
+/// How long a relay that stopped answering keeps its roles (see [`Servers::assign`]).
+pub const ROLE_KEPT_WHILE_DOWN_MS: u64 = 24 * 3_600_000;
 /// Most relays learned from others that are remembered (configured ones come on top).
 pub const MAX_LEARNED: usize = 200;
 /// Most relays learned from one answer of `/sync/servers`.
@@ -333,7 +335,7 @@ impl<'a> Servers<'a> {
         forgotten: usize,
     ) -> Vec<ServerEntry> {
         let list: Vec<ServerEntry> = known.iter().map(|(e, _)| e.clone()).collect();
-        let Ok(offered) = self.transport.sync_servers(relay, &list) else {
+        let Ok(offered) = self.transport.sync_servers(relay) else {
             return Vec::new();
         };
         let mut seen: HashSet<ServerEntry> = list.into_iter().collect();
@@ -391,6 +393,15 @@ impl<'a> Servers<'a> {
         self.assign(&rx_key(own))
     }
 
+    /// The relay that carries the copies of what we send to our own key `own` (for our other
+    /// devices): our inbox relay, which knows that key already. A TX relay would see them
+    /// beside the packets to a contact, right after each, and learn who writes to that
+    /// contact. (A TX role for our own key, from earlier versions, is dropped.)
+    pub fn copies_to_self(&self, own: &Fingerprint) -> Result<ServerEntry, ServersError> {
+        self.db.remove_setting(&tx_key(own))?;
+        self.rx_for(own)
+    }
+
     /// The relay that carries packets to `recipient`.
     pub fn tx_for(&self, recipient: &Fingerprint) -> Result<ServerEntry, ServersError> {
         self.assign(&tx_key(recipient))
@@ -398,22 +409,51 @@ impl<'a> Servers<'a> {
 
     /// The assignment under `key` (`rx:…` or `tx:…`): the relay it had while that relay
     /// answers, else the least loaded reachable relay, preferring one with no role yet so
-    /// that each key has its own. A TX relay never reads one of our inboxes when another
-    /// relay answers: an assignment made when only one relay was known moves once more are.
+    /// that each key has its own.
+    ///
+    /// - A TX relay never reads one of our inboxes when another relay answers: an assignment
+    ///   made when only one relay was known moves once more are.
+    /// - Our inboxes (the identity's and each receive key's) leave a relay free for sending
+    ///   whenever two or more answer: with one relay left that reads none of them, a new inbox
+    ///   shares a relay with another of ours rather than take the last one a TX role can use.
+    /// - A relay that stopped answering less than [`ROLE_KEPT_WHILE_DOWN_MS`] ago keeps its
+    ///   role: another one stands in without being saved, and the role is its own again once
+    ///   it answers. One failed probe does not spread a key over more relays for good.
     fn assign(&self, key: &str) -> Result<ServerEntry, ServersError> {
+        let known = self.known()?;
         let mut candidates: Vec<ServerEntry> =
             self.reachable()?.into_iter().map(|(e, _)| e).collect();
         let rx_relays = self.assigned("rx:")?;
-        if key.starts_with("tx:") && candidates.iter().any(|e| !rx_relays.contains(e)) {
-            candidates.retain(|e| !rx_relays.contains(e));
+        if key.starts_with("tx:") {
+            if candidates.iter().any(|e| !rx_relays.contains(e)) {
+                candidates.retain(|e| !rx_relays.contains(e));
+            }
+        } else {
+            let other_inboxes: HashSet<ServerEntry> = self
+                .db
+                .settings_with_prefix("rx:")?
+                .into_iter()
+                .filter(|(k, _)| k != key)
+                .filter_map(|(_, v)| v.parse().ok())
+                .collect();
+            let free = candidates
+                .iter()
+                .filter(|e| !other_inboxes.contains(e))
+                .count();
+            if free >= 2 {
+                candidates.retain(|e| !other_inboxes.contains(e));
+            } else if free == 1 && candidates.iter().any(|e| other_inboxes.contains(e)) {
+                candidates.retain(|e| other_inboxes.contains(e));
+            }
         }
-        if let Some(current) = self
+        let current = self
             .db
             .setting(key)?
-            .and_then(|v| v.parse::<ServerEntry>().ok())
-            && candidates.contains(&current)
+            .and_then(|v| v.parse::<ServerEntry>().ok());
+        if let Some(current) = &current
+            && candidates.contains(current)
         {
-            return Ok(current);
+            return Ok(current.clone());
         }
         let mut busy = rx_relays;
         busy.extend(self.assigned("tx:")?);
@@ -423,7 +463,18 @@ impl<'a> Servers<'a> {
             .or(candidates.first())
             .cloned()
             .ok_or(ServersError::NoneReachable)?;
-        self.db.set_setting(key, &chosen.authority())?;
+        let now = crate::client::now_ms();
+        let standing_in = current.is_some_and(|c| {
+            known.iter().any(|(e, info)| {
+                *e == c
+                    && !info.reachable
+                    && info.down_since != 0
+                    && now.saturating_sub(info.down_since) < ROLE_KEPT_WHILE_DOWN_MS
+            })
+        });
+        if !standing_in {
+            self.db.set_setting(key, &chosen.authority())?;
+        }
         Ok(chosen)
     }
 

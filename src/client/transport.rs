@@ -107,6 +107,9 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .max_redirects(0)
+        // Never a proxy from the environment (HTTP_PROXY and the like): one proxy would see
+        // every TX and RX request of this client, which the relays must not see together.
+        .proxy(None)
         .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
@@ -264,14 +267,11 @@ impl Transport {
         }
     }
 
-    /// `POST /sync/servers` with what we know; returns what the relay adds.
-    pub fn sync_servers(
-        &self,
-        relay: &ServerEntry,
-        known: &[ServerEntry],
-    ) -> Result<Vec<ServerEntry>, TransportError> {
-        let list: Vec<Value> = known.iter().map(ServerEntry::to_json).collect();
-        let answer = self.call(relay, "/sync/servers", Some(&json!({ "servers": list })))?;
+    /// `POST /sync/servers` with an empty list; returns every relay the relay names. A client
+    /// does not tell a relay what it knows: the list of relays one client has learned is
+    /// nearly its own, and would let a relay know it again from another address.
+    pub fn sync_servers(&self, relay: &ServerEntry) -> Result<Vec<ServerEntry>, TransportError> {
+        let answer = self.call(relay, "/sync/servers", Some(&json!({ "servers": [] })))?;
         Ok(answer["servers"]
             .as_array()
             .map(|a| {
