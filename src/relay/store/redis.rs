@@ -22,15 +22,17 @@
 //! takes one round trip more (each packet's header and length first). No answer holds more
 //! than the budget and one packet. Durability is the
 //! server's: Redis answers a script only after its append-only file holds it, when it runs
-//! with `appendonly yes` and `appendfsync always`. [`RedisStore::open`] refuses a server that
+//! with `appendonly yes`, `appendfsync always` and `no-appendfsync-on-rewrite no`.
+//! [`RedisStore::open`] refuses a server that
 //! does not, or that may evict keys under memory pressure, because either would let a 200 from
 //! `/send` stand for a packet that can vanish, and every batch reads those settings again in
 //! the round trip that stores it, failing (so nothing is acknowledged) once they changed.
 //! Each `put_batch_deferred` is therefore already durable when it returns, and `sync` has
 //! nothing left to wait for.
 //!
-//! The scripts build their keys from the prefix, so this engine needs a standalone Redis (or
-//! one primary with replicas), not Redis Cluster.
+//! The scripts build their keys from the prefix, so this engine needs a standalone Redis, not
+//! Redis Cluster. Replicas are not waited for (no `WAIT`): what a 200 promises is the
+//! primary's disk, and promoting a replica can lose what the primary acknowledged last.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -541,16 +543,17 @@ type DurabilityAnswers = (Vec<String>, Vec<String>);
 struct DurabilitySettings {
     appendonly: Option<String>,
     appendfsync: Option<String>,
+    no_appendfsync_on_rewrite: Option<String>,
     maxmemory_policy: Option<String>,
 }
 
 impl DurabilitySettings {
     /// Adds the two commands that read the settings to `pipe` (globs, so any Redis version
-    /// answers both in one round trip).
+    /// answers both in one round trip; `*append*` takes in `no-appendfsync-on-rewrite`).
     fn ask(pipe: &mut redis::Pipeline) {
         pipe.cmd("CONFIG")
             .arg("GET")
-            .arg("append*")
+            .arg("*append*")
             .cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy");
@@ -563,6 +566,7 @@ impl DurabilitySettings {
             match pair[0].as_str() {
                 "appendonly" => settings.appendonly = value,
                 "appendfsync" => settings.appendfsync = value,
+                "no-appendfsync-on-rewrite" => settings.no_appendfsync_on_rewrite = value,
                 "maxmemory-policy" => settings.maxmemory_policy = value,
                 _ => {}
             }
@@ -588,6 +592,16 @@ impl DurabilitySettings {
                  packet it acknowledged could be lost in a crash; set `appendonly yes` and \
                  `appendfsync always` in redis.conf (or CONFIG SET them, then CONFIG REWRITE)"
             ));
+        }
+        // With it, Redis skips the fsync of `appendfsync always` while a background save or
+        // rewrite runs, and still answers: what it acknowledged then is in the page cache only.
+        if self.no_appendfsync_on_rewrite.as_deref() == Some("yes") {
+            return Some(
+                "it runs with no-appendfsync-on-rewrite yes, so what it acknowledges during a \
+                 background save or rewrite is not flushed; set `no-appendfsync-on-rewrite no` \
+                 in redis.conf (or CONFIG SET it, then CONFIG REWRITE)"
+                    .into(),
+            );
         }
         if policy.starts_with("allkeys") {
             return Some(format!(
@@ -1375,6 +1389,10 @@ mod tests {
             (&["--appendfsync", "everysec"][..], "appendfsync everysec"),
             (&["--appendonly", "no"][..], "appendonly no"),
             (
+                &["--no-appendfsync-on-rewrite", "yes"][..],
+                "no-appendfsync-on-rewrite yes",
+            ),
+            (
                 &["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"][..],
                 "allkeys-lru",
             ),
@@ -1422,6 +1440,12 @@ mod tests {
         for (name, weak, safe, expect) in [
             ("appendfsync", "everysec", "always", "appendfsync everysec"),
             ("appendonly", "no", "yes", "appendonly no"),
+            (
+                "no-appendfsync-on-rewrite",
+                "yes",
+                "no",
+                "no-appendfsync-on-rewrite yes",
+            ),
             (
                 "maxmemory-policy",
                 "allkeys-lru",
