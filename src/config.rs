@@ -231,6 +231,9 @@ pub struct RelayConfig {
     pub rate_limit_per_minute: u32,
     /// Most simultaneous TCP connections; more are closed at once.
     pub max_connections: usize,
+    /// Most simultaneous TCP connections from one client address (an IPv6 /64 counts as
+    /// one); more are closed at once.
+    pub max_connections_per_ip: usize,
     /// Most requests handled at once; more get 503 until one finishes.
     pub max_concurrent_requests: usize,
     /// Memory that requests in progress may take, estimated from their sizes (a body, what
@@ -276,6 +279,7 @@ impl Default for RelayConfig {
             max_response_bytes: 4 << 20,
             rate_limit_per_minute: 600,
             max_connections: 4_096,
+            max_connections_per_ip: 256,
             max_concurrent_requests: 1_024,
             max_request_memory: 256 << 20,
             request_timeout: Duration::from_secs(30),
@@ -513,6 +517,7 @@ impl RelayConfig {
             ),
             ("max_known_servers", self.max_known_servers as u64),
             ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
             (
                 "max_concurrent_requests",
                 self.max_concurrent_requests as u64,
@@ -570,13 +575,23 @@ mod duration_text {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
+    /// Longest duration any setting takes: timers and expiry times built from longer ones
+    /// would overflow.
+    const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
+        let duration = humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(
                 "{text:?} is not a duration ({e}); write e.g. \"10s\", \"1m\" or \"7d\""
             ))
-        })
+        })?;
+        if duration > LONGEST {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is longer than any setting takes (10 years)"
+            )));
+        }
+        Ok(duration)
     }
 }
 

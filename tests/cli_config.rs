@@ -92,6 +92,22 @@ fn config_check_reports_good_and_broken_files() {
     let (code, out, err) = run_jasper(&["config", "check"], dir.path());
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("{}: ok", xdg_default.display()));
+    // A duration too long for any timer is refused, not a panic later.
+    let forever = dir.path().join("forever.toml");
+    std::fs::write(&forever, "[relay]\nrequest_timeout = \"300000000000y\"\n").unwrap();
+    let (code, _, err) = run_jasper(&["config", "check", forever.to_str().unwrap()], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("longer than any setting takes"), "{err}");
+    // So are polling intervals of zero, and waits too long.
+    for args in [
+        &["receive", "--watch", "--interval", "0s"][..],
+        &["chat", "bob", "--interval", "0s"],
+        &["call", "bob", "--wait", "300000000000y"],
+    ] {
+        let (code, _, err) = run_jasper(args, dir.path());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("must be"), "{args:?}: {err}");
+    }
     // A broken configuration does not stop `config example`.
     let out = std::process::Command::new(common::jasper_bin())
         .args(["--config", broken.to_str().unwrap(), "config", "example"])

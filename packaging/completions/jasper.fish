@@ -140,7 +140,7 @@ complete -c jasper -n "__fish_jasper_using_subcommand send" -l passphrase-stdin 
 complete -c jasper -n "__fish_jasper_using_subcommand send" -l json -d 'Print JSON (one object per line)'
 complete -c jasper -n "__fish_jasper_using_subcommand send" -s h -l help -d 'Print help'
 complete -c jasper -n "__fish_jasper_using_subcommand send" -s V -l version -d 'Print version'
-complete -c jasper -n "__fish_jasper_using_subcommand receive" -l interval -d 'Time between polls with --watch' -r
+complete -c jasper -n "__fish_jasper_using_subcommand receive" -l interval -d 'Time between polls with --watch (100ms to 1day)' -r
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -l watch -d 'Keep polling'
 complete -c jasper -n "__fish_jasper_using_subcommand receive" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'
@@ -238,7 +238,7 @@ complete -c jasper -n "__fish_jasper_using_subcommand chat" -l wait -d 'How long
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -l fallback -d 'When the contact does not come online: ask (on a terminal; otherwise fail), anonymous (chat through the relays instead) or fail (exit status 3)' -r -f -a "ask\t'Ask on the terminal; fail when standard input is not a terminal'
 anonymous\t'Chat through the relays instead'
 fail\t'Give up with exit status 3'"
-complete -c jasper -n "__fish_jasper_using_subcommand chat" -l interval -d 'Time between checks of the relays for new messages (anonymous mode)' -r
+complete -c jasper -n "__fish_jasper_using_subcommand chat" -l interval -d 'Time between checks of the relays for new messages (anonymous mode; 100ms to 1day)' -r
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -l transparent -d 'Talk directly over WebRTC (transparent mode): faster, but the owner of the STUN service sees which two keys meet. Needs [client] stun and rendezvous'
 complete -c jasper -n "__fish_jasper_using_subcommand chat" -l passphrase-stdin -d 'Read the key\'s passphrase from the first line of standard input'

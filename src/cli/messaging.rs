@@ -401,7 +401,8 @@ pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Resul
     for r in report.rejected.iter().take(MAX_SKIPPED_SHOWN) {
         eprintln!(
             "warning: skipped packet {}: {}",
-            r.hash.as_deref().unwrap_or("(no hash)"),
+            // The hash of a packet that did not parse is the relay's text, not a hash.
+            terminal::short_line(r.hash.as_deref().unwrap_or("(no hash)"), 80),
             terminal::line(&r.reason)
         );
     }

@@ -317,14 +317,35 @@ pub struct ReactArgs {
     pub common: MessageArgs,
 }
 
+/// A time between polls of the relays: at least 100 ms (0 would poll without pause, or
+/// panic a timer), at most a day.
+fn poll_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(86_400))
+        .contains(&d)
+    {
+        return Err("must be between 100ms and 1day".into());
+    }
+    Ok(d)
+}
+
+/// A time to wait or to last: at most a week (timers built from longer ones overflow).
+fn bounded_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > std::time::Duration::from_secs(7 * 86_400) {
+        return Err("must be at most 1week".into());
+    }
+    Ok(d)
+}
+
 /// `jasper receive`.
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
     /// Keep polling
     #[arg(long)]
     pub watch: bool,
-    /// Time between polls with --watch
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Time between polls with --watch (100ms to 1day)
+    #[arg(long, default_value = "5s", value_parser = poll_interval)]
     pub interval: std::time::Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -342,14 +363,14 @@ pub struct ChatArgs {
     #[arg(long)]
     pub transparent: bool,
     /// How long to wait for the contact to come online (transparent mode)
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = bounded_wait)]
     pub wait: std::time::Duration,
     /// When the contact does not come online: ask (on a terminal; otherwise fail), anonymous
     /// (chat through the relays instead) or fail (exit status 3)
     #[arg(long, value_enum, default_value_t = Fallback::Ask)]
     pub fallback: Fallback,
-    /// Time between checks of the relays for new messages (anonymous mode)
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Time between checks of the relays for new messages (anonymous mode; 100ms to 1day)
+    #[arg(long, default_value = "2s", value_parser = poll_interval)]
     pub interval: std::time::Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -371,14 +392,14 @@ pub struct CallArgs {
     #[arg(long, value_name = "SINK", default_value = "speaker")]
     pub output: crate::client::audio::AudioSink,
     /// How long to wait for the contact to take the call
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = bounded_wait)]
     pub wait: std::time::Duration,
     /// Do not ring: by default a message through the relays tells the contact that you are
     /// calling (their `receive --watch` or `chat` shows it); skip it when they call you too
     #[arg(long)]
     pub no_ring: bool,
     /// Hang up after this long (default: when either side hangs up or the input ends)
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = bounded_wait)]
     pub duration: Option<std::time::Duration>,
     #[command(flatten)]
     #[allow(missing_docs)]
