@@ -211,6 +211,7 @@ where
             ready_tx.send(listener.local_addr().unwrap()).unwrap();
             let limits = ServeLimits {
                 max_connections: 4096,
+                max_connections_per_ip: 4096,
                 header_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(5),
             };

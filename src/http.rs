@@ -71,6 +71,18 @@ impl ApiError {
                 .into(),
         )
     }
+
+    /// [`ApiError::into_response`] for a request whose body was not read: the connection
+    /// closes after it (`Connection: close`), so that the client does not send its next
+    /// request on a connection the server is about to drop.
+    pub fn into_closing_response(self) -> Response<Bytes> {
+        let mut response = self.into_response();
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        response
+    }
 }
 
 /// A response with a JSON body.
@@ -168,6 +180,8 @@ pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible
 pub struct ServeLimits {
     /// Most open connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Most open connections from one client network (an IPv4 address, an IPv6 /64).
+    pub max_connections_per_ip: usize,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
@@ -183,6 +197,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = crate::netlimits::ConnectionCounter::new(limits.max_connections_per_ip);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -203,6 +218,11 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let Some(counted) = per_client.admit(addr.ip()) else {
+            tracing::debug!("connection limit of one address reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let svc = warp::service(filter.clone());
         let hyper_svc =
@@ -220,7 +240,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, counted));
         });
     }
     drop(listener);

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod netlimits;
 pub mod proto;
 pub mod redb_file;
 pub mod relay;

@@ -470,38 +470,72 @@ impl InboxCount for Relay {
 
 #[test]
 fn large_requests_in_progress_are_bounded_in_memory_and_small_ones_still_pass() {
-    // Each /sync/hashes below may take about 300 KiB once parsed and answered: three fit in
-    // 1 MiB, a fourth does not, and a /send still does.
+    // 16 MiB for requests in progress; large bodies from strangers (not peers) share a
+    // quarter of it, which one slow /sync/hashes of 1 MB declared takes whole.
     let relay = Relay::start(
-        "max_request_memory = \"1MiB\"\nmax_hashes_per_request = 1000\nrate_limit_per_minute = 0",
+        "max_request_memory = \"16MiB\"\nmax_hashes_per_request = 20000\nrate_limit_per_minute = 0",
     );
     let head = "POST /sync/hashes HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
-                Content-Length: 60000\r\n\r\n{\"hashes\":[";
-    let mut slow: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let mut s = TcpStream::connect(relay.addr).unwrap();
-            s.write_all(head.as_bytes()).unwrap();
-            s
-        })
-        .collect();
+                Content-Length: 1000000\r\n\r\n{\"hashes\":[";
+    let mut slow = TcpStream::connect(relay.addr).unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let hashes: Vec<String> = (0..890).map(|n| format!("{n:064x}")).collect();
-    let mut body = json!({ "hashes": hashes }).to_string().into_bytes();
-    body.resize(60_000, b' ');
-    let (status, _) = relay.post_raw("/sync/hashes", &body);
-    assert_eq!(status, 503, "a fourth large request was taken");
+    let body_of = |len: usize, hashes: usize| {
+        let hashes: Vec<String> = (0..hashes).map(|n| format!("{n:064x}")).collect();
+        let mut body = json!({ "hashes": hashes }).to_string().into_bytes();
+        body.resize(len, b' ');
+        body
+    };
+    let large = body_of(1_000_000, 14_000);
+    let (status, _) = relay.post_raw("/sync/hashes", &large);
+    assert_eq!(
+        status, 503,
+        "a second large request from strangers was taken"
+    );
+    // What the relay is for goes on: sends, and small requests.
     let alice = key_b64("alice-4096");
     relay.send_ok(&packet_for(&alice, 1, 200));
-    // As the slow ones end, large requests are served again.
-    for s in &mut slow {
-        s.shutdown(std::net::Shutdown::Both).unwrap();
-    }
+    let (status, _) = relay.post_raw("/sync/hashes", &body_of(60_000, 800));
+    assert_eq!(status, 200);
+    // Once the slow one ends, large requests are served again.
+    slow.shutdown(std::net::Shutdown::Both).unwrap();
     drop(slow);
     assert!(
         common::eventually(Duration::from_secs(10), || relay
-            .post_raw("/sync/hashes", &body)
+            .post_raw("/sync/hashes", &large)
             .0
             == 200),
         "large requests stayed refused"
+    );
+}
+
+#[test]
+fn one_address_gets_a_bounded_share_of_connections() {
+    let relay = Relay::start("max_connections_per_ip = 2\nrate_limit_per_minute = 0");
+    let first = TcpStream::connect(relay.addr).unwrap();
+    let _second = TcpStream::connect(relay.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third from the same address is closed at once.
+    let mut third = TcpStream::connect(relay.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /status HTTP/1.1\r\nHost: relay\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "a third connection was served"
+    );
+    // One closes: a new one is served.
+    drop(first);
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let (status, _) = raw(
+                &relay,
+                b"GET /status HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+            );
+            status == 200
+        }),
+        "the closed connection's place was not freed"
     );
 }

@@ -59,6 +59,10 @@ pub struct RelayState {
     pub inflight: Arc<Semaphore>,
     /// The memory requests in progress may take, in KiB (see [`Endpoint::memory_kib`]).
     pub request_memory: Arc<Semaphore>,
+    /// The share of it for large bodies from addresses that are not peers' (see
+    /// [`STRANGERS_SHARE`]), so that slow ones cannot hold what `/send`, inbox fetches and
+    /// the mesh need.
+    pub stranger_memory: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
     /// Health of the peers.
@@ -107,6 +111,9 @@ impl RelayState {
             peer_addresses: PeerAddresses::default(),
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             request_memory: Arc::new(Semaphore::new(memory_kib(config.max_request_memory))),
+            stranger_memory: Arc::new(Semaphore::new(memory_kib(
+                config.max_request_memory / STRANGERS_SHARE,
+            ))),
             local_addr,
             store,
             writer,
@@ -141,18 +148,21 @@ enum Endpoint {
 /// How many times its size a JSON body takes once parsed into values (strings, arrays and
 /// their headers), with the sets built from it.
 const PARSED_BODY_FACTOR: u64 = 4;
+/// A body larger than this (larger than any packet at the default limits) from an address
+/// that is not a peer's takes its memory from [`RelayState::stranger_memory`].
+const LARGE_BODY_BYTES: u64 = 512 << 10;
+/// Large bodies from strangers share this fraction of `max_request_memory`.
+const STRANGERS_SHARE: u64 = 4;
 
 fn memory_kib(bytes: u64) -> usize {
     bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize
 }
 
 impl Endpoint {
-    /// What a request may take in memory while it is handled, in KiB: its body (as declared,
-    /// else the endpoint's limit) parsed, and the largest answer it can get.
-    fn memory_kib(self, state: &RelayState, content_length: Option<u64>) -> u32 {
+    /// What a request may take in memory while it is handled, in KiB: its body of `body`
+    /// bytes parsed, and the largest answer it can get; at most all of a pool of `pool_bytes`.
+    fn memory_kib(self, state: &RelayState, body: u64, pool_bytes: u64) -> u32 {
         let c = &state.config;
-        let limit = self.body_limit(state) as u64;
-        let body = content_length.map_or(limit, |n| n.min(limit));
         let answer = match self {
             Endpoint::Send => 1024,
             Endpoint::Fetch => c.max_response_bytes,
@@ -162,7 +172,7 @@ impl Endpoint {
         };
         let total = memory_kib(body * PARSED_BODY_FACTOR + answer);
         // One request larger than the whole budget is served alone.
-        total.min(memory_kib(c.max_request_memory)) as u32
+        total.min(memory_kib(pool_bytes)) as u32
     }
 
     fn body_limit(self, state: &RelayState) -> usize {
@@ -254,20 +264,28 @@ where
         && !state.peer_addresses.contains(addr.ip())
     {
         return ApiError::rate_limited("too many requests from this address; slow down")
-            .into_response();
+            .into_closing_response();
     }
     let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
-        return ApiError::unavailable("the relay is busy; retry shortly").into_response();
+        return ApiError::unavailable("the relay is busy; retry shortly").into_closing_response();
     };
-    let Ok(_memory) = state
-        .request_memory
+    let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
+    let limit = endpoint.body_limit(&state);
+    // The body as declared, else the endpoint's limit.
+    let declared = content_length.map_or(limit as u64, |n| n.min(limit as u64));
+    let budget = state.config.max_request_memory;
+    let (pool, pool_bytes) = if !from_peer && declared > LARGE_BODY_BYTES {
+        (&state.stranger_memory, budget / STRANGERS_SHARE)
+    } else {
+        (&state.request_memory, budget)
+    };
+    let Ok(_memory) = pool
         .clone()
-        .try_acquire_many_owned(endpoint.memory_kib(&state, content_length))
+        .try_acquire_many_owned(endpoint.memory_kib(&state, declared, pool_bytes))
     else {
         return ApiError::unavailable("the relay is busy with large requests; retry shortly")
-            .into_response();
+            .into_closing_response();
     };
-    let limit = endpoint.body_limit(&state);
     let bytes = match read_body(content_length, body, limit, state.config.request_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -283,10 +301,7 @@ where
         state.peers.note_alive(&peer, crate::relay::clock::now_ms());
     }
     let result = match endpoint {
-        Endpoint::Send => {
-            let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
-            send(&state, bytes, from_peer).await
-        }
+        Endpoint::Send => send(&state, bytes, from_peer).await,
         Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,
         Endpoint::SyncHashes => {
             blocking(state.clone(), move |s| {

@@ -6,7 +6,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Most addresses tracked at once; past this the table is cleared (buckets refill anyway).
+use crate::netlimits::client_network;
+
+/// Most client networks tracked at once; past this, those whose buckets are full again (the
+/// same as fresh ones) are forgotten. A flood of new addresses never resets the buckets of
+/// the clients that are over their rate.
 const MAX_TRACKED: usize = 100_000;
 
 struct Bucket {
@@ -32,14 +36,24 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `addr`; false when the address is over its rate.
+    /// Takes one token for `addr`'s network (an IPv6 /64 counts as one client, see
+    /// [`client_network`]); false when it is over its rate.
     pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
         if self.per_second == 0.0 {
             return true;
         }
+        let addr = client_network(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&addr) {
-            buckets.clear();
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| {
+                let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+                b.tokens + elapsed * rate < burst
+            });
+            if buckets.len() >= MAX_TRACKED {
+                // Every tracked client is over its rate: a new one starts full, untracked.
+                return true;
+            }
         }
         let bucket = buckets.entry(addr).or_insert(Bucket {
             tokens: self.burst,
@@ -117,6 +131,23 @@ mod tests {
             !peers.contains("192.0.2.1".parse().unwrap()),
             "a forgotten peer"
         );
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client_and_a_flood_of_new_ones_resets_nobody() {
+        let limiter = RateLimiter::new(600); // burst 60
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Addresses of one /64 share a bucket.
+        let allowed = (0..100u32)
+            .filter(|n| limiter.allow(ip(&format!("2001:db8:0:1::{n:x}")), t0))
+            .count();
+        assert_eq!(allowed, 60);
+        // A flood of new networks does not give it a fresh bucket.
+        for n in 0..(MAX_TRACKED as u32 + 10) {
+            limiter.allow(IpAddr::from(n.to_be_bytes()), t0);
+        }
+        assert!(!limiter.allow(ip("2001:db8:0:1::ffff"), t0));
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub async fn run(
     ));
     let serve_limits = ServeLimits {
         max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
         header_timeout: config.request_timeout,
         drain_timeout: DRAIN_TIMEOUT,
     };
