@@ -508,32 +508,30 @@ impl ClientDb {
 
     /// The entry JSON of message `id`.
     pub fn message(&self, id: &str) -> Result<Option<Vec<u8>>, DbError> {
-        self.with(|open| {
-            let txn = open.begin_read()?;
-            let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
-            let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
-                return Ok(None);
-            };
-            let table = txn.open_table(MESSAGES).map_err(engine)?;
-            Ok(table
-                .get(key.as_str())
-                .map_err(engine)?
-                .map(|v| v.value().to_vec()))
-        })
+        self.message_keyed(id, |_| true)
     }
 
     /// The entry JSON of message `id` if it is in the history of `channel`.
     pub fn message_in(&self, channel: &str, id: &str) -> Result<Option<Vec<u8>>, DbError> {
+        self.message_keyed(id, |key| {
+            key.strip_prefix(channel)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// The entry JSON of message `id` if its key in `MESSAGES` is `wanted`.
+    fn message_keyed(
+        &self,
+        id: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, DbError> {
         self.with(|open| {
             let txn = open.begin_read()?;
             let ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
             let Some(key) = ids.get(id).map_err(engine)?.map(|k| k.value().to_owned()) else {
                 return Ok(None);
             };
-            if !key
-                .strip_prefix(channel)
-                .is_some_and(|rest| rest.starts_with('/'))
-            {
+            if !wanted(&key) {
                 return Ok(None);
             }
             let table = txn.open_table(MESSAGES).map_err(engine)?;
