@@ -737,7 +737,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for user errors: bad arguments, configuration, unknown contact, wrong
 /// passphrase (clap's own usage errors are 2 as well).
 pub const EXIT_USER: u8 = 2;
-/// Exit status when no relay could be reached.
+/// Exit status when no relay could be reached, or one failed on its side (5xx).
 pub const EXIT_NETWORK: u8 = 3;
 /// Exit status when a relay rate-limits us (or the recipient's inbox is full).
 pub const EXIT_RATE_LIMITED: u8 = 4;
@@ -774,7 +774,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     use crate::client::servers::ServersError;
     use crate::client::transport::TransportError;
     let transport = |t: &TransportError| match t {
+        // A relay failing on its side is, like one not reachable, what retrying may mend.
         TransportError::Unreachable { .. } => EXIT_NETWORK,
+        TransportError::Refused { status, .. } if *status >= 500 => EXIT_NETWORK,
         TransportError::RateLimited { .. } => EXIT_RATE_LIMITED,
         TransportError::TooLarge { .. } => EXIT_USER,
         _ => EXIT_FAILURE,
@@ -807,6 +809,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return match m {
                 MessagingError::Transport(t) => transport(t),
                 MessagingError::Servers(s) => servers(s),
+                MessagingError::Contacts(crate::client::ContactError::Db(_)) => EXIT_FAILURE,
                 MessagingError::Usage(_) | MessagingError::Contacts(_) => EXIT_USER,
                 _ => EXIT_FAILURE,
             };
@@ -814,7 +817,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some()
             || cause
                 .downcast_ref::<crate::client::ContactError>()
-                .is_some()
+                .is_some_and(|e| !matches!(e, crate::client::ContactError::Db(_)))
             || cause
                 .downcast_ref::<crate::client::reactions::ReactionError>()
                 .is_some_and(|e| !matches!(e, crate::client::reactions::ReactionError::Db(_)))
