@@ -259,9 +259,10 @@ where
     B: bytes::Buf,
 {
     let body = Box::pin(body);
+    let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
     if let Some(ClientAddr(addr)) = addr
         && !state.limiter.allow(addr.ip(), Instant::now())
-        && !state.peer_addresses.contains(addr.ip())
+        && !from_peer
     {
         return ApiError::rate_limited("too many requests from this address; slow down")
             .into_closing_response();
@@ -269,7 +270,6 @@ where
     let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
         return ApiError::unavailable("the relay is busy; retry shortly").into_closing_response();
     };
-    let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
     let limit = endpoint.body_limit(&state);
     // The body as declared, else the endpoint's limit.
     let declared = content_length.map_or(limit as u64, |n| n.min(limit as u64));

@@ -85,6 +85,18 @@ pub fn learn_servers(state: &RelayState, learned: Vec<ServerEntry>) -> Result<us
     Ok(added.len())
 }
 
+/// Whether `peer` has shown itself a relay: it is `configured`, or it has served this relay (a
+/// sync with it went well). Anyone can advertise any address as a server, so only these get
+/// what only relays should (our hash lists, the rate limit's exemption), and only the others
+/// make room when the list of known servers is full.
+pub fn has_proven_itself(
+    configured: &[ServerEntry],
+    peers: &peers::PeerBook,
+    peer: &ServerEntry,
+) -> bool {
+    configured.contains(peer) || peers.record(peer).last_ok > 0
+}
+
 /// Forgets up to `n` learned servers that never served us and have failed since.
 fn evict_failed_servers(
     state: &RelayState,
@@ -95,11 +107,10 @@ fn evict_failed_servers(
     let configured = state.config.peer_entries();
     let mut failed: Vec<(u32, ServerEntry)> = known
         .iter()
-        .filter(|s| !configured.contains(s))
+        .filter(|s| !has_proven_itself(&configured, &state.peers, s))
         .filter_map(|s| {
             let record = state.peers.record(s);
-            (record.last_ok == 0 && (record.failures > 0 || record.quarantined(now)))
-                .then(|| (record.failures, s.clone()))
+            (record.failures > 0 || record.quarantined(now)).then(|| (record.failures, s.clone()))
         })
         .collect();
     failed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -262,8 +273,8 @@ async fn peer_address_loop(
             peers
                 .iter()
                 .filter(|p| {
-                    let record = state.peers.record(p);
-                    !record.quarantined(now) && (configured.contains(p) || record.last_ok > 0)
+                    !state.peers.is_quarantined(p, now)
+                        && has_proven_itself(&configured, &state.peers, p)
                 })
                 .flat_map(|p| client.addresses_of(p)),
         );

@@ -291,7 +291,7 @@ fn sync_by_hashes(
     // Anyone can have us learn an address through `/sync/servers`: a server we only learned
     // and that has never served us gets an empty list (it answers with what it holds, and we
     // pull), not megabytes of hashes sent at whatever the address is.
-    let proven = state.config.peer_entries().contains(peer) || state.peers.record(peer).last_ok > 0;
+    let proven = super::has_proven_itself(&state.config.peer_entries(), &state.peers, peer);
     let body = if proven {
         live_hashes_json(state, max, &|_| false).map_err(|e| SyncError::Storage(e.to_string()))?
     } else {
