@@ -131,6 +131,22 @@ fn a_peer_that_sends_packets_nobody_asked_for_is_not_believed() {
 }
 
 #[test]
+fn an_unasked_packet_is_not_excused_by_being_one_our_limits_refuse() {
+    // A packet for a key under our min_key_bits is skipped without blame when we asked for
+    // it; sent unasked, it is a bad peer's like any other.
+    let asked = packet_for(&key_b64("alice-4096"), 1, 200);
+    let unasked = packet_for(&key_b64("small-2048"), 2, 200);
+    let asked_hash = asked["hash"].clone();
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [asked_hash] }).to_string()),
+        "/fetch" => Answer::Json(json!({ "messages": [unasked] }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    wait_for_problem(&relay, "tampered", 20);
+}
+
+#[test]
 fn a_peer_that_advertises_and_withholds_is_penalised() {
     let hash = "ab".repeat(32);
     let fake = FakePeer::start(move |path, _| match path {

@@ -448,7 +448,8 @@ pub fn pull(
         }
         let packet = match Packet::from_map_cached(map, &state.rules, &state.keys) {
             Ok(packet) => packet,
-            Err(e) if e.is_local_policy() => {
+            // Only a packet we asked for: one we did not is a bad peer's whatever its size.
+            Err(e) if e.is_local_policy() && claimed.is_some() => {
                 tracing::debug!(peer = %peer, error = %e, "declined a packet under our limits");
                 seen.extend(claimed);
                 continue;
