@@ -22,6 +22,10 @@
 //! acknowledged are missing from the index until opening the store again re-reads them from
 //! the log, so the store refuses everything until then ([`super::ReopeningStore`] reopens it
 //! in the running relay).
+//!
+//! After a failed flush, the log past the last good one is cut when the store is opened again
+//! (and the index entries pointing there removed): those records were never acknowledged,
+//! and the kernel may serve them from its cache although they never reached the disk.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,6 +74,11 @@ const META_SCHEMA: &str = "schema_version";
 /// How far into the log the index reaches: segment id and byte offset.
 const META_INDEXED_SEGMENT: &str = "indexed_segment";
 const META_INDEXED_OFFSET: &str = "indexed_offset";
+/// Where the log must be cut on the next open (segment id and byte offset; absent when
+/// nothing is to be cut): the end of its last good flush, written when a store whose flush
+/// failed is closed (see `RedbStore::reopen_after_failure`).
+const META_CUT_SEGMENT: &str = "cut_segment";
+const META_CUT_OFFSET: &str = "cut_offset";
 /// Version 1 kept packet bodies in redb; version 2 keeps them in the segment log.
 const SCHEMA_VERSION: u64 = 2;
 
@@ -271,8 +280,8 @@ struct PacketTables<'t> {
     segment_live: Table<'t, u64, u64>,
     /// recipient → (count now, whether it changed).
     count_cache: HashMap<[u8; 32], (u64, bool)>,
-    /// segment → packets indexed into it by this transaction.
-    live_added: HashMap<u64, u64>,
+    /// segment → change in its live packets made by this transaction.
+    live_delta: HashMap<u64, i64>,
 }
 
 impl<'t> PacketTables<'t> {
@@ -284,7 +293,7 @@ impl<'t> PacketTables<'t> {
             counts: txn.open_table(INBOX_COUNTS).map_err(engine)?,
             segment_live: txn.open_table(SEGMENT_LIVE).map_err(engine)?,
             count_cache: HashMap::new(),
-            live_added: HashMap::new(),
+            live_delta: HashMap::new(),
         })
     }
 
@@ -323,8 +332,29 @@ impl<'t> PacketTables<'t> {
         self.by_exp
             .insert(&cat40(&record.expires_at.to_be_bytes(), hash), ())
             .map_err(engine)?;
-        *self.live_added.entry(location.segment).or_default() += 1;
+        *self.live_delta.entry(location.segment).or_default() += 1;
         Ok(None)
+    }
+
+    /// Removes a packet from every index, inbox count and segment live count, returning its
+    /// header (`None` if it is not stored). Totals and tombstones are the caller's.
+    fn remove(&mut self, hash: &[u8; 32]) -> Result<Option<Header>, StoreError> {
+        let Some(value) = self.packets.remove(hash).map_err(engine)? else {
+            return Ok(None);
+        };
+        let header = Header::decode(value.value());
+        drop(value);
+        self.by_rcpt
+            .remove(&cat40(&header.recipient, &header.seq.to_be_bytes()))
+            .map_err(engine)?;
+        self.by_exp
+            .remove(&cat40(&header.expires_at.to_be_bytes(), hash))
+            .map_err(engine)?;
+        let count = self.count(&header.recipient)?;
+        self.count_cache
+            .insert(header.recipient, (count.saturating_sub(1), true));
+        *self.live_delta.entry(header.location.segment).or_default() -= 1;
+        Ok(Some(header))
     }
 
     /// Counts one more live packet for `rcpt`.
@@ -348,24 +378,36 @@ impl<'t> PacketTables<'t> {
         Ok(n)
     }
 
-    /// Writes the inbox counts and segment live counts that changed.
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes the inbox counts and segment live counts that changed. Returns the segments
+    /// this transaction left without a live packet.
+    fn finish(mut self) -> Result<Vec<u64>, StoreError> {
         for (rcpt, (n, changed)) in self.count_cache.drain() {
-            if changed {
-                self.counts.insert(&rcpt, n).map_err(engine)?;
+            match (changed, n) {
+                (false, _) => {}
+                (true, 0) => {
+                    self.counts.remove(&rcpt).map_err(engine)?;
+                }
+                (true, n) => {
+                    self.counts.insert(&rcpt, n).map_err(engine)?;
+                }
             }
         }
-        for (segment, n) in self.live_added.drain() {
+        let mut emptied = Vec::new();
+        for (segment, delta) in self.live_delta.drain() {
             let live = self
                 .segment_live
                 .get(segment)
                 .map_err(engine)?
                 .map_or(0, |v| v.value());
-            self.segment_live
-                .insert(segment, live + n)
-                .map_err(engine)?;
+            let live = live.saturating_add_signed(delta);
+            if live == 0 {
+                self.segment_live.remove(segment).map_err(engine)?;
+                emptied.push(segment);
+            } else {
+                self.segment_live.insert(segment, live).map_err(engine)?;
+            }
         }
-        Ok(())
+        Ok(emptied)
     }
 }
 
@@ -392,6 +434,33 @@ impl RedbStore {
     /// Opens (creating if needed) `dir/relay.redb` and the log in `dir/segments`, creating
     /// `dir` too, and indexes whatever the log holds past the index's last durable commit.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_cutting(dir, options, None)
+    }
+
+    /// [`Self::open_with`] for a store that this process had open until it failed: the log is
+    /// first cut at `flushed`, the end of the last flush that succeeded before the failure
+    /// ([`Self::flushed`] of the failed store), and whatever the index holds past it is
+    /// removed. Past that point the log may hold pages the kernel failed to write back but
+    /// still serves from its cache; none of them was acknowledged, and keeping them would
+    /// answer a retry of such a packet "already stored" while it may not be on disk.
+    pub fn reopen_after_failure(
+        dir: &Path,
+        options: StoreOptions,
+        flushed: Option<Position>,
+    ) -> Result<Self, StoreError> {
+        Self::open_cutting(dir, options, flushed)
+    }
+
+    /// How far the log is known to be on disk, as a handle that outlives this store.
+    pub fn flushed(&self) -> super::segments::FlushedEnd {
+        self.log.flushed()
+    }
+
+    fn open_cutting(
+        dir: &Path,
+        options: StoreOptions,
+        cut_at: Option<Position>,
+    ) -> Result<Self, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: dir.display().to_string(),
             message,
@@ -437,6 +506,7 @@ impl RedbStore {
             );
         }
         store.init_schema()?;
+        store.drop_unflushed(cut_at)?;
         store.recovered = store.recover()?;
         if store.recovered > 0 {
             tracing::info!(
@@ -587,6 +657,91 @@ impl RedbStore {
         Ok(indexed)
     }
 
+    /// Notes in the index, durably, where the log must be cut on the next open: the end of
+    /// its last good flush. Called when a store whose flush failed is closed, so that a
+    /// restart, not only [`super::ReopeningStore`], keeps nothing past it. Held batches are
+    /// dropped, not committed: those acknowledged are in the log before the cut, and the next
+    /// open indexes them again.
+    fn remember_cut(&self) -> Result<(), StoreError> {
+        let Some(at) = self.log.flushed().get() else {
+            return Ok(());
+        };
+        drop(self.lock_held().take());
+        let txn = self.begin_unsettled(true)?;
+        {
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let earlier = remembered_cut(&meta)?.is_some_and(|cut| cut <= at);
+            if !earlier {
+                meta.insert(META_CUT_SEGMENT, at.segment).map_err(engine)?;
+                meta.insert(META_CUT_OFFSET, at.offset).map_err(engine)?;
+            }
+        }
+        txn.commit().map_err(engine)
+    }
+
+    /// Removes from the index every packet whose record lies at or past `cut_at` (or the cut
+    /// the index remembers, whichever is earlier), then cuts the log there (see
+    /// [`Self::reopen_after_failure`]). The index goes first, durably: a stop between the two
+    /// leaves records that the next open indexes again, never an index pointing past the end
+    /// of the log.
+    fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<(), StoreError> {
+        let remembered = {
+            let txn = self.read_committed()?;
+            remembered_cut(&txn.open_table(META).map_err(engine)?)?
+        };
+        let Some(at) = cut_at.into_iter().chain(remembered).min() else {
+            return Ok(());
+        };
+        let txn = self.begin_durable()?;
+        let mut unindexed = 0u64;
+        {
+            let mut tables = PacketTables::open(&txn)?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let mut n_packets = meta_get(&meta, META_PACKETS)?;
+            let mut n_bytes = meta_get(&meta, META_BYTES)?;
+            self.log.records_from(at, &mut |location, record| {
+                let indexed_here = tables
+                    .packets
+                    .get(&record.hash.0)
+                    .map_err(engine)?
+                    .is_some_and(|v| Header::decode(v.value()).location == location);
+                if indexed_here && tables.remove(&record.hash.0)?.is_some() {
+                    n_packets = n_packets.saturating_sub(1);
+                    n_bytes = n_bytes.saturating_sub(record.json.len() as u64);
+                    unindexed += 1;
+                }
+                Ok(())
+            })?;
+            let indexed = Position {
+                segment: meta_get(&meta, META_INDEXED_SEGMENT)?,
+                offset: meta_get(&meta, META_INDEXED_OFFSET)?,
+            };
+            if indexed > at {
+                set_indexed(&mut meta, at)?;
+            }
+            meta.remove(META_CUT_SEGMENT).map_err(engine)?;
+            meta.remove(META_CUT_OFFSET).map_err(engine)?;
+            meta.insert(META_PACKETS, n_packets).map_err(engine)?;
+            meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+            tables.finish()?;
+        }
+        txn.commit().map_err(engine)?;
+        match self.log.truncate(at)? {
+            Some(bytes) => tracing::warn!(
+                bytes,
+                unindexed,
+                "dropped the end of the packet log written after its last successful flush \
+                 (none of it was acknowledged; senders were told to send again)"
+            ),
+            None => tracing::error!(
+                segment = at.segment,
+                "the segment of the packet log's last successful flush is missing; nothing \
+                 was cut"
+            ),
+        }
+        Ok(())
+    }
+
     /// Deletes segment files below the index's durable position that hold no live packet
     /// (left behind when a stop came between a sweep's commit and the deletion).
     fn remove_unused_segments(&self) -> Result<(), StoreError> {
@@ -728,6 +883,14 @@ impl RedbStore {
         self.lock_sync().refusal()
     }
 
+    /// Makes the next flushes of the packet log fail (or not), as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_log_syncs(&self, fail: bool) {
+        self.log
+            .fail_syncs
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes the next commits of held batches fail (or not), as a full disk would.
     #[cfg(test)]
     pub(crate) fn fail_held_commits(&self, fail: bool) {
@@ -864,10 +1027,37 @@ impl RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
+        if self.refuse_if_failed().is_err() {
+            if let Err(e) = self.remember_cut() {
+                tracing::warn!(
+                    error = %e,
+                    "could not note where the packet log must be cut; only this process's \
+                     own reopening cuts it"
+                );
+            }
+            return;
+        }
         if let Err(e) = self.checkpoint() {
             tracing::warn!(error = %e, "the last index checkpoint failed; the next start re-reads the log");
         }
     }
+}
+
+/// The cut [`RedbStore::remember_cut`] noted, if any.
+fn remembered_cut(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<Option<Position>, StoreError> {
+    let segment = meta
+        .get(META_CUT_SEGMENT)
+        .map_err(engine)?
+        .map(|v| v.value());
+    let offset = meta
+        .get(META_CUT_OFFSET)
+        .map_err(engine)?
+        .map(|v| v.value());
+    Ok(segment
+        .zip(offset)
+        .map(|(segment, offset)| Position { segment, offset }))
 }
 
 fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
@@ -1145,65 +1335,35 @@ impl Store for RedbStore {
         batch: usize,
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
-        let mut emptied = Vec::new();
+        let emptied;
         let txn = self.begin_durable()?;
         let indexed_segment = {
             let meta = txn.open_table(META).map_err(engine)?;
             meta_get(&meta, META_INDEXED_SEGMENT)?
         };
         {
-            let mut by_exp = txn.open_table(BY_EXPIRY).map_err(engine)?;
             let end = cat40(&now.to_be_bytes(), &[0xff; 32]);
-            let due: Vec<[u8; 40]> = by_exp
+            let mut tables = PacketTables::open(&txn)?;
+            let due: Vec<[u8; 40]> = tables
+                .by_exp
                 .range::<&[u8; 40]>(..=&end)
                 .map_err(engine)?
                 .take(batch)
                 .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
                 .collect::<Result<_, _>>()?;
             if !due.is_empty() {
-                let mut table = txn.open_table(PACKETS).map_err(engine)?;
-                let mut segment_live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
-                let mut by_rcpt = txn.open_table(BY_RECIPIENT).map_err(engine)?;
-                let mut counts = txn.open_table(INBOX_COUNTS).map_err(engine)?;
                 let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
                 let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
                 let mut meta = txn.open_table(META).map_err(engine)?;
                 let mut n_packets = meta_get(&meta, META_PACKETS)?;
                 let mut n_bytes = meta_get(&meta, META_BYTES)?;
                 for key in &due {
-                    by_exp.remove(key).map_err(engine)?;
+                    // Removed here too in case the packet is gone: the key must not stay due.
+                    tables.by_exp.remove(key).map_err(engine)?;
                     let hash: [u8; 32] = key[8..].try_into().expect("32 bytes");
-                    let Some(value) = table.remove(&hash).map_err(engine)? else {
+                    let Some(header) = tables.remove(&hash)? else {
                         continue;
                     };
-                    let header = Header::decode(value.value());
-                    drop(value);
-                    let size = json_len(header.location);
-                    let segment = header.location.segment;
-                    let live = segment_live
-                        .get(segment)
-                        .map_err(engine)?
-                        .map_or(0, |v| v.value());
-                    if live <= 1 {
-                        segment_live.remove(segment).map_err(engine)?;
-                        emptied.push(segment);
-                    } else {
-                        segment_live.insert(segment, live - 1).map_err(engine)?;
-                    }
-                    by_rcpt
-                        .remove(&cat40(&header.recipient, &header.seq.to_be_bytes()))
-                        .map_err(engine)?;
-                    let count = counts
-                        .get(&header.recipient)
-                        .map_err(engine)?
-                        .map_or(0, |v| v.value());
-                    if count <= 1 {
-                        counts.remove(&header.recipient).map_err(engine)?;
-                    } else {
-                        counts
-                            .insert(&header.recipient, count - 1)
-                            .map_err(engine)?;
-                    }
                     let until = header.expires_at.saturating_add(tombstone_horizon_ms);
                     if until > now {
                         tombs.insert(&hash, until).map_err(engine)?;
@@ -1212,12 +1372,13 @@ impl Store for RedbStore {
                             .map_err(engine)?;
                     }
                     n_packets = n_packets.saturating_sub(1);
-                    n_bytes = n_bytes.saturating_sub(size);
+                    n_bytes = n_bytes.saturating_sub(json_len(header.location));
                     report.expired += 1;
                 }
                 meta.insert(META_PACKETS, n_packets).map_err(engine)?;
                 meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             }
+            emptied = tables.finish()?;
 
             let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
             let done: Vec<[u8; 40]> = tomb_exp
@@ -1844,10 +2005,18 @@ mod tests {
             "no durable index commit either"
         );
         drop(store);
-        // Reopening starts from what is on disk: the acknowledged packet is there.
+        // Reopening starts from what is on disk: the acknowledged packet is there, and the
+        // one whose flush failed is not (its record may exist only in the page cache; the
+        // closed store noted where to cut the log).
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         let got = super::super::conformance::get_many(&store, &[packet(1, 1, 0).hash], u64::MAX, 0);
         assert_eq!(got.len(), 1);
+        assert!(!store.contains(&packet(2, 1, 0).hash, 0).unwrap());
+        assert_eq!(store.stats().unwrap().packets, 1);
+        assert!(matches!(
+            store.put_batch(&[packet(2, 1, 10_000)], LIMITS, 0).unwrap()[0],
+            PutOutcome::Stored { .. }
+        ));
         assert!(matches!(
             store.put_batch(&[packet(4, 1, 10_000)], LIMITS, 0).unwrap()[0],
             PutOutcome::Stored { .. }

@@ -12,14 +12,18 @@
 //!
 //! A batch stored before the failure but not yet confirmed on disk is never confirmed after
 //! it: sync tickets carry the generation of the store that issued them, and a ticket of a
-//! retired generation is refused (its sender gets 503 and may send again; a packet the new
-//! store found in the log is then a duplicate).
+//! retired generation is refused (its sender gets 503 and may send again). Nor is it kept:
+//! the database is opened again with the log cut at the end of the failed store's last good
+//! flush ([`RedbStore::reopen_after_failure`]). After a failed `fdatasync` the kernel may
+//! still serve the lost pages from its cache, and a store that read them back would answer
+//! the retry "already stored" for a packet that is not on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::redb::{RedbStore, StoreOptions};
+use super::segments::FlushedEnd;
 use super::{
     InboxEnd, NewPacket, PacketView, PutLimits, PutOutcome, Store, StoreError, StoreStats,
     SweepReport, SyncTicket, UnixMillis,
@@ -48,6 +52,8 @@ enum State {
     /// Retired after a failure; opened again once `old` is gone.
     Retired {
         old: Weak<RedbStore>,
+        /// How far `old`'s log was on disk: the reopened store keeps nothing past it.
+        flushed: FlushedEnd,
         generation: u64,
         why: String,
         last_attempt: Option<Instant>,
@@ -84,10 +90,11 @@ impl ReopeningStore {
     /// and may be reopened.
     fn current(&self) -> Result<(Arc<RedbStore>, u64), StoreError> {
         let mut state = self.lock();
-        let (generation, why) = match &mut *state {
+        let (generation, why, cut_at) = match &mut *state {
             State::Open { store, generation } => return Ok((store.clone(), *generation)),
             State::Retired {
                 old,
+                flushed,
                 generation,
                 why,
                 last_attempt,
@@ -102,10 +109,11 @@ impl ReopeningStore {
                     // A call still uses the failed store: its files stay open until it returns.
                     return Err(unavailable());
                 }
-                (*generation + 1, why.clone())
+                // Read only now: until `old` was gone, a flush could still advance it.
+                (*generation + 1, why.clone(), flushed.get())
             }
         };
-        match RedbStore::open_with(&self.dir, self.options) {
+        match RedbStore::reopen_after_failure(&self.dir, self.options, cut_at) {
             Ok(store) => {
                 tracing::warn!(
                     reindexed = store.recovered_on_open(),
@@ -149,6 +157,7 @@ impl ReopeningStore {
                 tracing::error!(error = %e, "the store failed; reopening it once no call uses it");
                 *state = State::Retired {
                     old: Arc::downgrade(&store),
+                    flushed: store.flushed(),
                     generation,
                     why: e.to_string(),
                     last_attempt: None,
@@ -356,18 +365,72 @@ mod tests {
         fail_index_commit(&store);
         let err = store.sync(ticket).unwrap_err();
         assert!(err.to_string().contains("send it again"), "{err}");
-        // Sent again, it is found: the reopened store read it from the log, and flushed it.
-        assert_eq!(
+        // Sent again, it is stored anew: the reopened store keeps nothing past the last flush
+        // of the failed one, and this batch was never flushed.
+        assert!(matches!(
             store
                 .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
-                .unwrap(),
-            vec![PutOutcome::Duplicate]
-        );
+                .unwrap()[0],
+            PutOutcome::Stored { .. }
+        ));
+        assert_eq!(store.stats().unwrap().packets, 1);
         // Tickets of the new store are confirmed as usual.
         let (_, ticket) = store
             .put_batch_deferred(&[packet(2, 1, 10_000)], LIMITS, 0, &mut |_| {})
             .unwrap();
         store.sync(ticket).unwrap();
+    }
+
+    #[test]
+    fn after_a_failed_flush_nothing_past_the_last_good_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReopeningStore::open(dir.path(), options()).unwrap();
+        let (p1, p2, p3) = (
+            packet(1, 1, 10_000),
+            packet(2, 1, 10_000),
+            packet(3, 1, 10_000),
+        );
+        // Acknowledged: flushed.
+        store
+            .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
+            .unwrap();
+        // Written, indexed (a read commits the held index), but its flush fails.
+        let (_, ticket) = store
+            .put_batch_deferred(std::slice::from_ref(&p2), LIMITS, 0, &mut |_| {})
+            .unwrap();
+        assert_eq!(store.stats().unwrap().packets, 2);
+        store.open_store().fail_log_syncs(true);
+        let err = store.sync(ticket).unwrap_err();
+        assert!(err.to_string().contains("could not be flushed"), "{err}");
+        // The failed store is gone; the next call opens the database again. p2's record is
+        // still in the file (as in the page cache after a lost writeback) and its index entry
+        // was committed, but it was never on disk: a retry must store it, not call it a
+        // duplicate.
+        assert_eq!(
+            store.stats().unwrap().packets,
+            1,
+            "only the acknowledged packet is kept"
+        );
+        assert!(store.contains(&p1.hash, 0).unwrap());
+        assert!(!store.contains(&p2.hash, 0).unwrap());
+        let outcomes = store
+            .put_batch(&[p2.clone(), p3.clone()], LIMITS, 0)
+            .unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, PutOutcome::Stored { .. })),
+            "{outcomes:?}"
+        );
+        let page = conformance::inbox(&store, &p1.recipient, 0, u64::MAX, 0);
+        let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
+        assert_eq!(hashes, vec![p1.hash, p2.hash, p3.hash]);
+        // A restart finds the same three, once each.
+        drop(store);
+        let store = ReopeningStore::open(dir.path(), options()).unwrap();
+        assert_eq!(store.stats().unwrap().packets, 3);
+        let page = conformance::inbox(&store, &p1.recipient, 0, u64::MAX, 0);
+        assert_eq!(page.packets.len(), 3);
     }
 
     #[test]

@@ -158,11 +158,31 @@ struct Active {
     len: u64,
 }
 
+/// How far a log is known to be on disk: every byte before this position was covered by a
+/// flush that succeeded. A handle outlives the [`SegmentLog`] it came from, so that whoever
+/// opens the log again after a failed flush can cut what was never known to reach the disk
+/// (see [`SegmentLog::truncate`]).
+#[derive(Debug, Clone, Default)]
+pub struct FlushedEnd(Arc<Mutex<Option<Position>>>);
+
+impl FlushedEnd {
+    /// The position, or `None` if nothing was flushed yet.
+    pub fn get(&self) -> Option<Position> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn advance(&self, to: Position) {
+        let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *at = Some(at.map_or(to, |at| at.max(to)));
+    }
+}
+
 /// The segment files of one store.
 pub struct SegmentLog {
     dir: PathBuf,
     segment_bytes: u64,
     active: Mutex<Active>,
+    flushed: FlushedEnd,
     readers: Mutex<HashMap<u64, Arc<File>>>,
     /// The first failed flush, kept: Linux reports a writeback error to one `fsync` only, so a
     /// later flush of the same file can succeed although the data it was meant to cover is gone.
@@ -228,6 +248,7 @@ impl SegmentLog {
             segment_bytes: segment_bytes.max(4096),
             active: Mutex::new(active),
             readers: Mutex::new(readers),
+            flushed: FlushedEnd::default(),
             failed_flush: Mutex::new(None),
             #[cfg(test)]
             fail_syncs: std::sync::atomic::AtomicBool::new(false),
@@ -291,9 +312,18 @@ impl SegmentLog {
             // `sync` flushes only the active segment, so the one being closed is flushed now.
             // A failure here must fail this store, not only this batch: records before it were
             // written to that segment and are not known to be on disk.
-            self.sync_file(active.id, &active.file)
+            let end = Position {
+                segment: active.id,
+                offset: active.len,
+            };
+            self.sync_file(end, &active.file)
                 .map_err(|e| StoreError::NeedsReopen(e.to_string()))?;
             let next = self.start_segment(active.id + 1)?;
+            // A new segment is created durably, its magic and name flushed.
+            self.flushed.advance(Position {
+                segment: next.id,
+                offset: next.len,
+            });
             *active = next;
         }
         Ok(Batch {
@@ -309,14 +339,24 @@ impl SegmentLog {
     /// Once any flush has failed (here or when a full segment was closed), every later one fails
     /// too: what the failed one was to cover may never have reached the disk.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let (id, file) = {
+        let (end, file) = {
             let active = self.lock_active();
-            (active.id, active.file.clone())
+            let end = Position {
+                segment: active.id,
+                offset: active.len,
+            };
+            (end, active.file.clone())
         };
-        self.sync_file(id, &file)
+        self.sync_file(end, &file)
     }
 
-    fn sync_file(&self, id: u64, file: &File) -> Result<(), StoreError> {
+    /// How far the log is known to be on disk, as a handle that outlives the log.
+    pub fn flushed(&self) -> FlushedEnd {
+        self.flushed.clone()
+    }
+
+    /// Flushes `file`, segment `end.segment`, written at least up to `end`.
+    fn sync_file(&self, end: Position, file: &File) -> Result<(), StoreError> {
         let mut failed = self.failed_flush.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(why) = failed.as_ref() {
             return Err(StoreError::Engine(format!(
@@ -332,11 +372,17 @@ impl SegmentLog {
         };
         #[cfg(not(test))]
         let result = file.sync_data();
-        result.map_err(|e| {
-            let e = io("syncing", &self.path(id), e);
-            *failed = Some(e.to_string());
-            e
-        })
+        match result {
+            Ok(()) => {
+                self.flushed.advance(end);
+                Ok(())
+            }
+            Err(e) => {
+                let e = io("syncing", &self.path(end.segment), e);
+                *failed = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// Where the log ends now.
@@ -441,8 +487,8 @@ impl SegmentLog {
     /// Reads every record from `from` to the end of the log, in order, calling `visit` with
     /// each. A record that does not check out ends its segment: the bytes from there on are
     /// kept beside it as `<id>.seg.damaged-at-<offset>` and the segment is cut, so appends
-    /// continue on sound data. A crash in the middle of an append leaves exactly such a torn tail, and
-    /// that append was never acknowledged.
+    /// continue on sound data. A crash in the middle of an append leaves exactly such a torn
+    /// tail, and that append was never acknowledged.
     pub fn scan(
         &self,
         from: Position,
@@ -450,45 +496,25 @@ impl SegmentLog {
     ) -> Result<ScanReport, StoreError> {
         let mut report = ScanReport::default();
         let mut active = self.lock_active();
-        let ids: Vec<u64> = list_segments(&self.dir)?
-            .into_iter()
-            .filter(|&id| id >= from.segment)
-            .collect();
         let mut buf = Vec::new();
-        for id in ids {
+        for id in self.segments_from(from.segment)? {
             let file = self.open_segment(id)?;
             let path = self.path(id);
-            let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
-            let mut offset = if id == from.segment {
-                from.offset.max(MAGIC.len() as u64)
-            } else {
-                MAGIC.len() as u64
-            };
-            while offset < len {
-                match read_at(&file, offset, len, &mut buf) {
-                    Some(payload_len) => {
-                        let record = Record::decode(&buf[RECORD_HEADER..]).expect("checked");
-                        let loc = Location {
-                            segment: id,
-                            offset,
-                            len: payload_len,
-                        };
-                        visit(loc, record)?;
-                        offset += (RECORD_HEADER + payload_len as usize) as u64;
-                    }
-                    None => {
-                        keep_damaged_tail(&file, &path, offset, len)?;
-                        file.set_len(offset)
-                            .and_then(|()| file.sync_all())
-                            .map_err(|e| io("cutting the damaged tail of", &path, e))?;
-                        report.damaged_tails += 1;
-                        break;
-                    }
-                }
+            let (offset, len) = walk_segment(&file, &path, id, from, &mut buf, visit)?;
+            if offset < len {
+                keep_damaged_tail(&file, &path, offset, len)?;
+                file.set_len(offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io("cutting the damaged tail of", &path, e))?;
+                report.damaged_tails += 1;
             }
             // What was read may so far be only in the page cache (the process died, not the
             // machine); it must be on disk before an index that points at it is.
             file.sync_data().map_err(|e| io("syncing", &path, e))?;
+            self.flushed.advance(Position {
+                segment: id,
+                offset,
+            });
             if id == active.id {
                 active.len = offset;
             }
@@ -498,6 +524,77 @@ impl SegmentLog {
             offset: active.len,
         };
         Ok(report)
+    }
+
+    /// Calls `visit` with every sound record from `from` to the end of the log, in order,
+    /// changing nothing (a record that does not check out ends its segment, as in
+    /// [`Self::scan`]).
+    pub fn records_from(
+        &self,
+        from: Position,
+        visit: &mut dyn FnMut(Location, Record<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let _active = self.lock_active();
+        let mut buf = Vec::new();
+        for id in self.segments_from(from.segment)? {
+            let file = self.open_segment(id)?;
+            walk_segment(&file, &self.path(id), id, from, &mut buf, visit)?;
+        }
+        Ok(())
+    }
+
+    /// Drops everything from `at` on, durably: the rest of its segment and every later
+    /// segment; appends continue at `at`. After a failed flush the bytes past the last good
+    /// one may exist only in the page cache (Linux reports a lost writeback once and then
+    /// serves the cached pages as if they were on disk), so a store opened again must not
+    /// treat them as stored. Returns how many bytes were dropped; `None` if `at` names a
+    /// segment that is not there, and then nothing changes.
+    pub fn truncate(&self, at: Position) -> Result<Option<u64>, StoreError> {
+        let mut active = self.lock_active();
+        let Some(file) = self.open_segment_if_there(at.segment)? else {
+            return Ok(None);
+        };
+        let path = self.path(at.segment);
+        let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
+        let keep = at
+            .offset
+            .clamp(MAGIC.len() as u64, len.max(MAGIC.len() as u64));
+        let mut dropped = len.saturating_sub(keep);
+        if len > keep {
+            file.set_len(keep)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("cutting", &path, e))?;
+        }
+        for id in self.segments_from(at.segment + 1)? {
+            let later = self.path(id);
+            dropped += std::fs::metadata(&later).map_or(0, |m| m.len());
+            self.readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            std::fs::remove_file(&later).map_err(|e| io("deleting", &later, e))?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing", &self.dir, e))?;
+        *active = Active {
+            id: at.segment,
+            file,
+            len: keep,
+        };
+        self.flushed.advance(Position {
+            segment: at.segment,
+            offset: keep,
+        });
+        Ok(Some(dropped))
+    }
+
+    /// Segment ids present on disk from `first` on, oldest first.
+    fn segments_from(&self, first: u64) -> Result<Vec<u64>, StoreError> {
+        Ok(list_segments(&self.dir)?
+            .into_iter()
+            .filter(|&id| id >= first)
+            .collect())
     }
 
     /// Segment ids present on disk, oldest first.
@@ -521,6 +618,39 @@ impl SegmentLog {
             Err(e) => Err(io("deleting", &path, e)),
         }
     }
+}
+
+/// Calls `visit` with each sound record of segment `id` (from `from` if that is in this
+/// segment), stopping at the end or at the first record that does not check out. Returns where
+/// it stopped and the file's length: less than the length means a damaged or torn tail.
+fn walk_segment(
+    file: &File,
+    path: &Path,
+    id: u64,
+    from: Position,
+    buf: &mut Vec<u8>,
+    visit: &mut dyn FnMut(Location, Record<'_>) -> Result<(), StoreError>,
+) -> Result<(u64, u64), StoreError> {
+    let len = file.metadata().map_err(|e| io("reading", path, e))?.len();
+    let mut offset = if id == from.segment {
+        from.offset.max(MAGIC.len() as u64)
+    } else {
+        MAGIC.len() as u64
+    };
+    while offset < len {
+        let Some(payload_len) = read_at(file, offset, len, buf) else {
+            break;
+        };
+        let record = Record::decode(&buf[RECORD_HEADER..]).expect("checked");
+        let loc = Location {
+            segment: id,
+            offset,
+            len: payload_len,
+        };
+        visit(loc, record)?;
+        offset += (RECORD_HEADER + payload_len as usize) as u64;
+    }
+    Ok((offset, len))
 }
 
 /// Checks the record at `offset`; on success `buf` holds it and its payload length is returned.
@@ -803,6 +933,84 @@ mod tests {
         );
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].1, 9);
+    }
+
+    #[test]
+    fn the_flushed_end_follows_successful_flushes_only_and_the_log_can_be_cut_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let flushed = log.flushed();
+        assert_eq!(flushed.get(), None, "nothing flushed yet");
+        let json = vec![b'x'; 1500];
+        append(&log, &[record(1, &json)]);
+        assert_eq!(flushed.get(), Some(log.end()));
+        let good = log.end();
+        // Written, never flushed: into this segment and, rolling over, into the next ones.
+        let mut later = Vec::new();
+        for n in 2..8 {
+            let mut batch = log.begin().unwrap();
+            later.push(batch.push(&record(n, &json)));
+            batch.write().unwrap();
+        }
+        let rolled = flushed.get().unwrap();
+        assert!(rolled > good, "a rollover flushes the segment it closes");
+        log.fail_syncs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(log.sync().is_err());
+        assert_eq!(flushed.get(), Some(rolled), "a failed flush moves nothing");
+        drop(log);
+
+        // Opened again: what lies past the last good flush is found, and can be cut, after
+        // which appends continue from the cut.
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let mut past = Vec::new();
+        log.records_from(rolled, &mut |loc, r| {
+            past.push((loc, r.seq));
+            Ok(())
+        })
+        .unwrap();
+        let expected: Vec<_> = later
+            .iter()
+            .zip(2..)
+            .filter(|(loc, _)| {
+                Position {
+                    segment: loc.segment,
+                    offset: loc.offset,
+                } >= rolled
+            })
+            .map(|(loc, n)| (*loc, n))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(
+            past, expected,
+            "records_from reads what lies past a position"
+        );
+        // Cut at an earlier position (a flush before the rollovers): the later segments go too.
+        assert!(log.segments().unwrap().len() >= 3);
+        let dropped = log.truncate(good).unwrap().unwrap();
+        assert!(dropped > 0);
+        assert_eq!(log.end(), good);
+        assert_eq!(log.segments().unwrap(), vec![good.segment]);
+        let (seen, report) = scan_all(&log, Position::default());
+        assert_eq!(report.damaged_tails, 0);
+        assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), vec![1]);
+        let loc = append(&log, &[record(9, b"{}")])[0];
+        assert_eq!((loc.segment, loc.offset), (good.segment, good.offset));
+        assert_eq!(read_one(&log, loc).unwrap().seq, 9);
+        drop(log);
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let (seen, _) = scan_all(&log, Position::default());
+        assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), vec![1, 9]);
+        // A position in a segment that is not there cuts nothing.
+        assert_eq!(
+            log.truncate(Position {
+                segment: 999,
+                offset: 8
+            })
+            .unwrap(),
+            None
+        );
+        assert_eq!(read_one(&log, loc).unwrap().seq, 9);
     }
 
     #[test]
