@@ -1438,3 +1438,45 @@ fn a_message_whose_id_is_taken_by_another_sender_is_refused_not_lost_silently() 
     assert!(err.contains("another sender's message"), "{err}");
     drop(alice);
 }
+
+#[test]
+fn groups_started_by_strangers_are_bounded_and_contacts_still_reach_us() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let start = |sender: &str, n: u32, name: &str| {
+        json!({
+            "sender": key_b64(&format!("{sender}-4096")),
+            "channel_id": format!("{n:08x}-1b2c-4d3e-8f40-{n:012x}"),
+            "type": "MESSAGE",
+            "content": format!("join {name}"),
+            "id": format!("{n:08x}-5e6f-4a7b-9c8d-{n:012x}"),
+            "timestamp": secs_ago(30),
+            "members": [key_b64(&format!("{sender}-4096")), key_b64("bob-4096")],
+            "name": name,
+        })
+    };
+    // Carol, whom Bob does not know, starts one group more than Bob keeps from strangers.
+    for n in 0..101 {
+        relay.send_ok(&seal_object(
+            "carol",
+            "bob",
+            &start("carol", n, &format!("spam {n}")),
+        ));
+    }
+    relay.send_ok(&seal_object(
+        "alice",
+        "bob",
+        &start("alice", 1000, "friends"),
+    ));
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not in your contacts"), "{err}");
+    let groups = groups_of(&bob);
+    let from_carol = groups.keys().filter(|n| n.starts_with("spam ")).count();
+    assert_eq!(from_carol, 100, "{:?}", groups.keys());
+    assert!(
+        groups.contains_key("friends"),
+        "a contact's group is still kept"
+    );
+    drop(alice);
+}

@@ -513,7 +513,11 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     members: Vec::new(),
                     members_at: 0,
                     left: false,
+                    from_stranger: false,
                 };
+                if let Some(why) = Groups::new(m.db).refusal_for_new(false)? {
+                    usage!("cannot create another group: {why}");
+                }
                 let mut everyone = member_keys(m, members)?;
                 everyone.push(m.me.public().canonical().to_owned());
                 let content = format!("created the group \"{}\"", group.name);

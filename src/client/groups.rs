@@ -7,6 +7,11 @@ use super::db::{ClientDb, DbError};
 
 /// Most members in a group.
 pub const MAX_MEMBERS: usize = 64;
+/// Most groups kept, left ones included (their history stays).
+pub const MAX_GROUPS: usize = 1_000;
+/// Most groups kept that someone not in our contacts started: anyone who has our key can
+/// start a group with us, and a group is kept for good.
+pub const MAX_GROUPS_FROM_STRANGERS: usize = 100;
 
 /// A group as kept locally.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +30,10 @@ pub struct Group {
     /// from it any more, and its history stays.
     #[serde(default)]
     pub left: bool,
+    /// Whether someone not in our contacts started it (it counts towards
+    /// [`MAX_GROUPS_FROM_STRANGERS`]).
+    #[serde(default)]
+    pub from_stranger: bool,
 }
 
 fn name_key(name: &str) -> String {
@@ -72,6 +81,26 @@ impl<'a> Groups<'a> {
             .collect())
     }
 
+    /// Why no new group can be kept now, if that is so; `from_stranger` for one started by
+    /// someone not in our contacts.
+    pub fn refusal_for_new(&self, from_stranger: bool) -> Result<Option<String>, DbError> {
+        let groups = self.list()?;
+        if groups.len() >= MAX_GROUPS {
+            return Ok(Some(format!(
+                "{MAX_GROUPS} groups are kept already, the most jasper keeps"
+            )));
+        }
+        if from_stranger
+            && groups.iter().filter(|g| g.from_stranger).count() >= MAX_GROUPS_FROM_STRANGERS
+        {
+            return Ok(Some(format!(
+                "{MAX_GROUPS_FROM_STRANGERS} groups started by people not in your contacts are \
+                 kept already; add the sender as a contact to take their groups"
+            )));
+        }
+        Ok(None)
+    }
+
     /// Keeps a group (insert or replace). A name already used by another group, or by a
     /// contact (whose name commands take first), gets a suffix; returns the group as kept.
     pub fn save(&self, mut group: Group) -> Result<Group, DbError> {
@@ -95,5 +124,42 @@ impl<'a> Groups<'a> {
         self.db
             .set_setting(&channel_key(&group.channel_id), &group.name)?;
         Ok(group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(n: usize, from_stranger: bool) -> Group {
+        Group {
+            name: format!("g{n}"),
+            channel_id: format!("channel {n}"),
+            members: vec!["someone".into()],
+            members_at: 0,
+            left: false,
+            from_stranger,
+        }
+    }
+
+    #[test]
+    fn groups_from_strangers_and_groups_in_all_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        db.set_relaxed(true);
+        let groups = Groups::new(&db);
+        for n in 0..MAX_GROUPS_FROM_STRANGERS {
+            assert_eq!(groups.refusal_for_new(true).unwrap(), None);
+            groups.save(group(n, true)).unwrap();
+        }
+        let why = groups.refusal_for_new(true).unwrap().unwrap();
+        assert!(why.contains("not in your contacts"), "{why}");
+        assert_eq!(groups.refusal_for_new(false).unwrap(), None);
+        for n in MAX_GROUPS_FROM_STRANGERS..MAX_GROUPS {
+            groups.save(group(n, false)).unwrap();
+        }
+        let why = groups.refusal_for_new(false).unwrap().unwrap();
+        assert!(why.contains("the most jasper keeps"), "{why}");
+        assert_eq!(groups.list().unwrap().len(), MAX_GROUPS);
     }
 }

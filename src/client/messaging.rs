@@ -989,6 +989,18 @@ impl Messenger<'_> {
         if !everyone.iter().any(|k| k == me) || !everyone.iter().any(|k| k == sender.canonical()) {
             return Err("a message about a group that you or its sender are not in".into());
         }
+        let from_stranger = self
+            .contacts
+            .by_key(sender)
+            .map_err(|e| e.to_string())?
+            .is_none()
+            && sender.canonical() != me;
+        if let Some(why) = groups
+            .refusal_for_new(from_stranger)
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("a new group, not kept: {why}"));
+        }
         let members: Vec<String> = everyone.into_iter().filter(|k| k != me).collect();
         let name = object
             .get("name")
@@ -1005,6 +1017,7 @@ impl Messenger<'_> {
                 members,
                 members_at: listed_at.unwrap_or(0),
                 left: false,
+                from_stranger,
             })
             .map_err(|e| e.to_string())?;
         Ok(Some(group))
