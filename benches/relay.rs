@@ -213,6 +213,7 @@ where
                 max_connections: 4096,
                 max_connections_per_ip: 4096,
                 header_timeout: Duration::from_secs(30),
+                write_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(5),
             };
             serve(listener, routes, limits, async {

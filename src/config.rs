@@ -238,10 +238,12 @@ pub struct RelayConfig {
     pub max_concurrent_requests: usize,
     /// Memory that requests in progress may take, estimated from their sizes (a body, what
     /// parsing it takes, the answer); a request that would go over gets 503. One request
-    /// larger than this is still served, alone.
+    /// larger than this is still served, alone. Answers over 64 KiB that are waiting to be
+    /// written take as much again.
     #[serde(with = "byte_size")]
     pub max_request_memory: u64,
-    /// Time allowed to send request headers and body.
+    /// Time allowed to send request headers and body, and the longest a connection may take
+    /// nothing of its answer before it is closed.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
 }

@@ -184,6 +184,9 @@ pub struct ServeLimits {
     pub max_connections_per_ip: usize,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
+    /// Longest a write to a client may wait for it to take anything (see
+    /// [`crate::netlimits::WriteDeadline`]).
+    pub write_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
@@ -234,7 +237,13 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), hyper_svc);
+            .serve_connection(
+                TokioIo::new(crate::netlimits::WriteDeadline::new(
+                    stream,
+                    limits.write_timeout,
+                )),
+                hyper_svc,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

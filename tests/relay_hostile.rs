@@ -400,6 +400,25 @@ fn clients_over_their_rate_get_429() {
 }
 
 #[test]
+fn status_is_rate_limited_like_every_other_request() {
+    // Each /status reads the store, which commits the index held for the latest sends: a
+    // flood of them must not go unlimited.
+    let relay = Relay::start("rate_limit_per_minute = 60");
+    let statuses: Vec<(u16, String)> = (0..30)
+        .map(|_| {
+            raw(
+                &relay,
+                b"GET /status HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .collect();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "{statuses:?}");
+    assert!(limited.iter().all(|(_, body)| body.contains("slow down")));
+    assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429));
+}
+
+#[test]
 fn advertising_ones_own_address_as_a_server_does_not_lift_the_rate_limit() {
     // Known peers are not rate-limited; a server that was only advertised (anyone can name
     // their own address) is not one until it has served this relay.
@@ -538,4 +557,76 @@ fn one_address_gets_a_bounded_share_of_connections() {
         }),
         "the closed connection's place was not freed"
     );
+}
+
+#[test]
+fn answers_a_client_stops_reading_are_bounded_in_memory_and_time() {
+    // Large answers hold their memory until written: 16 MiB for all of them here, and a
+    // connection that takes nothing for 2 s is closed.
+    let relay = Relay::start(
+        "max_request_memory = \"16MiB\"\nmax_response_bytes = \"8MiB\"\n\
+         request_timeout = \"2s\"\nrate_limit_per_minute = 0",
+    );
+    let alice = key_b64("alice-4096");
+    for n in 0..30 {
+        relay.send_ok(&packet_for(&alice, n, 180_000));
+    }
+    let request = json!({ "recipient": alice }).to_string();
+    let head = format!(
+        "POST /fetch HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{request}",
+        request.len()
+    );
+    // Two clients, one after the other, ask for Alice's inbox (about 7 MB each) and read
+    // only the start of it; a small receive buffer keeps most of each answer in the relay.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.addr).unwrap();
+            small_receive_buffer(&s);
+            s.write_all(head.as_bytes()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut start = [0u8; 12];
+            s.read_exact(&mut start).unwrap();
+            assert_eq!(&start, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    assert!(
+        common::eventually(Duration::from_secs(10), || relay
+            .post("/fetch", &json!({ "recipient": alice }))
+            .0
+            == 503),
+        "a third large answer was built while two wait to be read"
+    );
+    // Sends and small answers go on.
+    relay.send_ok(&packet_for(&key_b64("bob-4096"), 1, 200));
+    let (status, body) = relay.post("/fetch", &json!({ "recipient": key_b64("bob-4096") }));
+    assert_eq!(status, 200, "{body}");
+    // The stalled connections are closed after the write timeout (they took nothing for
+    // 2 s), and their answers' memory freed.
+    assert!(
+        common::eventually(Duration::from_secs(15), || relay
+            .post("/fetch", &json!({ "recipient": alice }))
+            .0
+            == 200),
+        "large answers stayed refused"
+    );
+    drop(stalled);
+}
+
+/// Makes `stream` advertise a small receive window, as a client that reads slowly does.
+fn small_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: a valid socket and a pointer to a c_int of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
 }

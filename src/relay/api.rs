@@ -63,6 +63,10 @@ pub struct RelayState {
     /// [`STRANGERS_SHARE`]), so that slow ones cannot hold what `/send`, inbox fetches and
     /// the mesh need.
     pub stranger_memory: Arc<Semaphore>,
+    /// The memory large answers take until they are written, in KiB: as much again as
+    /// `max_request_memory` (see [`LARGE_ANSWER_BYTES`]), so that clients that stop reading
+    /// cannot hold answers in memory without bound.
+    pub answer_memory: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
     /// Health of the peers.
@@ -114,6 +118,7 @@ impl RelayState {
             stranger_memory: Arc::new(Semaphore::new(memory_kib(
                 config.max_request_memory / STRANGERS_SHARE,
             ))),
+            answer_memory: Arc::new(Semaphore::new(memory_kib(config.max_request_memory))),
             local_addr,
             store,
             writer,
@@ -153,6 +158,9 @@ const PARSED_BODY_FACTOR: u64 = 4;
 const LARGE_BODY_BYTES: u64 = 512 << 10;
 /// Large bodies from strangers share this fraction of `max_request_memory`.
 const STRANGERS_SHARE: u64 = 4;
+/// An answer larger than this holds its size of [`RelayState::answer_memory`] until it is
+/// written (smaller ones, such as `/send`'s, are bounded by the connections alone).
+const LARGE_ANSWER_BYTES: usize = 64 << 10;
 
 fn memory_kib(bytes: u64) -> usize {
     bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize
@@ -222,6 +230,7 @@ pub fn routes(
         .and(warp::path::end())
         .and(warp::get())
         .and(with_state.clone())
+        .and(warp::ext::optional::<ClientAddr>())
         .then(status);
     let peers = warp::path("peers")
         .and(warp::path::end())
@@ -259,16 +268,9 @@ where
     B: bytes::Buf,
 {
     let body = Box::pin(body);
-    let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
-    if let Some(ClientAddr(addr)) = addr
-        && !state.limiter.allow(addr.ip(), Instant::now())
-        && !from_peer
-    {
-        return ApiError::rate_limited("too many requests from this address; slow down")
-            .into_closing_response();
-    }
-    let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
-        return ApiError::unavailable("the relay is busy; retry shortly").into_closing_response();
+    let (from_peer, _permit) = match admit(&state, addr) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.into_closing_response(),
     };
     let limit = endpoint.body_limit(&state);
     // The body as declared, else the endpoint's limit.
@@ -312,7 +314,66 @@ where
         Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
         Endpoint::Reconcile => blocking(state.clone(), move |s| reconcile_round(s, &bytes)).await,
     };
-    result.unwrap_or_else(ApiError::into_response)
+    hold_until_written(&state, result.unwrap_or_else(ApiError::into_response))
+}
+
+/// A large answer with its share of [`RelayState::answer_memory`], given back once the last
+/// of its bytes is written (or the connection dropped); 503 when none is free.
+fn hold_until_written(state: &RelayState, response: Response<Bytes>) -> Response<Bytes> {
+    let len = response.body().len();
+    if len <= LARGE_ANSWER_BYTES {
+        return response;
+    }
+    // One answer larger than the whole budget is sent alone.
+    let kib = memory_kib(len as u64).min(memory_kib(state.config.max_request_memory));
+    let Ok(permit) = state
+        .answer_memory
+        .clone()
+        .try_acquire_many_owned(kib as u32)
+    else {
+        return ApiError::unavailable("the relay is busy sending large answers; retry shortly")
+            .into_closing_response();
+    };
+    response.map(|body| {
+        Bytes::from_owner(Answer {
+            body,
+            _memory: permit,
+        })
+    })
+}
+
+/// An answer's bytes and the memory permit they hold.
+struct Answer {
+    body: Bytes,
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Answer {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// Lets a request in, or answers it at once: past its address's rate limit (peers are not
+/// limited) 429, with every request slot taken 503 (both before its body is read, so they
+/// close the connection). Says whether it comes from a peer, and holds its slot.
+fn admit(
+    state: &RelayState,
+    addr: Option<ClientAddr>,
+) -> Result<(bool, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
+    if let Some(ClientAddr(addr)) = addr
+        && !from_peer
+        && !state.limiter.allow(addr.ip(), Instant::now())
+    {
+        return Err(ApiError::rate_limited(
+            "too many requests from this address; slow down",
+        ));
+    }
+    let Ok(permit) = state.inflight.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable("the relay is busy; retry shortly"));
+    };
+    Ok((from_peer, permit))
 }
 
 /// Runs `f` on the blocking pool: store reads and large parses must not stall the runtime.
@@ -688,7 +749,13 @@ fn reconcile_round(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, A
         .expect("static headers are valid"))
 }
 
-async fn status(state: Arc<RelayState>) -> Response<Bytes> {
+async fn status(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<Bytes> {
+    // Each one reads the store, which commits the index held for the latest sends: limited
+    // as every other request is.
+    let _permit = match admit(&state, addr) {
+        Ok((_, permit)) => permit,
+        Err(refused) => return refused.into_closing_response(),
+    };
     // Both read the store: off the async workers.
     let s = state.clone();
     let read = tokio::task::spawn_blocking(move || {

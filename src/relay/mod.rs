@@ -146,6 +146,7 @@ pub async fn run(
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
         header_timeout: config.request_timeout,
+        write_timeout: config.request_timeout,
         drain_timeout: DRAIN_TIMEOUT,
     };
     let (state, mesh_inbox) = api::RelayState::new(store, writer, config, local);
