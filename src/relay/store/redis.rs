@@ -179,7 +179,8 @@ return out
 });
 
 /// Removes up to a batch of expired packets from every index, leaving tombstones, and forgets
-/// up to a batch of tombstones past their horizon. Answers `{expired, forgotten}`.
+/// up to a batch of tombstones past their horizon. Answers `{expired, forgotten}`. Reads
+/// only each packet's header, not its body.
 static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -195,11 +196,13 @@ for i = 1, #due, 2 do
   redis.call('ZREM', exps, h)
   redis.call('ZREM', all, h)
   local key = p .. ':pkt:' .. h
-  local blob = redis.call('GET', key)
-  if blob then
-    local header, e, r = string.match(blob, '^(%d+\n(%d+)\n(%x+)\n)')
+  -- Only the header is read (at most 107 bytes): packets may be megabytes each.
+  local len = redis.call('STRLEN', key)
+  if len > 0 then
+    local head = redis.call('GETRANGE', key, 0, 127)
+    local header, e, r = string.match(head, '^(%d+\n(%d+)\n(%x+)\n)')
     if header then
-      local size = #blob - #header
+      local size = len - #header
       redis.call('ZREM', p .. ':in:' .. r, h .. ':' .. size .. ':' .. e)
       freed = freed + size
     end
