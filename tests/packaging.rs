@@ -68,8 +68,14 @@ fn the_service_configuration_keeps_all_data_in_the_state_directory() {
     assert!(config.relay.data_dir.starts_with("/var/lib/jasper"));
     let unit = read(&repo().join("packaging/systemd/jasper.service"));
     assert!(unit.contains("\nStateDirectory=jasper\n"), "{unit}");
+    // The configuration (which may hold a Redis password) is root's alone; the service gets
+    // a copy through its credentials.
     assert!(
-        unit.contains("\nExecStart=/usr/bin/jasper serve --config /etc/jasper/config.toml\n"),
+        unit.contains("\nLoadCredential=config.toml:/etc/jasper/config.toml\n"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("\nExecStart=/usr/bin/jasper serve --config %d/config.toml\n"),
         "{unit}"
     );
 }
@@ -336,6 +342,13 @@ fn the_debian_package_holds_every_file_and_runs() {
     let binary = root.join("usr/bin/jasper");
     let mode = std::os::unix::fs::PermissionsExt::mode(&binary.metadata().unwrap().permissions());
     assert_eq!(mode & 0o777, 0o755, "{listing}");
+    // The configuration may hold a Redis password: root's alone.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw------- 0/0") && l.ends_with("./etc/jasper/config.toml")),
+        "{listing}"
+    );
 
     // The Debian changelog is the repository's.
     assert_eq!(
