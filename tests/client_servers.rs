@@ -385,3 +385,52 @@ fn a_relay_down_for_a_moment_keeps_its_roles() {
     assert_eq!(roles_by_relay(&bob), before);
     drop(alice);
 }
+
+#[test]
+fn relays_at_neighbouring_addresses_count_as_one_operator_for_keeping_roles_apart() {
+    // Two relays on one address (one machine can serve any number of ports) and one on
+    // another network: sending must not go through the inbox relays' operator.
+    let relays = [
+        Relay::start_on("127.0.0.1:0", "rate_limit_per_minute = 0"),
+        Relay::start_on("127.0.0.1:0", "rate_limit_per_minute = 0"),
+        Relay::start_on("127.0.1.1:0", "rate_limit_per_minute = 0"),
+    ];
+    let addrs: Vec<SocketAddr> = relays.iter().map(|r| r.addr).collect();
+    let network = |relay: &str| relay.rsplit_once('.').unwrap().0.to_owned();
+    // One inbox: it goes to the first relay, and sending to the other operator's.
+    let (alice, carol) = alice_and_bob(&addrs);
+    carol.send("alice", "hello");
+    let (reading, sending) = (
+        relay_with_role(&carol, "rx you"),
+        relay_with_role(&carol, "tx alice"),
+    );
+    assert_ne!(
+        network(&reading),
+        network(&sending),
+        "{:?}",
+        roles_by_relay(&carol)
+    );
+    drop(alice);
+    // Bob reads two inboxes (his identity and a receive key), then writes to Alice.
+    let bob = Home::with_receive_key("bob", Some("dave"), &addrs);
+    bob.add("alice", "alice-4096");
+    let (code, _, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    bob.send("alice", "hello");
+    let roles = roles_by_relay(&bob);
+    let reading: Vec<String> = roles
+        .iter()
+        .filter(|(_, r)| r.iter().any(|r| r.starts_with("rx")))
+        .map(|(relay, _)| network(relay))
+        .collect();
+    assert_eq!(reading.len(), 2, "{roles:?}");
+    assert_eq!(
+        reading[0], reading[1],
+        "the inboxes leave the other operator to sending: {roles:?}"
+    );
+    let sending = relay_with_role(&bob, "tx alice");
+    assert!(
+        !reading.contains(&network(&sending)),
+        "the relay sending to alice is of the operator reading bob's inboxes: {roles:?}"
+    );
+}

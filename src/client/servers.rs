@@ -2,7 +2,9 @@
 //! the configured ones, learn more through `/sync/servers`, probe `/status` for load, and give
 //! every recipient key its own TX relay and every own key its own RX relay — never the same
 //! relay for sending to a key and reading it when two or more relays are known. Assignments
-//! stick, so a relay does not see one key move between relays.
+//! stick, so a relay does not see one key move between relays. Relays that look like one
+//! operator's ([`operator`]: one host name, or neighbouring addresses) count as one relay for
+//! keeping roles apart whenever others are there.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{ClientDb, DbError};
 use super::transport::{Transport, speaks_cursor};
+use crate::proto::server::Host;
 use crate::proto::{Fingerprint, ServerEntry, Status};
 
 /// How long a relay's probed load is trusted.
@@ -125,6 +128,55 @@ impl ServersError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ServersError::NoneReachable)
     }
+}
+
+/// Which operator a relay likely belongs to, as far as its address tells: its host name, or
+/// its IPv4 /24 or IPv6 /48. One machine serves any number of ports and neighbouring
+/// addresses come cheap, so one operator can pose as many relays; roles that must not meet on
+/// one relay keep apart on these too, whenever the relays known allow it.
+pub fn operator(entry: &ServerEntry) -> String {
+    match &entry.host {
+        Host::Ip(ip) => match crate::netlimits::client_network(*ip) {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                format!("{a}.{b}.{c}.0/24")
+            }
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+        Host::Domain(name) => name.clone(),
+    }
+}
+
+/// Keeps only the candidates that `apart` accepts, if any is.
+fn keep_apart(candidates: &mut Vec<ServerEntry>, apart: impl Fn(&ServerEntry) -> bool) {
+    if candidates.iter().any(&apart) {
+        candidates.retain(apart);
+    }
+}
+
+/// Narrows the candidates for a new inbox: with two or more groups (by `group`) free of our
+/// other inboxes (`taken`), only free ones; with one free group left and taken ones there, only
+/// taken ones, leaving that group to a TX role (and then says so).
+fn spread_inbox<G: Eq + std::hash::Hash>(
+    candidates: &mut Vec<ServerEntry>,
+    taken: impl Fn(&ServerEntry) -> bool,
+    group: impl Fn(&ServerEntry) -> G,
+) -> bool {
+    let free: HashSet<G> = candidates
+        .iter()
+        .filter(|e| !taken(e))
+        .map(&group)
+        .collect();
+    if free.len() >= 2 {
+        candidates.retain(|e| !taken(e));
+    } else if free.len() == 1 && candidates.iter().any(&taken) {
+        candidates.retain(|e| taken(e));
+        return true;
+    }
+    false
 }
 
 fn tx_key(fp: &Fingerprint) -> String {
@@ -412,10 +464,12 @@ impl<'a> Servers<'a> {
     /// that each key has its own.
     ///
     /// - A TX relay never reads one of our inboxes when another relay answers: an assignment
-    ///   made when only one relay was known moves once more are.
+    ///   made when only one relay was known moves once more are. Nor is it of the same
+    ///   [`operator`] as one of our inbox relays when a relay of another operator answers.
     /// - Our inboxes (the identity's and each receive key's) leave a relay free for sending
     ///   whenever two or more answer: with one relay left that reads none of them, a new inbox
     ///   shares a relay with another of ours rather than take the last one a TX role can use.
+    ///   Inboxes keep apart by operator first in the same way, then by relay.
     /// - A relay that stopped answering less than [`ROLE_KEPT_WHILE_DOWN_MS`] ago keeps its
     ///   role: another one stands in without being saved, and the role is its own again once
     ///   it answers. One failed probe does not spread a key over more relays for good.
@@ -425,9 +479,10 @@ impl<'a> Servers<'a> {
             self.reachable()?.into_iter().map(|(e, _)| e).collect();
         let rx_relays = self.assigned("rx:")?;
         if key.starts_with("tx:") {
-            if candidates.iter().any(|e| !rx_relays.contains(e)) {
-                candidates.retain(|e| !rx_relays.contains(e));
-            }
+            // Apart from our inboxes' operators if possible, else from our inbox relays.
+            let rx_operators: HashSet<String> = rx_relays.iter().map(operator).collect();
+            keep_apart(&mut candidates, |e| !rx_operators.contains(&operator(e)));
+            keep_apart(&mut candidates, |e| !rx_relays.contains(e));
         } else {
             let other_inboxes: HashSet<ServerEntry> = self
                 .db
@@ -436,14 +491,18 @@ impl<'a> Servers<'a> {
                 .filter(|(k, _)| k != key)
                 .filter_map(|(_, v)| v.parse().ok())
                 .collect();
-            let free = candidates
-                .iter()
-                .filter(|e| !other_inboxes.contains(e))
-                .count();
-            if free >= 2 {
-                candidates.retain(|e| !other_inboxes.contains(e));
-            } else if free == 1 && candidates.iter().any(|e| other_inboxes.contains(e)) {
-                candidates.retain(|e| other_inboxes.contains(e));
+            // First by operator, then by relay among what is left. Once an operator is left
+            // to TX roles, a relay of ours with no inbox yet is taken before sharing one.
+            let others: HashSet<String> = other_inboxes.iter().map(operator).collect();
+            let shares = |e: &ServerEntry| others.contains(&operator(e));
+            if spread_inbox(&mut candidates, shares, operator) {
+                keep_apart(&mut candidates, |e| !other_inboxes.contains(e));
+            } else {
+                spread_inbox(
+                    &mut candidates,
+                    |e| other_inboxes.contains(e),
+                    ServerEntry::authority,
+                );
             }
         }
         let current = self
@@ -530,6 +589,21 @@ mod tests {
             down_since: probed_at,
             ..RelayInfo::default()
         }
+    }
+
+    #[test]
+    fn relays_on_one_name_or_neighbouring_addresses_share_an_operator() {
+        let op = |s: &str| operator(&s.parse::<ServerEntry>().unwrap());
+        assert_eq!(op("192.0.2.7:8080"), op("192.0.2.200:9090"));
+        assert_ne!(op("192.0.2.7:8080"), op("192.0.3.7:8080"));
+        assert_eq!(
+            op("[2001:db8:1:2::1]:8080"),
+            op("[2001:db8:1:ffff::9]:8081")
+        );
+        assert_ne!(op("[2001:db8:1::1]:8080"), op("[2001:db8:2::1]:8080"));
+        assert_eq!(op("[::ffff:192.0.2.7]:8080"), op("192.0.2.9:8080"));
+        assert_eq!(op("relay.example.org:8080"), op("relay.example.org:9090"));
+        assert_ne!(op("relay.example.org:8080"), op("other.example.org:8080"));
     }
 
     #[test]

@@ -131,10 +131,15 @@ impl Relay {
     /// Starts a relay listening on `127.0.0.1:port` (see [`free_port`]), for meshes whose
     /// configuration must name each other's addresses up front.
     pub fn start_at(port: u16, extra: &str) -> Relay {
+        Self::start_on(&format!("127.0.0.1:{port}"), extra)
+    }
+
+    /// Starts a relay listening on `listen` (another loopback address, say).
+    pub fn start_on(listen: &str, extra: &str) -> Relay {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
         let config = format!(
-            "[relay]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{extra}\n",
+            "[relay]\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n{extra}\n",
             dir.path().join("data").display()
         );
         std::fs::write(&config_path, config).expect("write config");
