@@ -538,3 +538,36 @@ fn a_learned_server_gets_our_hash_list_only_once_it_has_served_us() {
         "{bodies:?}"
     );
 }
+
+#[test]
+fn naming_a_peer_in_the_header_does_not_end_its_back_off_from_another_address() {
+    // A configured peer at 127.0.1.1 where nothing listens; callers here come from 127.0.0.1.
+    let dead = common::free_port();
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"127.0.1.1:{dead}\"]\n\
+         message_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"\nbroadcast_fanout = 0"
+    ));
+    let failures = |relay: &Relay| {
+        peer_views(relay)
+            .first()
+            .and_then(|v| v["failures"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || failures(&relay) > 0),
+        "{:?}",
+        peer_views(&relay)
+    );
+    let before = peer_views(&relay);
+    assert_eq!(before[0]["state"], "backing-off", "{before:?}");
+    // Someone else claims to be that peer.
+    let resp = common::agent()
+        .post(&relay.url("/sync/hashes"))
+        .header("jasper-server", &format!("127.0.1.1:{dead}"))
+        .send_json(json!({ "hashes": [] }))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let after = peer_views(&relay);
+    assert_eq!(after[0]["state"], "backing-off", "{after:?}");
+    assert!(failures(&relay) > 0, "{after:?}");
+}

@@ -293,12 +293,16 @@ where
         Err(e) => return e.into_response(),
     };
     // A known peer that calls us is up: broadcasts to it need not wait for our next sync.
-    if matches!(
-        endpoint,
-        Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
-    ) && let Some(peer) = caller
-        .as_deref()
-        .and_then(|c| super::mesh::known_caller(&state, c))
+    // Only a call from a peer's address says so: anyone can name a peer in the header, and
+    // would otherwise end its back-off (and have its record written) at will.
+    if from_peer
+        && matches!(
+            endpoint,
+            Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
+        )
+        && let Some(peer) = caller
+            .as_deref()
+            .and_then(|c| super::mesh::known_caller(&state, c))
     {
         state.peers.note_alive(&peer, crate::relay::clock::now_ms());
     }
