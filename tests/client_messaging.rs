@@ -1480,3 +1480,43 @@ fn groups_started_by_strangers_are_bounded_and_contacts_still_reach_us() {
     );
     drop(alice);
 }
+
+#[test]
+fn a_group_message_some_members_cannot_get_still_reaches_the_others_and_says_who() {
+    // One relay whose inboxes hold 3 packets: Carol's fills, Bob's does not.
+    let relay = Relay::start_at(
+        free_port(),
+        "rate_limit_per_minute = 0\nmax_inbox_packets = 3",
+    );
+    let addrs = [relay.addr];
+    let alice = Home::new("alice", &addrs);
+    let bob = Home::new("bob", &addrs);
+    alice.add("bob", "bob-4096");
+    alice.add("carol", "carol-4096");
+    bob.add("alice", "alice-4096");
+    alice.ok(&["group", "create", "trio", "bob", "carol"]);
+    let carol = key_b64("carol-4096");
+    for n in 0..2 {
+        relay.send_ok(&packet_for(&carol, 900 + n, 100));
+    }
+    let (code, out, err) = run_jasper(
+        &["group", "send", "trio", "hello trio", "--json"],
+        alice.path(),
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("not to: carol"), "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    let undelivered = report["undelivered"].as_array().unwrap();
+    assert_eq!(undelivered.len(), 1, "{report}");
+    assert_eq!(undelivered[0]["name"], "carol");
+    assert_eq!(undelivered[0]["member"], carol.as_str());
+    // Bob got it, and it is in Alice's history.
+    let id = report["id"].as_str().unwrap().to_owned();
+    bob.receive_until(|l| has(l, "id", &id));
+    assert!(alice.history("trio").iter().any(|m| m["id"] == id.as_str()));
+    // A message that reaches everyone reports nobody.
+    let (code, out, err) = run_jasper(&["send", "bob", "just bob", "--json"], alice.path());
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["undelivered"], json!([]));
+}

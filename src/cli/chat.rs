@@ -443,6 +443,15 @@ async fn relay_chat(
                         return Err(e);
                     }
                     eprintln!("not sent: {}", super::error_report(&e));
+                } else if let Ok(report) = &sent {
+                    for u in &report.undelivered {
+                        let who = u.name.clone().unwrap_or_else(|| "a member".to_owned());
+                        eprintln!(
+                            "not sent to {}: {}",
+                            crate::client::terminal::line(&who),
+                            crate::client::terminal::line(&u.error)
+                        );
+                    }
                 }
             }
             _ = tick.tick() => {

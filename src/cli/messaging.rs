@@ -216,6 +216,23 @@ fn print_report(report: &SendReport, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{}", report.id);
     }
+    if !report.undelivered.is_empty() {
+        let whom: Vec<String> = report
+            .undelivered
+            .iter()
+            .map(|u| {
+                let who = u.name.clone().unwrap_or_else(|| {
+                    crate::proto::PublicKey::parse(&u.member, 2048)
+                        .map_or_else(|_| "a member".to_owned(), |k| k.fingerprint().short())
+                });
+                format!("{} ({})", terminal::line(&who), terminal::line(&u.error))
+            })
+            .collect();
+        anyhow::bail!(
+            "the message went to the others, and is in the history, but not to: {}",
+            whom.join("; ")
+        );
+    }
     Ok(())
 }
 

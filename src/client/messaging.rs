@@ -227,6 +227,20 @@ pub struct SendReport {
     pub channel_id: String,
     /// Whether the copy for our other devices was sent.
     pub copied_to_self: bool,
+    /// Group members the message could not be sent to (it went to the others, and is in
+    /// the history); empty when it reached everyone.
+    pub undelivered: Vec<Undelivered>,
+}
+
+/// A group member a message could not be sent to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Undelivered {
+    /// The member's key (canonical).
+    pub member: String,
+    /// The contact's name, when the member is one.
+    pub name: Option<String>,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// A message sealed for a direct link, by [`Messenger::seal_direct`].
@@ -398,6 +412,7 @@ impl Messenger<'_> {
             hash: hash.to_string(),
             channel_id: channel,
             copied_to_self,
+            undelivered: Vec::new(),
         })
     }
 
@@ -510,6 +525,7 @@ impl Messenger<'_> {
                 hash: hash.to_string(),
                 channel_id: channel,
                 copied_to_self: false,
+                undelivered: Vec::new(),
             },
         })
     }
@@ -661,10 +677,34 @@ impl Messenger<'_> {
     ) -> Result<SendReport, MessagingError> {
         self.servers.rx_for(&self.me.public().fingerprint())?;
         let mut last_hash = String::new();
+        // Every member is tried: one whose relay refuses must not keep the rest from it.
+        let mut undelivered = Vec::new();
+        let mut first_error = None;
         for member in members {
             let recipient =
                 PublicKey::parse(member, 2048).map_err(|e| MessagingError::Seal(e.to_string()))?;
-            last_hash = self.deliver(&object, &recipient)?.to_string();
+            match self.deliver(&object, &recipient) {
+                Ok(hash) => last_hash = hash.to_string(),
+                Err(e) => {
+                    undelivered.push(Undelivered {
+                        member: member.clone(),
+                        name: self
+                            .contacts
+                            .by_key(&recipient)
+                            .ok()
+                            .flatten()
+                            .map(|c| c.name),
+                        error: e.to_string(),
+                    });
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Sent to nobody: an error, as a direct message's failure is.
+        if undelivered.len() == members.len()
+            && let Some(e) = first_error
+        {
+            return Err(e);
         }
         object["to"] = json!(members);
         let copied_to_self = self.send_to_self(&object).is_ok();
@@ -674,6 +714,7 @@ impl Messenger<'_> {
             hash: last_hash,
             channel_id: channel.to_owned(),
             copied_to_self,
+            undelivered,
         })
     }
 
