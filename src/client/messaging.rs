@@ -681,19 +681,21 @@ impl Messenger<'_> {
         let mut undelivered = Vec::new();
         let mut first_error = None;
         for member in members {
-            let recipient =
-                PublicKey::parse(member, 2048).map_err(|e| MessagingError::Seal(e.to_string()))?;
-            match self.deliver(&object, &recipient) {
+            let recipient = PublicKey::parse(member, 2048);
+            let sent = match &recipient {
+                Ok(recipient) => self.deliver(&object, recipient),
+                Err(e) => Err(MessagingError::Seal(e.to_string())),
+            };
+            match sent {
                 Ok(hash) => last_hash = hash.to_string(),
                 Err(e) => {
+                    let name = recipient
+                        .ok()
+                        .and_then(|r| self.contacts.by_key(&r).ok().flatten())
+                        .map(|c| c.name);
                     undelivered.push(Undelivered {
                         member: member.clone(),
-                        name: self
-                            .contacts
-                            .by_key(&recipient)
-                            .ok()
-                            .flatten()
-                            .map(|c| c.name),
+                        name,
                         error: e.to_string(),
                     });
                     first_error.get_or_insert(e);

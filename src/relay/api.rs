@@ -365,6 +365,15 @@ fn admit(
     state: &RelayState,
     addr: Option<ClientAddr>,
 ) -> Result<(bool, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let from_peer = rate_limit(state, addr)?;
+    let Ok(permit) = state.inflight.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable("the relay is busy; retry shortly"));
+    };
+    Ok((from_peer, permit))
+}
+
+/// 429 past the address's rate limit (peers are not limited); else whether it is a peer's.
+fn rate_limit(state: &RelayState, addr: Option<ClientAddr>) -> Result<bool, ApiError> {
     let from_peer = addr.is_some_and(|ClientAddr(a)| state.peer_addresses.contains(a.ip()));
     if let Some(ClientAddr(addr)) = addr
         && !from_peer
@@ -374,10 +383,7 @@ fn admit(
             "too many requests from this address; slow down",
         ));
     }
-    let Ok(permit) = state.inflight.clone().try_acquire_owned() else {
-        return Err(ApiError::unavailable("the relay is busy; retry shortly"));
-    };
-    Ok((from_peer, permit))
+    Ok(from_peer)
 }
 
 /// Runs `f` on the blocking pool: store reads and large parses must not stall the runtime.
@@ -755,11 +761,11 @@ fn reconcile_round(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, A
 
 async fn status(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<Bytes> {
     // Each one reads the store, which commits the index held for the latest sends: limited
-    // as every other request is.
-    let _permit = match admit(&state, addr) {
-        Ok((_, permit)) => permit,
-        Err(refused) => return refused.into_closing_response(),
-    };
+    // per address as every other request is. It takes no request slot, so that a relay busy
+    // with requests still says how busy it is, rather than seem down.
+    if let Err(refused) = rate_limit(&state, addr) {
+        return refused.into_closing_response();
+    }
     // Both read the store: off the async workers.
     let s = state.clone();
     let read = tokio::task::spawn_blocking(move || {

@@ -681,9 +681,13 @@ impl RedbStore {
 
     /// Removes from the index every packet whose record lies at or past `cut_at` (or the cut
     /// the index remembers, whichever is earlier), then cuts the log there (see
-    /// [`Self::reopen_after_failure`]). The index goes first, durably: a stop between the two
-    /// leaves records that the next open indexes again, never an index pointing past the end
-    /// of the log.
+    /// [`Self::reopen_after_failure`]).
+    ///
+    /// The entries to remove are found in the index itself, not by reading the log: past the
+    /// cut the log may read as anything (zeros, after a reboot lost those pages). And the cut
+    /// stays noted in the index until the log is cut, in two durable commits around the
+    /// truncation, so a stop anywhere in between repeats the work on the next open rather
+    /// than re-indexing what lies past the cut.
     fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<(), StoreError> {
         let remembered = {
             let txn = self.read_committed()?;
@@ -692,26 +696,38 @@ impl RedbStore {
         let Some(at) = cut_at.into_iter().chain(remembered).min() else {
             return Ok(());
         };
+        let at_or_past = |location: Location| {
+            Position {
+                segment: location.segment,
+                offset: location.offset,
+            } >= at
+        };
         let txn = self.begin_durable()?;
         let mut unindexed = 0u64;
         {
             let mut tables = PacketTables::open(&txn)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
+            meta.insert(META_CUT_SEGMENT, at.segment).map_err(engine)?;
+            meta.insert(META_CUT_OFFSET, at.offset).map_err(engine)?;
+            let past: Vec<[u8; 32]> = tables
+                .packets
+                .iter()
+                .map_err(engine)?
+                .filter_map(|entry| match entry {
+                    Ok((hash, value)) => at_or_past(Header::decode(value.value()).location)
+                        .then(|| Ok(*hash.value())),
+                    Err(e) => Some(Err(engine(e))),
+                })
+                .collect::<Result<_, _>>()?;
             let mut n_packets = meta_get(&meta, META_PACKETS)?;
             let mut n_bytes = meta_get(&meta, META_BYTES)?;
-            self.log.records_from(at, &mut |location, record| {
-                let indexed_here = tables
-                    .packets
-                    .get(&record.hash.0)
-                    .map_err(engine)?
-                    .is_some_and(|v| Header::decode(v.value()).location == location);
-                if indexed_here && tables.remove(&record.hash.0)?.is_some() {
+            for hash in &past {
+                if let Some(header) = tables.remove(hash)? {
                     n_packets = n_packets.saturating_sub(1);
-                    n_bytes = n_bytes.saturating_sub(record.json.len() as u64);
+                    n_bytes = n_bytes.saturating_sub(json_len(header.location));
                     unindexed += 1;
                 }
-                Ok(())
-            })?;
+            }
             let indexed = Position {
                 segment: meta_get(&meta, META_INDEXED_SEGMENT)?,
                 offset: meta_get(&meta, META_INDEXED_OFFSET)?,
@@ -719,26 +735,35 @@ impl RedbStore {
             if indexed > at {
                 set_indexed(&mut meta, at)?;
             }
-            meta.remove(META_CUT_SEGMENT).map_err(engine)?;
-            meta.remove(META_CUT_OFFSET).map_err(engine)?;
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             tables.finish()?;
+            // Segments past the cut are deleted below; their ids will be used again.
+            let mut live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
+            let later: Vec<u64> = live
+                .range(at.segment + 1..)
+                .map_err(engine)?
+                .map(|e| e.map(|(k, _)| k.value()).map_err(engine))
+                .collect::<Result<_, _>>()?;
+            for segment in later {
+                live.remove(segment).map_err(engine)?;
+            }
         }
         txn.commit().map_err(engine)?;
-        match self.log.truncate(at)? {
-            Some(bytes) => tracing::warn!(
-                bytes,
-                unindexed,
-                "dropped the end of the packet log written after its last successful flush \
-                 (none of it was acknowledged; senders were told to send again)"
-            ),
-            None => tracing::error!(
-                segment = at.segment,
-                "the segment of the packet log's last successful flush is missing; nothing \
-                 was cut"
-            ),
+        let bytes = self.log.truncate(at)?;
+        let txn = self.begin_durable()?;
+        {
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            meta.remove(META_CUT_SEGMENT).map_err(engine)?;
+            meta.remove(META_CUT_OFFSET).map_err(engine)?;
         }
+        txn.commit().map_err(engine)?;
+        tracing::warn!(
+            bytes,
+            unindexed,
+            "dropped the end of the packet log written after its last successful flush (none \
+             of it was acknowledged; senders were told to send again)"
+        );
         Ok(())
     }
 
@@ -1027,7 +1052,8 @@ impl RedbStore {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        if self.refuse_if_failed().is_err() {
+        // A flush may have failed where no batch saw it (closing a full segment).
+        if self.refuse_if_failed().is_err() || self.log.has_failed_flush() {
             if let Err(e) = self.remember_cut() {
                 tracing::warn!(
                     error = %e,
@@ -2059,6 +2085,56 @@ mod tests {
                 .is_err(),
             "nothing more is promised until the store is opened again"
         );
+        // No batch saw that flush fail, yet closing the store notes the cut: after a restart
+        // none of these packets, never acknowledged, is stored.
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        assert_eq!(store.stats().unwrap().packets, 0);
+        assert!(!store.contains(&packet(1, 1, 0).hash, 0).unwrap());
+    }
+
+    #[test]
+    fn entries_past_the_cut_go_even_when_the_log_there_reads_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        let (p1, p2) = (packet(1, 1, 10_000), packet(2, 1, 10_000));
+        store
+            .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
+            .unwrap();
+        let (_, ticket) = store
+            .put_batch_deferred(std::slice::from_ref(&p2), LIMITS, 0, &mut |_| {})
+            .unwrap();
+        // p2's index entry is committed (a read settles it); then its flush fails.
+        assert_eq!(store.stats().unwrap().packets, 2);
+        store.fail_log_syncs(true);
+        assert!(store.sync(ticket).is_err());
+        let cut = store.flushed().get().unwrap();
+        // Closing makes every index commit durable, p2's entry included, and notes the cut.
+        drop(store);
+        // After a reboot the pages past the cut, never written back, read as zeros.
+        let path = dir.path().join(format!("segments/{:016}.seg", cut.segment));
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len > cut.offset);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &file,
+            &vec![0u8; (len - cut.offset) as usize],
+            cut.offset,
+        )
+        .unwrap();
+        drop(file);
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        assert_eq!(store.stats().unwrap().packets, 1);
+        assert!(!store.contains(&p2.hash, 0).unwrap());
+        let page = super::super::conformance::inbox(&store, &p1.recipient, 0, u64::MAX, 0);
+        let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
+        assert_eq!(hashes, vec![p1.hash]);
+        assert!(matches!(
+            store
+                .put_batch(std::slice::from_ref(&p2), LIMITS, 0)
+                .unwrap()[0],
+            PutOutcome::Stored { .. }
+        ));
     }
 
     /// Writes a database as schema 1 did: bodies inside redb.

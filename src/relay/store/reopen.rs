@@ -109,7 +109,10 @@ impl ReopeningStore {
                     // A call still uses the failed store: its files stay open until it returns.
                     return Err(unavailable());
                 }
-                // Read only now: until `old` was gone, a flush could still advance it.
+                // Read only now: until `old` was gone, a flush could still advance it. (Its
+                // `Drop` may still be running when the count reaches zero; then opening finds
+                // the database still open and fails, and the next attempt reads this again.
+                // Read early, it can only be behind: more that was never acknowledged is cut.)
                 (*generation + 1, why.clone(), flushed.get())
             }
         };

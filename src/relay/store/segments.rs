@@ -526,45 +526,15 @@ impl SegmentLog {
         Ok(report)
     }
 
-    /// Calls `visit` with every sound record from `from` to the end of the log, in order,
-    /// changing nothing (a record that does not check out ends its segment, as in
-    /// [`Self::scan`]).
-    pub fn records_from(
-        &self,
-        from: Position,
-        visit: &mut dyn FnMut(Location, Record<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let _active = self.lock_active();
-        let mut buf = Vec::new();
-        for id in self.segments_from(from.segment)? {
-            let file = self.open_segment(id)?;
-            walk_segment(&file, &self.path(id), id, from, &mut buf, visit)?;
-        }
-        Ok(())
-    }
-
     /// Drops everything from `at` on, durably: the rest of its segment and every later
     /// segment; appends continue at `at`. After a failed flush the bytes past the last good
     /// one may exist only in the page cache (Linux reports a lost writeback once and then
     /// serves the cached pages as if they were on disk), so a store opened again must not
-    /// treat them as stored. Returns how many bytes were dropped; `None` if `at` names a
-    /// segment that is not there, and then nothing changes.
-    pub fn truncate(&self, at: Position) -> Result<Option<u64>, StoreError> {
+    /// treat them as stored. Returns how many bytes were dropped. Should `at`'s segment be
+    /// missing, it starts again empty there.
+    pub fn truncate(&self, at: Position) -> Result<u64, StoreError> {
         let mut active = self.lock_active();
-        let Some(file) = self.open_segment_if_there(at.segment)? else {
-            return Ok(None);
-        };
-        let path = self.path(at.segment);
-        let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
-        let keep = at
-            .offset
-            .clamp(MAGIC.len() as u64, len.max(MAGIC.len() as u64));
-        let mut dropped = len.saturating_sub(keep);
-        if len > keep {
-            file.set_len(keep)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io("cutting", &path, e))?;
-        }
+        let mut dropped = 0;
         for id in self.segments_from(at.segment + 1)? {
             let later = self.path(id);
             dropped += std::fs::metadata(&later).map_or(0, |m| m.len());
@@ -574,19 +544,47 @@ impl SegmentLog {
                 .remove(&id);
             std::fs::remove_file(&later).map_err(|e| io("deleting", &later, e))?;
         }
+        let (file, keep) = match self.open_segment_if_there(at.segment)? {
+            Some(file) => {
+                let path = self.path(at.segment);
+                let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
+                let keep = at
+                    .offset
+                    .clamp(MAGIC.len() as u64, len.max(MAGIC.len() as u64));
+                if len > keep {
+                    dropped += len - keep;
+                    file.set_len(keep)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| io("cutting", &path, e))?;
+                }
+                (file, keep)
+            }
+            None => {
+                let started = self.start_segment(at.segment.max(1))?;
+                (started.file, started.len)
+            }
+        };
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io("syncing", &self.dir, e))?;
         *active = Active {
-            id: at.segment,
+            id: at.segment.max(1),
             file,
             len: keep,
         };
         self.flushed.advance(Position {
-            segment: at.segment,
+            segment: at.segment.max(1),
             offset: keep,
         });
-        Ok(Some(dropped))
+        Ok(dropped)
+    }
+
+    /// Whether a flush failed (see [`Self::sync`]).
+    pub fn has_failed_flush(&self) -> bool {
+        self.failed_flush
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Segment ids present on disk from `first` on, oldest first.
@@ -960,34 +958,12 @@ mod tests {
         assert_eq!(flushed.get(), Some(rolled), "a failed flush moves nothing");
         drop(log);
 
-        // Opened again: what lies past the last good flush is found, and can be cut, after
-        // which appends continue from the cut.
+        // Opened again and cut at an earlier position (a flush before the rollovers): the
+        // later segments go too, and appends continue from the cut.
         let log = SegmentLog::open(dir.path(), 4096).unwrap();
-        let mut past = Vec::new();
-        log.records_from(rolled, &mut |loc, r| {
-            past.push((loc, r.seq));
-            Ok(())
-        })
-        .unwrap();
-        let expected: Vec<_> = later
-            .iter()
-            .zip(2..)
-            .filter(|(loc, _)| {
-                Position {
-                    segment: loc.segment,
-                    offset: loc.offset,
-                } >= rolled
-            })
-            .map(|(loc, n)| (*loc, n))
-            .collect();
-        assert!(!expected.is_empty());
-        assert_eq!(
-            past, expected,
-            "records_from reads what lies past a position"
-        );
-        // Cut at an earlier position (a flush before the rollovers): the later segments go too.
+        assert!(later.last().unwrap().segment > good.segment);
         assert!(log.segments().unwrap().len() >= 3);
-        let dropped = log.truncate(good).unwrap().unwrap();
+        let dropped = log.truncate(good).unwrap();
         assert!(dropped > 0);
         assert_eq!(log.end(), good);
         assert_eq!(log.segments().unwrap(), vec![good.segment]);
@@ -1001,16 +977,22 @@ mod tests {
         let log = SegmentLog::open(dir.path(), 4096).unwrap();
         let (seen, _) = scan_all(&log, Position::default());
         assert_eq!(seen.iter().map(|s| s.1).collect::<Vec<_>>(), vec![1, 9]);
-        // A position in a segment that is not there cuts nothing.
+        // A cut in a segment that is not there (deleted by the sweep, say) starts it again,
+        // empty, and drops what follows.
+        let missing = Position {
+            segment: 999,
+            offset: 4000,
+        };
+        assert_eq!(log.truncate(missing).unwrap(), 0);
         assert_eq!(
-            log.truncate(Position {
+            log.end(),
+            Position {
                 segment: 999,
                 offset: 8
-            })
-            .unwrap(),
-            None
+            }
         );
-        assert_eq!(read_one(&log, loc).unwrap().seq, 9);
+        let loc = append(&log, &[record(10, b"{}")])[0];
+        assert_eq!(read_one(&log, loc).unwrap().seq, 10);
     }
 
     #[test]
