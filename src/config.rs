@@ -239,11 +239,12 @@ pub struct RelayConfig {
     /// Memory that requests in progress may take, estimated from their sizes (a body, what
     /// parsing it takes, the answer); a request that would go over gets 503. One request
     /// larger than this is still served, alone. Answers over 64 KiB that are waiting to be
-    /// written take as much again.
+    /// written take as much again (answers to addresses that are not peers', at most half).
     #[serde(with = "byte_size")]
     pub max_request_memory: u64,
-    /// Time allowed to send request headers and body, and the longest a connection may take
-    /// nothing of its answer before it is closed.
+    /// Time allowed to send request headers and body; also, once an answer has to wait for
+    /// its client, the time the client has to take 16 KiB of it (or all of it) before the
+    /// connection is closed.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
 }

@@ -79,14 +79,20 @@ impl Drop for CountedConnection {
     }
 }
 
-/// A connection whose writes fail once they make no progress for `timeout` (as nginx's
-/// `send_timeout`): a client that stops reading its answer would otherwise hold the
-/// connection, and the answer's memory, for as long as it likes.
+/// Bytes a client must take within the timeout of a stalled write for the stall to end.
+pub const MIN_PROGRESS_BYTES: usize = 16 << 10;
+
+/// A connection whose writes fail once the client stops taking them: when a write has to
+/// wait, the client then has `timeout` to take [`MIN_PROGRESS_BYTES`] (or all that was
+/// queued). A client that stops reading its answer, or reads a byte now and then, would
+/// otherwise hold the connection, and the answer's memory, for as long as it likes.
 pub struct WriteDeadline<S> {
     inner: S,
     timeout: Duration,
-    /// Running while a write waits for the client; dropped once one makes progress.
+    /// Running from the first write that had to wait; dropped once the client takes enough.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes written since the stall began.
+    taken: usize,
 }
 
 impl<S> WriteDeadline<S> {
@@ -96,16 +102,57 @@ impl<S> WriteDeadline<S> {
             inner,
             timeout,
             stalled: None,
+            taken: 0,
         }
     }
 
-    /// What a write that returned `poll` means: progress ends the stall, waiting goes on
-    /// until the deadline and then fails.
-    fn check<T>(&mut self, poll: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// Ends the stall, if any.
+    fn unstall(&mut self) {
+        self.stalled = None;
+        self.taken = 0;
+    }
+
+    /// What a write that returned `poll` means: enough progress ends the stall, waiting goes
+    /// on until the deadline and then fails.
+    fn check_write(
+        &mut self,
+        poll: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match &poll {
+            Poll::Ready(Ok(n)) => {
+                if self.stalled.is_some() {
+                    self.taken += n;
+                    if self.taken >= MIN_PROGRESS_BYTES {
+                        self.unstall();
+                    }
+                }
+                poll
+            }
+            Poll::Ready(Err(_)) => {
+                self.unstall();
+                poll
+            }
+            Poll::Pending => self.wait(cx),
+        }
+    }
+
+    /// What a flush or shutdown that returned `poll` means: done, everything queued went
+    /// out, which ends the stall.
+    fn check_done(
+        &mut self,
+        poll: Poll<io::Result<()>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if poll.is_ready() {
-            self.stalled = None;
+            self.unstall();
             return poll;
         }
+        self.wait(cx)
+    }
+
+    /// A write waits for the client: starts the deadline, or fails once it has passed.
+    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let timeout = self.timeout;
         let stalled = self
             .stalled
@@ -113,7 +160,7 @@ impl<S> WriteDeadline<S> {
         match stalled.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the client took nothing for {timeout:?}"),
+                format!("the client took less than {MIN_PROGRESS_BYTES} bytes in {timeout:?}"),
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -138,7 +185,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.check(poll, cx)
+        this.check_write(poll, cx)
     }
 
     fn poll_write_vectored(
@@ -148,7 +195,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.check(poll, cx)
+        this.check_write(poll, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -158,12 +205,85 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.check(poll, cx)
+        this.check_done(poll, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.check(poll, cx)
+        this.check_done(poll, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes `len` bytes through a [`WriteDeadline`] of 1 s to a reader taking `chunk` bytes
+    /// every 100 ms; the write's result.
+    async fn write_to_reader(len: usize, chunk: usize) -> io::Result<()> {
+        let (client, server) = tokio::io::duplex(8 << 10);
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut buf = vec![0u8; chunk];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        let mut server = WriteDeadline::new(server, Duration::from_secs(1));
+        let result = async {
+            server.write_all(&vec![7u8; len]).await?;
+            server.flush().await
+        }
+        .await;
+        drop(server);
+        reader.await.unwrap();
+        result
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_too_little_is_cut_off_and_one_that_reads_is_not() {
+        // 100 bytes a second: less than MIN_PROGRESS_BYTES within the timeout.
+        let err = write_to_reader(64 << 10, 10).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // 80 KiB a second: 256 KiB take longer than the timeout, but each stall ends in time.
+        write_to_reader(256 << 10, 8 << 10).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_ends_when_everything_queued_went_out_and_idle_time_does_not_count() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = WriteDeadline::new(server, Duration::from_secs(1));
+        // A short answer that waits for the reader, then goes out whole.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 256];
+            let mut got = 0;
+            while got < 200 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                got += client.read(&mut buf).await.unwrap();
+            }
+            client
+        });
+        server.write_all(&[1u8; 200]).await.unwrap();
+        server.flush().await.unwrap();
+        let mut client = reader.await.unwrap();
+        // Idle for a long time, then another answer that has to wait a moment.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut buf = vec![0u8; 256];
+            let mut got = 0;
+            while got < 200 {
+                got += client.read(&mut buf).await.unwrap();
+            }
+        });
+        server.write_all(&[2u8; 200]).await.unwrap();
+        server.flush().await.unwrap();
+        reader.await.unwrap();
     }
 }

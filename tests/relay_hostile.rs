@@ -561,10 +561,11 @@ fn one_address_gets_a_bounded_share_of_connections() {
 
 #[test]
 fn answers_a_client_stops_reading_are_bounded_in_memory_and_time() {
-    // Large answers hold their memory until written: 16 MiB for all of them here, and a
-    // connection that takes nothing for 2 s is closed.
+    // Large answers hold their memory until written: 32 MiB for all of them here, of which
+    // answers to clients (not peers) may take half; a connection that takes too little of
+    // its answer for 2 s is closed.
     let relay = Relay::start(
-        "max_request_memory = \"16MiB\"\nmax_response_bytes = \"8MiB\"\n\
+        "max_request_memory = \"32MiB\"\nmax_response_bytes = \"8MiB\"\n\
          request_timeout = \"2s\"\nrate_limit_per_minute = 0",
     );
     let alice = key_b64("alice-4096");

@@ -67,6 +67,8 @@ pub struct RelayState {
     /// `max_request_memory` (see [`LARGE_ANSWER_BYTES`]), so that clients that stop reading
     /// cannot hold answers in memory without bound.
     pub answer_memory: Arc<Semaphore>,
+    /// The half of it that answers to addresses that are not peers' may take.
+    pub stranger_answer_memory: Arc<Semaphore>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
     /// Health of the peers.
@@ -119,6 +121,9 @@ impl RelayState {
                 config.max_request_memory / STRANGERS_SHARE,
             ))),
             answer_memory: Arc::new(Semaphore::new(memory_kib(config.max_request_memory))),
+            stranger_answer_memory: Arc::new(Semaphore::new(memory_kib(
+                config.max_request_memory / 2,
+            ))),
             local_addr,
             store,
             writer,
@@ -318,38 +323,62 @@ where
         Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
         Endpoint::Reconcile => blocking(state.clone(), move |s| reconcile_round(s, &bytes)).await,
     };
-    hold_until_written(&state, result.unwrap_or_else(ApiError::into_response))
+    hold_until_written(
+        &state,
+        result.unwrap_or_else(ApiError::into_response),
+        from_peer,
+    )
 }
 
-/// A large answer with its share of [`RelayState::answer_memory`], given back once the last
-/// of its bytes is written (or the connection dropped); 503 when none is free.
-fn hold_until_written(state: &RelayState, response: Response<Bytes>) -> Response<Bytes> {
+/// A large answer with its share of [`RelayState::answer_memory`] (and, to an address that is
+/// not a peer's, of [`RelayState::stranger_answer_memory`]), given back once the last of its
+/// bytes is written (or the connection dropped); 503 when none is free. Clients that read
+/// slowly can so hold at most half of it: peers' sync answers keep the rest.
+fn hold_until_written(
+    state: &RelayState,
+    response: Response<Bytes>,
+    from_peer: bool,
+) -> Response<Bytes> {
     let len = response.body().len();
     if len <= LARGE_ANSWER_BYTES {
         return response;
     }
-    // One answer larger than the whole budget is sent alone.
-    let kib = memory_kib(len as u64).min(memory_kib(state.config.max_request_memory));
-    let Ok(permit) = state
-        .answer_memory
-        .clone()
-        .try_acquire_many_owned(kib as u32)
-    else {
-        return ApiError::unavailable("the relay is busy sending large answers; retry shortly")
-            .into_closing_response();
+    let busy = || {
+        ApiError::unavailable("the relay is busy sending large answers; retry shortly")
+            .into_closing_response()
+    };
+    let budget = state.config.max_request_memory;
+    // One answer larger than the whole budget (or share) is sent alone.
+    let take = |pool: &Arc<Semaphore>, pool_bytes: u64| {
+        let kib = memory_kib(len as u64).min(memory_kib(pool_bytes));
+        pool.clone().try_acquire_many_owned(kib as u32).ok()
+    };
+    let stranger = if from_peer {
+        None
+    } else {
+        match take(&state.stranger_answer_memory, budget / 2) {
+            Some(permit) => Some(permit),
+            None => return busy(),
+        }
+    };
+    let Some(permit) = take(&state.answer_memory, budget) else {
+        return busy();
     };
     response.map(|body| {
         Bytes::from_owner(Answer {
             body,
-            _memory: permit,
+            _memory: (permit, stranger),
         })
     })
 }
 
-/// An answer's bytes and the memory permit they hold.
+/// An answer's bytes and the memory permits they hold.
 struct Answer {
     body: Bytes,
-    _memory: tokio::sync::OwnedSemaphorePermit,
+    _memory: (
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
 }
 
 impl AsRef<[u8]> for Answer {
