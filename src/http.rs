@@ -192,7 +192,8 @@ pub struct ServeLimits {
 }
 
 /// Serves `filter` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish (up to `drain_timeout`) and returns.
+/// in-flight requests finish (up to `drain_timeout`), closes the connections still open and
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     filter: BoxedFilter<(Response<Bytes>,)>,
@@ -202,8 +203,13 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = crate::netlimits::ConnectionCounter::new(limits.max_connections_per_ip);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task, so that those still open when the drain ends can be stopped:
+    // each holds what the routes hold, the store included, which closes only once all are
+    // gone.
+    let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while tasks.try_join_next().is_some() {}
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -245,7 +251,7 @@ pub async fn serve(
                 hyper_svc,
             );
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -257,6 +263,11 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("some connections did not finish within the shutdown timeout");
+        tracing::warn!(
+            connections = tasks.len(),
+            "some connections did not finish within the shutdown timeout; closing them"
+        );
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }

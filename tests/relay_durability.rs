@@ -526,3 +526,37 @@ fn a_client_cannot_shorten_a_packets_life_with_expires() {
         "kept for the relay's retention: {expires:?}"
     );
 }
+
+#[test]
+fn sigterm_with_a_client_that_never_finishes_still_closes_the_database() {
+    // The index is made durable only when the database closes (or once an hour).
+    let mut relay = Relay::start("checkpoint_interval = \"1h\"\nrate_limit_per_minute = 0");
+    let alice = key_b64("alice-4096");
+    for n in 0..5 {
+        relay.send_ok(&packet_for(&alice, n, 500));
+    }
+    // A client that sends half a request and then nothing, within its request timeout.
+    let mut stuck = TcpStream::connect(relay.addr).unwrap();
+    write!(
+        stuck,
+        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{{\"recipient\":"
+    )
+    .unwrap();
+    stuck.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = relay.terminate();
+    assert!(status.success(), "exit status {status:?}\n{}", relay.log());
+    let log = relay.log();
+    assert!(log.contains("closing them"), "{log}");
+    assert!(log.contains("relay stopped"), "{log}");
+    assert!(!log.contains("did not stop in time"), "{log}");
+    // Closed cleanly: the next start has nothing to index again from the log.
+    let relay = relay.restart();
+    assert_eq!(relay.inbox(&alice).len(), 5);
+    assert!(
+        !relay.log().contains("indexed packets from the log"),
+        "{}",
+        relay.log()
+    );
+    drop(stuck);
+}
