@@ -434,3 +434,28 @@ fn relays_at_neighbouring_addresses_count_as_one_operator_for_keeping_roles_apar
         "the relay sending to alice is of the operator reading bob's inboxes: {roles:?}"
     );
 }
+
+#[test]
+fn a_relay_that_answers_with_floods_of_junk_gets_ten_lines_and_a_count() {
+    // A hostile inbox relay answers a fetch with 20,000 things that are not packets.
+    let junk = format!("{{\"messages\":[{}{{}}]}}", "{},".repeat(19_999));
+    let fake = FakePeer::start(move |path, _| match path {
+        "/status" => {
+            Answer::Json(r#"{"version":"x","load":0.1,"messages":0,"capabilities":[]}"#.to_owned())
+        }
+        "/sync/servers" => Answer::Json(r#"{"servers":[]}"#.to_owned()),
+        "/fetch" => Answer::Json(junk.clone()),
+        _ => Answer::Status(404),
+    });
+    let bob = Home::new("bob", &[fake.addr]);
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().is_empty(), "{out}");
+    let described = err.matches("warning: skipped packet").count();
+    assert_eq!(described, 10, "{err}");
+    assert!(
+        err.contains("and 19990 more packets skipped"),
+        "{}",
+        &err[err.len().saturating_sub(300)..]
+    );
+}

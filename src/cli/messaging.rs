@@ -423,8 +423,8 @@ pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Resul
             terminal::line(&r.reason)
         );
     }
-    if report.rejected.len() > MAX_SKIPPED_SHOWN {
-        let more = report.rejected.len() - MAX_SKIPPED_SHOWN;
+    if report.skipped() > MAX_SKIPPED_SHOWN {
+        let more = report.skipped() - MAX_SKIPPED_SHOWN;
         eprintln!("warning: … and {more} more packets skipped");
     }
     for r in &report.received {

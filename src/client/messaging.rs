@@ -201,14 +201,34 @@ pub struct Rejected {
 pub struct ReceiveReport {
     /// New, verified messages.
     pub received: Vec<Received>,
-    /// Packets skipped, with the reason.
+    /// Packets skipped, with the reason: the first [`MAX_REJECTED_KEPT`] (anyone can fill an
+    /// inbox with junk, and a relay can answer with as much as it likes).
     pub rejected: Vec<Rejected>,
+    /// Packets skipped beyond those in `rejected`.
+    pub rejected_more: usize,
     /// Why the receive stopped early, when it had handled packets before: they are filed and
     /// counted as handled, so they are here to be shown all the same.
     pub interrupted: Option<MessagingError>,
 }
 
+/// Skipped packets a [`ReceiveReport`] describes one by one; more are counted.
+pub const MAX_REJECTED_KEPT: usize = 100;
+
 impl ReceiveReport {
+    /// Notes a skipped packet.
+    fn reject(&mut self, rejected: Rejected) {
+        if self.rejected.len() < MAX_REJECTED_KEPT {
+            self.rejected.push(rejected);
+        } else {
+            self.rejected_more += 1;
+        }
+    }
+
+    /// Packets skipped in all.
+    pub fn skipped(&self) -> usize {
+        self.rejected.len() + self.rejected_more
+    }
+
     /// The report, and apart from it the failure that interrupted it.
     pub fn split(mut self) -> (Self, Option<MessagingError>) {
         let failure = self.interrupted.take();
@@ -771,7 +791,7 @@ impl Messenger<'_> {
         self.db.flush()?;
         match result {
             Ok(()) => Ok(report),
-            Err(e) if report.received.is_empty() && report.rejected.is_empty() => Err(e),
+            Err(e) if report.received.is_empty() && report.skipped() == 0 => Err(e),
             Err(e) => {
                 report.interrupted = Some(e);
                 Ok(report)
@@ -817,7 +837,7 @@ impl Messenger<'_> {
                 let (Some(message), Some(signature)) =
                     (packet["message"].as_str(), packet["signature"].as_str())
                 else {
-                    report.rejected.push(Rejected {
+                    report.reject(Rejected {
                         hash: packet["hash"].as_str().map(str::to_owned),
                         reason: "not a packet (no message or signature)".into(),
                     });
@@ -839,7 +859,7 @@ impl Messenger<'_> {
                     .and_then(|o| self.accept_opened(*hash, o))
                 {
                     Ok(r) => report.received.push(r),
-                    Err(reason) => report.rejected.push(Rejected {
+                    Err(reason) => report.reject(Rejected {
                         hash: Some(hash.to_string()),
                         reason,
                     }),
@@ -1273,7 +1293,21 @@ pub fn channel_history(db: &ClientDb, channel: &str) -> Result<Vec<Entry>, Messa
 
 #[cfg(test)]
 mod tests {
-    use super::is_reaction;
+    use super::{ReceiveReport, Rejected, is_reaction};
+
+    #[test]
+    fn a_receive_keeps_a_bounded_list_of_skipped_packets_and_counts_the_rest() {
+        let mut report = ReceiveReport::default();
+        for n in 0..20_000 {
+            report.reject(Rejected {
+                hash: Some(format!("{n}")),
+                reason: "junk".into(),
+            });
+        }
+        assert_eq!(report.rejected.len(), super::MAX_REJECTED_KEPT);
+        assert_eq!(report.rejected[0].hash.as_deref(), Some("0"));
+        assert_eq!(report.skipped(), 20_000);
+    }
 
     #[test]
     fn reactions_are_shortcodes_between_colons() {
