@@ -1520,3 +1520,28 @@ fn a_group_message_some_members_cannot_get_still_reaches_the_others_and_says_who
     let report: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["undelivered"], json!([]));
 }
+
+#[test]
+fn a_group_you_are_out_of_can_be_forgotten_with_its_history() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    alice.ok(&["group", "create", "pals", "bob"]);
+    bob.receive_until(|l| l.iter().any(|m| m["group"] == "pals"));
+    assert!(!bob.history("pals").is_empty());
+    let (code, _, err) = run_jasper(&["group", "forget", "pals"], bob.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("still in the group"), "{err}");
+    bob.ok(&["group", "leave", "pals"]);
+    let (code, out, err) = run_jasper(&["group", "forget", "pals", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(answer["forgot"], "pals");
+    assert!(answer["messages"].as_u64().unwrap() >= 2, "{answer}");
+    assert!(!groups_of(&bob).contains_key("pals"));
+    let (code, _, err) = run_jasper(&["history", "pals"], bob.path());
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_jasper(&["group", "forget", "nothing"], bob.path());
+    assert_eq!(code, 2, "{err}");
+    // Alice's group goes on without Bob.
+    assert!(groups_of(&alice).contains_key("pals"));
+}

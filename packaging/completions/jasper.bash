@@ -154,6 +154,9 @@ _jasper() {
             jasper__subcmd__group,create)
                 cmd="jasper__subcmd__group__subcmd__create"
                 ;;
+            jasper__subcmd__group,forget)
+                cmd="jasper__subcmd__group__subcmd__forget"
+                ;;
             jasper__subcmd__group,help)
                 cmd="jasper__subcmd__group__subcmd__help"
                 ;;
@@ -174,6 +177,9 @@ _jasper() {
                 ;;
             jasper__subcmd__group__subcmd__help,create)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__create"
+                ;;
+            jasper__subcmd__group__subcmd__help,forget)
+                cmd="jasper__subcmd__group__subcmd__help__subcmd__forget"
                 ;;
             jasper__subcmd__group__subcmd__help,help)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__help"
@@ -291,6 +297,9 @@ _jasper() {
                 ;;
             jasper__subcmd__help__subcmd__group,create)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__create"
+                ;;
+            jasper__subcmd__help__subcmd__group,forget)
+                cmd="jasper__subcmd__help__subcmd__group__subcmd__forget"
                 ;;
             jasper__subcmd__help__subcmd__group,leave)
                 cmd="jasper__subcmd__help__subcmd__group__subcmd__leave"
@@ -884,7 +893,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group)
-            opts="-h -V --passphrase-stdin --json --config --help --version create add remove leave send list help"
+            opts="-h -V --passphrase-stdin --json --config --help --version create add remove leave forget send list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -937,8 +946,26 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        jasper__subcmd__group__subcmd__forget)
+            opts="-h -V --passphrase-stdin --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         jasper__subcmd__group__subcmd__help)
-            opts="create add remove leave send list help"
+            opts="create add remove leave forget send list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -966,6 +993,20 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__group__subcmd__help__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1360,7 +1401,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__group)
-            opts="create add remove leave send list"
+            opts="create add remove leave forget send list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1388,6 +1429,20 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help__subcmd__group__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        jasper__subcmd__help__subcmd__group__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

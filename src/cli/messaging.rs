@@ -603,6 +603,26 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
             })?;
             print_report(&report, args.common.json)
         }
+        GroupAction::Forget { name } => {
+            let db = ClientDb::open(&config.client.data_dir)?;
+            let groups = Groups::new(&db);
+            let Some(group) = groups.get(name)? else {
+                usage!("no group named {name:?}; see `jasper group list`");
+            };
+            if !group.left {
+                usage!("you are still in the group {name:?}: `jasper group leave {name}` first");
+            }
+            let gone = groups.forget(name)?.unwrap_or(0);
+            if args.common.json {
+                println!("{}", json!({ "forgot": group.name, "messages": gone }));
+            } else {
+                println!(
+                    "forgot the group {} and its {gone} messages",
+                    terminal::line(&group.name)
+                );
+            }
+            Ok(())
+        }
         GroupAction::Send { name, text } => {
             let session = Session::open(config, &args.common)?;
             let text = text_arg(text)?;

@@ -202,6 +202,11 @@ pub enum GroupAction {
         /// The group
         name: String,
     },
+    /// Forget a group you are out of, and its history (jasper keeps at most 1,000 groups)
+    Forget {
+        /// The group
+        name: String,
+    },
     /// Send a message to everyone in a group
     Send {
         /// The group

@@ -651,6 +651,34 @@ impl ClientDb {
         })
     }
 
+    /// Deletes the history of `channel`; returns how many entries went.
+    pub fn forget_channel(&self, channel: &str) -> Result<usize, DbError> {
+        self.with(|open| {
+            let txn = open.begin_write()?;
+            let mut gone = 0;
+            {
+                let mut table = txn.open_table(MESSAGES).map_err(engine)?;
+                let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
+                let start = format!("{channel}/");
+                let end = format!("{channel}0");
+                let keys: Vec<String> = table
+                    .range(start.as_str()..end.as_str())
+                    .map_err(engine)?
+                    .map(|e| e.map(|(k, _)| k.value().to_owned()).map_err(engine))
+                    .collect::<Result<_, _>>()?;
+                for key in keys {
+                    table.remove(key.as_str()).map_err(engine)?;
+                    if let Some((_, id)) = key.rsplit_once('/') {
+                        ids.remove(id).map_err(engine)?;
+                    }
+                    gone += 1;
+                }
+            }
+            txn.commit().map_err(engine)?;
+            Ok(gone)
+        })
+    }
+
     /// Known relays with what we know of them.
     pub fn servers(&self) -> Result<Vec<(String, Vec<u8>)>, DbError> {
         self.all(SERVERS)

@@ -101,6 +101,18 @@ impl<'a> Groups<'a> {
         Ok(None)
     }
 
+    /// Forgets a group and its history; returns how many history entries went, or `None`
+    /// when no group has that name.
+    pub fn forget(&self, name: &str) -> Result<Option<usize>, DbError> {
+        let Some(group) = self.get(name)? else {
+            return Ok(None);
+        };
+        let gone = self.db.forget_channel(&group.channel_id)?;
+        self.db.remove_setting(&channel_key(&group.channel_id))?;
+        self.db.remove_setting(&name_key(&group.name))?;
+        Ok(Some(gone))
+    }
+
     /// Keeps a group (insert or replace). A name already used by another group, or by a
     /// contact (whose name commands take first), gets a suffix; returns the group as kept.
     pub fn save(&self, mut group: Group) -> Result<Group, DbError> {
