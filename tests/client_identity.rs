@@ -457,3 +457,28 @@ fn the_client_database_is_readable_by_its_owner_only() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&db), 0o600);
 }
+
+#[test]
+fn a_public_key_file_that_is_not_the_keys_half_is_not_handed_out() {
+    let home = home_with_fixture("alice");
+    let pub_of = |name: &str| {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/keys/{name}-4096.pub.pem")),
+            home.path().join("id.pem.pub"),
+        )
+        .unwrap();
+    };
+    // A `.pub` left beside the key from another one.
+    pub_of("bob");
+    let (code, out, err) = run_jasper(&["id", "--json"], home.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+    assert!(err.contains("is not the public half"), "{err}");
+    // The right one is used as it is, without a word.
+    pub_of("alice");
+    let (code, out, err) = run_jasper(&["id", "--json"], home.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+    assert!(err.is_empty(), "{err}");
+}

@@ -220,7 +220,21 @@ fn public_half(
     if let Ok(text) = std::fs::read_to_string(public_key_path(path))
         && let Ok(key) = PublicKey::parse(&text, 2048)
     {
-        return Ok(key);
+        // An unencrypted key is checked against it for free: a `.pub` left from another key
+        // would have us hand out a key whose messages we cannot open.
+        return match Identity::load(path, None) {
+            Ok(identity) if identity.public().canonical() != key.canonical() => {
+                eprintln!(
+                    "warning: {} is not the public half of {}; using the key's own (write it \
+                     again with `jasper id --json` or delete it)",
+                    public_key_path(path).display(),
+                    path.display()
+                );
+                Ok(identity.public().clone())
+            }
+            Ok(_) | Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => Ok(key),
+            Err(e) => Err(e.into()),
+        };
     }
     Ok(load_asking(path, passphrase, passphrase_stdin)?
         .public()
