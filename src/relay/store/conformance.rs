@@ -2,6 +2,24 @@
 
 use super::*;
 
+/// Stores `acked` (flushed: acknowledged) and then `unflushed` (written and indexed, a read
+/// committing its index), makes flushes fail with `fail_flushes`, and returns the error of
+/// `unflushed`'s flush: what a failing disk leaves behind.
+pub(crate) fn ack_one_then_fail_the_flush_of_another(
+    s: &dyn Store,
+    acked: &NewPacket,
+    unflushed: &NewPacket,
+    fail_flushes: impl FnOnce(),
+) -> StoreError {
+    s.put_batch(std::slice::from_ref(acked), LIMITS, 0).unwrap();
+    let (_, ticket) = s
+        .put_batch_deferred(std::slice::from_ref(unflushed), LIMITS, 0, &mut |_| {})
+        .unwrap();
+    assert_eq!(s.stats().unwrap().packets, 2);
+    fail_flushes();
+    s.sync(ticket).unwrap_err()
+}
+
 /// Limits generous enough not to interfere unless a test means them to.
 pub(crate) const LIMITS: PutLimits = PutLimits {
     max_inbox_packets: 1_000,

@@ -2098,16 +2098,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         let (p1, p2) = (packet(1, 1, 10_000), packet(2, 1, 10_000));
-        store
-            .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
-            .unwrap();
-        let (_, ticket) = store
-            .put_batch_deferred(std::slice::from_ref(&p2), LIMITS, 0, &mut |_| {})
-            .unwrap();
-        // p2's index entry is committed (a read settles it); then its flush fails.
-        assert_eq!(store.stats().unwrap().packets, 2);
-        store.fail_log_syncs(true);
-        assert!(store.sync(ticket).is_err());
+        // p2's index entry is committed; then its flush fails.
+        super::super::conformance::ack_one_then_fail_the_flush_of_another(&store, &p1, &p2, || {
+            store.fail_log_syncs(true)
+        });
         let cut = store.flushed().get().unwrap();
         // Closing makes every index commit durable, p2's entry included, and notes the cut.
         drop(store);

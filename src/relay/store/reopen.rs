@@ -393,17 +393,10 @@ mod tests {
             packet(2, 1, 10_000),
             packet(3, 1, 10_000),
         );
-        // Acknowledged: flushed.
-        store
-            .put_batch(std::slice::from_ref(&p1), LIMITS, 0)
-            .unwrap();
-        // Written, indexed (a read commits the held index), but its flush fails.
-        let (_, ticket) = store
-            .put_batch_deferred(std::slice::from_ref(&p2), LIMITS, 0, &mut |_| {})
-            .unwrap();
-        assert_eq!(store.stats().unwrap().packets, 2);
-        store.open_store().fail_log_syncs(true);
-        let err = store.sync(ticket).unwrap_err();
+        // p1 acknowledged; p2 written and indexed, but its flush fails.
+        let err = conformance::ack_one_then_fail_the_flush_of_another(&store, &p1, &p2, || {
+            store.open_store().fail_log_syncs(true)
+        });
         assert!(err.to_string().contains("could not be flushed"), "{err}");
         // The failed store is gone; the next call opens the database again. p2's record is
         // still in the file (as in the page cache after a lost writeback) and its index entry
