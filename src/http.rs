@@ -184,8 +184,8 @@ pub struct ServeLimits {
     pub max_connections_per_ip: usize,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
-    /// Longest a write to a client may wait for it to take anything (see
-    /// [`crate::netlimits::WriteDeadline`]).
+    /// Time a client has to take [`crate::netlimits::MIN_PROGRESS_BYTES`] of an answer
+    /// that waits for it (see [`crate::netlimits::WriteDeadline`]).
     pub write_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain_timeout: Duration,

@@ -25,11 +25,18 @@ const SEEN_BY_TIME: TableDefinition<&[u8; 40], ()> = TableDefinition::new("seen_
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// message id → its key in `MESSAGES`.
 const MESSAGE_IDS: TableDefinition<&str, &str> = TableDefinition::new("message_ids");
+
 /// Edits, deletions and reactions that came before the message they name:
 /// `message id/packet hash (hex)` → the action (JSON), applied when the message comes.
 const EARLY_ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("early_actions");
 /// Known relays: `host:port` → what we know of them (JSON).
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
+
+/// The range of `MESSAGES` keys that holds the history of `channel` (`{channel}/…`; `0`
+/// follows `/`).
+fn channel_keys(channel: &str) -> (String, String) {
+    (format!("{channel}/"), format!("{channel}0"))
+}
 
 /// Errors of the client database.
 #[derive(Debug, thiserror::Error)]
@@ -641,8 +648,7 @@ impl ClientDb {
         self.with(|open| {
             let txn = open.begin_read()?;
             let table = txn.open_table(MESSAGES).map_err(engine)?;
-            let start = format!("{channel}/");
-            let end = format!("{channel}0");
+            let (start, end) = channel_keys(channel);
             let mut out = Vec::new();
             for entry in table.range(start.as_str()..end.as_str()).map_err(engine)? {
                 out.push(entry.map_err(engine)?.1.value().to_vec());
@@ -659,8 +665,7 @@ impl ClientDb {
             {
                 let mut table = txn.open_table(MESSAGES).map_err(engine)?;
                 let mut ids = txn.open_table(MESSAGE_IDS).map_err(engine)?;
-                let start = format!("{channel}/");
-                let end = format!("{channel}0");
+                let (start, end) = channel_keys(channel);
                 let keys: Vec<String> = table
                     .range(start.as_str()..end.as_str())
                     .map_err(engine)?
