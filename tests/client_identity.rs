@@ -481,4 +481,6 @@ fn a_public_key_file_that_is_not_the_keys_half_is_not_handed_out() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
     assert!(err.is_empty(), "{err}");
+    // (An encrypted key cannot be checked without its passphrase: `id` takes its `.pub`
+    // without asking, as the init test shows.)
 }

@@ -1528,6 +1528,8 @@ fn a_group_you_are_out_of_can_be_forgotten_with_its_history() {
     alice.ok(&["group", "create", "pals", "bob"]);
     bob.receive_until(|l| l.iter().any(|m| m["group"] == "pals"));
     assert!(!bob.history("pals").is_empty());
+    // A message sent while Bob was in, which he fetches only after forgetting the group.
+    alice.ok(&["group", "send", "pals", "late one"]);
     let (code, _, err) = run_jasper(&["group", "forget", "pals"], bob.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("still in the group"), "{err}");
@@ -1542,6 +1544,39 @@ fn a_group_you_are_out_of_can_be_forgotten_with_its_history() {
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run_jasper(&["group", "forget", "nothing"], bob.path());
     assert_eq!(code, 2, "{err}");
+    // The late message does not bring the group back.
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("late one"), "{out}");
+    assert!(err.contains("a group you forgot"), "{err}");
+    assert!(!groups_of(&bob).contains_key("pals"));
     // Alice's group goes on without Bob.
     assert!(groups_of(&alice).contains_key("pals"));
+}
+
+#[test]
+fn a_new_group_cannot_take_over_the_channel_of_a_direct_conversation() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    let sent: Value =
+        serde_json::from_str(alice.ok(&["send", "bob", "hello", "--json"]).trim()).unwrap();
+    bob.receive_until(|l| l.iter().any(|m| m["content"] == "hello"));
+    // Alice names their direct conversation's channel as a new group's.
+    let object = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": sent["channel_id"],
+        "type": "MESSAGE",
+        "content": "now a group",
+        "id": "3c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "timestamp": secs_ago(5),
+        "members": [key_b64("alice-4096"), key_b64("bob-4096")],
+        "name": "takeover",
+    });
+    relay.send_ok(&seal_object("alice", "bob", &object));
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("now a group"), "{out}");
+    assert!(err.contains("conversation you have already"), "{err}");
+    assert!(groups_of(&bob).is_empty());
+    assert_eq!(bob.history("alice").len(), 1);
 }

@@ -222,19 +222,20 @@ fn public_half(
     {
         // An unencrypted key is checked against it for free: a `.pub` left from another key
         // would have us hand out a key whose messages we cannot open.
-        return match Identity::load(path, None) {
+        // Anything else (an encrypted key, one that cannot be read now) leaves the `.pub` as
+        // the answer, as before.
+        return Ok(match Identity::load(path, None) {
             Ok(identity) if identity.public().canonical() != key.canonical() => {
                 eprintln!(
-                    "warning: {} is not the public half of {}; using the key's own (write it \
-                     again with `jasper id --json` or delete it)",
+                    "warning: {} is not the public half of {}; using the key's own (delete \
+                     that file to stop this warning)",
                     public_key_path(path).display(),
                     path.display()
                 );
-                Ok(identity.public().clone())
+                identity.public().clone()
             }
-            Ok(_) | Err(crate::crypto::IdentityError::NeedsPassphrase(_)) => Ok(key),
-            Err(e) => Err(e.into()),
-        };
+            _ => key,
+        });
     }
     Ok(load_asking(path, passphrase, passphrase_stdin)?
         .public()

@@ -657,6 +657,17 @@ impl ClientDb {
         })
     }
 
+    /// Whether `channel` has any history.
+    pub fn has_history(&self, channel: &str) -> Result<bool, DbError> {
+        self.with(|open| {
+            let txn = open.begin_read()?;
+            let table = txn.open_table(MESSAGES).map_err(engine)?;
+            let (start, end) = channel_keys(channel);
+            let mut range = table.range(start.as_str()..end.as_str()).map_err(engine)?;
+            Ok(range.next().is_some())
+        })
+    }
+
     /// Deletes the history of `channel`; returns how many entries went.
     pub fn forget_channel(&self, channel: &str) -> Result<usize, DbError> {
         self.with(|open| {

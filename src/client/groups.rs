@@ -44,6 +44,10 @@ fn channel_key(channel: &str) -> String {
     format!("groupchan:{channel}")
 }
 
+fn forgotten_key(channel: &str) -> String {
+    format!("groupgone:{channel}")
+}
+
 /// The groups in the client database.
 pub struct Groups<'a> {
     db: &'a ClientDb,
@@ -108,9 +112,24 @@ impl<'a> Groups<'a> {
             return Ok(None);
         };
         let gone = self.db.forget_channel(&group.channel_id)?;
+        // Messages sent before we left may still come, naming us a member: they must not
+        // bring the group back. A member list set after this one may (we were added again).
+        self.db.set_setting(
+            &forgotten_key(&group.channel_id),
+            &group.members_at.to_string(),
+        )?;
         self.db.remove_setting(&channel_key(&group.channel_id))?;
         self.db.remove_setting(&name_key(&group.name))?;
         Ok(Some(gone))
+    }
+
+    /// When the member list in effect was set in the group on `channel` that we forgot, if
+    /// we forgot one there.
+    pub fn forgotten_at(&self, channel: &str) -> Result<Option<u64>, DbError> {
+        Ok(self
+            .db
+            .setting(&forgotten_key(channel))?
+            .and_then(|at| at.parse().ok()))
     }
 
     /// Keeps a group (insert or replace). A name already used by another group, or by a

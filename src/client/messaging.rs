@@ -833,6 +833,7 @@ impl Messenger<'_> {
                 .fetch(relay, own.canonical(), since.as_deref())?;
             // New packets only, each once.
             let mut fresh = Vec::new();
+            let mut in_page = std::collections::HashSet::new();
             for packet in &page.messages {
                 let (Some(message), Some(signature)) =
                     (packet["message"].as_str(), packet["signature"].as_str())
@@ -844,7 +845,7 @@ impl Messenger<'_> {
                     continue;
                 };
                 let hash = PacketHash::of_message(message);
-                if self.db.seen(&hash.0)? || fresh.iter().any(|(h, _, _)| *h == hash) {
+                if self.db.seen(&hash.0)? || !in_page.insert(hash) {
                     continue;
                 }
                 fresh.push((hash, message, signature));
@@ -1051,6 +1052,16 @@ impl Messenger<'_> {
         };
         if !everyone.iter().any(|k| k == me) || !everyone.iter().any(|k| k == sender.canonical()) {
             return Err("a message about a group that you or its sender are not in".into());
+        }
+        // A group of ours we forgot comes back only with a member list set after we forgot it.
+        if let Some(at) = groups.forgotten_at(channel_id).map_err(|e| e.to_string())?
+            && listed_at.is_none_or(|listed| listed <= at)
+        {
+            return Err("a message of a group you forgot".into());
+        }
+        // A new group must not take over a conversation we have (a direct one, say).
+        if self.db.has_history(channel_id).map_err(|e| e.to_string())? {
+            return Err("a new group on the channel of a conversation you have already".into());
         }
         let from_stranger = self
             .contacts
