@@ -560,3 +560,36 @@ fn sigterm_with_a_client_that_never_finishes_still_closes_the_database() {
     );
     drop(stuck);
 }
+
+#[test]
+fn sigterm_while_a_peer_call_hangs_still_makes_the_index_durable() {
+    // A peer that accepts connections and never answers: the mesh's calls to it hold the
+    // relay's state (and its store) for their whole timeout, past the shutdown.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hung.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let mut relay = Relay::start(&format!(
+        "checkpoint_interval = \"1h\"\nrate_limit_per_minute = 0\nallow_private_peers = true\n\
+         peers = [\"127.0.0.1:{hung_port}\"]\nmessage_sync_interval = \"1s\""
+    ));
+    let alice = key_b64("alice-4096");
+    for n in 0..5 {
+        relay.send_ok(&packet_for(&alice, n, 500));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = relay.terminate();
+    assert!(status.success(), "exit status {status:?}\n{}", relay.log());
+    assert!(relay.log().contains("relay stopped"), "{}", relay.log());
+    let relay = relay.restart();
+    assert_eq!(relay.inbox(&alice).len(), 5);
+    assert!(
+        !relay.log().contains("indexed packets from the log"),
+        "{}",
+        relay.log()
+    );
+}

@@ -149,6 +149,7 @@ pub async fn run(
         write_timeout: config.request_timeout,
         drain_timeout: DRAIN_TIMEOUT,
     };
+    let closing = store.clone();
     let (state, mesh_inbox) = api::RelayState::new(store, writer, config, local);
     let state = Arc::new(state);
     let routes = api::routes(state.clone()).boxed();
@@ -175,6 +176,17 @@ pub async fn run(
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("the writer did not stop in time; exiting anyway");
+    }
+    // A call to a slow peer can still hold the store (the mesh is left to finish on its
+    // own), and then it is not closed: its index is made durable here all the same, so the
+    // next start has nothing to re-read.
+    let checkpoint = tokio::task::spawn_blocking(move || closing.checkpoint());
+    match tokio::time::timeout(DRAIN_TIMEOUT, checkpoint).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "the last index checkpoint failed; the next start re-reads the log")
+        }
+        _ => tracing::warn!("the last index checkpoint did not finish in time"),
     }
     tracing::info!("relay stopped");
     Ok(())

@@ -305,4 +305,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets servers (and their records); returns how many were known.
     fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError>;
+
+    /// Makes everything stored so far durable in the engine's own index, so that the next
+    /// start has nothing to recover: a relay stopping calls it, whoever else still holds the
+    /// store. Engines whose every write is durable have nothing to do.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

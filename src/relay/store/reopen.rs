@@ -287,6 +287,10 @@ impl Store for ReopeningStore {
     fn remove_servers(&self, servers: &[ServerEntry]) -> Result<usize, StoreError> {
         self.with(|s, _| s.remove_servers(servers))
     }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|s, _| RedbStore::checkpoint(s))
+    }
 }
 
 #[cfg(test)]
