@@ -239,7 +239,8 @@ pub struct RelayConfig {
     /// Memory that requests in progress may take, estimated from their sizes (a body, what
     /// parsing it takes, the answer); a request that would go over gets 503. One request
     /// larger than this is still served, alone. Answers over 64 KiB that are waiting to be
-    /// written take as much again (answers to addresses that are not peers', at most half).
+    /// written take as much again (answers to addresses that are not peers', at most half;
+    /// to one client network, at most an eighth of that half, or one answer).
     #[serde(with = "byte_size")]
     pub max_request_memory: u64,
     /// Time allowed to send request headers and body; also, once an answer has to wait for

@@ -32,10 +32,12 @@ pub struct ConnectionCounter {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One counted connection; dropping it uncounts it.
+/// One counted connection (or, from [`ConnectionCounter::admit_weighted`], amount); dropping
+/// it uncounts it.
 pub struct CountedConnection {
     counter: Arc<ConnectionCounter>,
     network: IpAddr,
+    weight: usize,
 }
 
 impl ConnectionCounter {
@@ -59,6 +61,28 @@ impl ConnectionCounter {
         Some(CountedConnection {
             counter: self.clone(),
             network,
+            weight: 1,
+        })
+    }
+
+    /// Counts `weight` more for `ip`'s network; `None` when that would take it past `max`,
+    /// unless the network holds nothing yet (one amount larger than `max` goes alone).
+    pub fn admit_weighted(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        weight: usize,
+    ) -> Option<CountedConnection> {
+        let network = client_network(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(network).or_default();
+        if *n > 0 && *n + weight > self.max {
+            return None;
+        }
+        *n += weight;
+        Some(CountedConnection {
+            counter: self.clone(),
+            network,
+            weight,
         })
     }
 }
@@ -71,7 +95,7 @@ impl Drop for CountedConnection {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(&self.network) {
-            *n -= 1;
+            *n = n.saturating_sub(self.weight);
             if *n == 0 {
                 counts.remove(&self.network);
             }
@@ -244,6 +268,26 @@ mod tests {
         drop(server);
         reader.await.unwrap();
         result
+    }
+
+    #[test]
+    fn amounts_per_network_are_bounded_but_one_alone_may_be_larger() {
+        let counter = ConnectionCounter::new(10);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
+        let big = counter.admit_weighted(ip, 20).expect("alone, any size");
+        assert!(counter.admit_weighted(neighbour, 1).is_none(), "same /64");
+        assert!(
+            counter
+                .admit_weighted("2001:db9::1".parse().unwrap(), 1)
+                .is_some()
+        );
+        drop(big);
+        let a = counter.admit_weighted(ip, 5).unwrap();
+        let b = counter.admit_weighted(neighbour, 5).unwrap();
+        assert!(counter.admit_weighted(ip, 1).is_none());
+        drop((a, b));
+        assert!(counter.admit_weighted(ip, 10).is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -578,8 +578,8 @@ fn one_address_gets_a_bounded_share_of_connections() {
 #[test]
 fn answers_a_client_stops_reading_are_bounded_in_memory_and_time() {
     // Large answers hold their memory until written: 32 MiB for all of them here, of which
-    // answers to clients (not peers) may take half; a connection that takes too little of
-    // its answer for 2 s is closed.
+    // answers to clients (not peers) may take half, and one client address an eighth of that
+    // (or one answer); a connection that takes too little of its answer for 2 s is closed.
     let relay = Relay::start(
         "max_request_memory = \"32MiB\"\nmax_response_bytes = \"8MiB\"\n\
          request_timeout = \"2s\"\nrate_limit_per_minute = 0",
@@ -594,56 +594,82 @@ fn answers_a_client_stops_reading_are_bounded_in_memory_and_time() {
          Content-Length: {}\r\n\r\n{request}",
         request.len()
     );
-    // Two clients, one after the other, ask for Alice's inbox (about 7 MB each) and read
-    // only the start of it; a small receive buffer keeps most of each answer in the relay.
-    let stalled: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = TcpStream::connect(relay.addr).unwrap();
-            small_receive_buffer(&s);
-            s.write_all(head.as_bytes()).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut start = [0u8; 12];
-            s.read_exact(&mut start).unwrap();
-            assert_eq!(&start, b"HTTP/1.1 200");
-            s
-        })
-        .collect();
-    assert!(
-        common::eventually(Duration::from_secs(10), || relay
-            .post("/fetch", &json!({ "recipient": alice }))
-            .0
-            == 503),
+    // Asks for Alice's inbox (about 7 MB) from `from`; the connection, and the answer's
+    // status. A small receive buffer keeps most of the answer in the relay.
+    let ask = |from: [u8; 4]| {
+        let mut s = connect_from(from, relay.addr);
+        s.write_all(head.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut start = [0u8; 12];
+        s.read_exact(&mut start).unwrap();
+        let status: u16 = String::from_utf8_lossy(&start[9..]).parse().unwrap();
+        (s, status)
+    };
+    // One address asks and reads only the start: a second large answer to it waits.
+    let (first, status) = ask([127, 0, 0, 1]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        ask([127, 0, 0, 1]).1,
+        503,
+        "one address took two large answers"
+    );
+    // Another address may (the strangers' half holds two such answers), a third not.
+    let (second, status) = ask([127, 0, 1, 1]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        ask([127, 0, 2, 1]).1,
+        503,
         "a third large answer was built while two wait to be read"
     );
     // Sends and small answers go on.
     relay.send_ok(&packet_for(&key_b64("bob-4096"), 1, 200));
     let (status, body) = relay.post("/fetch", &json!({ "recipient": key_b64("bob-4096") }));
     assert_eq!(status, 200, "{body}");
-    // The stalled connections are closed after the write timeout (they took nothing for
+    // The stalled connections are closed after the write timeout (they took too little for
     // 2 s), and their answers' memory freed.
     assert!(
-        common::eventually(Duration::from_secs(15), || relay
-            .post("/fetch", &json!({ "recipient": alice }))
-            .0
-            == 200),
+        common::eventually(Duration::from_secs(15), || ask([127, 0, 2, 1]).1 == 200),
         "large answers stayed refused"
     );
-    drop(stalled);
+    drop((first, second));
 }
 
-/// Makes `stream` advertise a small receive window, as a client that reads slowly does.
-fn small_receive_buffer(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
+/// A connection to `to` from the loopback address `from`, advertising a small receive window
+/// (as a client that reads slowly does).
+fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the relay listens on IPv4 loopback")
+    };
+    let address = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, remote) = (address(from, 0), address(to.ip().octets(), to.port()));
     let size: libc::c_int = 4096;
-    // SAFETY: a valid socket and a pointer to a c_int of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
+    // SAFETY: a socket this function owns until it hands it to TcpStream, and pointers to
+    // values of the lengths given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        let rc = libc::setsockopt(
+            fd,
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
             (&size as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+        );
+        assert_eq!(rc, 0);
+        let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        stream
+    }
 }

@@ -69,6 +69,10 @@ pub struct RelayState {
     pub answer_memory: Arc<Semaphore>,
     /// The half of it that answers to addresses that are not peers' may take.
     pub stranger_answer_memory: Arc<Semaphore>,
+    /// What of that half one client network holds, in KiB: at most a
+    /// [`NETWORK_ANSWER_SHARE`]th (or one answer), so that one address reading slowly cannot
+    /// take it all.
+    pub answer_memory_by_network: Arc<crate::netlimits::ConnectionCounter>,
     /// The address the listener is bound to (the configured one may say port 0).
     pub local_addr: SocketAddr,
     /// Health of the peers.
@@ -124,6 +128,9 @@ impl RelayState {
             stranger_answer_memory: Arc::new(Semaphore::new(memory_kib(
                 config.max_request_memory / 2,
             ))),
+            answer_memory_by_network: crate::netlimits::ConnectionCounter::new(memory_kib(
+                config.max_request_memory / 2 / NETWORK_ANSWER_SHARE,
+            )),
             local_addr,
             store,
             writer,
@@ -166,6 +173,9 @@ const STRANGERS_SHARE: u64 = 4;
 /// An answer larger than this holds its size of [`RelayState::answer_memory`] until it is
 /// written (smaller ones, such as `/send`'s, are bounded by the connections alone).
 const LARGE_ANSWER_BYTES: usize = 64 << 10;
+/// One client network's large answers waiting to be written take at most this fraction of
+/// the strangers' half of the answer memory (or one answer, whatever its size).
+const NETWORK_ANSWER_SHARE: u64 = 8;
 
 fn memory_kib(bytes: u64) -> usize {
     bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize
@@ -327,42 +337,56 @@ where
         &state,
         result.unwrap_or_else(ApiError::into_response),
         from_peer,
+        addr.map(|ClientAddr(a)| a.ip()),
     )
 }
 
 /// A large answer with its share of [`RelayState::answer_memory`] (and, to an address that is
-/// not a peer's, of [`RelayState::stranger_answer_memory`]), given back once the last of its
-/// bytes is written (or the connection dropped); 503 when none is free. Clients that read
-/// slowly can so hold at most half of it: peers' sync answers keep the rest.
+/// not a peer's, of [`RelayState::stranger_answer_memory`] and of its network's part of it),
+/// given back once the last of its bytes is written (or the connection dropped); 503 when
+/// none is free. Clients that read slowly can so hold at most half of it, and one address at
+/// most an eighth of that: peers' sync answers, and other clients' fetches, keep the rest.
 fn hold_until_written(
     state: &RelayState,
     response: Response<Bytes>,
     from_peer: bool,
+    client: Option<std::net::IpAddr>,
 ) -> Response<Bytes> {
     let len = response.body().len();
     if len <= LARGE_ANSWER_BYTES {
         return response;
     }
-    let busy = || {
-        ApiError::unavailable("the relay is busy sending large answers; retry shortly")
-            .into_closing_response()
-    };
+    let busy = |why: &str| ApiError::unavailable(why).into_closing_response();
     let budget = state.config.max_request_memory;
     // One answer larger than the whole budget (or share) is sent alone.
     let take = |pool: &Arc<Semaphore>, pool_bytes: u64| {
         let kib = memory_kib(len as u64).min(memory_kib(pool_bytes));
         pool.clone().try_acquire_many_owned(kib as u32).ok()
     };
-    let stranger = if from_peer {
-        None
-    } else {
-        match take(&state.stranger_answer_memory, budget / 2) {
-            Some(permit) => Some(permit),
-            None => return busy(),
-        }
-    };
+    let mut stranger = None;
+    if !from_peer {
+        let network = match client {
+            Some(ip) => match state
+                .answer_memory_by_network
+                .admit_weighted(ip, memory_kib(len as u64))
+            {
+                Some(counted) => Some(counted),
+                None => {
+                    return busy(
+                        "large answers to this address are still waiting to be read; take \
+                         them first",
+                    );
+                }
+            },
+            None => None,
+        };
+        let Some(permit) = take(&state.stranger_answer_memory, budget / 2) else {
+            return busy("the relay is busy sending large answers; retry shortly");
+        };
+        stranger = Some((permit, network));
+    }
     let Some(permit) = take(&state.answer_memory, budget) else {
-        return busy();
+        return busy("the relay is busy sending large answers; retry shortly");
     };
     response.map(|body| {
         Bytes::from_owner(Answer {
@@ -372,13 +396,17 @@ fn hold_until_written(
     })
 }
 
-/// An answer's bytes and the memory permits they hold.
+/// What a stranger's answer holds besides the main pool's permit: its share of the
+/// strangers' half, and its network's count.
+type StrangerHold = (
+    tokio::sync::OwnedSemaphorePermit,
+    Option<crate::netlimits::CountedConnection>,
+);
+
+/// An answer's bytes and the memory they hold.
 struct Answer {
     body: Bytes,
-    _memory: (
-        tokio::sync::OwnedSemaphorePermit,
-        Option<tokio::sync::OwnedSemaphorePermit>,
-    ),
+    _memory: (tokio::sync::OwnedSemaphorePermit, Option<StrangerHold>),
 }
 
 impl AsRef<[u8]> for Answer {
