@@ -181,10 +181,21 @@ fn memory_kib(bytes: u64) -> usize {
     bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS as u64) as usize
 }
 
+/// Reserves `bytes` of `pool` (permits in KiB, `pool_bytes` in all); `None` when they are not
+/// free. Something larger than the whole pool reserves all of it, so it goes alone.
+fn reserve(
+    pool: &Arc<Semaphore>,
+    bytes: u64,
+    pool_bytes: u64,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let kib = memory_kib(bytes).min(memory_kib(pool_bytes));
+    pool.clone().try_acquire_many_owned(kib as u32).ok()
+}
+
 impl Endpoint {
-    /// What a request may take in memory while it is handled, in KiB: its body of `body`
-    /// bytes parsed, and the largest answer it can get; at most all of a pool of `pool_bytes`.
-    fn memory_kib(self, state: &RelayState, body: u64, pool_bytes: u64) -> u32 {
+    /// What a request may take in memory while it is handled, in bytes: its body of `body`
+    /// bytes parsed, and the largest answer it can get.
+    fn memory_bytes(self, state: &RelayState, body: u64) -> u64 {
         let c = &state.config;
         let answer = match self {
             Endpoint::Send => 1024,
@@ -193,9 +204,7 @@ impl Endpoint {
             Endpoint::SyncServers => (c.max_servers_per_request * SERVER_JSON_BYTES) as u64,
             Endpoint::Reconcile => reconcile::MAX_MESSAGE_BYTES as u64,
         };
-        let total = memory_kib(body * PARSED_BODY_FACTOR + answer);
-        // One request larger than the whole budget is served alone.
-        total.min(memory_kib(pool_bytes)) as u32
+        body * PARSED_BODY_FACTOR + answer
     }
 
     fn body_limit(self, state: &RelayState) -> usize {
@@ -296,10 +305,8 @@ where
     } else {
         (&state.request_memory, budget)
     };
-    let Ok(_memory) = pool
-        .clone()
-        .try_acquire_many_owned(endpoint.memory_kib(&state, declared, pool_bytes))
-    else {
+    // One request larger than the whole pool is served alone.
+    let Some(_memory) = reserve(pool, endpoint.memory_bytes(&state, declared), pool_bytes) else {
         return ApiError::unavailable("the relay is busy with large requests; retry shortly")
             .into_closing_response();
     };
@@ -357,12 +364,10 @@ fn hold_until_written(
         return response;
     }
     let busy = |why: &str| ApiError::unavailable(why).into_closing_response();
+    let all_busy = "the relay is busy sending large answers; retry shortly";
     let budget = state.config.max_request_memory;
     // One answer larger than the whole budget (or share) is sent alone.
-    let take = |pool: &Arc<Semaphore>, pool_bytes: u64| {
-        let kib = memory_kib(len as u64).min(memory_kib(pool_bytes));
-        pool.clone().try_acquire_many_owned(kib as u32).ok()
-    };
+    let take = |pool: &Arc<Semaphore>, pool_bytes: u64| reserve(pool, len as u64, pool_bytes);
     let mut stranger = None;
     if !from_peer {
         let network = match client {
@@ -381,12 +386,12 @@ fn hold_until_written(
             None => None,
         };
         let Some(permit) = take(&state.stranger_answer_memory, budget / 2) else {
-            return busy("the relay is busy sending large answers; retry shortly");
+            return busy(all_busy);
         };
         stranger = Some((permit, network));
     }
     let Some(permit) = take(&state.answer_memory, budget) else {
-        return busy("the relay is busy sending large answers; retry shortly");
+        return busy(all_busy);
     };
     response.map(|body| {
         Bytes::from_owner(Answer {
