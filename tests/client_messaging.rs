@@ -1478,6 +1478,18 @@ fn groups_started_by_strangers_are_bounded_and_contacts_still_reach_us() {
         groups.contains_key("friends"),
         "a contact's group is still kept"
     );
+    // Once Bob adds Carol, her groups no longer count as a stranger's: Dave, another
+    // stranger, can start one again.
+    bob.add("carol", "carol-4096");
+    relay.send_ok(&seal_object(
+        "dave",
+        "bob",
+        &start("dave", 2000, "dave's group"),
+    ));
+    let (code, _, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("not in your contacts"), "{err}");
+    assert!(groups_of(&bob).contains_key("dave's group"));
     drop(alice);
 }
 

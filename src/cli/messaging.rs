@@ -531,8 +531,9 @@ pub fn group(config: &Config, args: &GroupArgs) -> anyhow::Result<()> {
                     members_at: 0,
                     left: false,
                     from_stranger: false,
+                    started_by: None,
                 };
-                if let Some(why) = Groups::new(m.db).refusal_for_new(false)? {
+                if let Some(why) = Groups::new(m.db).refusal_for_new(false, &|_| false)? {
                     usage!("cannot create another group: {why}");
                 }
                 let mut everyone = member_keys(m, members)?;

@@ -30,10 +30,23 @@ pub struct Group {
     /// from it any more, and its history stays.
     #[serde(default)]
     pub left: bool,
-    /// Whether someone not in our contacts started it (it counts towards
-    /// [`MAX_GROUPS_FROM_STRANGERS`]).
+    /// Whether someone not in our contacts started it: it counts towards
+    /// [`MAX_GROUPS_FROM_STRANGERS`] while they are not (see `started_by`).
     #[serde(default)]
     pub from_stranger: bool,
+    /// The key (canonical) of the stranger who started it, so that the group stops counting
+    /// as a stranger's once they are in our contacts. Groups kept before this was recorded
+    /// have none and count as they were marked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+}
+
+impl Group {
+    /// Whether the group counts towards [`MAX_GROUPS_FROM_STRANGERS`], given which keys are
+    /// our contacts'.
+    fn counts_as_strangers(&self, is_contact: &dyn Fn(&str) -> bool) -> bool {
+        self.from_stranger && !self.started_by.as_deref().is_some_and(is_contact)
+    }
 }
 
 fn name_key(name: &str) -> String {
@@ -86,8 +99,12 @@ impl<'a> Groups<'a> {
     }
 
     /// Why no new group can be kept now, if that is so; `from_stranger` for one started by
-    /// someone not in our contacts.
-    pub fn refusal_for_new(&self, from_stranger: bool) -> Result<Option<String>, DbError> {
+    /// someone not in our contacts, and `is_contact` tells whether a key is a contact's now.
+    pub fn refusal_for_new(
+        &self,
+        from_stranger: bool,
+        is_contact: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<String>, DbError> {
         let groups = self.list()?;
         if groups.len() >= MAX_GROUPS {
             return Ok(Some(format!(
@@ -95,7 +112,11 @@ impl<'a> Groups<'a> {
             )));
         }
         if from_stranger
-            && groups.iter().filter(|g| g.from_stranger).count() >= MAX_GROUPS_FROM_STRANGERS
+            && groups
+                .iter()
+                .filter(|g| g.counts_as_strangers(is_contact))
+                .count()
+                >= MAX_GROUPS_FROM_STRANGERS
         {
             return Ok(Some(format!(
                 "{MAX_GROUPS_FROM_STRANGERS} groups started by people not in your contacts are \
@@ -170,7 +191,31 @@ mod tests {
             members_at: 0,
             left: false,
             from_stranger,
+            started_by: from_stranger.then(|| format!("stranger {}", n % 2)),
         }
+    }
+
+    #[test]
+    fn a_strangers_groups_stop_counting_once_they_are_a_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ClientDb::open(dir.path()).unwrap();
+        db.set_relaxed(true);
+        let groups = Groups::new(&db);
+        let nobody = |_: &str| false;
+        for n in 0..MAX_GROUPS_FROM_STRANGERS {
+            groups.save(group(n, true)).unwrap();
+        }
+        assert!(groups.refusal_for_new(true, &nobody).unwrap().is_some());
+        // "stranger 0" started half of them, and is a contact now.
+        let one_known = |key: &str| key == "stranger 0";
+        assert_eq!(groups.refusal_for_new(true, &one_known).unwrap(), None);
+        // A group kept before the starter was recorded counts as it was marked.
+        let mut old = group(MAX_GROUPS_FROM_STRANGERS, true);
+        old.started_by = None;
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("started_by"), "{json}");
+        let read: Group = serde_json::from_str(&json).unwrap();
+        assert!(read.counts_as_strangers(&|_| true));
     }
 
     #[test]
@@ -180,16 +225,16 @@ mod tests {
         db.set_relaxed(true);
         let groups = Groups::new(&db);
         for n in 0..MAX_GROUPS_FROM_STRANGERS {
-            assert_eq!(groups.refusal_for_new(true).unwrap(), None);
+            assert_eq!(groups.refusal_for_new(true, &|_| false).unwrap(), None);
             groups.save(group(n, true)).unwrap();
         }
-        let why = groups.refusal_for_new(true).unwrap().unwrap();
+        let why = groups.refusal_for_new(true, &|_| false).unwrap().unwrap();
         assert!(why.contains("not in your contacts"), "{why}");
-        assert_eq!(groups.refusal_for_new(false).unwrap(), None);
+        assert_eq!(groups.refusal_for_new(false, &|_| false).unwrap(), None);
         for n in MAX_GROUPS_FROM_STRANGERS..MAX_GROUPS {
             groups.save(group(n, false)).unwrap();
         }
-        let why = groups.refusal_for_new(false).unwrap().unwrap();
+        let why = groups.refusal_for_new(false, &|_| false).unwrap().unwrap();
         assert!(why.contains("the most jasper keeps"), "{why}");
         assert_eq!(groups.list().unwrap().len(), MAX_GROUPS);
     }

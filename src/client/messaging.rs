@@ -1063,14 +1063,16 @@ impl Messenger<'_> {
         if self.db.has_history(channel_id).map_err(|e| e.to_string())? {
             return Err("a new group on the channel of a conversation you have already".into());
         }
-        let from_stranger = self
+        let contact_keys: std::collections::HashSet<String> = self
             .contacts
-            .by_key(sender)
+            .list()
             .map_err(|e| e.to_string())?
-            .is_none()
-            && sender.canonical() != me;
+            .into_iter()
+            .map(|c| c.public_key)
+            .collect();
+        let from_stranger = !contact_keys.contains(sender.canonical()) && sender.canonical() != me;
         if let Some(why) = groups
-            .refusal_for_new(from_stranger)
+            .refusal_for_new(from_stranger, &|key| contact_keys.contains(key))
             .map_err(|e| e.to_string())?
         {
             return Err(format!("a new group, not kept: {why}"));
@@ -1092,6 +1094,7 @@ impl Messenger<'_> {
                 members_at: listed_at.unwrap_or(0),
                 left: false,
                 from_stranger,
+                started_by: from_stranger.then(|| sender.canonical().to_owned()),
             })
             .map_err(|e| e.to_string())?;
         Ok(Some(group))
