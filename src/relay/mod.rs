@@ -170,10 +170,10 @@ pub async fn run(
     {
         tracing::debug!("mesh sync still running at shutdown; leaving it");
     }
-    // The writer thread ends once the last handle (held by the routes) is gone and its queue
-    // is drained; every acknowledged packet was in the flushed log before its answer was sent,
-    // and closing the store commits the index of the last batches.
-    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    // The writer stores what is queued and ends, even while a call to a slow peer still
+    // holds a handle; every acknowledged packet was in the flushed log before its answer was
+    // sent, and closing the store commits the index of the last batches.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.stop());
     if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("the writer did not stop in time; exiting anyway");
     }

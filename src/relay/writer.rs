@@ -34,6 +34,14 @@ struct Job {
     reply: Reply,
 }
 
+/// What the writer thread is told.
+enum Message {
+    /// Store a packet.
+    Put(Job),
+    /// Take no more packets: store those queued, then end.
+    Close,
+}
+
 /// A stored batch whose senders wait for the disk.
 struct Unsynced {
     ticket: SyncTicket,
@@ -42,27 +50,50 @@ struct Unsynced {
 }
 
 /// Handle to the writer thread; cheap to clone. The thread ends when every handle is dropped
-/// and the queue is drained.
+/// and the queue is drained, or once [`WriterThread::stop`] is called.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Message>,
+}
+
+/// The writer thread itself, to stop it.
+pub struct WriterThread {
+    tx: mpsc::Sender<Message>,
+    handle: JoinHandle<()>,
+}
+
+impl WriterThread {
+    /// Stops the writer (blocking): packets already queued are stored and answered, later
+    /// ones are refused ("the writer has stopped"), and this returns once the thread ended.
+    /// Handles may still be held (by a call to a slow peer at shutdown, say): they no
+    /// longer keep the thread, and the store, busy.
+    pub fn stop(self) {
+        let _ = self.tx.blocking_send(Message::Close);
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
 }
 
 impl Writer {
     /// Starts the writer thread over `store`.
-    pub fn spawn(store: Arc<dyn Store>, limits: PutLimits) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn Store>, limits: PutLimits) -> (Self, WriterThread) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("jasper-writer".into())
             .spawn(move || run(store, limits, rx))
             .expect("spawning the writer thread");
-        (Self { tx }, handle)
+        (Self { tx: tx.clone() }, WriterThread { tx, handle })
     }
 
     /// Queues a packet and waits until it is stored and on disk.
     pub async fn put(&self, packet: NewPacket) -> Result<PutOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Job { packet, reply }).await.is_err() {
+        if self
+            .tx
+            .send(Message::Put(Job { packet, reply }))
+            .await
+            .is_err()
+        {
             return Err(WriteError("the writer has stopped".into()));
         }
         answer.await.unwrap_or_else(|_| {
@@ -81,7 +112,11 @@ impl Writer {
         let mut answers = Vec::with_capacity(packets.len());
         for packet in packets {
             let (reply, answer) = oneshot::channel();
-            if self.tx.blocking_send(Job { packet, reply }).is_err() {
+            if self
+                .tx
+                .blocking_send(Message::Put(Job { packet, reply }))
+                .is_err()
+            {
                 answers.push(None);
             } else {
                 answers.push(Some(answer));
@@ -109,7 +144,7 @@ impl Writer {
     }
 }
 
-fn run(store: Arc<dyn Store>, limits: PutLimits, mut rx: mpsc::Receiver<Job>) {
+fn run(store: Arc<dyn Store>, limits: PutLimits, mut rx: mpsc::Receiver<Message>) {
     let (sync_tx, sync_rx) = std::sync::mpsc::channel::<ToSync>();
     let syncer = {
         let store = store.clone();
@@ -118,15 +153,21 @@ fn run(store: Arc<dyn Store>, limits: PutLimits, mut rx: mpsc::Receiver<Job>) {
             .spawn(move || sync_and_answer(store, sync_rx))
             .expect("spawning the sync thread")
     };
-    while let Some(first) = rx.blocking_recv() {
+    // Once closed, the channel still yields what was queued, then `None`.
+    while let Some(message) = rx.blocking_recv() {
+        let Message::Put(first) = message else {
+            rx.close();
+            continue;
+        };
         let mut bytes = first.packet.json.len();
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH_PACKETS && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(job) => {
+                Ok(Message::Put(job)) => {
                     bytes += job.packet.json.len();
                     jobs.push(job);
                 }
+                Ok(Message::Close) => rx.close(),
                 Err(_) => break,
             }
         }
@@ -229,10 +270,10 @@ mod tests {
             let (reply, _) = oneshot::channel();
             writer
                 .tx
-                .try_send(Job {
+                .try_send(Message::Put(Job {
                     packet: packet(n as u32, 1, 1),
                     reply,
-                })
+                }))
                 .unwrap();
         }
         assert_eq!(writer.queue_load(), 1.0);
