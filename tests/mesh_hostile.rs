@@ -571,3 +571,72 @@ fn naming_a_peer_in_the_header_does_not_end_its_back_off_from_another_address() 
     assert_eq!(after[0]["state"], "backing-off", "{after:?}");
     assert!(failures(&relay) > 0, "{after:?}");
 }
+
+#[test]
+fn a_full_list_of_servers_is_handed_out_no_longer_than_a_peer_takes() {
+    // A peer that notes how many servers each of our server syncs names (a peer with our
+    // settings refuses a list longer than `max_servers_per_request` whole).
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/servers" => {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            let names: Vec<String> = body["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let port = &s["port"];
+                    let port = port
+                        .as_str()
+                        .map_or_else(|| port.to_string(), str::to_owned);
+                    format!("{}:{port}", s["ip"].as_str().unwrap())
+                })
+                .collect();
+            seen.lock().unwrap().push(names);
+            Answer::Json("{\"servers\":[]}".into())
+        }
+        _ => Answer::Json("{\"hashes\":[]}".into()),
+    });
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\nmax_servers_per_request = 4\npeers = [\"{}\"]\n\
+         message_sync_interval = \"1h\"\nserver_sync_interval = \"1s\"\nbroadcast_fanout = 0",
+        fake.addr
+    ));
+    // Others tell it of six more servers (where nothing listens), three at a time.
+    for _ in 0..2 {
+        let more: Vec<Value> = (0..3)
+            .map(|_| json!({ "ip": "127.0.0.1", "port": common::free_port() }))
+            .collect();
+        let (status, _) = relay.post("/sync/servers", &json!({ "servers": more }));
+        assert_eq!(status, 200);
+    }
+    let fake_name = format!("127.0.0.1:{}", fake.addr.port());
+    let full = |names: &Vec<String>| names.len() == 4;
+    assert!(
+        eventually(Duration::from_secs(20), || sizes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(full)),
+        "{:?}",
+        sizes.lock().unwrap()
+    );
+    for names in sizes.lock().unwrap().iter() {
+        assert!(names.len() <= 4, "a list the peer would refuse: {names:?}");
+        // The configured peer comes first among the servers handed out.
+        if full(names) {
+            assert!(names.contains(&fake_name), "{names:?}");
+        }
+    }
+    // Clients and peers asking get no more either, the configured peer among them.
+    let (_, body) = relay.post("/sync/servers", &json!({ "servers": [] }));
+    let answer = body["servers"].as_array().unwrap();
+    assert!(answer.len() <= 4, "{body}");
+    assert!(
+        answer
+            .iter()
+            .any(|s| s["port"].as_str() == Some(&fake.addr.port().to_string())),
+        "{body}"
+    );
+}

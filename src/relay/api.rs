@@ -766,10 +766,10 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
     // Not a server in quarantine, nor a learned one we cannot reach now (backing off): what
     // clients and peers get from us should answer. Configured peers are the operator's word.
     let configured = state.config.peer_entries();
-    let answer: Vec<Value> = ours
+    ours.retain(|s| !their_set.contains(s) && !state.peers.is_quarantined(s, now));
+    ours.retain(|s| configured.contains(s) || state.peers.is_healthy(s, now));
+    let answer: Vec<Value> = super::mesh::servers_to_share(state, ours)
         .iter()
-        .filter(|s| !their_set.contains(s) && !state.peers.is_quarantined(s, now))
-        .filter(|s| configured.contains(s) || state.peers.is_healthy(s, now))
         .map(ServerEntry::to_json)
         .collect();
 

@@ -97,6 +97,25 @@ pub fn has_proven_itself(
     configured.contains(peer) || peers.record(peer).last_ok > 0
 }
 
+/// The servers of `list` to hand to a peer or client, at most `max_servers_per_request` of
+/// them (what a peer with our settings takes in one request: more would be refused whole):
+/// configured peers first, then those that have served us, then the rest, each in `list`'s
+/// order.
+pub fn servers_to_share(state: &RelayState, mut list: Vec<ServerEntry>) -> Vec<ServerEntry> {
+    let configured = state.config.peer_entries();
+    list.sort_by_key(|s| {
+        if configured.contains(s) {
+            0
+        } else if has_proven_itself(&configured, &state.peers, s) {
+            1
+        } else {
+            2
+        }
+    });
+    list.truncate(state.config.max_servers_per_request);
+    list
+}
+
 /// Forgets up to `n` learned servers that never served us and have failed since.
 fn evict_failed_servers(
     state: &RelayState,
@@ -466,12 +485,16 @@ async fn server_sync_loop(
             _ = stop.changed() => return,
         }
         let now = crate::relay::clock::now_ms();
-        // What we hand out: every known peer but the quarantined ones, and ourselves.
-        let mut ours: Vec<ServerEntry> = known_peers(&state)
-            .into_iter()
-            .filter(|p| !state.peers.is_quarantined(p, now))
-            .collect();
-        ours.extend(own_entry(&state));
+        // What we hand out: ourselves, and known peers but the quarantined ones.
+        let mut ours: Vec<ServerEntry> = own_entry(&state).into_iter().collect();
+        ours.extend(servers_to_share(
+            &state,
+            known_peers(&state)
+                .into_iter()
+                .filter(|p| !state.peers.is_quarantined(p, now))
+                .collect(),
+        ));
+        ours.truncate(state.config.max_servers_per_request);
         let (s, c) = (state.clone(), client.clone());
         let work = move |peer: &ServerEntry| {
             let result = sync::sync_servers(&s, &c, peer, &ours);
