@@ -640,3 +640,67 @@ fn a_full_list_of_servers_is_handed_out_no_longer_than_a_peer_takes() {
         "{body}"
     );
 }
+
+#[test]
+fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
+    let alice = key_b64("alice-4096");
+    // A peer whose max_message_bytes is far above ours (256 KiB): one packet of 900 KiB, one
+    // of 6 MiB, and ten ordinary ones, all answered in one go when asked.
+    let larger = packet_for(&alice, 1_000, 900 * 1024);
+    let huge = packet_for(&alice, 2_000, 6 << 20);
+    let fine: Vec<Value> = (0..10).map(|n| packet_for(&alice, n * 10, 2_000)).collect();
+    let all: Vec<Value> = [larger, huge].into_iter().chain(fine).collect();
+    let hashes: Vec<Value> = all.iter().map(|p| p["hash"].clone()).collect();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
+        "/fetch" => {
+            let asked: Value = serde_json::from_slice(body).unwrap();
+            let asked: Vec<&str> = asked["hashes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let answer: Vec<&Value> = all
+                .iter()
+                .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
+                .collect();
+            Answer::Json(json!({ "messages": answer }).to_string())
+        }
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    assert!(
+        eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
+        "{} of 10 pulled; {}",
+        relay.inbox(&alice).len(),
+        peer_view(&relay)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let view = peer_view(&relay);
+    assert_eq!(view["state"], "healthy", "{view}");
+    assert!(view["last_problem"].is_null(), "{view}");
+    assert_eq!(
+        relay.inbox(&alice).len(),
+        10,
+        "neither large packet is kept"
+    );
+}
+
+#[test]
+fn a_peer_answering_every_fetch_with_an_endless_body_is_still_penalised() {
+    let alice = key_b64("alice-4096");
+    let hashes: Vec<Value> = (0..10)
+        .map(|n| packet_for(&alice, n, 100)["hash"].clone())
+        .collect();
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
+        "/fetch" => Answer::Endless,
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    // Asked for fewer at a time, then one at a time: a few are skipped as larger than we
+    // read, and past those the answers count against the peer.
+    wait_for_problem(&relay, "malformed", 30);
+    relay.send_ok(&packet_for(&alice, 100, 100));
+}

@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
 use self::broadcast::Fresh;
-use self::client::PeerClient;
+use self::client::{PeerClient, PeerError};
 use self::peers::Event;
 use self::sync::SyncError;
 use super::api::RelayState;
@@ -218,8 +218,10 @@ pub fn known_caller(state: &RelayState, claimed: &str) -> Option<ServerEntry> {
 /// Queues a fetch-back of what `peer` holds (`theirs`) and we lack.
 pub fn request_fetch_back(state: &RelayState, peer: ServerEntry, theirs: &HashSet<PacketHash>) {
     let now = crate::relay::clock::now_ms();
+    let declined = state.declined.lock().unwrap_or_else(|p| p.into_inner());
     let hashes: Vec<PacketHash> = theirs
         .iter()
+        .filter(|h| !declined.contains(h))
         .filter(|h| {
             !state.store.contains(h, now).unwrap_or(true)
                 && !state.store.tombstoned(h, now).unwrap_or(true)
@@ -227,6 +229,7 @@ pub fn request_fetch_back(state: &RelayState, peer: ServerEntry, theirs: &HashSe
         .take(FETCH_BACK_MAX)
         .copied()
         .collect();
+    drop(declined);
     if !hashes.is_empty() {
         let _ = state.fetch_backs.try_send(FetchBack { peer, hashes });
     }
@@ -318,8 +321,12 @@ async fn fetch_back_loop(
             for chunk in request.hashes.chunks(sync::FETCH_BATCH) {
                 let result = sync::pull(&s, &c, &request.peer, chunk);
                 // Only faults count: anyone can ask for a fetch-back naming a known peer,
-                // and a good one must not clear that peer's record.
-                if result.is_err() {
+                // and a good one must not clear that peer's record. Nor does an answer too
+                // large for us: anyone could name a packet the peer may hold under larger
+                // limits than ours (message sync copes with those, see `sync::pull_all`).
+                if result.is_err()
+                    && !matches!(result, Err(SyncError::Peer(PeerError::TooLarge(_))))
+                {
                     judge(&s, &request.peer, &result);
                 }
                 stored += result?.stored;

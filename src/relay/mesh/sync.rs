@@ -25,6 +25,22 @@ pub const SPOT_CHECK: usize = 8;
 const SPOT_CHECK_MARGIN_MS: u64 = 60_000;
 /// Allowance per packet in a `/fetch` answer beyond its message (key, signature, JSON).
 const PACKET_OVERHEAD: u64 = 64 * 1024;
+/// Allowance per `/fetch` answer for packets larger than our `max_message_bytes`: a peer may
+/// allow larger ones, and such a packet (up to about this much larger) is then read, checked
+/// and declined instead of making the whole answer too large, which an honest peer would be
+/// penalised for.
+const LARGER_PACKETS_ALLOWANCE: u64 = 4 << 20;
+/// Most packets per sync skipped because even asked for alone their answer was larger than we
+/// read; past this, such an answer counts against the peer as before (a peer answering
+/// nothing but huge bodies must not go unpunished).
+const MAX_OVERSIZED_SKIPS: usize = 4;
+
+/// The most we read of a `/fetch` answer for `packets` packets.
+fn fetch_answer_limit(state: &RelayState, packets: usize) -> u64 {
+    packets as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD)
+        + LARGER_PACKETS_ALLOWANCE
+        + 1024
+}
 /// Packets declined under this relay's own limits that are remembered, so that sync does not
 /// pull them again every round.
 pub const DECLINED_KEPT: usize = 16_384;
@@ -73,6 +89,8 @@ pub struct MessageSyncReport {
     pub stored: usize,
     /// Requested packets the peer did not deliver.
     pub withheld: usize,
+    /// Requested packets skipped because even asked for alone they were larger than we read.
+    pub too_large: usize,
 }
 
 /// Why a peer is not to be believed: it sent something no honest relay sends.
@@ -128,21 +146,42 @@ fn pull_all(
     report: &mut MessageSyncReport,
 ) -> Result<(), SyncError> {
     report.requested = wanted.len();
+    let mut skips_left = MAX_OVERSIZED_SKIPS;
     for chunk in wanted.chunks(FETCH_BATCH) {
         let claim = Claim::take(state, chunk);
         let mut rest = claim.hashes.clone();
+        let mut ask = rest.len();
         // A peer answers up to its response size limit (at least one packet): what it left
-        // out is asked for again, and counts as withheld only when an answer brings none of it.
+        // out is asked for again, and counts as withheld only when an answer brings none of
+        // what was asked.
         while !rest.is_empty() {
-            let pulled = pull(state, client, peer, &rest)?;
+            let n = ask.min(rest.len());
+            let pulled = match pull(state, client, peer, &rest[..n]) {
+                Ok(pulled) => pulled,
+                // Larger than we read: the peer allows larger packets than we do. Fewer at a
+                // time, down to one, which is then skipped this round.
+                Err(SyncError::Peer(PeerError::TooLarge(_))) if n > 1 => {
+                    ask = n / 2;
+                    continue;
+                }
+                Err(SyncError::Peer(PeerError::TooLarge(_))) if skips_left > 0 => {
+                    tracing::debug!(peer = %peer, "skipped a packet larger than this relay reads");
+                    skips_left -= 1;
+                    report.too_large += 1;
+                    rest.remove(0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             report.stored += pulled.stored;
             let before = rest.len();
             rest.retain(|h| !pulled.delivered.contains(h));
             if rest.len() == before {
-                break;
+                // None of what was asked came.
+                report.withheld += n;
+                rest.drain(..n);
             }
         }
-        report.withheld += rest.len();
     }
     Ok(())
 }
@@ -364,7 +403,7 @@ pub fn spot_check(
         let body = serde_json::json!({
             "hashes": rest.iter().map(ToString::to_string).collect::<Vec<_>>()
         });
-        let limit = rest.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
+        let limit = fetch_answer_limit(state, rest.len());
         let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
         let answer = parse_object(&answer)?;
         let before = present.len();
@@ -413,7 +452,7 @@ pub fn pull(
     let body = serde_json::json!({
         "hashes": hashes.iter().map(ToString::to_string).collect::<Vec<_>>()
     });
-    let limit = hashes.len() as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD) + 1024;
+    let limit = fetch_answer_limit(state, hashes.len());
     let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
     let mut answer = parse_object(&answer)?;
     let Some(Value::Array(messages)) = answer.remove("messages") else {
