@@ -704,3 +704,45 @@ fn a_peer_answering_every_fetch_with_an_endless_body_is_still_penalised() {
     wait_for_problem(&relay, "malformed", 30);
     relay.send_ok(&packet_for(&alice, 100, 100));
 }
+
+#[test]
+fn a_peer_answering_slowly_call_after_call_does_not_hold_back_sync_with_the_others() {
+    let alice = key_b64("alice-4096");
+    // A peer advertising 300 packets and answering each fetch after a second, one packet at
+    // a time: pulling them all would take five minutes, and a round waits for every peer.
+    let slow: Vec<Value> = (0..300)
+        .map(|n| packet_for(&alice, 10_000 + n, 100))
+        .collect();
+    let hashes: Vec<Value> = slow.iter().map(|p| p["hash"].clone()).collect();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
+        "/fetch" => {
+            std::thread::sleep(Duration::from_secs(1));
+            let asked: Value = serde_json::from_slice(body).unwrap();
+            let first = asked["hashes"][0].as_str().unwrap_or_default().to_owned();
+            let answer: Vec<&Value> = slow.iter().filter(|p| p["hash"] == first).collect();
+            Answer::Json(json!({ "messages": answer }).to_string())
+        }
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let honest = Relay::start("");
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\", \"{}\"]\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1h\"\nbroadcast_fanout = 0",
+        fake.addr, honest.addr
+    ));
+    // The first round is under way, held by the slow peer; then the honest one gets a packet.
+    std::thread::sleep(Duration::from_secs(3));
+    let fresh = packet_for(&alice, 1, 100);
+    honest.send_ok(&fresh);
+    let (_, answer) = relay.post("/fetch", &json!({ "hashes": [fresh["hash"]] }));
+    assert_eq!(answer["messages"].as_array().map(Vec::len), Some(0));
+    // A sync gives up pulling after its time (10 s here), and the next round reaches it.
+    assert!(
+        eventually(Duration::from_secs(30), || holds(&relay, &fresh["hash"])),
+        "{}",
+        relay.log()
+    );
+    let pulled_slowly = relay.inbox(&alice).len() - 1;
+    assert!(pulled_slowly < 300, "{pulled_slowly}");
+}

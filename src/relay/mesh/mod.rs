@@ -414,7 +414,10 @@ async fn message_sync_loop(
                     synced += 1;
                     pulled += report.stored;
                     pushed += report.pushed;
-                    let moved = report.stored > 0 || report.withheld > 0 || report.pushed > 0;
+                    let moved = report.stored > 0
+                        || report.withheld > 0
+                        || report.pushed > 0
+                        || report.left > 0;
                     if moved {
                         tracing::info!(
                             peer = %peer,
@@ -423,6 +426,7 @@ async fn message_sync_loop(
                             pulled = report.stored,
                             pushed = report.pushed,
                             withheld = report.withheld,
+                            left_for_later = report.left,
                             "message sync"
                         );
                     } else {

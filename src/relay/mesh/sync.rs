@@ -35,6 +35,14 @@ const LARGER_PACKETS_ALLOWANCE: u64 = 4 << 20;
 /// nothing but huge bodies must not go unpunished).
 const MAX_OVERSIZED_SKIPS: usize = 4;
 
+/// How long one message sync may go on pulling from a peer: twice the sync interval, and at
+/// least 10 s. A sync round waits for every peer, so a peer answering slowly, call after
+/// call, would otherwise hold back sync with all the others; what it has left is pulled in
+/// later rounds.
+fn pull_budget(state: &RelayState) -> std::time::Duration {
+    (state.config.message_sync_interval * 2).max(std::time::Duration::from_secs(10))
+}
+
 /// The most we read of a `/fetch` answer for `packets` packets.
 fn fetch_answer_limit(state: &RelayState, packets: usize) -> u64 {
     packets as u64 * (state.config.max_message_bytes + PACKET_OVERHEAD)
@@ -91,6 +99,8 @@ pub struct MessageSyncReport {
     pub withheld: usize,
     /// Requested packets skipped because even asked for alone they were larger than we read.
     pub too_large: usize,
+    /// Requested packets left for a later round: the sync ran out of time.
+    pub left: usize,
 }
 
 /// Why a peer is not to be believed: it sent something no honest relay sends.
@@ -147,7 +157,8 @@ fn pull_all(
 ) -> Result<(), SyncError> {
     report.requested = wanted.len();
     let mut skips_left = MAX_OVERSIZED_SKIPS;
-    for chunk in wanted.chunks(FETCH_BATCH) {
+    let deadline = std::time::Instant::now() + pull_budget(state);
+    for (i, chunk) in wanted.chunks(FETCH_BATCH).enumerate() {
         let claim = Claim::take(state, chunk);
         let mut rest = claim.hashes.clone();
         let mut ask = rest.len();
@@ -155,6 +166,12 @@ fn pull_all(
         // out is asked for again, and counts as withheld only when an answer brings none of
         // what was asked.
         while !rest.is_empty() {
+            if std::time::Instant::now() >= deadline {
+                tracing::debug!(peer = %peer, "message sync ran out of time; the rest next round");
+                let later = wanted.len().saturating_sub((i + 1) * FETCH_BATCH);
+                report.left += rest.len() + later;
+                return Ok(());
+            }
             let n = ask.min(rest.len());
             let pulled = match pull(state, client, peer, &rest[..n]) {
                 Ok(pulled) => pulled,
