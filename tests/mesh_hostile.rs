@@ -746,3 +746,45 @@ fn a_peer_answering_slowly_call_after_call_does_not_hold_back_sync_with_the_othe
     let pulled_slowly = relay.inbox(&alice).len() - 1;
     assert!(pulled_slowly < 300, "{pulled_slowly}");
 }
+
+#[test]
+fn a_peer_answering_spot_checks_with_bare_hashes_is_still_caught_dropping() {
+    let alice = key_b64("alice-4096");
+    let packet = packet_for(&alice, 1, 200);
+    let hash = packet["hash"].clone();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        // It serves the packet once; later it names the hash without the packet.
+        "/fetch" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
+            Answer::Json(json!({ "messages": [packet] }).to_string())
+        }
+        "/fetch" => Answer::Json(json!({ "messages": [{ "hash": hash }] }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    wait_for_problem(&relay, "dropped", 20);
+}
+
+#[test]
+fn a_stub_under_a_key_our_limits_refuse_is_not_taken_for_the_packet() {
+    let alice = key_b64("alice-4096");
+    let real = packet_for(&alice, 1, 200);
+    // It advertises a real packet and "delivers" junk under a key our min_key_bits refuses,
+    // hoping to pass as a packet we merely decline.
+    let stub = json!({
+        "recipient": key_b64("small-2048"),
+        "hash": real["hash"],
+        "message": real["message"].as_str().unwrap().replace('A', "B"),
+        "signature": real["signature"],
+    });
+    let hash = real["hash"].clone();
+    let fake = FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        "/fetch" => Answer::Json(json!({ "messages": [stub] }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = relay_with_peer(&fake);
+    wait_for_problem(&relay, "tampered", 20);
+}

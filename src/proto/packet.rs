@@ -212,14 +212,17 @@ impl Packet {
             return Err(PacketError::TooManyExtras);
         }
 
-        let recipient = match keys {
-            Some(keys) => keys.parse(&recipient, rules.min_key_bits)?,
-            None => PublicKey::parse(&recipient, rules.min_key_bits)?,
-        };
+        // The hash before the key: a packet refused only under this relay's key policy (see
+        // [`PacketError::is_local_policy`]) must still be the one its hash names, or a peer
+        // could pass junk off as a packet it was asked for.
         let hash = PacketHash::parse(&hash)?;
         if PacketHash::of_message(&message) != hash {
             return Err(PacketError::HashMismatch);
         }
+        let recipient = match keys {
+            Some(keys) => keys.parse(&recipient, rules.min_key_bits)?,
+            None => PublicKey::parse(&recipient, rules.min_key_bits)?,
+        };
         check_compact(
             &message,
             JweProfile::Message {

@@ -424,11 +424,16 @@ pub fn spot_check(
         let answer = client.post(peer, "/fetch", body.to_string().as_bytes(), limit)?;
         let answer = parse_object(&answer)?;
         let before = present.len();
+        // Held means the packet itself: an item naming the hash without its message (or with
+        // another message) does not count.
         present.extend(
             array(&answer, "messages")?
                 .iter()
-                .filter_map(|m| m.get("hash").and_then(Value::as_str))
-                .filter_map(|h| PacketHash::parse(h).ok())
+                .filter_map(|m| {
+                    let hash = PacketHash::parse(m.get("hash")?.as_str()?).ok()?;
+                    let message = m.get("message")?.as_str()?;
+                    (PacketHash::of_message(message) == hash).then_some(hash)
+                })
                 .filter(|h| rest.contains(h)),
         );
         if present.len() == before {
