@@ -1592,3 +1592,37 @@ fn a_new_group_cannot_take_over_the_channel_of_a_direct_conversation() {
     assert!(groups_of(&bob).is_empty());
     assert_eq!(bob.history("alice").len(), 1);
 }
+
+#[test]
+fn a_copy_with_a_swapped_signature_does_not_keep_the_genuine_one_out() {
+    // The hash names the message only: anyone who sees a packet can send it on with junk
+    // for its signature, and a relay keeps whichever copy came first.
+    let first = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let second = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let bob = Home::new("bob", &[first.addr]);
+    bob.add("alice", "alice-4096");
+    let object = json!({
+        "sender": key_b64("alice-4096"),
+        "channel_id": "3c1f2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+        "type": "MESSAGE",
+        "content": "the genuine one",
+        "id": "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+        "timestamp": secs_ago(30),
+    });
+    let genuine = seal_object("alice", "bob", &object);
+    let other = seal_object("alice", "bob", &json!({ "content": "another" }));
+    let mut swapped = genuine.clone();
+    swapped["signature"] = other["signature"].clone();
+    first.send_ok(&swapped);
+    second.send_ok(&genuine);
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("the genuine one"), "{out}");
+    assert!(err.contains("signature"), "{err}");
+    // The genuine copy, from another relay, is still taken.
+    bob.edit_config(&first.addr.to_string(), &second.addr.to_string());
+    bob.ok(&["servers", "block", &first.addr.to_string()]);
+    let (code, out, err) = run_jasper(&["receive", "--json"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("the genuine one"), "{out}\n{err}");
+}

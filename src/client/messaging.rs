@@ -130,6 +130,68 @@ impl MessagingError {
     }
 }
 
+/// Why a received packet was not filed.
+#[derive(Debug)]
+enum NotFiled {
+    /// Something about the packet: it is refused for good, for the reason given.
+    Refused(String),
+    /// This device failed (its database): nothing about the packet is decided, and it is
+    /// taken again next time.
+    Local(MessagingError),
+}
+
+impl From<String> for NotFiled {
+    fn from(reason: String) -> Self {
+        NotFiled::Refused(reason)
+    }
+}
+
+impl From<&str> for NotFiled {
+    fn from(reason: &str) -> Self {
+        NotFiled::Refused(reason.to_owned())
+    }
+}
+
+impl From<super::db::DbError> for NotFiled {
+    fn from(e: super::db::DbError) -> Self {
+        NotFiled::Local(e.into())
+    }
+}
+
+impl From<super::contacts::ContactError> for NotFiled {
+    fn from(e: super::contacts::ContactError) -> Self {
+        NotFiled::Local(e.into())
+    }
+}
+
+impl From<MessagingError> for NotFiled {
+    /// [`MessagingError::Usage`] is a refusal of the packet; anything else is local.
+    fn from(e: MessagingError) -> Self {
+        match e {
+            MessagingError::Usage(reason) => NotFiled::Refused(reason),
+            other => NotFiled::Local(other),
+        }
+    }
+}
+
+/// What the seen-list records for a packet opened with a signature that does not verify: the
+/// message with that signature. The hash alone names the message, not the signature (which
+/// anyone can swap for junk on its way through the relays), so the genuine copy is still
+/// taken when it comes.
+fn bad_copy_key(hash: &PacketHash, signature: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    digest.update(b"jasper bad signature\0");
+    digest.update(hash.0);
+    digest.update(signature.as_bytes());
+    digest.finalize().into()
+}
+
+/// Whether opening failed on the packet's signature part (which its hash does not cover).
+fn signature_at_fault(e: &OpenError) -> bool {
+    matches!(e, OpenError::BadSignature | OpenError::WrongRecipient)
+}
+
 /// One history entry, as filed and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -583,8 +645,17 @@ impl Messenger<'_> {
         if &opened.sender != peer {
             return Err("signed by someone other than the peer of this link".into());
         }
-        self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
-        self.accept_opened(hash, opened).map(Some)
+        match self.accept_opened(hash, opened) {
+            Ok(received) => {
+                self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
+                Ok(Some(received))
+            }
+            Err(NotFiled::Refused(reason)) => {
+                self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
+                Err(reason)
+            }
+            Err(NotFiled::Local(e)) => Err(e.to_string()),
+        }
     }
 
     /// Sends a message of `kind` to every member of `group`, one packet each through each
@@ -845,7 +916,10 @@ impl Messenger<'_> {
                     continue;
                 };
                 let hash = PacketHash::of_message(message);
-                if self.db.seen(&hash.0)? || !in_page.insert(hash) {
+                if self.db.seen(&hash.0)?
+                    || self.db.seen(&bad_copy_key(&hash, signature))?
+                    || !in_page.insert(hash)
+                {
                     continue;
                 }
                 fresh.push((hash, message, signature));
@@ -853,18 +927,34 @@ impl Messenger<'_> {
             // The RSA work, on every core.
             progress.found.fetch_add(fresh.len(), Ordering::Relaxed);
             let opened = open_all(&fresh, who, &progress.opened);
-            for ((hash, _, _), result) in fresh.iter().zip(opened) {
-                self.db.mark_seen(&hash.0)?;
-                match result
-                    .map_err(|e| e.to_string())
-                    .and_then(|o| self.accept_opened(*hash, o))
-                {
-                    Ok(r) => report.received.push(r),
-                    Err(reason) => report.reject(Rejected {
-                        hash: Some(hash.to_string()),
-                        reason,
-                    }),
-                }
+            for ((hash, _, signature), result) in fresh.iter().zip(opened) {
+                let reason = match result {
+                    Err(e) if signature_at_fault(&e) => {
+                        self.db.mark_seen(&bad_copy_key(hash, signature))?;
+                        e.to_string()
+                    }
+                    Err(e) => {
+                        self.db.mark_seen(&hash.0)?;
+                        e.to_string()
+                    }
+                    Ok(opened) => match self.accept_opened(*hash, opened) {
+                        Ok(r) => {
+                            self.db.mark_seen(&hash.0)?;
+                            report.received.push(r);
+                            continue;
+                        }
+                        Err(NotFiled::Refused(reason)) => {
+                            self.db.mark_seen(&hash.0)?;
+                            reason
+                        }
+                        // Not seen, and the cursor stays: taken again next time.
+                        Err(NotFiled::Local(e)) => return Err(e),
+                    },
+                };
+                report.reject(Rejected {
+                    hash: Some(hash.to_string()),
+                    reason,
+                });
             }
             if let (true, Some(c)) = (use_cursor, &page.cursor) {
                 self.db.set_setting(cursor_key, c)?;
@@ -877,7 +967,7 @@ impl Messenger<'_> {
     }
 
     /// Files an opened, verified packet; `Err` (with a reason) when it must be skipped.
-    fn accept_opened(&self, hash: PacketHash, opened: Opened) -> Result<Received, String> {
+    fn accept_opened(&self, hash: PacketHash, opened: Opened) -> Result<Received, NotFiled> {
         let object = opened.object;
         let sender = opened.sender;
         let text = |f: &str, max: usize| -> Result<String, String> {
@@ -907,7 +997,8 @@ impl Messenger<'_> {
         if sent_at > now + MAX_SENT_AHEAD_MS {
             return Err(format!(
                 "its timestamp {timestamp} is more than a day ahead of this computer's clock"
-            ));
+            )
+            .into());
         }
         let age_ms = now.saturating_sub(sent_at);
         if age_ms > STALE_AFTER_MS {
@@ -916,18 +1007,15 @@ impl Messenger<'_> {
                  someone; jasper refuses messages over {} days old",
                 age_ms / (24 * 3600 * 1000),
                 STALE_AFTER_MS / (24 * 3600 * 1000)
-            ));
+            )
+            .into());
         }
         if kind == Kind::React && !is_reaction(&content) {
             return Err("a reaction that is not :name:".into());
         }
         let (contact, group, channel_id) =
             match self.group_of(&object, &sender, &channel_id, sent_at)? {
-                Some(group) => (
-                    self.contacts.by_key(&sender).map_err(|e| e.to_string())?,
-                    Some(group.name),
-                    channel_id,
-                ),
+                Some(group) => (self.contacts.by_key(&sender)?, Some(group.name), channel_id),
                 None => {
                     // Our own copy (from another device) is filed under the conversation with
                     // its recipient.
@@ -939,34 +1027,24 @@ impl Messenger<'_> {
                     } else {
                         sender.clone()
                     };
-                    let contact = self
-                        .contacts
-                        .by_key(&counterpart)
-                        .map_err(|e| e.to_string())?;
+                    let contact = self.contacts.by_key(&counterpart)?;
                     // A direct conversation is filed by whom it is with, not by the channel the
                     // packet names: two people who write first at the same time each start a
                     // channel, and both halves belong to one history (also for a sender who
                     // becomes a contact only later).
-                    let channel = self
-                        .conversation_channel(
-                            &counterpart.fingerprint().to_string(),
-                            Some(&channel_id),
-                        )
-                        .map_err(|e| e.to_string())?;
+                    let channel = self.conversation_channel(
+                        &counterpart.fingerprint().to_string(),
+                        Some(&channel_id),
+                    )?;
                     (contact, None, channel)
                 }
             };
-        match self
-            .file(&object, &sender, &channel_id)
-            .map_err(|e| e.to_string())?
-        {
+        match self.file(&object, &sender, &channel_id)? {
             Filed::Applied => {}
             Filed::Early => self.keep_early(hash, &object, &sender, &channel_id)?,
         }
         let emoji = match kind {
-            Kind::React => Reactions::new(self.db)
-                .emoji(&content)
-                .map_err(|e| e.to_string())?,
+            Kind::React => Reactions::new(self.db).emoji(&content)?,
             _ => None,
         };
         // A ring is a direct message from someone else (our own copy of one we sent is just
@@ -1006,7 +1084,7 @@ impl Messenger<'_> {
         sender: &PublicKey,
         channel_id: &str,
         sent_at: u64,
-    ) -> Result<Option<Group>, String> {
+    ) -> Result<Option<Group>, NotFiled> {
         let groups = Groups::new(self.db);
         let me = self.me.public().canonical();
         let listed = object
@@ -1019,21 +1097,20 @@ impl Messenger<'_> {
             .and_then(Value::as_str)
             .and_then(parse_rfc3339_ms)
             .filter(|&at| at <= sent_at && at <= super::now_ms() + MAX_CLOCK_AHEAD_MS);
-        if let Some(mut group) = groups.by_channel(channel_id).map_err(|e| e.to_string())? {
+        if let Some(mut group) = groups.by_channel(channel_id)? {
             let from_member =
                 sender.canonical() == me || group.members.iter().any(|k| k == sender.canonical());
             if !from_member {
-                return Err(format!(
-                    "from someone who is not in the group {:?}",
-                    group.name
-                ));
+                return Err(
+                    format!("from someone who is not in the group {:?}", group.name).into(),
+                );
             }
             let changed = match (listed, listed_at) {
                 (Some(everyone), Some(at)) if at > group.members_at => {
                     group.left = !everyone.iter().any(|k| k == me);
                     group.members = everyone.into_iter().filter(|k| k != me).collect();
                     group.members_at = at;
-                    group = groups.save(group).map_err(|e| e.to_string())?;
+                    group = groups.save(group)?;
                     true
                 }
                 _ => false,
@@ -1043,7 +1120,8 @@ impl Messenger<'_> {
                 return Err(format!(
                     "a message in the group {:?}, which you are no longer in",
                     group.name
-                ));
+                )
+                .into());
             }
             return Ok(Some(group));
         }
@@ -1054,28 +1132,26 @@ impl Messenger<'_> {
             return Err("a message about a group that you or its sender are not in".into());
         }
         // A group of ours we forgot comes back only with a member list set after we forgot it.
-        if let Some(at) = groups.forgotten_at(channel_id).map_err(|e| e.to_string())?
+        if let Some(at) = groups.forgotten_at(channel_id)?
             && listed_at.is_none_or(|listed| listed <= at)
         {
             return Err("a message of a group you forgot".into());
         }
         // A new group must not take over a conversation we have (a direct one, say).
-        if self.db.has_history(channel_id).map_err(|e| e.to_string())? {
+        if self.db.has_history(channel_id)? {
             return Err("a new group on the channel of a conversation you have already".into());
         }
         let contact_keys: std::collections::HashSet<String> = self
             .contacts
-            .list()
-            .map_err(|e| e.to_string())?
+            .list()?
             .into_iter()
             .map(|c| c.public_key)
             .collect();
         let from_stranger = !contact_keys.contains(sender.canonical()) && sender.canonical() != me;
-        if let Some(why) = groups
-            .refusal_for_new(from_stranger, &|key| contact_keys.contains(key))
-            .map_err(|e| e.to_string())?
+        if let Some(why) =
+            groups.refusal_for_new(from_stranger, &|key| contact_keys.contains(key))?
         {
-            return Err(format!("a new group, not kept: {why}"));
+            return Err(format!("a new group, not kept: {why}").into());
         }
         let members: Vec<String> = everyone.into_iter().filter(|k| k != me).collect();
         let name = object
@@ -1086,17 +1162,15 @@ impl Messenger<'_> {
                 || format!("group {}", &channel_id.chars().take(8).collect::<String>()),
                 str::to_owned,
             );
-        let group = groups
-            .save(Group {
-                name,
-                channel_id: channel_id.to_owned(),
-                members,
-                members_at: listed_at.unwrap_or(0),
-                left: false,
-                from_stranger,
-                started_by: from_stranger.then(|| sender.canonical().to_owned()),
-            })
-            .map_err(|e| e.to_string())?;
+        let group = groups.save(Group {
+            name,
+            channel_id: channel_id.to_owned(),
+            members,
+            members_at: listed_at.unwrap_or(0),
+            left: false,
+            from_stranger,
+            started_by: from_stranger.then(|| sender.canonical().to_owned()),
+        })?;
         Ok(Some(group))
     }
 
@@ -1222,7 +1296,7 @@ impl Messenger<'_> {
         object: &Value,
         sender: &PublicKey,
         channel: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotFiled> {
         let kept = EarlyAction {
             object: object.clone(),
             sender: sender.canonical().to_owned(),
@@ -1239,8 +1313,9 @@ impl Messenger<'_> {
             Ok(false) => Err(format!(
                 "it names message {id}, which is not here, and {MAX_EARLY_ACTIONS} such are \
                  waiting already"
-            )),
-            Err(e) => Err(e.to_string()),
+            )
+            .into()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -1307,7 +1382,20 @@ pub fn channel_history(db: &ClientDb, channel: &str) -> Result<Vec<Entry>, Messa
 
 #[cfg(test)]
 mod tests {
-    use super::{ReceiveReport, Rejected, is_reaction};
+    use super::{MessagingError, NotFiled, ReceiveReport, Rejected, is_reaction};
+
+    #[test]
+    fn a_refusal_of_the_packet_is_told_apart_from_a_failure_of_this_device() {
+        // Refusals are final (the packet is marked seen); a database failure is not (receive
+        // stops, and the packet is taken again next time).
+        let refused = NotFiled::from(MessagingError::Usage("an edit by someone else".into()));
+        assert!(matches!(refused, NotFiled::Refused(r) if r == "an edit by someone else"));
+        let db = super::super::db::DbError::Engine("disk full".into());
+        assert!(matches!(NotFiled::from(db), NotFiled::Local(_)));
+        let db = super::super::db::DbError::Engine("disk full".into());
+        let wrapped = NotFiled::from(MessagingError::Db(db));
+        assert!(matches!(wrapped, NotFiled::Local(MessagingError::Db(_))));
+    }
 
     #[test]
     fn a_receive_keeps_a_bounded_list_of_skipped_packets_and_counts_the_rest() {
