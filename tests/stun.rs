@@ -432,6 +432,26 @@ fn an_unauthenticated_connection_is_closed_after_the_handshake_timeout() {
 }
 
 #[test]
+fn the_handshake_timeout_counts_from_the_tcp_accept_tls_included() {
+    // A client slow to start TLS does not get the whole timeout again after it.
+    let server = StunServer::start("handshake_timeout = \"3s\"");
+    let connected = Instant::now();
+    let mut c = TlsClient::try_connect_after(
+        server.tls,
+        &server.printed_fingerprint,
+        Duration::from_millis(2500),
+    )
+    .expect("the handshake finishes within the timeout");
+    c.set_timeout(Duration::from_secs(10));
+    assert!(c.closed());
+    let open_for = connected.elapsed();
+    assert!(
+        open_for < Duration::from_millis(4500),
+        "closed {open_for:?} after the TCP accept"
+    );
+}
+
+#[test]
 fn a_taken_port_is_a_clear_error_and_leaves_nothing_behind() {
     let running = StunServer::start("");
     let dir = tempfile::tempdir().unwrap();

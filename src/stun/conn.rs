@@ -128,10 +128,12 @@ enum Next {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one TLS stream until it ends, breaks the protocol, times out, is killed by the hub,
-/// or the service stops.
+/// or the service stops. `accepted` is when its TCP connection was accepted: the handshake
+/// timeout counts from then, TLS handshake included.
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    accepted: Instant,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -159,7 +161,7 @@ pub async fn serve<S>(
         }
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
     });
-    let started = Instant::now();
+    let started = accepted;
     let mut state = State::Fresh;
     let mut why = "end of stream";
     loop {

@@ -165,11 +165,12 @@ pub async fn run(
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, shared, stop) = (acceptor.clone(), shared.clone(), stop_rx.clone());
+        let accepted = std::time::Instant::now();
         connections.spawn(async move {
             let _permit = (permit, counted);
             let handshake = tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp));
             match handshake.await {
-                Ok(Ok(stream)) => conn::serve(stream, peer, shared, stop).await,
+                Ok(Ok(stream)) => conn::serve(stream, peer, accepted, shared, stop).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }

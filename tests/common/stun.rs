@@ -206,6 +206,16 @@ impl TlsClient {
     /// [`TlsClient::connect`], or the error when the server closes the connection (or the
     /// handshake fails).
     pub fn try_connect(addr: SocketAddr, fingerprint: &str) -> std::io::Result<TlsClient> {
+        Self::try_connect_after(addr, fingerprint, Duration::ZERO)
+    }
+
+    /// [`TlsClient::try_connect`] that waits `pause` between the TCP connection and the TLS
+    /// handshake.
+    pub fn try_connect_after(
+        addr: SocketAddr,
+        fingerprint: &str,
+        pause: Duration,
+    ) -> std::io::Result<TlsClient> {
         let pin = jasper::config::parse_fingerprint(fingerprint).expect("hex fingerprint");
         let config = jasper::client::rendezvous::tls_config(Some(pin));
         let conn = rustls::ClientConnection::new(
@@ -214,6 +224,7 @@ impl TlsClient {
         )
         .unwrap();
         let tcp = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(pause);
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
