@@ -21,9 +21,12 @@ const MAX_PUBLIC_EXPONENT: u64 = (1 << 33) - 1;
 
 /// Smallest RSA modulus the protocol ever accepts, whatever the configuration says.
 pub const ABSOLUTE_MIN_KEY_BITS: usize = 2048;
-/// Largest RSA modulus we parse; anything bigger is refused before any arithmetic.
-pub const MAX_KEY_BITS: usize = 16384;
-/// Longest textual key (base64 or PEM) we look at; a 16384-bit key in PEM is about 2.9 KB.
+/// Largest RSA modulus we accept: the largest the `rsa` crate, and so any jasper client, can
+/// encrypt to or verify with. A larger key would pass here and then fail every use (a relay
+/// would keep packets nobody can write, a rendezvous sessions that can never authenticate).
+/// Anything bigger is refused before any arithmetic.
+pub const MAX_KEY_BITS: usize = 8192;
+/// Longest textual key (base64 or PEM) we look at; an 8192-bit key in PEM is about 1.5 KB.
 pub const MAX_KEY_TEXT_BYTES: usize = 8 * 1024;
 
 /// Why a public key was refused.
@@ -299,6 +302,46 @@ mod tests {
         assert_eq!(pem.bits(), 4096);
         assert_eq!(pem.modulus_bytes(), 512);
         assert!(!pem.canonical().contains('\n'));
+    }
+
+    /// The base64 SPKI of an RSA public key whose modulus has `bits` bits (odd, not a real
+    /// key: the relay's checks never factor it) and exponent 65537.
+    fn spki_of_bits(bits: usize) -> String {
+        use base64::Engine as _;
+        fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            match content.len() {
+                n if n < 0x80 => out.push(n as u8),
+                n if n < 0x100 => out.extend([0x81, n as u8]),
+                n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+            }
+            out.extend_from_slice(content);
+            out
+        }
+        let mut modulus = vec![0xC5u8; bits / 8];
+        *modulus.last_mut().unwrap() |= 1;
+        modulus.insert(0, 0);
+        let numbers = [der(0x02, &modulus), der(0x02, &[1, 0, 1])].concat();
+        let mut bit_string = vec![0u8];
+        bit_string.extend(der(0x30, &numbers));
+        let algorithm = [
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+            0x00,
+        ];
+        let spki = der(0x30, &[&algorithm[..], &der(0x03, &bit_string)].concat());
+        base64::engine::general_purpose::STANDARD.encode(spki)
+    }
+
+    #[test]
+    fn keys_larger_than_any_client_can_use_are_refused() {
+        let largest = PublicKey::parse(&spki_of_bits(MAX_KEY_BITS), 4096).unwrap();
+        assert_eq!(largest.bits(), MAX_KEY_BITS);
+        assert_eq!(
+            PublicKey::parse(&spki_of_bits(MAX_KEY_BITS + 8), 4096).unwrap_err(),
+            KeyError::TooLarge(MAX_KEY_BITS + 8)
+        );
+        // What every use of a key needs, the `rsa` crate's own key, takes the largest.
+        assert!(largest.rsa().is_ok());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const SESSION_QUEUE: usize = 256;
 /// Offers that may wait from one key to one other key.
 pub const MAX_OFFERS_PER_PAIR: usize = 2;
 /// Largest sealed payload (message and signature) of an offer or answer. A session
-/// description sealed to a 16384-bit key is well under it.
+/// description sealed to the largest key accepted (8192 bits) is well under it.
 pub const MAX_PAYLOAD_BYTES: usize = 24 * 1024;
 
 /// The hub's bounds, from `[stun]`.
