@@ -42,8 +42,11 @@
 //! - `offer`: `id` must be a hyphenated UUID, `to` a key other than the sender's. Refusals are
 //!   `error` frames carrying the offer's `id` and leave the session open: duplicate id, the
 //!   peer's queue full (`max_offers_per_key` offers waiting for one key), the sender's own
-//!   offers full (the same bound on offers waiting from one key), the server full
-//!   (`max_pending_offers`).
+//!   offers full (the same bound on offers waiting from one key), its network's full (four
+//!   times that from one IPv4 address or IPv6 /64), the server full (`max_pending_offers`).
+//!   A peer's full queue makes room for an offer from a network holding at least two fewer
+//!   of its offers than another: that network's oldest offer goes, and its offerer gets
+//!   `expired`.
 //! - An offer waits until answered or `offer_ttl`; it is delivered as soon as its peer has a
 //!   session, and again to each newer session of that key while unanswered.
 //! - `answer` is accepted only for an offer still waiting that was made to the answering key by

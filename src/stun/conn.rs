@@ -201,7 +201,9 @@ pub async fn serve<S>(
                     _ => Next::Continue,
                 }
             }
-            Frame::Line(line) => handle_line(&line, &mut state, &shared, &tx, &kill).await,
+            Frame::Line(line) => {
+                handle_line(&line, peer.ip(), &mut state, &shared, &tx, &kill).await
+            }
         };
         match next {
             Next::Continue => {}
@@ -253,6 +255,7 @@ fn reply(frame: ServerFrame) -> Outgoing {
 
 async fn handle_line(
     line: &[u8],
+    ip: std::net::IpAddr,
     state: &mut State,
     shared: &Shared,
     tx: &mpsc::Sender<Outgoing>,
@@ -297,6 +300,7 @@ async fn handle_line(
                     tx: tx.clone(),
                     kill: kill.clone(),
                 },
+                ip,
             );
             tracing::debug!(key = %key.fingerprint().short(), "rendezvous session ready");
             *state = State::Ready { key, id };

@@ -14,11 +14,17 @@
 //!   offers wait for one key, and at most as many from one key; at most
 //!   [`MAX_OFFERS_PER_PAIR`] from one key to another (so that one key cannot fill another's
 //!   queue); at most `max_pending_offers` in all. A payload is at most [`MAX_PAYLOAD_BYTES`].
+//! - Keys cost nothing to make, networks do: offers from one client network (an IPv4
+//!   address, an IPv6 /64) are at most [`NETWORK_SHARE`] times `max_offers_per_key`, and a
+//!   key's full queue makes room for an offer from a network holding fewer of its offers than
+//!   another: that network's oldest offer to the key goes (its offerer gets `expired`). So
+//!   many keys from a few networks can neither fill the hub nor shut a key off from everyone.
 //! - An answer is accepted only for an offer made to the answering key by the key it names in
 //!   `to`, and only while that offerer is connected; it ends the offer.
 //! - A session that does not read what it is sent (its queue is full) is closed.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,8 @@ use crate::proto::{Fingerprint, PublicKey};
 pub const SESSION_QUEUE: usize = 256;
 /// Offers that may wait from one key to one other key.
 pub const MAX_OFFERS_PER_PAIR: usize = 2;
+/// Offers that may wait from one client network, in `max_offers_per_key`s.
+pub const NETWORK_SHARE: usize = 4;
 /// Largest sealed payload (message and signature) of an offer or answer. A session
 /// description sealed to the largest key accepted (8192 bits) is well under it.
 pub const MAX_PAYLOAD_BYTES: usize = 24 * 1024;
@@ -81,6 +89,9 @@ pub enum Refused {
     /// The offerer has too many offers waiting.
     #[error("too many of your offers are waiting; wait for answers or expiry")]
     OwnQueueFull,
+    /// The offerer's network has too many offers waiting.
+    #[error("too many offers from your network are waiting; try again later")]
+    NetworkQueueFull,
     /// The hub is full.
     #[error("the rendezvous is full; try again later")]
     HubFull,
@@ -104,6 +115,8 @@ struct Offer {
     from_key: String,
     /// The session that made it: answers go to it alone.
     from_session: u64,
+    /// That session's client network.
+    from_network: IpAddr,
     payload: SealedPayload,
     expires: Instant,
     delivered_to: Option<u64>,
@@ -111,6 +124,8 @@ struct Offer {
 
 struct Session {
     handle: SessionHandle,
+    /// Its client network (see [`crate::netlimits::client_network`]).
+    network: IpAddr,
 }
 
 /// The hub's state; the service keeps it behind a mutex and never awaits while holding it.
@@ -120,6 +135,7 @@ pub struct Hub {
     offers: HashMap<OfferKey, Offer>,
     waiting_for: HashMap<Fingerprint, usize>,
     waiting_from: HashMap<Fingerprint, usize>,
+    waiting_from_network: HashMap<IpAddr, usize>,
 }
 
 impl Hub {
@@ -131,6 +147,7 @@ impl Hub {
             offers: HashMap::new(),
             waiting_for: HashMap::new(),
             waiting_from: HashMap::new(),
+            waiting_from_network: HashMap::new(),
         }
     }
 
@@ -144,12 +161,13 @@ impl Hub {
         self.sessions.len()
     }
 
-    /// Makes `handle` the receiving session of `key` and delivers the offers waiting for it.
-    /// The caller has already queued `ready` on the handle.
-    pub fn register(&mut self, key: &PublicKey, handle: SessionHandle) {
+    /// Makes `handle`, connected from `ip`, the receiving session of `key` and delivers the
+    /// offers waiting for it. The caller has already queued `ready` on the handle.
+    pub fn register(&mut self, key: &PublicKey, handle: SessionHandle, ip: IpAddr) {
         let fp = key.fingerprint();
         let id = handle.id;
-        if let Some(old) = self.sessions.insert(fp, Session { handle }) {
+        let network = crate::netlimits::client_network(ip);
+        if let Some(old) = self.sessions.insert(fp, Session { handle, network }) {
             tracing::debug!(key = %fp.short(), "a newer session of this key takes over");
             let frame = ServerFrame::Error {
                 error: "another session authenticated with this key; this one is closed".into(),
@@ -215,7 +233,11 @@ impl Hub {
         }
         // Offers from a key that has no session (it left, or was taken over) could never be
         // answered.
-        let Some(from_session) = self.sessions.get(&from_fp).map(|s| s.handle.id) else {
+        let Some((from_session, from_network)) = self
+            .sessions
+            .get(&from_fp)
+            .map(|s| (s.handle.id, s.network))
+        else {
             return Err(Refused::OffererGone);
         };
         let key = OfferKey {
@@ -227,11 +249,16 @@ impl Hub {
             return Err(Refused::Duplicate);
         }
         let max = self.limits.max_offers_per_key;
-        if self.waiting_for.get(&to_fp).copied().unwrap_or(0) >= max {
-            return Err(Refused::PeerQueueFull);
-        }
         if self.waiting_from.get(&from_fp).copied().unwrap_or(0) >= max {
             return Err(Refused::OwnQueueFull);
+        }
+        let from_this_network = self
+            .waiting_from_network
+            .get(&from_network)
+            .copied()
+            .unwrap_or(0);
+        if from_this_network >= max.saturating_mul(NETWORK_SHARE) {
+            return Err(Refused::NetworkQueueFull);
         }
         let to_this_peer = self
             .offers
@@ -244,6 +271,11 @@ impl Hub {
         if self.offers.len() >= self.limits.max_pending_offers {
             return Err(Refused::HubFull);
         }
+        if self.waiting_for.get(&to_fp).copied().unwrap_or(0) >= max
+            && !self.make_room(to_fp, from_network)
+        {
+            return Err(Refused::PeerQueueFull);
+        }
         let delivered_to = self.sessions.get(&to_fp).map(|s| s.handle.id);
         let frame = delivered_to.map(|_| ServerFrame::Offer {
             from: from.canonical().to_owned(),
@@ -252,11 +284,13 @@ impl Hub {
         });
         *self.waiting_for.entry(to_fp).or_default() += 1;
         *self.waiting_from.entry(from_fp).or_default() += 1;
+        *self.waiting_from_network.entry(from_network).or_default() += 1;
         self.offers.insert(
             key,
             Offer {
                 from_key: from.canonical().to_owned(),
                 from_session,
+                from_network,
                 payload,
                 expires: now + self.limits.offer_ttl,
                 delivered_to,
@@ -315,10 +349,39 @@ impl Hub {
         due.len()
     }
 
-    fn remove(&mut self, key: &OfferKey) {
-        if self.offers.remove(key).is_none() {
-            return;
+    /// Makes room in `to`'s full queue for an offer from `network`: when another network
+    /// holds at least two more of its offers than `network` does, that network's oldest offer
+    /// to `to` goes (its offerer is told `expired`). False when no network holds that many.
+    fn make_room(&mut self, to: Fingerprint, network: IpAddr) -> bool {
+        /// Offers to `to` from one network, and its oldest.
+        type Share<'a> = (usize, Option<(Instant, &'a OfferKey)>);
+        let mut by_network: HashMap<IpAddr, Share<'_>> = HashMap::new();
+        for (key, offer) in self.offers.iter().filter(|(k, _)| k.to == to) {
+            let (count, oldest) = by_network.entry(offer.from_network).or_default();
+            *count += 1;
+            if oldest.is_none_or(|(at, _)| offer.expires < at) {
+                *oldest = Some((offer.expires, key));
+            }
         }
+        let ours = by_network.get(&network).map_or(0, |(count, _)| *count);
+        let Some((count, Some((_, victim)))) = by_network.into_values().max_by_key(|(c, _)| *c)
+        else {
+            return false;
+        };
+        if count < ours + 2 {
+            return false;
+        }
+        let victim = victim.clone();
+        tracing::debug!(key = %to.short(), "a full queue made room for another network's offer");
+        self.remove(&victim);
+        self.send(victim.from, &ServerFrame::Expired { id: victim.id });
+        true
+    }
+
+    fn remove(&mut self, key: &OfferKey) {
+        let Some(offer) = self.offers.remove(key) else {
+            return;
+        };
         for (map, fp) in [
             (&mut self.waiting_for, key.to),
             (&mut self.waiting_from, key.from),
@@ -328,6 +391,12 @@ impl Hub {
                 if *n == 0 {
                     map.remove(&fp);
                 }
+            }
+        }
+        if let Some(n) = self.waiting_from_network.get_mut(&offer.from_network) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting_from_network.remove(&offer.from_network);
             }
         }
     }
@@ -345,7 +414,10 @@ impl Hub {
         {
             tracing::debug!(key = %fp.short(), "session not reading; closing it");
             session.handle.kill.notify_one();
+            let id = session.handle.id;
             self.sessions.remove(&fp);
+            // Offers live with their session.
+            self.drop_offers_of_session(fp, id);
         }
     }
 }
@@ -358,6 +430,8 @@ fn payload_bytes(payload: &SealedPayload) -> usize {
 mod tests {
     use super::*;
     use crate::crypto::identity::tests::fixture;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn limits() -> HubLimits {
         HubLimits {
@@ -401,11 +475,11 @@ mod tests {
         let mut hub = Hub::new(limits());
         let now = Instant::now();
         let (ha, mut ra) = session(1);
-        hub.register(a, ha);
+        hub.register(a, ha, LOCAL);
         hub.offer(a, b, "o1".into(), payload("sdp"), now).unwrap();
         assert_eq!(hub.pending(), 1);
         let (hb, mut rb) = session(2);
-        hub.register(b, hb);
+        hub.register(b, hb, LOCAL);
         let got = frames(&mut rb);
         assert_eq!(
             got,
@@ -452,11 +526,11 @@ mod tests {
         let mut hub = Hub::new(limits());
         let now = Instant::now();
         let (ha, mut ra) = session(1);
-        hub.register(a, ha);
+        hub.register(a, ha, LOCAL);
         let (hc, _rc) = session(3);
-        hub.register(c, hc);
+        hub.register(c, hc, LOCAL);
         let (hd, _rd) = session(4);
-        hub.register(d, hd);
+        hub.register(d, hd, LOCAL);
         assert_eq!(
             hub.offer(a, a, "x".into(), payload("p"), now),
             Err(Refused::ToSelf)
@@ -509,13 +583,13 @@ mod tests {
         let now = Instant::now();
         let (h1, mut r1) = session(1);
         let old_kill = h1.kill.clone();
-        hub.register(b, h1);
+        hub.register(b, h1, LOCAL);
         let (ha, _ra) = session(3);
-        hub.register(a, ha);
+        hub.register(a, ha, LOCAL);
         hub.offer(a, b, "o".into(), payload("p"), now).unwrap();
         assert_eq!(frames(&mut r1).len(), 1);
         let (h2, mut r2) = session(2);
-        hub.register(b, h2);
+        hub.register(b, h2, LOCAL);
         assert!(matches!(
             frames(&mut r1).as_slice(),
             [ServerFrame::Error { .. }]
@@ -545,10 +619,10 @@ mod tests {
         );
         // So do the offers of a session taken over by a newer one of the same key.
         let (ha, _ra) = session(4);
-        hub.register(a, ha);
+        hub.register(a, ha, LOCAL);
         hub.offer(a, b, "o2".into(), payload("p"), now).unwrap();
         let (ha, _ra) = session(5);
-        hub.register(a, ha);
+        hub.register(a, ha, LOCAL);
         assert_eq!(hub.pending(), 0);
     }
 
@@ -566,7 +640,7 @@ mod tests {
         for (n, key) in [a, c].into_iter().enumerate() {
             let (h, r) = session(n as u64 + 1);
             receivers.push(r);
-            hub.register(key, h);
+            hub.register(key, h, LOCAL);
         }
         for n in 0..MAX_OFFERS_PER_PAIR {
             hub.offer(a, b, format!("a{n}"), payload("p"), now).unwrap();
@@ -582,5 +656,114 @@ mod tests {
             Err(Refused::TooLarge)
         );
         assert_eq!(hub.answer(b, c, "c".into(), big), Err(Refused::TooLarge));
+    }
+
+    #[test]
+    fn many_keys_from_one_network_neither_fill_the_hub_nor_shut_a_key_off() {
+        use crate::proto::key::test_keys::fake_key;
+        let limits = HubLimits {
+            offer_ttl: Duration::from_secs(10),
+            max_offers_per_key: 2,
+            max_pending_offers: 100,
+        };
+        let mut hub = Hub::new(limits);
+        let now = Instant::now();
+        let victim = fake_key(1);
+        // An attacker's keys (cheap to make), each with a session from one IPv6 /64.
+        let keys: Vec<PublicKey> = (10..22).map(fake_key).collect();
+        let mut receivers = Vec::new();
+        for (n, key) in keys.iter().enumerate() {
+            let (h, r) = session(100 + n as u64);
+            let ip: IpAddr = format!("2001:db8:1::{}", n + 1).parse().unwrap();
+            hub.register(key, h, ip);
+            receivers.push(r);
+        }
+        // Two offers fill the victim's queue; a third from the same network finds it full.
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        hub.offer(&keys[0], &victim, "a0".into(), payload("p"), at(0))
+            .unwrap();
+        hub.offer(&keys[1], &victim, "a1".into(), payload("p"), at(1))
+            .unwrap();
+        assert_eq!(
+            hub.offer(&keys[2], &victim, "a2".into(), payload("p"), at(2)),
+            Err(Refused::PeerQueueFull)
+        );
+        // The network's share of the hub is NETWORK_SHARE queues' worth, whatever its keys.
+        let mut refused = Vec::new();
+        for (n, from) in keys.iter().enumerate().skip(2) {
+            let to = fake_key(200 + n as u8);
+            if let Err(e) = hub.offer(from, &to, format!("b{n}"), payload("p"), at(3)) {
+                refused.push(e);
+            }
+        }
+        assert_eq!(hub.pending(), 2 * NETWORK_SHARE);
+        assert!(
+            refused.iter().all(|e| *e == Refused::NetworkQueueFull) && refused.len() == 4,
+            "{refused:?}"
+        );
+        // A friend from another network still reaches the victim: the attacker's oldest offer
+        // to it goes, and its offerer is told.
+        let friend = fake_key(2);
+        let (hf, _rf) = session(50);
+        hub.register(&friend, hf, "192.0.2.7".parse().unwrap());
+        hub.offer(&friend, &victim, "f".into(), payload("hi"), at(4))
+            .unwrap();
+        assert_eq!(
+            frames(&mut receivers[0]),
+            vec![ServerFrame::Expired { id: "a0".into() }]
+        );
+        let (hv, mut rv) = session(60);
+        hub.register(&victim, hv, LOCAL);
+        let mut offered: Vec<String> = frames(&mut rv)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Offer { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        offered.sort();
+        assert_eq!(offered, ["a1", "f"]);
+        // Once networks hold equal shares, a full queue stays full.
+        let other = fake_key(3);
+        let (ho, _ro) = session(70);
+        hub.register(&other, ho, "192.0.2.7".parse().unwrap());
+        assert_eq!(
+            hub.offer(&other, &victim, "g".into(), payload("p"), at(5)),
+            Err(Refused::PeerQueueFull)
+        );
+    }
+
+    #[test]
+    fn a_session_closed_for_not_reading_takes_its_offers_with_it() {
+        use crate::proto::key::test_keys::fake_key;
+        let mut hub = Hub::new(HubLimits {
+            offer_ttl: Duration::from_secs(10),
+            max_offers_per_key: 4,
+            max_pending_offers: 100,
+        });
+        let now = Instant::now();
+        let (a, b, c) = (fake_key(1), fake_key(2), fake_key(3));
+        // A's session takes one frame and never reads.
+        let (tx, _never_read) = mpsc::channel(1);
+        let handle = SessionHandle {
+            id: 1,
+            tx,
+            kill: Arc::new(Notify::new()),
+        };
+        hub.register(&a, handle, LOCAL);
+        let (hc, _rc) = session(3);
+        hub.register(&c, hc, LOCAL);
+        hub.offer(&a, &b, "o".into(), payload("p"), now).unwrap();
+        // Offers to A fill its queue; the second closes the session.
+        hub.offer(&c, &a, "c1".into(), payload("p"), now).unwrap();
+        hub.offer(&c, &a, "c2".into(), payload("p"), now).unwrap();
+        assert_eq!(hub.sessions(), 1);
+        assert_eq!(hub.pending(), 2, "A's own offer went with its session");
+        let (hb, _rb) = session(2);
+        hub.register(&b, hb, LOCAL);
+        assert_eq!(
+            hub.answer(&b, &a, "o".into(), payload("x")),
+            Err(Refused::NoSuchOffer)
+        );
     }
 }
