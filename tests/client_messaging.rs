@@ -1626,3 +1626,104 @@ fn a_copy_with_a_swapped_signature_does_not_keep_the_genuine_one_out() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("the genuine one"), "{out}\n{err}");
 }
+
+#[test]
+fn changes_that_change_nothing_are_refused_and_not_shown_as_done() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let bob = Home::new("bob", &[relay.addr]);
+    bob.add("alice", "alice-4096");
+    bob.add("carol", "carol-4096");
+    let channel = "4d2e1f3a-6b7c-4d8e-9f0a-1b2c3d4e5f60";
+    let target = "8e9f0a1b-2c3d-4e5f-a061-72839405a6b7";
+    let change = |who: &str, kind: &str, n: u32, content: &str, ago: i64| {
+        let mut object = json!({
+            "sender": key_b64(&format!("{who}-4096")),
+            "channel_id": channel,
+            "type": kind,
+            "content": content,
+            "id": target,
+            "timestamp": secs_ago(ago),
+        });
+        if kind == "MESSAGE" {
+            object["members"] = json!([
+                key_b64("alice-4096"),
+                key_b64("bob-4096"),
+                key_b64("carol-4096")
+            ]);
+            object["name"] = json!("trio");
+        }
+        // Each change is its own packet (its hash differs by `n`).
+        object["n"] = json!(n);
+        seal_object(who, "bob", &object)
+    };
+    let receive = |packets: &[Value]| {
+        for p in packets {
+            relay.send_ok(p);
+        }
+        let (code, out, err) = run_jasper(&["receive"], bob.path());
+        assert_eq!(code, 0, "{err}");
+        (out, err)
+    };
+    let shown = || {
+        bob.history("trio")
+            .iter()
+            .find(|m| m["id"] == target)
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+    };
+    receive(&[change("alice", "MESSAGE", 0, "hello", 300)]);
+    assert_eq!(shown().as_deref(), Some("hello"));
+    // Carol, a member, edits and deletes Alice's message: refused, and not shown as done.
+    let (out, err) = receive(&[
+        change("carol", "EDIT", 1, "forged", 200),
+        change("carol", "DELETE", 2, "", 190),
+    ]);
+    assert!(!out.contains("edited") && !out.contains("deleted"), "{out}");
+    assert_eq!(err.matches("a message of someone else").count(), 2, "{err}");
+    assert_eq!(shown().as_deref(), Some("hello"));
+    // An edit older than the one shown arrives after it.
+    let (out, err) = receive(&[
+        change("alice", "EDIT", 3, "second", 100),
+        change("alice", "EDIT", 4, "first", 150),
+    ]);
+    assert!(out.contains("second") && !out.contains("first"), "{out}");
+    assert!(err.contains("a later edit"), "{err}");
+    assert_eq!(shown().as_deref(), Some("second"));
+    // A deleted message stays deleted, whatever edit comes after.
+    let (out, err) = receive(&[
+        change("alice", "DELETE", 5, "", 50),
+        change("alice", "EDIT", 6, "resurrected", 40),
+    ]);
+    assert!(
+        out.contains("deleted") && !out.contains("resurrected"),
+        "{out}"
+    );
+    assert!(err.contains("was deleted"), "{err}");
+    assert_eq!(shown(), None);
+}
+
+#[test]
+fn our_own_copies_from_another_device_are_shown_as_ours() {
+    let relay = Relay::start_at(free_port(), "rate_limit_per_minute = 0");
+    let bob = Home::new("bob", &[relay.addr]);
+    bob.add("alice", "alice-4096");
+    // What Bob's laptop sent Alice, in its copy for Bob's other devices.
+    relay.send_ok(&seal_object(
+        "bob",
+        "bob",
+        &json!({
+            "sender": key_b64("bob-4096"),
+            "to": [key_b64("alice-4096")],
+            "channel_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+            "type": "MESSAGE",
+            "content": "sent from the laptop",
+            "id": "6f7a8b9c-0d1e-4f2a-b3c4-d5e6f7a8b9c0",
+            "timestamp": secs_ago(10),
+        }),
+    ));
+    let (code, out, err) = run_jasper(&["receive"], bob.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("you (to alice): sent from the laptop"),
+        "{out}"
+    );
+}

@@ -122,10 +122,13 @@ pub(super) fn print_received(r: &Received, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
-    let who = r
-        .contact
-        .clone()
-        .unwrap_or_else(|| format!("unknown {}", someone(&r.sender)));
+    let who = match (&r.contact, r.from_me) {
+        // Our own copy, sent from another device.
+        (Some(to), true) => format!("you (to {to})"),
+        (None, true) => "you".to_owned(),
+        (Some(name), false) => name.clone(),
+        (None, false) => format!("unknown {}", someone(&r.sender)),
+    };
     let who = match &r.group {
         Some(g) => format!("{who} in {g}"),
         None => who,

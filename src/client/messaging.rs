@@ -224,6 +224,9 @@ pub struct Received {
     pub hash: String,
     /// Contact name of the sender (or of the recipient, for our own copies), if known.
     pub contact: Option<String>,
+    /// Whether we sent it (from another device of ours): `contact` is then whom to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_me: bool,
     /// Sender's public key.
     pub sender: String,
     /// Channel.
@@ -1062,6 +1065,7 @@ impl Messenger<'_> {
         Ok(Received {
             hash: hash.to_string(),
             contact: contact.map(|c| c.name),
+            from_me: &sender == self.me.public(),
             sender: sender.canonical().to_owned(),
             channel_id,
             kind,
@@ -1242,18 +1246,28 @@ impl Messenger<'_> {
                     return Ok(Filed::Applied);
                 };
                 let sent_at = parse_rfc3339_ms(&s("timestamp"));
+                // What changes nothing is refused with its reason, so that it is not reported
+                // (and shown) as done.
+                let refuse = |why: &str| Err(MessagingError::Usage(why.to_owned()));
                 match kind {
-                    // Only the author edits or deletes; an edit older than the one shown (they
-                    // too arrive in any order) changes nothing.
-                    Kind::Edit if entry.sender == sender.canonical() => {
-                        if sent_at.is_some() && sent_at < entry.edited_at {
-                            return Ok(Filed::Applied);
-                        }
+                    // Only the author edits or deletes.
+                    Kind::Edit | Kind::Delete if entry.sender != sender.canonical() => {
+                        return refuse("it changes a message of someone else");
+                    }
+                    // A deleted message stays deleted, whatever edit comes after.
+                    Kind::Edit if entry.deleted => {
+                        return refuse("it edits a message that was deleted");
+                    }
+                    // An edit older than the one shown (they too arrive in any order).
+                    Kind::Edit if sent_at.is_some() && sent_at < entry.edited_at => {
+                        return refuse("a later edit of that message is shown already");
+                    }
+                    Kind::Edit => {
                         entry.content = s("content");
                         entry.edited = true;
                         entry.edited_at = sent_at;
                     }
-                    Kind::Delete if entry.sender == sender.canonical() => {
+                    Kind::Delete => {
                         entry.deleted = true;
                         entry.content.clear();
                     }
@@ -1262,16 +1276,19 @@ impl Messenger<'_> {
                         // Bounded: a sender inventing names could grow one entry without end.
                         let room = entry.reactions.len() < MAX_REACTIONS_PER_MESSAGE
                             || entry.reactions.contains_key(&reaction);
-                        if is_reaction(&reaction) && room {
-                            let who = entry.reactions.entry(reaction).or_insert(json!([]));
-                            if let Some(list) = who.as_array_mut()
-                                && !list.iter().any(|v| v == sender.canonical())
-                            {
-                                list.push(json!(sender.canonical()));
-                            }
+                        if !is_reaction(&reaction) || !room {
+                            return refuse(
+                                "that message has as many kinds of reaction as it keeps",
+                            );
+                        }
+                        let who = entry.reactions.entry(reaction).or_insert(json!([]));
+                        if let Some(list) = who.as_array_mut()
+                            && !list.iter().any(|v| v == sender.canonical())
+                        {
+                            list.push(json!(sender.canonical()));
                         }
                     }
-                    _ => return Ok(Filed::Applied),
+                    Kind::Message => unreachable!("messages are filed above"),
                 }
                 self.db
                     .update_message(&id, &serde_json::to_vec(&entry).expect("entry serializes"))?;
