@@ -459,3 +459,24 @@ fn a_relay_that_answers_with_floods_of_junk_gets_ten_lines_and_a_count() {
         &err[err.len().saturating_sub(300)..]
     );
 }
+
+#[test]
+fn a_relay_saying_more_without_moving_its_cursor_is_not_asked_again_and_again() {
+    let fake = FakePeer::start(move |path, _| match path {
+        "/status" => Answer::Json(
+            r#"{"version":"x","load":0.1,"messages":0,"capabilities":["fetch-cursor"]}"#.to_owned(),
+        ),
+        "/sync/servers" => Answer::Json(r#"{"servers":[]}"#.to_owned()),
+        "/fetch" => Answer::Json(r#"{"messages":[],"cursor":"5","more":true}"#.to_owned()),
+        _ => Answer::Status(404),
+    });
+    let bob = Home::new("bob", &[fake.addr]);
+    let (code, _, err) = run_jasper(&["receive"], bob.path());
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("no new cursor"), "{err}");
+    assert!(
+        fake.calls("/fetch") <= 3,
+        "{} fetches",
+        fake.calls("/fetch")
+    );
+}

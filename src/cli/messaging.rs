@@ -433,6 +433,9 @@ pub(super) fn show_received(report: &ReceiveReport, json: bool) -> anyhow::Resul
     for r in &report.received {
         print_received(r, json)?;
     }
+    if report.more_waiting {
+        eprintln!("note: more is waiting at the relay than one receive takes; receive again");
+    }
     Ok(())
 }
 

@@ -274,7 +274,15 @@ pub struct ReceiveReport {
     /// Why the receive stopped early, when it had handled packets before: they are filed and
     /// counted as handled, so they are here to be shown all the same.
     pub interrupted: Option<MessagingError>,
+    /// More is waiting at a relay than one receive takes ([`MAX_RECEIVE_CONTENT_BYTES`]):
+    /// receive again.
+    pub more_waiting: bool,
 }
+
+/// Most message content one receive keeps (and shows): past it, it stops after the page at
+/// hand and the next receive goes on from there. A relay can hold, and answer with, far more
+/// than fits in memory.
+pub const MAX_RECEIVE_CONTENT_BYTES: usize = 256 << 20;
 
 /// Skipped packets a [`ReceiveReport`] describes one by one; more are counted.
 pub const MAX_REJECTED_KEPT: usize = 100;
@@ -896,7 +904,9 @@ impl Messenger<'_> {
         progress: &ReceiveProgress,
     ) -> Result<(), MessagingError> {
         let own = who.public();
+        let mut kept = 0;
         for _ in 0..1000 {
+            let page_start = report.received.len();
             let since = if use_cursor {
                 self.db.setting(cursor_key)?
             } else {
@@ -963,6 +973,23 @@ impl Messenger<'_> {
                 self.db.set_setting(cursor_key, c)?;
             }
             if !(use_cursor && page.more) {
+                break;
+            }
+            // "More" must come with a cursor that moved, or the same page would be asked for
+            // again and again.
+            if page.cursor.is_none() || page.cursor == since {
+                return Err(TransportError::Malformed {
+                    relay: relay.to_string(),
+                    reason: "it says more is waiting but gives no new cursor".into(),
+                }
+                .into());
+            }
+            kept += report.received[page_start..]
+                .iter()
+                .map(|r| r.content.len())
+                .sum::<usize>();
+            if kept > MAX_RECEIVE_CONTENT_BYTES {
+                report.more_waiting = true;
                 break;
             }
         }
