@@ -1727,3 +1727,20 @@ fn our_own_copies_from_another_device_are_shown_as_ours() {
         "{out}"
     );
 }
+
+#[test]
+fn a_relay_started_afresh_at_the_same_address_still_delivers() {
+    // Bob's cursor there points past three packets; the relay then loses its data (a new
+    // disk, a move to another engine) and numbers packets from the start again.
+    let port = free_port();
+    let relay = Relay::start_at(port, "rate_limit_per_minute = 0");
+    let (alice, bob) = alice_and_bob(&[relay.addr]);
+    for n in 0..3 {
+        alice.send("bob", &format!("before {n}"));
+    }
+    bob.receive_until(|l| (0..3).all(|n| has(l, "content", &format!("before {n}"))));
+    drop(relay);
+    let _relay = Relay::start_at(port, "rate_limit_per_minute = 0");
+    alice.send("bob", "after the new start");
+    bob.receive_until(|l| has(l, "content", "after the new start"));
+}

@@ -651,6 +651,27 @@ impl MessagesJson {
     }
 }
 
+/// A `fetch-cursor` cursor: the store's instance id and a sequence number (see
+/// [`Store::instance`](super::store::Store::instance)).
+fn cursor_text(instance: u64, seq: u64) -> String {
+    format!("{instance:016x}.{seq}")
+}
+
+/// The sequence number to read after for `since`: its own for a cursor of this store, 0 (the
+/// whole inbox) for one of other contents or of the older bare-number form; `None` when
+/// `since` is no cursor at all. The client skips what it has seen, so starting over costs a
+/// download, where a foreign position would hide every packet below it.
+fn cursor_position(since: &str, instance: u64) -> Option<u64> {
+    match since.split_once('.') {
+        Some((id, seq)) => {
+            let id = u64::from_str_radix(id, 16).ok()?;
+            let seq = seq.parse::<u64>().ok()?;
+            Some(if id == instance { seq } else { 0 })
+        }
+        None => since.parse::<u64>().ok().map(|_| 0),
+    }
+}
+
 fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
     let map = parse_object(body)?;
     let now = now_ms();
@@ -662,9 +683,10 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
                 .keys
                 .parse(key, state.rules.min_key_bits)
                 .map_err(|e| ApiError::bad_request(format!("field `recipient`: {e}")))?;
+            let instance = state.store.instance();
             let since = match map.get("since") {
                 None | Some(Value::Null) => 0,
-                Some(Value::String(s)) => s.parse::<u64>().map_err(|_| {
+                Some(Value::String(s)) => cursor_position(s, instance).ok_or_else(|| {
                     ApiError::bad_request("`since` must be a cursor returned by an earlier /fetch")
                 })?,
                 Some(other) => {
@@ -681,7 +703,11 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
                     answer.push(p)
                 })
                 .map_err(storage_error)?;
-            let tail = format!(",\"cursor\":\"{}\",\"more\":{}", end.cursor, end.more);
+            let tail = format!(
+                ",\"cursor\":\"{}\",\"more\":{}",
+                cursor_text(instance, end.cursor),
+                end.more
+            );
             Ok(json_response(StatusCode::OK, answer.finish(&tail)))
         }
         None | Some(Value::Null) => {
@@ -858,6 +884,19 @@ async fn status(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<By
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_counts_only_for_the_store_that_gave_it() {
+        let ours = 0x1234_5678_9abc_def0;
+        let cursor = cursor_text(ours, 42);
+        assert_eq!(cursor_position(&cursor, ours), Some(42));
+        // Other contents, or the bare numbers of older relays: from the start.
+        assert_eq!(cursor_position(&cursor, ours + 1), Some(0));
+        assert_eq!(cursor_position("42", ours), Some(0));
+        for junk in ["", "yesterday", "zz.1", "12.x", "1.2.3", "-1"] {
+            assert_eq!(cursor_position(junk, ours), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn the_send_answer_is_the_json_it_claims() {

@@ -115,6 +115,14 @@ pub(crate) fn run_all<S: Store, G>(make: impl Fn() -> (S, G)) {
         eprintln!("conformance: {name}");
         check(&store);
     }
+    eprintln!("conformance: instances_differ");
+    let (one, _one) = make();
+    let (other, _other) = make();
+    assert_ne!(
+        one.instance(),
+        other.instance(),
+        "each store's contents get their own instance id"
+    );
 }
 
 fn put_then_get(s: &dyn Store) {

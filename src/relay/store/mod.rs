@@ -17,6 +17,13 @@ pub use self::redb::RedbStore;
 pub use self::redis::{RedisOptions, RedisStore};
 pub use self::reopen::ReopeningStore;
 
+/// A random store instance id (see [`Store::instance`]).
+pub(crate) fn new_instance_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    crate::crypto::random_bytes(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
 /// Milliseconds since the Unix epoch. The store never reads the clock; callers pass `now`.
 pub type UnixMillis = u64;
 
@@ -286,6 +293,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Packet and byte counters.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// An id of this store's contents, drawn at random when they began and kept with them.
+    /// `fetch-cursor` cursors carry it, so that a cursor from other contents (a database
+    /// started afresh, another engine, another relay at the same address) is not taken for a
+    /// position in these: sequence numbers start again, and such a cursor would hide every
+    /// packet until they passed it.
+    fn instance(&self) -> u64;
 
     /// The known-servers list.
     fn servers(&self) -> Result<Vec<ServerEntry>, StoreError>;

@@ -79,6 +79,8 @@ const META_INDEXED_OFFSET: &str = "indexed_offset";
 /// failed is closed (see `RedbStore::reopen_after_failure`).
 const META_CUT_SEGMENT: &str = "cut_segment";
 const META_CUT_OFFSET: &str = "cut_offset";
+/// See [`Store::instance`].
+const META_INSTANCE: &str = "instance";
 /// Version 1 kept packet bodies in redb; version 2 keeps them in the segment log.
 const SCHEMA_VERSION: u64 = 2;
 
@@ -127,6 +129,7 @@ pub struct RedbStore {
     checkpoint_interval: Duration,
     last_durable: Mutex<Instant>,
     recovered: u64,
+    instance: u64,
     sync: Mutex<SyncState>,
     /// Held by whoever is flushing the log, so that one flush serves every waiter.
     flushing: Mutex<()>,
@@ -492,6 +495,7 @@ impl RedbStore {
             checkpoint_interval: options.checkpoint_interval,
             last_durable: Mutex::new(Instant::now()),
             recovered: 0,
+            instance: 0,
             sync: Mutex::new(SyncState::default()),
             flushing: Mutex::new(()),
             held: Mutex::new(None),
@@ -505,7 +509,7 @@ impl RedbStore {
                 "moved the packets of a schema 1 database into the packet log"
             );
         }
-        store.init_schema()?;
+        store.instance = store.init_schema()?;
         store.drop_unflushed(cut_at)?;
         store.recovered = store.recover()?;
         if store.recovered > 0 {
@@ -602,9 +606,10 @@ impl RedbStore {
         txn.commit().map_err(engine)?;
         Ok(moved)
     }
-    fn init_schema(&self) -> Result<(), StoreError> {
+    /// Creates the tables a new database lacks; returns its instance id (made now if new).
+    fn init_schema(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(engine)?;
-        {
+        let instance = {
             txn.open_table(PACKETS).map_err(engine)?;
             txn.open_table(BY_RECIPIENT).map_err(engine)?;
             txn.open_table(BY_EXPIRY).map_err(engine)?;
@@ -617,8 +622,18 @@ impl RedbStore {
             if meta.get(META_SCHEMA).map_err(engine)?.is_none() {
                 meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(engine)?;
             }
-        }
-        txn.commit().map_err(engine)
+            let kept = meta.get(META_INSTANCE).map_err(engine)?.map(|v| v.value());
+            match kept {
+                Some(instance) => instance,
+                None => {
+                    let instance = super::new_instance_id();
+                    meta.insert(META_INSTANCE, instance).map_err(engine)?;
+                    instance
+                }
+            }
+        };
+        txn.commit().map_err(engine)?;
+        Ok(instance)
     }
 
     /// Indexes every record in the log past the position the index records, in one durable
@@ -1446,6 +1461,10 @@ impl Store for RedbStore {
         Ok(report)
     }
 
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let txn = self.read()?;
         let meta = txn.open_table(META).map_err(engine)?;
@@ -1557,7 +1576,7 @@ mod tests {
     fn data_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let p = super::super::conformance::packet(1, 1, 10_000);
-        {
+        let instance = {
             let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
             let out = store
                 .put_batch(
@@ -1567,8 +1586,14 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(out, vec![PutOutcome::Stored { seq: 1 }]);
-        }
+            store.instance()
+        };
         let store = RedbStore::open(dir.path(), 4 << 20).unwrap();
+        assert_eq!(
+            store.instance(),
+            instance,
+            "cursors stay valid across a restart"
+        );
         let got = super::super::conformance::get_many(&store, &[p.hash], u64::MAX, 0);
         assert_eq!(got[0].json, p.json);
         assert_eq!(got[0].expires_at, 10_000, "reopening changes no expiry");

@@ -361,6 +361,8 @@ pub struct RedisStore {
     keys: Keys,
     idle: Mutex<Vec<Connection>>,
     written: AtomicU64,
+    /// See [`Store::instance`]; kept in the meta hash, shared by relays sharing the keys.
+    instance: u64,
 }
 
 /// The fixed key names under the prefix.
@@ -637,6 +639,7 @@ impl RedisStore {
             keys: Keys::new(&options.prefix),
             idle: Mutex::new(Vec::new()),
             written: AtomicU64::new(0),
+            instance: 0,
         };
         let mut conn = store.connect().map_err(|e| StoreError::Open {
             path: store.target.clone(),
@@ -651,8 +654,9 @@ impl RedisStore {
         })?;
         store.check_server(&mut conn)?;
         store.check_schema(&mut conn)?;
+        let instance = store.instance_id(&mut conn)?;
         store.put_back(conn);
-        Ok(store)
+        Ok(Self { instance, ..store })
     }
 
     /// Where the server is (without credentials).
@@ -680,6 +684,28 @@ impl RedisStore {
             Some(problem) => Err(self.open_error(problem)),
             None => Ok(()),
         }
+    }
+
+    /// The instance id under these keys, made now if there is none yet.
+    fn instance_id(&self, conn: &mut Connection) -> Result<u64, StoreError> {
+        let _: bool = redis::cmd("HSETNX")
+            .arg(&self.keys.meta)
+            .arg("instance")
+            .arg(super::new_instance_id())
+            .query(conn)
+            .map_err(|e| self.open_error(e.to_string()))?;
+        let kept: Option<String> = redis::cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("instance")
+            .query(conn)
+            .map_err(|e| self.open_error(e.to_string()))?;
+        kept.and_then(|v| v.parse().ok()).ok_or_else(|| {
+            self.open_error(format!(
+                "the keys under {:?} hold an instance id that is not a number; they were \
+                 written by another program; choose another redis_prefix",
+                self.keys.prefix
+            ))
+        })
     }
 
     fn check_schema(&self, conn: &mut Connection) -> Result<(), StoreError> {
@@ -1158,6 +1184,10 @@ impl Store for RedisStore {
         })
     }
 
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let (packets, bytes): (Option<i64>, Option<i64>) = self.with(|c| {
             redis::cmd("HMGET")
@@ -1266,9 +1296,12 @@ mod tests {
         let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
         assert_eq!(hashes, vec![p1.hash, p2.hash]);
         assert_eq!(b.stats().unwrap().packets, 2);
+        // One store, so one instance: a cursor from one relay holds at the other.
+        assert_eq!(a.instance(), b.instance());
         // Another prefix is another store.
         let other = server.fresh_store();
         assert!(!other.contains(&p1.hash, 0).unwrap());
+        assert_ne!(other.instance(), a.instance());
     }
 
     #[test]

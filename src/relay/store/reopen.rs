@@ -42,6 +42,8 @@ pub struct ReopeningStore {
     dir: PathBuf,
     options: StoreOptions,
     state: Mutex<State>,
+    /// The database's, which reopening does not change.
+    instance: u64,
 }
 
 enum State {
@@ -67,6 +69,7 @@ impl ReopeningStore {
         Ok(Self {
             dir: dir.to_owned(),
             options,
+            instance: store.instance(),
             state: Mutex::new(State::Open {
                 store: Arc::new(store),
                 generation: 0,
@@ -258,6 +261,10 @@ impl Store for ReopeningStore {
         batch: usize,
     ) -> Result<SweepReport, StoreError> {
         self.with(|s, _| s.sweep(now, tombstone_horizon_ms, batch))
+    }
+
+    fn instance(&self) -> u64 {
+        self.instance
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
