@@ -934,14 +934,31 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
     println!("after start: RSS {:.1} MiB", mib("VmRSS:"));
     client_runtime().block_on(async {
         let mut conn = Conn::open(addr).await;
+        // Cursors name the store ("<instance>.<seq>"): learn its instance from a first answer.
+        let instance = {
+            let body = serde_json::json!({ "recipient": keys[0] }).to_string();
+            assert_eq!(conn.post("/fetch", body.as_bytes()).await.0, 200);
+            let answer: serde_json::Value = serde_json::from_slice(&conn.body).unwrap();
+            let cursor = answer["cursor"].as_str().unwrap().to_owned();
+            cursor.split_once('.').unwrap().0.to_owned()
+        };
         for i in 0..200 {
-            let body = serde_json::json!({ "recipient": keys[i % keys.len()], "since": (i * 4000).to_string() });
-            assert_eq!(conn.post("/fetch", body.to_string().as_bytes()).await.0, 200);
+            let since = format!("{instance}.{}", i * 4000);
+            let body = serde_json::json!({ "recipient": keys[i % keys.len()], "since": since });
+            assert_eq!(
+                conn.post("/fetch", body.to_string().as_bytes()).await.0,
+                200
+            );
         }
         for i in 0..100u64 {
-            let hashes: Vec<String> = (0..100).map(|j| PacketHash::of_message(&format!("rss {}", i * 100 + j)).to_string()).collect();
+            let hashes: Vec<String> = (0..100)
+                .map(|j| PacketHash::of_message(&format!("rss {}", i * 100 + j)).to_string())
+                .collect();
             let body = serde_json::json!({ "hashes": hashes });
-            assert_eq!(conn.post("/fetch", body.to_string().as_bytes()).await.0, 200);
+            assert_eq!(
+                conn.post("/fetch", body.to_string().as_bytes()).await.0,
+                200
+            );
         }
         println!("after 300 fetches: RSS {:.1} MiB", mib("VmRSS:"));
         // A plain-JASPER sync from an empty peer: the answer lists up to
@@ -950,7 +967,9 @@ fn measure_binary(data_dir: &std::path::Path, keys: &[String]) -> (f64, f64) {
         assert_eq!(status, 200);
         println!("/sync/hashes answer: {:.1} MB", len as f64 / 1e6);
         let mut get = TcpStream::connect(addr).await.unwrap();
-        get.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await.unwrap();
+        get.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut s = String::new();
         get.read_to_string(&mut s).await.unwrap();
         println!("status: {}", s.rsplit("\r\n").next().unwrap_or(""));
