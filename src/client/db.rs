@@ -29,6 +29,13 @@ const MESSAGE_IDS: TableDefinition<&str, &str> = TableDefinition::new("message_i
 /// Edits, deletions and reactions that came before the message they name:
 /// `message id/packet hash (hex)` → the action (JSON), applied when the message comes.
 const EARLY_ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("early_actions");
+/// The same, from people neither in our contacts nor in the group: kept apart, so that
+/// however many they send, actions from people we know still find room.
+const EARLY_ACTIONS_FROM_STRANGERS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("early_actions_from_strangers");
+/// Both tables of early actions.
+const EARLY_TABLES: [TableDefinition<&str, &[u8]>; 2] =
+    [EARLY_ACTIONS, EARLY_ACTIONS_FROM_STRANGERS];
 /// Known relays: `host:port` → what we know of them (JSON).
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 
@@ -281,6 +288,8 @@ impl ClientDb {
         txn.open_table(MESSAGES).map_err(engine)?;
         txn.open_table(MESSAGE_IDS).map_err(engine)?;
         txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+        txn.open_table(EARLY_ACTIONS_FROM_STRANGERS)
+            .map_err(engine)?;
         txn.open_table(SERVERS).map_err(engine)?;
         txn.commit().map_err(engine)?;
         shared.lock().db = Some(db);
@@ -550,18 +559,22 @@ impl ClientDb {
     }
 
     /// Keeps an action on message `id` that came before the message (under the action's
-    /// packet hash `tag`), unless `max` are kept already; false when it was not kept.
+    /// packet hash `tag`), unless `max` are kept already from people we know, or from
+    /// strangers when `from_stranger`; false when it was not kept.
     pub fn keep_early_action(
         &self,
         id: &str,
         tag: &str,
         json: &[u8],
         max: u64,
+        from_stranger: bool,
     ) -> Result<bool, DbError> {
         self.with(|open| {
             let txn = open.begin_write()?;
             {
-                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+                let mut table = txn
+                    .open_table(EARLY_TABLES[usize::from(from_stranger)])
+                    .map_err(engine)?;
                 if table.len().map_err(engine)? >= max {
                     return Ok(false);
                 }
@@ -578,11 +591,11 @@ impl ClientDb {
     pub fn take_early_actions(&self, id: &str) -> Result<Vec<Vec<u8>>, DbError> {
         self.with(|open| {
             let txn = open.begin_write()?;
-            let taken = {
-                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+            let mut taken = Vec::new();
+            for definition in EARLY_TABLES {
+                let mut table = txn.open_table(definition).map_err(engine)?;
                 let prefix = format!("{id}/");
                 let mut keys = Vec::new();
-                let mut taken = Vec::new();
                 for entry in table.range(prefix.as_str()..).map_err(engine)? {
                     let (k, v) = entry.map_err(engine)?;
                     if !k.value().starts_with(&prefix) {
@@ -594,8 +607,7 @@ impl ClientDb {
                 for key in &keys {
                     table.remove(key.as_str()).map_err(engine)?;
                 }
-                taken
-            };
+            }
             txn.commit().map_err(engine)?;
             Ok(taken)
         })
@@ -605,8 +617,9 @@ impl ClientDb {
     pub fn forget_early_actions(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, DbError> {
         self.with(|open| {
             let txn = open.begin_write()?;
-            let forgotten = {
-                let mut table = txn.open_table(EARLY_ACTIONS).map_err(engine)?;
+            let mut forgotten = 0;
+            for definition in EARLY_TABLES {
+                let mut table = txn.open_table(definition).map_err(engine)?;
                 let mut keys = Vec::new();
                 for entry in table.iter().map_err(engine)? {
                     let (k, v) = entry.map_err(engine)?;
@@ -617,8 +630,8 @@ impl ClientDb {
                 for key in &keys {
                     table.remove(key.as_str()).map_err(engine)?;
                 }
-                keys.len()
-            };
+                forgotten += keys.len();
+            }
             txn.commit().map_err(engine)?;
             Ok(forgotten)
         })
@@ -869,24 +882,50 @@ mod tests {
     fn early_actions_are_kept_bounded_taken_once_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let db = ClientDb::open(dir.path()).unwrap();
-        assert!(db.keep_early_action("m1", "h1", b"old", 3).unwrap());
-        assert!(db.keep_early_action("m1", "h2", b"new", 3).unwrap());
-        assert!(db.keep_early_action("m10", "h3", b"other", 3).unwrap());
+        assert!(db.keep_early_action("m1", "h1", b"old", 3, false).unwrap());
+        assert!(db.keep_early_action("m1", "h2", b"new", 3, false).unwrap());
         assert!(
-            !db.keep_early_action("m2", "h4", b"more", 3).unwrap(),
+            db.keep_early_action("m10", "h3", b"other", 3, false)
+                .unwrap()
+        );
+        assert!(
+            !db.keep_early_action("m2", "h4", b"more", 3, false).unwrap(),
             "at most `max`"
         );
-        // `m1` does not take `m10`'s.
+        // Strangers' are counted apart: theirs being full leaves room for ours, and the
+        // reverse.
+        for n in 0..3 {
+            assert!(
+                db.keep_early_action("m1", &format!("s{n}"), b"junk", 3, true)
+                    .unwrap()
+            );
+        }
+        assert!(!db.keep_early_action("m1", "s3", b"junk", 3, true).unwrap());
+        // `m1` does not take `m10`'s, and takes both kinds.
+        let mut taken = db.take_early_actions("m1").unwrap();
+        taken.sort();
         assert_eq!(
-            db.take_early_actions("m1").unwrap(),
-            [b"old".to_vec(), b"new".to_vec()]
+            taken,
+            [
+                b"junk".to_vec(),
+                b"junk".to_vec(),
+                b"junk".to_vec(),
+                b"new".to_vec(),
+                b"old".to_vec()
+            ]
         );
         assert!(
             db.take_early_actions("m1").unwrap().is_empty(),
             "taken once"
         );
-        assert_eq!(db.forget_early_actions(|v| v == b"other").unwrap(), 1);
+        assert!(db.keep_early_action("m3", "s4", b"stale", 3, true).unwrap());
+        assert_eq!(
+            db.forget_early_actions(|v| v == b"other" || v == b"stale")
+                .unwrap(),
+            2
+        );
         assert!(db.take_early_actions("m10").unwrap().is_empty());
+        assert!(db.take_early_actions("m3").unwrap().is_empty());
     }
 
     #[test]

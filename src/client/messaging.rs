@@ -57,8 +57,11 @@ const FORGET_PER_RECEIVE: usize = 10_000;
 const MAX_ID_CHARS: usize = 64;
 /// Most different reactions one message keeps.
 const MAX_REACTIONS_PER_MESSAGE: usize = 64;
-/// Most edits, deletions and reactions kept until the message they name comes.
+/// Most edits, deletions and reactions kept until the message they name comes, from people
+/// we know (contacts, members of the group it is in, ourselves).
 const MAX_EARLY_ACTIONS: u64 = 10_000;
+/// The same from anyone else, kept apart: anyone with our key can send them.
+const MAX_EARLY_ACTIONS_FROM_STRANGERS: u64 = 1_000;
 /// How long they are kept: a message comes within a relay's retention of its actions, or not
 /// at all.
 const EARLY_KEEP_MS: u64 = 8 * 24 * 3600 * 1000;
@@ -1071,7 +1074,10 @@ impl Messenger<'_> {
             };
         match self.file(&object, &sender, &channel_id)? {
             Filed::Applied => {}
-            Filed::Early => self.keep_early(hash, &object, &sender, &channel_id)?,
+            Filed::Early => {
+                let known = group.is_some() || contact.is_some() || &sender == self.me.public();
+                self.keep_early(hash, &object, &sender, &channel_id, !known)?
+            }
         }
         let emoji = match kind {
             Kind::React => Reactions::new(self.db).emoji(&content)?,
@@ -1340,6 +1346,7 @@ impl Messenger<'_> {
         object: &Value,
         sender: &PublicKey,
         channel: &str,
+        from_stranger: bool,
     ) -> Result<(), NotFiled> {
         let kept = EarlyAction {
             object: object.clone(),
@@ -1349,14 +1356,24 @@ impl Messenger<'_> {
         };
         let id = object["id"].as_str().unwrap_or_default();
         let json = serde_json::to_vec(&kept).expect("an early action serializes");
+        let max = if from_stranger {
+            MAX_EARLY_ACTIONS_FROM_STRANGERS
+        } else {
+            MAX_EARLY_ACTIONS
+        };
         match self
             .db
-            .keep_early_action(id, &hash.to_string(), &json, MAX_EARLY_ACTIONS)
+            .keep_early_action(id, &hash.to_string(), &json, max, from_stranger)
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!(
-                "it names message {id}, which is not here, and {MAX_EARLY_ACTIONS} such are \
-                 waiting already"
+                "it names message {id}, which is not here, and {max} such{} are waiting \
+                 already",
+                if from_stranger {
+                    " from people not in your contacts"
+                } else {
+                    ""
+                }
             )
             .into()),
             Err(e) => Err(e.into()),
