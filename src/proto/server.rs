@@ -241,12 +241,26 @@ pub fn is_public_ip(ip: &IpAddr) -> bool {
             {
                 return false;
             }
+            // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765) carries one too.
+            if seg[..4] == [0; 4]
+                && seg[4] == 0xffff
+                && seg[5] == 0
+                && !is_public_v4(&std::net::Ipv4Addr::from(
+                    (u32::from(seg[6]) << 16) | u32::from(seg[7]),
+                ))
+            {
+                return false;
+            }
             let seg0 = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg0 & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed inside sites)
+                || (seg0 == 0x2001 && seg[1] == 0) // Teredo: tunnels to hidden IPv4 hosts
+                || (seg0 == 0x2001 && seg[1] == 0x0002 && seg[2] == 0) // benchmarking 2001:2::/48
+                || (seg0 == 0x0100 && seg[1..4] == [0; 3]) // discard-only 100::/64
                 || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
                 || (seg0 == 0x0064 && v6.segments()[1] == 0xff9b)) // NAT64 can reach private v4
         }
@@ -323,6 +337,12 @@ mod tests {
             "[::127.0.0.1]:1",
             "[2002:7f00:1::1]:1",
             "[2002:c0a8:101::1]:1",
+            "[::ffff:0:10.0.0.1]:1",
+            "[::ffff:0:127.0.0.1]:1",
+            "[fec0::1]:1",
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:1",
+            "[2001:2::1]:1",
+            "[100::1]:1",
             "localhost:1",
             "db.localhost:1",
         ] {
@@ -333,6 +353,8 @@ mod tests {
             "8.8.8.8:53",
             "[2606:4700::1111]:443",
             "[2002:808:808::1]:443",
+            "[::ffff:0:8.8.8.8]:53",
+            "[2001:4860:4860::8888]:53",
             "relay.example.org:8080",
         ] {
             let e: ServerEntry = public.parse().unwrap();
