@@ -532,3 +532,37 @@ fn a_burst_of_sends_reaches_a_peer_by_broadcast_alone() {
         relay.log()
     );
 }
+
+#[test]
+fn a_peer_taking_fewer_hashes_per_request_than_we_hold_still_syncs() {
+    // B takes at most 5 hashes in a request; A holds 10 packets, and B one that A lacks.
+    let b_port = free_port();
+    let b = Relay::start_at(
+        b_port,
+        &mesh_config(
+            b_port,
+            &[],
+            "max_hashes_per_request = 5\nmessage_sync_interval = \"1h\"\nserver_sync_interval = \"1h\"",
+        ),
+    );
+    let a_port = free_port();
+    let a = Relay::start_at(
+        a_port,
+        &mesh_config(
+            a_port,
+            &[b_port],
+            "broadcast_fanout = 0\nreconciliation = false\nserver_sync_interval = \"1h\"",
+        ),
+    );
+    let alice = key_b64("alice-4096");
+    for n in 0..10 {
+        a.send_ok(&packet_for(&alice, n, 100));
+    }
+    let only_b = packet_for(&alice, 100, 100);
+    b.send_ok(&only_b);
+    assert!(
+        eventually(Duration::from_secs(20), || holds(&a, &only_b)),
+        "{}",
+        a.log()
+    );
+}

@@ -353,7 +353,19 @@ fn sync_by_hashes(
     } else {
         br#"{"hashes":[]}"#.to_vec()
     };
-    let answer = client.post(peer, "/sync/hashes", &body, (max * 67 + 1024) as u64)?;
+    let limit = (max * 67 + 1024) as u64;
+    const EMPTY: &[u8] = br#"{"hashes":[]}"#;
+    let (body, answer) = match client.post(peer, "/sync/hashes", &body, limit) {
+        // A peer taking fewer hashes per request than we hold (its max_hashes_per_request is
+        // lower): ask with none, as JASPER.md allows; it answers with what it holds, and we
+        // pull what we lack. (It learns what we hold when it syncs with us.)
+        Err(PeerError::Status(413)) if body != EMPTY => {
+            tracing::debug!(peer = %peer, "our hash list is too long for the peer; asking with none");
+            let answer = client.post(peer, "/sync/hashes", EMPTY, limit)?;
+            (EMPTY.to_vec(), answer)
+        }
+        result => (body, result?),
+    };
     let discovery_bytes = (body.len() + answer.len()) as u64;
     let answer = parse_object(&answer)?;
     let items = array(&answer, "hashes")?;
