@@ -788,3 +788,50 @@ fn a_stub_under_a_key_our_limits_refuse_is_not_taken_for_the_packet() {
     let relay = relay_with_peer(&fake);
     wait_for_problem(&relay, "tampered", 20);
 }
+
+#[test]
+fn a_slow_peer_does_not_hold_the_fetch_back_worker_for_long() {
+    let alice = key_b64("alice-4096");
+    // A known peer answering each fetch after 4 s, with nothing.
+    let slow = FakePeer::start(|path, _| match path {
+        "/fetch" => {
+            std::thread::sleep(Duration::from_secs(4));
+            Answer::Json("{\"messages\":[]}".into())
+        }
+        _ => Answer::Json("{\"hashes\":[],\"servers\":[]}".into()),
+    });
+    // A known peer holding a packet.
+    let packet = packet_for(&alice, 1, 100);
+    let held = packet.clone();
+    let good = FakePeer::start(move |path, _| match path {
+        "/fetch" => Answer::Json(json!({ "messages": [held] }).to_string()),
+        _ => Answer::Json("{\"hashes\":[],\"servers\":[]}".into()),
+    });
+    // Message sync finds nothing new at either peer (their hash lists are empty): packets
+    // reach the relay only by fetch-back.
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\", \"{}\"]\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1h\"\nbroadcast_fanout = 0\nrate_limit_per_minute = 0",
+        slow.addr, good.addr
+    ));
+    let fetch_back = |from: &FakePeer, hashes: Vec<String>| {
+        let resp = common::agent()
+            .post(&relay.url("/sync/hashes"))
+            .header("jasper-server", &from.addr.to_string())
+            .send_json(json!({ "hashes": hashes }))
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    };
+    // The slow peer claims 1,000 packets we lack (ten fetches: 40 s), then the good one one.
+    fetch_back(&slow, (0..1000).map(|n| format!("{n:064x}")).collect());
+    std::thread::sleep(Duration::from_millis(500));
+    fetch_back(&good, vec![packet["hash"].as_str().unwrap().to_owned()]);
+    // A fetch-back gives up after its time (10 s here); the next one then runs.
+    assert!(
+        eventually(Duration::from_secs(25), || holds(&relay, &packet["hash"])),
+        "{} slow fetches; {}",
+        slow.calls("/fetch"),
+        relay.log()
+    );
+    assert!(slow.calls("/fetch") < 10, "{}", slow.calls("/fetch"));
+}

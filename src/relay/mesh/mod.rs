@@ -318,7 +318,13 @@ async fn fetch_back_loop(
         let peer = request.peer.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut stored = 0;
+            // One worker serves every fetch-back: a slow peer must not hold it for long.
+            let deadline = std::time::Instant::now() + sync::pull_budget(&s);
             for chunk in request.hashes.chunks(sync::FETCH_BATCH) {
+                if std::time::Instant::now() >= deadline {
+                    tracing::debug!(peer = %request.peer, "fetch-back ran out of time; sync repairs the rest");
+                    break;
+                }
                 let result = sync::pull(&s, &c, &request.peer, chunk);
                 // Only faults count: anyone can ask for a fetch-back naming a known peer,
                 // and a good one must not clear that peer's record. Nor does an answer too

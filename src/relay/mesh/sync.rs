@@ -39,7 +39,7 @@ const MAX_OVERSIZED_SKIPS: usize = 4;
 /// least 10 s. A sync round waits for every peer, so a peer answering slowly, call after
 /// call, would otherwise hold back sync with all the others; what it has left is pulled in
 /// later rounds.
-fn pull_budget(state: &RelayState) -> std::time::Duration {
+pub(super) fn pull_budget(state: &RelayState) -> std::time::Duration {
     (state.config.message_sync_interval * 2).max(std::time::Duration::from_secs(10))
 }
 
