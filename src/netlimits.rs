@@ -26,10 +26,32 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Counts connections per [`client_network`] and refuses one past the limit.
+/// The /48 of an IPv6 address (what one customer is commonly given: 65,536 /64s); `None`
+/// for IPv4.
+pub fn client_site(ip: IpAddr) -> Option<IpAddr> {
+    match client_network(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 80) - 1),
+        ))),
+    }
+}
+
+/// Connections one IPv6 site ([`client_site`]) may hold, in per-network limits: one customer
+/// has thousands of /64s, and must not take every connection by using a few of them.
+pub const SITE_SHARE: usize = 8;
+
+/// Counts connections per [`client_network`] (and per IPv6 [`client_site`], up to
+/// [`SITE_SHARE`] times as many) and refuses one past the limit.
 pub struct ConnectionCounter {
     max: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    networks: HashMap<IpAddr, usize>,
+    sites: HashMap<IpAddr, usize>,
 }
 
 /// One counted connection (or, from [`ConnectionCounter::admit_weighted`], amount); dropping
@@ -37,7 +59,19 @@ pub struct ConnectionCounter {
 pub struct CountedConnection {
     counter: Arc<ConnectionCounter>,
     network: IpAddr,
+    /// Counted for its site too (connections from IPv6 addresses).
+    site: Option<IpAddr>,
     weight: usize,
+}
+
+/// Takes `weight` off `key`'s count, forgetting it at zero.
+fn uncount(map: &mut HashMap<IpAddr, usize>, key: &IpAddr, weight: usize) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(weight);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl ConnectionCounter {
@@ -45,22 +79,32 @@ impl ConnectionCounter {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         })
     }
 
-    /// Counts a connection from `ip`; `None` when its network has `max` already.
+    /// Counts a connection from `ip`; `None` when its network has `max` already, or its IPv6
+    /// site [`SITE_SHARE`] times that.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<CountedConnection> {
         let network = client_network(ip);
+        let site = client_site(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(network).or_default();
-        if *n >= self.max {
+        if counts.networks.get(&network).copied().unwrap_or(0) >= self.max {
             return None;
         }
-        *n += 1;
+        if let Some(site) = site
+            && counts.sites.get(&site).copied().unwrap_or(0) >= self.max.saturating_mul(SITE_SHARE)
+        {
+            return None;
+        }
+        *counts.networks.entry(network).or_default() += 1;
+        if let Some(site) = site {
+            *counts.sites.entry(site).or_default() += 1;
+        }
         Some(CountedConnection {
             counter: self.clone(),
             network,
+            site,
             weight: 1,
         })
     }
@@ -74,7 +118,7 @@ impl ConnectionCounter {
     ) -> Option<CountedConnection> {
         let network = client_network(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(network).or_default();
+        let n = counts.networks.entry(network).or_default();
         if *n > 0 && *n + weight > self.max {
             return None;
         }
@@ -82,6 +126,7 @@ impl ConnectionCounter {
         Some(CountedConnection {
             counter: self.clone(),
             network,
+            site: None,
             weight,
         })
     }
@@ -94,11 +139,9 @@ impl Drop for CountedConnection {
             .counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.network) {
-            *n = n.saturating_sub(self.weight);
-            if *n == 0 {
-                counts.remove(&self.network);
-            }
+        uncount(&mut counts.networks, &self.network, self.weight);
+        if let Some(site) = &self.site {
+            uncount(&mut counts.sites, site, self.weight);
         }
     }
 }
@@ -268,6 +311,34 @@ mod tests {
         drop(server);
         reader.await.unwrap();
         result
+    }
+
+    #[test]
+    fn one_ipv6_site_holds_a_bounded_share_whatever_its_networks() {
+        let counter = ConnectionCounter::new(2);
+        let mut held = Vec::new();
+        // Eight /64s of one /48, two connections each: the site's share.
+        for n in 0..SITE_SHARE {
+            for host in 1..=2 {
+                let ip: IpAddr = format!("2001:db8:1:{n:x}::{host}").parse().unwrap();
+                held.push(counter.admit(ip).expect("within the site's share"));
+            }
+        }
+        assert!(
+            counter.admit("2001:db8:1:ff::1".parse().unwrap()).is_none(),
+            "a ninth /64 of the same /48"
+        );
+        assert!(counter.admit("2001:db8:2::1".parse().unwrap()).is_some());
+        // IPv4 addresses count one by one.
+        for n in 0..20 {
+            assert!(
+                counter
+                    .admit(format!("192.0.2.{n}").parse().unwrap())
+                    .is_some()
+            );
+        }
+        held.pop();
+        assert!(counter.admit("2001:db8:1:ff::1".parse().unwrap()).is_some());
     }
 
     #[test]
