@@ -391,11 +391,13 @@ fn a_peer_that_answers_429_is_not_pushed_every_packet() {
 fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_peer() {
     let alice = key_b64("alice-4096");
     // Relays may set their limits differently: one larger than our max_message_bytes (256 KiB
-    // by default), one for a key under our min_key_bits.
+    // by default), one for a key under our min_key_bits, one for a key larger than we take
+    // (older relays took up to 16384 bits).
     let big = packet_for(&alice, 1_000, 300 * 1024);
     let for_small_key = packet_for(&key_b64("small-2048"), 2_000, 200);
+    let for_huge_key = packet_for(&common::fake_key_b64(9000), 3_000, 200);
     let fine: Vec<Value> = (0..10).map(|n| packet_for(&alice, n * 10, 2_000)).collect();
-    let all: Vec<Value> = [big.clone(), for_small_key]
+    let all: Vec<Value> = [big.clone(), for_small_key, for_huge_key]
         .into_iter()
         .chain(fine)
         .collect();

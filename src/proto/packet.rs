@@ -98,12 +98,13 @@ pub enum PacketError {
 
 impl PacketError {
     /// Whether the refusal comes from this relay's own limits, which another relay may set
-    /// differently (`max_message_bytes`, `min_key_bits`): such a packet is not a sign of a
-    /// bad peer.
+    /// differently (`max_message_bytes`, `min_key_bits`, the largest key taken, which older
+    /// relays set higher): such a packet is not a sign of a bad peer.
     pub fn is_local_policy(&self) -> bool {
         matches!(
             self,
-            PacketError::MessageTooLarge { .. } | PacketError::Recipient(KeyError::TooSmall { .. })
+            PacketError::MessageTooLarge { .. }
+                | PacketError::Recipient(KeyError::TooSmall { .. } | KeyError::TooLarge(_))
         )
     }
 
