@@ -44,7 +44,7 @@ pub struct Group {
 impl Group {
     /// Whether the group counts towards [`MAX_GROUPS_FROM_STRANGERS`], given which keys are
     /// our contacts'.
-    fn counts_as_strangers(&self, is_contact: &dyn Fn(&str) -> bool) -> bool {
+    pub fn counts_as_strangers(&self, is_contact: &dyn Fn(&str) -> bool) -> bool {
         self.from_stranger && !self.started_by.as_deref().is_some_and(is_contact)
     }
 }

@@ -1046,9 +1046,21 @@ impl Messenger<'_> {
         if kind == Kind::React && !is_reaction(&content) {
             return Err("a reaction that is not :name:".into());
         }
+        // Whether the group the message is in (if any) makes its sender someone we know.
+        let mut group_vouches = false;
         let (contact, group, channel_id) =
             match self.group_of(&object, &sender, &channel_id, sent_at)? {
-                Some(group) => (self.contacts.by_key(&sender)?, Some(group.name), channel_id),
+                Some(group) => {
+                    // A group a stranger started vouches for nobody in it.
+                    let contact_keys: std::collections::HashSet<String> = self
+                        .contacts
+                        .list()?
+                        .into_iter()
+                        .map(|c| c.public_key)
+                        .collect();
+                    group_vouches = !group.counts_as_strangers(&|k| contact_keys.contains(k));
+                    (self.contacts.by_key(&sender)?, Some(group.name), channel_id)
+                }
                 None => {
                     // Our own copy (from another device) is filed under the conversation with
                     // its recipient.
@@ -1075,7 +1087,7 @@ impl Messenger<'_> {
         match self.file(&object, &sender, &channel_id)? {
             Filed::Applied => {}
             Filed::Early => {
-                let known = group.is_some() || contact.is_some() || &sender == self.me.public();
+                let known = group_vouches || contact.is_some() || &sender == self.me.public();
                 self.keep_early(hash, &object, &sender, &channel_id, !known)?
             }
         }
