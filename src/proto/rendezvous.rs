@@ -43,7 +43,7 @@
 //!   `error` frames carrying the offer's `id` and leave the session open: duplicate id, the
 //!   peer's queue full (`max_offers_per_key` offers waiting for one key), the sender's own
 //!   offers full (the same bound on offers waiting from one key), its network's full (four
-//!   times that from one IPv4 address or IPv6 /64), the server full (`max_pending_offers`).
+//!   times that from one IPv4 address or IPv6 /48), the server full (`max_pending_offers`).
 //!   A peer's full queue makes room for an offer from a network holding at least two fewer
 //!   of its offers than another: that network's oldest offer goes, and its offerer gets
 //!   `expired`.

@@ -15,7 +15,7 @@
 //!   [`MAX_OFFERS_PER_PAIR`] from one key to another (so that one key cannot fill another's
 //!   queue); at most `max_pending_offers` in all. A payload is at most [`MAX_PAYLOAD_BYTES`].
 //! - Keys cost nothing to make, networks do: offers from one client network (an IPv4
-//!   address, an IPv6 /64) are at most [`NETWORK_SHARE`] times `max_offers_per_key`, and a
+//!   address, an IPv6 /48) are at most [`NETWORK_SHARE`] times `max_offers_per_key`, and a
 //!   key's full queue makes room for an offer from a network holding fewer of its offers than
 //!   another: that network's oldest offer to the key goes (its offerer gets `expired`). So
 //!   many keys from a few networks can neither fill the hub nor shut a key off from everyone.
@@ -124,8 +124,14 @@ struct Offer {
 
 struct Session {
     handle: SessionHandle,
-    /// Its client network (see [`crate::netlimits::client_network`]).
+    /// Its client network for offers (see [`offer_network`]).
     network: IpAddr,
+}
+
+/// What offers are counted by: an IPv4 address, or an IPv6 /48 (one customer commonly has
+/// thousands of /64s, and one offer from each of a few would fill any key's queue).
+fn offer_network(ip: IpAddr) -> IpAddr {
+    crate::netlimits::client_site(ip).unwrap_or_else(|| crate::netlimits::client_network(ip))
 }
 
 /// The hub's state; the service keeps it behind a mutex and never awaits while holding it.
@@ -166,7 +172,7 @@ impl Hub {
     pub fn register(&mut self, key: &PublicKey, handle: SessionHandle, ip: IpAddr) {
         let fp = key.fingerprint();
         let id = handle.id;
-        let network = crate::netlimits::client_network(ip);
+        let network = offer_network(ip);
         if let Some(old) = self.sessions.insert(fp, Session { handle, network }) {
             tracing::debug!(key = %fp.short(), "a newer session of this key takes over");
             let frame = ServerFrame::Error {
@@ -669,12 +675,13 @@ mod tests {
         let mut hub = Hub::new(limits);
         let now = Instant::now();
         let victim = fake_key(1);
-        // An attacker's keys (cheap to make), each with a session from one IPv6 /64.
+        // An attacker's keys (cheap to make), each with a session from its own /64 of one
+        // IPv6 /48.
         let keys: Vec<PublicKey> = (10..22).map(fake_key).collect();
         let mut receivers = Vec::new();
         for (n, key) in keys.iter().enumerate() {
             let (h, r) = session(100 + n as u64);
-            let ip: IpAddr = format!("2001:db8:1::{}", n + 1).parse().unwrap();
+            let ip: IpAddr = format!("2001:db8:1:{n:x}::1").parse().unwrap();
             hub.register(key, h, ip);
             receivers.push(r);
         }
