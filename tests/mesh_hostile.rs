@@ -651,8 +651,11 @@ fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
     let larger = packet_for(&alice, 1_000, 900 * 1024);
     let huge = packet_for(&alice, 2_000, 6 << 20);
     let fine: Vec<Value> = (0..10).map(|n| packet_for(&alice, n * 10, 2_000)).collect();
+    let huge_hash = huge["hash"].as_str().unwrap().to_owned();
     let all: Vec<Value> = [larger, huge].into_iter().chain(fine).collect();
     let hashes: Vec<Value> = all.iter().map(|p| p["hash"].clone()).collect();
+    let huge_asked = Arc::new(AtomicUsize::new(0));
+    let counter = huge_asked.clone();
     let fake = FakePeer::start(move |path, body| match path {
         "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
         "/fetch" => {
@@ -663,6 +666,9 @@ fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
                 .iter()
                 .filter_map(Value::as_str)
                 .collect();
+            if asked.contains(&huge_hash.as_str()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
             let answer: Vec<&Value> = all
                 .iter()
                 .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
@@ -678,7 +684,10 @@ fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
         relay.inbox(&alice).len(),
         peer_view(&relay)
     );
+    // Later rounds (one a second) do not ask this peer for the packet it could not send.
+    let asked_first = huge_asked.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(huge_asked.load(Ordering::SeqCst), asked_first);
     let view = peer_view(&relay);
     assert_eq!(view["state"], "healthy", "{view}");
     assert!(view["last_problem"].is_null(), "{view}");
@@ -836,4 +845,39 @@ fn a_slow_peer_does_not_hold_the_fetch_back_worker_for_long() {
         relay.log()
     );
     assert!(slow.calls("/fetch") < 10, "{}", slow.calls("/fetch"));
+}
+
+#[test]
+fn a_peer_refusing_our_hash_list_as_too_long_gets_an_empty_one_from_then_on() {
+    let full_lists = Arc::new(AtomicUsize::new(0));
+    let counter = full_lists.clone();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => {
+            let asked: Value = serde_json::from_slice(body).unwrap();
+            if asked["hashes"].as_array().is_some_and(|h| !h.is_empty()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Answer::Status(413)
+            } else {
+                Answer::Json("{\"hashes\":[]}".into())
+            }
+        }
+        "/status" => Answer::Status(404),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    // (No broadcast: the packet reaches the peer, if at all, by its own sync.)
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1h\"\nbroadcast_fanout = 0",
+        fake.addr
+    ));
+    relay.send_ok(&packet_for(&key_b64("alice-4096"), 1, 100));
+    assert!(eventually(Duration::from_secs(10), || full_lists
+        .load(Ordering::SeqCst)
+        > 0));
+    // Rounds go on, once a second, with empty lists, and the peer is not penalised.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(full_lists.load(Ordering::SeqCst), 1);
+    let view = peer_view(&relay);
+    assert!(view["last_problem"].is_null(), "{view}");
+    assert!(view["last_ok"].as_u64() > Some(0), "{view}");
 }

@@ -88,6 +88,10 @@ pub struct RelayState {
     pub pulling: std::sync::Mutex<HashSet<PacketHash>>,
     /// Packets sync declined under this relay's limits, not to be pulled again.
     pub declined: std::sync::Mutex<super::mesh::sync::Declined>,
+    /// Packets a peer could not send in an answer we read, not to be asked of it again.
+    pub oversized: std::sync::Mutex<super::mesh::sync::Declined<(ServerEntry, PacketHash)>>,
+    /// Peers that refused our hash list as too long: they get an empty one.
+    pub short_lists: std::sync::Mutex<HashSet<ServerEntry>>,
 }
 
 impl RelayState {
@@ -112,6 +116,8 @@ impl RelayState {
             reconcile: SnapshotCache::default(),
             pulling: std::sync::Mutex::default(),
             declined: std::sync::Mutex::default(),
+            oversized: std::sync::Mutex::default(),
+            short_lists: std::sync::Mutex::default(),
             rules: PacketRules {
                 min_key_bits: config.min_key_bits,
                 max_message_bytes: config.max_message_bytes as usize,

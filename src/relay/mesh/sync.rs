@@ -53,19 +53,28 @@ fn fetch_answer_limit(state: &RelayState, packets: usize) -> u64 {
 /// pull them again every round.
 pub const DECLINED_KEPT: usize = 16_384;
 
-/// Hashes of packets this relay declined (larger than its `max_message_bytes`), the newest
-/// [`DECLINED_KEPT`].
-#[derive(Default)]
-pub struct Declined {
-    set: HashSet<PacketHash>,
-    order: VecDeque<PacketHash>,
+/// Hashes of packets this relay declined (larger than its `max_message_bytes`), or with
+/// `T = (ServerEntry, PacketHash)` packets one peer could not send in an answer we read: the
+/// newest [`DECLINED_KEPT`].
+pub struct Declined<T = PacketHash> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
 }
 
-impl Declined {
-    /// Remembers `hash`, forgetting the oldest past [`DECLINED_KEPT`].
-    pub fn insert(&mut self, hash: PacketHash) {
-        if self.set.insert(hash) {
-            self.order.push_back(hash);
+impl<T> Default for Declined<T> {
+    fn default() -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Declined<T> {
+    /// Remembers `item`, forgetting the oldest past [`DECLINED_KEPT`].
+    pub fn insert(&mut self, item: T) {
+        if self.set.insert(item.clone()) {
+            self.order.push_back(item);
             if self.order.len() > DECLINED_KEPT
                 && let Some(old) = self.order.pop_front()
             {
@@ -74,9 +83,9 @@ impl Declined {
         }
     }
 
-    /// Whether `hash` was declined.
-    pub fn contains(&self, hash: &PacketHash) -> bool {
-        self.set.contains(hash)
+    /// Whether `item` is remembered.
+    pub fn contains(&self, item: &T) -> bool {
+        self.set.contains(item)
     }
 }
 
@@ -155,6 +164,16 @@ fn pull_all(
     wanted: &[PacketHash],
     report: &mut MessageSyncReport,
 ) -> Result<(), SyncError> {
+    // Not again what this peer could not send us (anyone may serve it to us, though: a peer
+    // could answer any hash with an endless body).
+    let wanted: Vec<PacketHash> = {
+        let oversized = state.oversized.lock().unwrap_or_else(|p| p.into_inner());
+        wanted
+            .iter()
+            .filter(|h| !oversized.contains(&(peer.clone(), **h)))
+            .copied()
+            .collect()
+    };
     report.requested = wanted.len();
     let mut skips_left = MAX_OVERSIZED_SKIPS;
     let deadline = std::time::Instant::now() + pull_budget(state);
@@ -185,11 +204,18 @@ fn pull_all(
                     tracing::debug!(peer = %peer, "skipped a packet larger than this relay reads");
                     skips_left -= 1;
                     report.too_large += 1;
-                    rest.remove(0);
+                    let skipped = rest.remove(0);
+                    state
+                        .oversized
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((peer.clone(), skipped));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            // Back towards whole batches once answers fit again.
+            ask = (ask * 2).min(FETCH_BATCH);
             report.stored += pulled.stored;
             let before = rest.len();
             rest.retain(|h| !pulled.delivered.contains(h));
@@ -348,7 +374,12 @@ fn sync_by_hashes(
     // and that has never served us gets an empty list (it answers with what it holds, and we
     // pull), not megabytes of hashes sent at whatever the address is.
     let proven = super::has_proven_itself(&state.config.peer_entries(), &state.peers, peer);
-    let body = if proven {
+    let short = state
+        .short_lists
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(peer);
+    let body = if proven && !short {
         live_hashes_json(state, max, &|_| false).map_err(|e| SyncError::Storage(e.to_string()))?
     } else {
         br#"{"hashes":[]}"#.to_vec()
@@ -361,6 +392,12 @@ fn sync_by_hashes(
         // pull what we lack. (It learns what we hold when it syncs with us.)
         Err(PeerError::Status(413)) if body != EMPTY => {
             tracing::debug!(peer = %peer, "our hash list is too long for the peer; asking with none");
+            // Remembered (until a restart), rather than sending the whole list each round.
+            state
+                .short_lists
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer.clone());
             let answer = client.post(peer, "/sync/hashes", EMPTY, limit)?;
             (EMPTY.to_vec(), answer)
         }
