@@ -575,6 +575,50 @@ fn naming_a_peer_in_the_header_does_not_end_its_back_off_from_another_address() 
 }
 
 #[test]
+fn another_peer_naming_a_peer_in_the_header_does_not_end_its_back_off() {
+    // Two configured peers: a good one at 127.0.0.1 (where the test's calls come from) and
+    // one at 127.0.1.1 where nothing listens.
+    let good = FakePeer::start(|path, _| match path {
+        "/sync/hashes" => Answer::Json("{\"hashes\":[]}".into()),
+        "/status" => Answer::Status(404),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let dead = common::free_port();
+    let dead_name = format!("127.0.1.1:{dead}");
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\", \"{dead_name}\"]\n\
+         message_sync_interval = \"1s\"\nserver_sync_interval = \"1h\"\nbroadcast_fanout = 0",
+        good.addr
+    ));
+    let view_of = |relay: &Relay, name: &str| {
+        peer_views(relay)
+            .into_iter()
+            .find(|v| v["peer"] == name)
+            .unwrap_or_default()
+    };
+    // The dead one backs off; the good one has served, so 127.0.0.1 is a peer's address.
+    let good_name = good.addr.to_string();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            view_of(&relay, &dead_name)["state"] == "backing-off"
+                && view_of(&relay, &good_name)["last_ok"].as_u64() > Some(0)
+        }),
+        "{:?}",
+        peer_views(&relay)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // A call from the good peer's address, naming the dead one.
+    let resp = common::agent()
+        .post(&relay.url("/sync/hashes"))
+        .header("jasper-server", &dead_name)
+        .send_json(json!({ "hashes": [] }))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let after = view_of(&relay, &dead_name);
+    assert_eq!(after["state"], "backing-off", "{after}");
+}
+
+#[test]
 fn a_full_list_of_servers_is_handed_out_no_longer_than_a_peer_takes() {
     // A peer that notes how many servers each of our server syncs names (a peer with our
     // settings refuses a list longer than `max_servers_per_request` whole).

@@ -321,8 +321,9 @@ where
         Err(e) => return e.into_response(),
     };
     // A known peer that calls us is up: broadcasts to it need not wait for our next sync.
-    // Only a call from a peer's address says so: anyone can name a peer in the header, and
-    // would otherwise end its back-off (and have its record written) at will.
+    // Only a call from that peer's own address says so: anyone can name a peer in the
+    // header (another peer too), and would otherwise end its back-off (and have its record
+    // written) at will.
     if from_peer
         && matches!(
             endpoint,
@@ -331,6 +332,7 @@ where
         && let Some(peer) = caller
             .as_deref()
             .and_then(|c| super::mesh::known_caller(&state, c))
+        && addr.is_some_and(|ClientAddr(a)| state.peer_addresses.is_address_of(a.ip(), &peer))
     {
         state.peers.note_alive(&peer, crate::relay::clock::now_ms());
     }

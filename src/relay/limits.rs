@@ -77,7 +77,10 @@ impl RateLimiter {
 /// (see `mesh::peer_address_loop`).
 #[derive(Default)]
 pub struct PeerAddresses {
-    addresses: std::sync::RwLock<std::collections::HashSet<IpAddr>>,
+    /// Each address, with the peers found at it.
+    addresses: std::sync::RwLock<
+        std::collections::HashMap<IpAddr, std::collections::HashSet<crate::proto::ServerEntry>>,
+    >,
 }
 
 impl PeerAddresses {
@@ -86,13 +89,29 @@ impl PeerAddresses {
         self.addresses
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&ip.to_canonical())
+            .contains_key(&ip.to_canonical())
     }
 
-    /// Replaces the peers' addresses.
-    pub fn replace(&self, addresses: impl IntoIterator<Item = IpAddr>) {
-        let set = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
-        *self.addresses.write().unwrap_or_else(|p| p.into_inner()) = set;
+    /// Whether `ip` is `peer`'s own address (not just any peer's).
+    pub fn is_address_of(&self, ip: IpAddr, peer: &crate::proto::ServerEntry) -> bool {
+        self.addresses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ip.to_canonical())
+            .is_some_and(|peers| peers.contains(peer))
+    }
+
+    /// Replaces the peers' addresses: (address, peer) pairs.
+    pub fn replace(
+        &self,
+        addresses: impl IntoIterator<Item = (IpAddr, crate::proto::ServerEntry)>,
+    ) {
+        let mut map: std::collections::HashMap<_, std::collections::HashSet<_>> =
+            std::collections::HashMap::new();
+        for (ip, peer) in addresses {
+            map.entry(ip.to_canonical()).or_default().insert(peer);
+        }
+        *self.addresses.write().unwrap_or_else(|p| p.into_inner()) = map;
     }
 }
 
@@ -118,8 +137,19 @@ mod tests {
     fn peer_addresses_match_whatever_the_address_family() {
         let peers = PeerAddresses::default();
         assert!(!peers.contains("192.0.2.1".parse().unwrap()));
-        peers.replace(["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
+        let (a, b): (crate::proto::ServerEntry, crate::proto::ServerEntry) = (
+            "192.0.2.1:8080".parse().unwrap(),
+            "relay.example.org:8080".parse().unwrap(),
+        );
+        peers.replace([
+            ("192.0.2.1".parse().unwrap(), a.clone()),
+            ("2001:db8::1".parse().unwrap(), b.clone()),
+        ]);
         assert!(peers.contains("192.0.2.1".parse().unwrap()));
+        // Each address is its own peer's, not any peer's.
+        assert!(peers.is_address_of("::ffff:192.0.2.1".parse().unwrap(), &a));
+        assert!(!peers.is_address_of("192.0.2.1".parse().unwrap(), &b));
+        assert!(peers.is_address_of("2001:db8::1".parse().unwrap(), &b));
         assert!(
             peers.contains("::ffff:192.0.2.1".parse().unwrap()),
             "v4 on a v6 socket"

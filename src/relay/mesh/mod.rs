@@ -298,7 +298,12 @@ async fn peer_address_loop(
                     !state.peers.is_quarantined(p, now)
                         && has_proven_itself(&configured, &state.peers, p)
                 })
-                .flat_map(|p| client.addresses_of(p)),
+                .flat_map(|p| {
+                    client
+                        .addresses_of(p)
+                        .into_iter()
+                        .map(move |ip| (ip, p.clone()))
+                }),
         );
     }
 }
