@@ -165,22 +165,27 @@ fn a_peer_that_advertises_and_withholds_is_penalised() {
     );
 }
 
+/// A peer that advertises one packet for Alice and serves it at the first fetch; later
+/// fetches get `later(hash)` as their `messages`.
+fn serves_once_then(later: impl Fn(&Value) -> Value + Send + Sync + 'static) -> FakePeer {
+    let packet = packet_for(&key_b64("alice-4096"), 1, 200);
+    let hash = packet["hash"].clone();
+    let fetches = AtomicUsize::new(0);
+    FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        "/fetch" if fetches.fetch_add(1, Ordering::SeqCst) == 0 => {
+            Answer::Json(json!({ "messages": [packet] }).to_string())
+        }
+        "/fetch" => Answer::Json(json!({ "messages": later(&hash) }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    })
+}
+
 #[test]
 fn a_peer_that_drops_packets_it_held_is_penalised() {
     let alice = key_b64("alice-4096");
-    let packet = packet_for(&alice, 1, 200);
-    let hash = packet["hash"].clone();
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let f = fetches.clone();
-    let fake = FakePeer::start(move |path, _| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
-        // It serves the packet once, then claims never to have had it.
-        "/fetch" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Answer::Json(json!({ "messages": [packet] }).to_string())
-        }
-        "/fetch" => Answer::Json("{\"messages\":[]}".into()),
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    // It serves the packet once, then claims never to have had it.
+    let fake = serves_once_then(|_| json!([]));
     let relay = relay_with_peer(&fake);
     wait_for_problem(&relay, "dropped", 20);
     assert!(relay.log().contains("peer lost packets it held"));
@@ -387,6 +392,38 @@ fn a_peer_that_answers_429_is_not_pushed_every_packet() {
     );
 }
 
+/// A peer that advertises `packets` and answers each fetch with those asked for, at most
+/// `per_answer` at a time; it counts the fetches that ask for `counted`.
+fn serving(packets: Vec<Value>, counted: &str, per_answer: usize) -> (FakePeer, Arc<AtomicUsize>) {
+    let hashes: Vec<Value> = packets.iter().map(|p| p["hash"].clone()).collect();
+    let counted = counted.to_owned();
+    let asked_for = Arc::new(AtomicUsize::new(0));
+    let counter = asked_for.clone();
+    let fake = FakePeer::start(move |path, body| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
+        "/fetch" => {
+            let asked: Value = serde_json::from_slice(body).unwrap();
+            let asked: Vec<&str> = asked["hashes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if asked.contains(&counted.as_str()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            let answer: Vec<&Value> = packets
+                .iter()
+                .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
+                .take(per_answer)
+                .collect();
+            Answer::Json(json!({ "messages": answer }).to_string())
+        }
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    (fake, asked_for)
+}
+
 #[test]
 fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_peer() {
     let alice = key_b64("alice-4096");
@@ -401,33 +438,9 @@ fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_p
         .into_iter()
         .chain(fine)
         .collect();
-    let hashes: Vec<Value> = all.iter().map(|p| p["hash"].clone()).collect();
     let big_hash = big["hash"].as_str().unwrap().to_owned();
-    let big_asked = Arc::new(AtomicUsize::new(0));
-    let counter = big_asked.clone();
-    let fake = FakePeer::start(move |path, body| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
-        "/fetch" => {
-            let asked: Value = serde_json::from_slice(body).unwrap();
-            let asked: Vec<&str> = asked["hashes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            if asked.contains(&big_hash.as_str()) {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-            // Two packets an answer, as a relay's response size limit cuts answers short.
-            let answer: Vec<&Value> = all
-                .iter()
-                .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
-                .take(2)
-                .collect();
-            Answer::Json(json!({ "messages": answer }).to_string())
-        }
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    // Two packets an answer, as a relay's response size limit cuts answers short.
+    let (fake, big_asked) = serving(all, &big_hash, 2);
     let relay = relay_with_peer(&fake);
     assert!(
         eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
@@ -697,30 +710,7 @@ fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
     let fine: Vec<Value> = (0..10).map(|n| packet_for(&alice, n * 10, 2_000)).collect();
     let huge_hash = huge["hash"].as_str().unwrap().to_owned();
     let all: Vec<Value> = [larger, huge].into_iter().chain(fine).collect();
-    let hashes: Vec<Value> = all.iter().map(|p| p["hash"].clone()).collect();
-    let huge_asked = Arc::new(AtomicUsize::new(0));
-    let counter = huge_asked.clone();
-    let fake = FakePeer::start(move |path, body| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": hashes }).to_string()),
-        "/fetch" => {
-            let asked: Value = serde_json::from_slice(body).unwrap();
-            let asked: Vec<&str> = asked["hashes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            if asked.contains(&huge_hash.as_str()) {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-            let answer: Vec<&Value> = all
-                .iter()
-                .filter(|p| asked.contains(&p["hash"].as_str().unwrap()))
-                .collect();
-            Answer::Json(json!({ "messages": answer }).to_string())
-        }
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    let (fake, huge_asked) = serving(all, &huge_hash, usize::MAX);
     let relay = relay_with_peer(&fake);
     assert!(
         eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
@@ -804,20 +794,8 @@ fn a_peer_answering_slowly_call_after_call_does_not_hold_back_sync_with_the_othe
 
 #[test]
 fn a_peer_answering_spot_checks_with_bare_hashes_is_still_caught_dropping() {
-    let alice = key_b64("alice-4096");
-    let packet = packet_for(&alice, 1, 200);
-    let hash = packet["hash"].clone();
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let f = fetches.clone();
-    let fake = FakePeer::start(move |path, _| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
-        // It serves the packet once; later it names the hash without the packet.
-        "/fetch" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Answer::Json(json!({ "messages": [packet] }).to_string())
-        }
-        "/fetch" => Answer::Json(json!({ "messages": [{ "hash": hash }] }).to_string()),
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    // It serves the packet once; later it names the hash without the packet.
+    let fake = serves_once_then(|hash| json!([{ "hash": hash }]));
     let relay = relay_with_peer(&fake);
     wait_for_problem(&relay, "dropped", 20);
 }

@@ -138,6 +138,11 @@ impl<'a> Contacts<'a> {
         serde_json::from_slice(&json).map_err(|e| DbError::Engine(e.to_string()).into())
     }
 
+    /// Every contact's key (canonical).
+    pub fn keys(&self) -> Result<std::collections::HashSet<String>, ContactError> {
+        Ok(self.list()?.into_iter().map(|c| c.public_key).collect())
+    }
+
     /// The contact whose key is `key`, if any.
     pub fn by_key(&self, key: &PublicKey) -> Result<Option<Contact>, ContactError> {
         Ok(self

@@ -1052,12 +1052,7 @@ impl Messenger<'_> {
             match self.group_of(&object, &sender, &channel_id, sent_at)? {
                 Some(group) => {
                     // A group a stranger started vouches for nobody in it.
-                    let contact_keys: std::collections::HashSet<String> = self
-                        .contacts
-                        .list()?
-                        .into_iter()
-                        .map(|c| c.public_key)
-                        .collect();
+                    let contact_keys = self.contacts.keys()?;
                     group_vouches = !group.counts_as_strangers(&|k| contact_keys.contains(k));
                     (self.contacts.by_key(&sender)?, Some(group.name), channel_id)
                 }
@@ -1190,12 +1185,7 @@ impl Messenger<'_> {
         if self.db.has_history(channel_id)? {
             return Err("a new group on the channel of a conversation you have already".into());
         }
-        let contact_keys: std::collections::HashSet<String> = self
-            .contacts
-            .list()?
-            .into_iter()
-            .map(|c| c.public_key)
-            .collect();
+        let contact_keys = self.contacts.keys()?;
         let from_stranger = !contact_keys.contains(sender.canonical()) && sender.canonical() != me;
         if let Some(why) =
             groups.refusal_for_new(from_stranger, &|key| contact_keys.contains(key))?
