@@ -130,18 +130,23 @@ fn a_peer_that_sends_packets_nobody_asked_for_is_not_believed() {
     assert!(!holds(&relay, &asked["hash"]));
 }
 
+/// A peer that advertises `hash` and answers every fetch with `item` alone.
+fn advertising_then_answering(hash: &Value, item: Value) -> FakePeer {
+    let hash = hash.clone();
+    FakePeer::start(move |path, _| match path {
+        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
+        "/fetch" => Answer::Json(json!({ "messages": [item] }).to_string()),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    })
+}
+
 #[test]
 fn an_unasked_packet_is_not_excused_by_being_one_our_limits_refuse() {
     // A packet for a key under our min_key_bits is skipped without blame when we asked for
     // it; sent unasked, it is a bad peer's like any other.
     let asked = packet_for(&key_b64("alice-4096"), 1, 200);
     let unasked = packet_for(&key_b64("small-2048"), 2, 200);
-    let asked_hash = asked["hash"].clone();
-    let fake = FakePeer::start(move |path, _| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": [asked_hash] }).to_string()),
-        "/fetch" => Answer::Json(json!({ "messages": [unasked] }).to_string()),
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    let fake = advertising_then_answering(&asked["hash"], unasked);
     let relay = relay_with_peer(&fake);
     wait_for_problem(&relay, "tampered", 20);
 }
@@ -812,12 +817,7 @@ fn a_stub_under_a_key_our_limits_refuse_is_not_taken_for_the_packet() {
         "message": real["message"].as_str().unwrap().replace('A', "B"),
         "signature": real["signature"],
     });
-    let hash = real["hash"].clone();
-    let fake = FakePeer::start(move |path, _| match path {
-        "/sync/hashes" => Answer::Json(json!({ "hashes": [hash] }).to_string()),
-        "/fetch" => Answer::Json(json!({ "messages": [stub] }).to_string()),
-        _ => Answer::Json("{\"servers\":[]}".into()),
-    });
+    let fake = advertising_then_answering(&real["hash"], stub);
     let relay = relay_with_peer(&fake);
     wait_for_problem(&relay, "tampered", 20);
 }
