@@ -361,8 +361,9 @@ pub struct RedisStore {
     keys: Keys,
     idle: Mutex<Vec<Connection>>,
     written: AtomicU64,
-    /// See [`Store::instance`]; kept in the meta hash, shared by relays sharing the keys.
-    instance: u64,
+    /// See [`Store::instance`]; kept in the meta hash, shared by relays sharing the keys, and
+    /// read again with every batch stored.
+    instance: AtomicU64,
 }
 
 /// The fixed key names under the prefix.
@@ -639,7 +640,7 @@ impl RedisStore {
             keys: Keys::new(&options.prefix),
             idle: Mutex::new(Vec::new()),
             written: AtomicU64::new(0),
-            instance: 0,
+            instance: AtomicU64::new(0),
         };
         let mut conn = store.connect().map_err(|e| StoreError::Open {
             path: store.target.clone(),
@@ -655,8 +656,9 @@ impl RedisStore {
         store.check_server(&mut conn)?;
         store.check_schema(&mut conn)?;
         let instance = store.instance_id(&mut conn)?;
+        store.instance.store(instance, Ordering::Relaxed);
         store.put_back(conn);
-        Ok(Self { instance, ..store })
+        Ok(store)
     }
 
     /// Where the server is (without credentials).
@@ -877,19 +879,32 @@ impl Store for RedisStore {
         // The settings are read again with every batch, right after its script and in the
         // same round trip: someone may have run `CONFIG SET appendfsync everysec` on the live
         // server since `open`, and then Redis's answer no longer means "on disk".
+        // And the instance id, in case Redis lost its data while we ran (a restart without
+        // persistence, FLUSHALL): sequence numbers then start again, and cursors of the old
+        // contents must not count for the new (see `Store::instance`).
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
         DurabilitySettings::ask(&mut pipe);
-        let (answers, settings): (Vec<String>, DurabilityAnswers) = self.with(|c| {
-            let (answers, append, memory) = match pipe.query(c) {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    invocation.load(c)?;
-                    pipe.query(c)?
-                }
-                result => result?,
-            };
-            Ok((answers, (append, memory)))
-        })?;
+        pipe.cmd("HSETNX")
+            .arg(&self.keys.meta)
+            .arg("instance")
+            .arg(super::new_instance_id())
+            .ignore();
+        pipe.cmd("HGET").arg(&self.keys.meta).arg("instance");
+        let (answers, settings, instance): (Vec<String>, DurabilityAnswers, Option<String>) = self
+            .with(|c| {
+                let (answers, append, memory, instance) = match pipe.query(c) {
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        invocation.load(c)?;
+                        pipe.query(c)?
+                    }
+                    result => result?,
+                };
+                Ok((answers, (append, memory), instance))
+            })?;
+        if let Some(instance) = instance.and_then(|v| v.parse::<u64>().ok()) {
+            self.instance.store(instance, Ordering::Relaxed);
+        }
         if let Some(problem) = DurabilitySettings::from_answers(settings).problem() {
             // Not acknowledged, though Redis kept the batch: a retry once the server is fixed
             // is told its packet is there. Under `everysec` the packet reached the file and
@@ -1185,7 +1200,7 @@ impl Store for RedisStore {
     }
 
     fn instance(&self) -> u64 {
-        self.instance
+        self.instance.load(Ordering::Relaxed)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -1302,6 +1317,22 @@ mod tests {
         let other = server.fresh_store();
         assert!(!other.contains(&p1.hash, 0).unwrap());
         assert_ne!(other.instance(), a.instance());
+    }
+
+    #[test]
+    fn contents_lost_while_running_get_a_new_instance() {
+        let server = TestRedis::start(&[]);
+        let s = server.fresh_store();
+        s.put_batch(&[packet(1, 1, 1_000)], LIMITS, 0).unwrap();
+        let before = s.instance();
+        // Redis loses everything (FLUSHALL, a restart without persistence) under a running
+        // relay: its numbering starts again, so its cursors must name other contents.
+        let _: () = redis::cmd("FLUSHALL")
+            .query(&mut server.connection())
+            .unwrap();
+        let out = s.put_batch(&[packet(2, 1, 1_000)], LIMITS, 0).unwrap();
+        assert_eq!(out, vec![PutOutcome::Stored { seq: 1 }]);
+        assert_ne!(s.instance(), before);
     }
 
     #[test]
