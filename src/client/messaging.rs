@@ -661,7 +661,11 @@ impl Messenger<'_> {
         }
         match self.accept_opened(hash, opened) {
             Ok(received) => {
-                self.db.mark_seen(&hash.0).map_err(|e| e.to_string())?;
+                // Filed: shown whatever happens next. Not marked seen, the packet may come
+                // again through the relays and be shown twice; that beats not at all.
+                if let Err(e) = self.db.mark_seen(&hash.0) {
+                    tracing::warn!(error = %e, "a message from the direct link could not be marked as seen");
+                }
                 Ok(Some(received))
             }
             Err(NotFiled::Refused(reason)) => {
