@@ -467,10 +467,16 @@ fn a_relay_with_sync_off_contacts_no_peer_and_still_syncs_with_those_that_call_i
     );
     // A relay that syncs with the quiet one every second brings it its packet.
     let caller_port = free_port();
-    // (No broadcast from the caller: the packet must come by the caller's sync round.)
+    // (No broadcast from the caller: the packet must come by the caller's sync round. No
+    // server sync either: the quiet relay would name the watcher, and the caller's own calls
+    // to it would be counted too.)
     let caller = Relay::start_at(
         caller_port,
-        &mesh_config(caller_port, &[quiet_port], "broadcast_fanout = 0"),
+        &mesh_config(
+            caller_port,
+            &[quiet_port],
+            "broadcast_fanout = 0\nserver_sync_interval = \"0s\"",
+        ),
     );
     let packet = packet_for(&key_b64("alice-4096"), 4242, 100);
     caller.send_ok(&packet);
