@@ -959,8 +959,9 @@ impl Messenger<'_> {
                     }
                     Ok(opened) => match self.accept_opened(*hash, opened) {
                         Ok(r) => {
-                            self.db.mark_seen(&hash.0)?;
+                            // Filed: reported even if marking it seen fails next.
                             report.received.push(r);
+                            self.db.mark_seen(&hash.0)?;
                             continue;
                         }
                         Err(NotFiled::Refused(reason)) => {
