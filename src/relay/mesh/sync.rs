@@ -87,6 +87,11 @@ impl<T: std::hash::Hash + Eq + Clone> Declined<T> {
     pub fn contains(&self, item: &T) -> bool {
         self.set.contains(item)
     }
+
+    /// Everything remembered, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.order.iter()
+    }
 }
 
 /// What one message sync with a peer did.
@@ -167,10 +172,17 @@ fn pull_all(
     // Not again what this peer could not send us (anyone may serve it to us, though: a peer
     // could answer any hash with an endless body).
     let wanted: Vec<PacketHash> = {
-        let oversized = state.oversized.lock().unwrap_or_else(|p| p.into_inner());
+        let not_from_this_peer: HashSet<PacketHash> = state
+            .oversized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(p, _)| p == peer)
+            .map(|(_, h)| *h)
+            .collect();
         wanted
             .iter()
-            .filter(|h| !oversized.contains(&(peer.clone(), **h)))
+            .filter(|h| !not_from_this_peer.contains(h))
             .copied()
             .collect()
     };
