@@ -397,6 +397,16 @@ fn a_peer_that_answers_429_is_not_pushed_every_packet() {
     );
 }
 
+/// Waits up to 20 s until the relay holds `n` packets for `key`.
+fn wait_for_inbox(relay: &Relay, key: &str, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(20), || relay.inbox(key).len() == n),
+        "{} of {n} pulled; {}",
+        relay.inbox(key).len(),
+        peer_view(relay)
+    );
+}
+
 /// A peer that advertises `packets` and answers each fetch with those asked for, at most
 /// `per_answer` at a time; it counts the fetches that ask for `counted`.
 fn serving(packets: Vec<Value>, counted: &str, per_answer: usize) -> (FakePeer, Arc<AtomicUsize>) {
@@ -447,12 +457,7 @@ fn packets_only_our_limits_refuse_and_answers_cut_short_are_not_held_against_a_p
     // Two packets an answer, as a relay's response size limit cuts answers short.
     let (fake, big_asked) = serving(all, &big_hash, 2);
     let relay = relay_with_peer(&fake);
-    assert!(
-        eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
-        "{} of 10 pulled; {}",
-        relay.inbox(&alice).len(),
-        peer_view(&relay)
-    );
+    wait_for_inbox(&relay, &alice, 10);
     // More rounds (one a second): the peer is not penalised, and the packet declined for its
     // size is not pulled again.
     std::thread::sleep(Duration::from_secs(4));
@@ -717,12 +722,7 @@ fn a_peer_allowing_much_larger_packets_than_ours_is_not_penalised_for_them() {
     let all: Vec<Value> = [larger, huge].into_iter().chain(fine).collect();
     let (fake, huge_asked) = serving(all, &huge_hash, usize::MAX);
     let relay = relay_with_peer(&fake);
-    assert!(
-        eventually(Duration::from_secs(20), || relay.inbox(&alice).len() == 10),
-        "{} of 10 pulled; {}",
-        relay.inbox(&alice).len(),
-        peer_view(&relay)
-    );
+    wait_for_inbox(&relay, &alice, 10);
     // Later rounds (one a second) do not ask this peer for the packet it could not send.
     let asked_first = huge_asked.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(3));

@@ -688,19 +688,29 @@ impl RedisStore {
         }
     }
 
-    /// The instance id under these keys, made now if there is none yet.
-    fn instance_id(&self, conn: &mut Connection) -> Result<u64, StoreError> {
+    /// The meta hash's `field`, set to `value` first if it has none (at open).
+    fn meta_field_or(
+        &self,
+        conn: &mut Connection,
+        field: &str,
+        value: impl redis::ToRedisArgs,
+    ) -> Result<Option<String>, StoreError> {
         let _: bool = redis::cmd("HSETNX")
             .arg(&self.keys.meta)
-            .arg("instance")
-            .arg(super::new_instance_id())
+            .arg(field)
+            .arg(value)
             .query(conn)
             .map_err(|e| self.open_error(e.to_string()))?;
-        let kept: Option<String> = redis::cmd("HGET")
+        redis::cmd("HGET")
             .arg(&self.keys.meta)
-            .arg("instance")
+            .arg(field)
             .query(conn)
-            .map_err(|e| self.open_error(e.to_string()))?;
+            .map_err(|e| self.open_error(e.to_string()))
+    }
+
+    /// The instance id under these keys, made now if there is none yet.
+    fn instance_id(&self, conn: &mut Connection) -> Result<u64, StoreError> {
+        let kept = self.meta_field_or(conn, "instance", super::new_instance_id())?;
         kept.and_then(|v| v.parse().ok()).ok_or_else(|| {
             self.open_error(format!(
                 "the keys under {:?} hold an instance id that is not a number; they were \
@@ -711,17 +721,7 @@ impl RedisStore {
     }
 
     fn check_schema(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        let _: bool = redis::cmd("HSETNX")
-            .arg(&self.keys.meta)
-            .arg("schema")
-            .arg(SCHEMA)
-            .query(conn)
-            .map_err(|e| self.open_error(e.to_string()))?;
-        let schema: Option<String> = redis::cmd("HGET")
-            .arg(&self.keys.meta)
-            .arg("schema")
-            .query(conn)
-            .map_err(|e| self.open_error(e.to_string()))?;
+        let schema = self.meta_field_or(conn, "schema", SCHEMA)?;
         match schema.as_deref() {
             Some(SCHEMA) => Ok(()),
             Some("1") => Err(self.open_error(format!(
