@@ -903,3 +903,51 @@ fn a_peer_refusing_our_hash_list_as_too_long_gets_an_empty_one_from_then_on() {
     assert!(view["last_problem"].is_null(), "{view}");
     assert!(view["last_ok"].as_u64() > Some(0), "{view}");
 }
+
+#[test]
+fn a_peer_taking_more_hashes_per_request_than_ours_is_synced_with_not_penalised() {
+    // A relay that answers like any relay (what it holds, less what it was told), taking far
+    // more hashes per request than ours: its first answer is longer than we read.
+    let alice = key_b64("alice-4096");
+    let packets: Vec<Value> = (0..40).map(|n| packet_for(&alice, n, 100)).collect();
+    let hashes: Vec<String> = packets
+        .iter()
+        .map(|p| p["hash"].as_str().unwrap().to_owned())
+        .collect();
+    let fake = FakePeer::start(move |path, body| {
+        let asked: Value = serde_json::from_slice(body).unwrap_or_default();
+        let listed: Vec<&str> = asked["hashes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match path {
+            "/sync/hashes" => {
+                let lacking: Vec<&String> = hashes
+                    .iter()
+                    .filter(|h| !listed.contains(&h.as_str()))
+                    .collect();
+                Answer::Json(json!({ "hashes": lacking }).to_string())
+            }
+            "/fetch" => {
+                let answer: Vec<&Value> = packets
+                    .iter()
+                    .filter(|p| listed.contains(&p["hash"].as_str().unwrap()))
+                    .collect();
+                Answer::Json(json!({ "messages": answer }).to_string())
+            }
+            "/status" => Answer::Status(404),
+            _ => Answer::Json("{\"servers\":[]}".into()),
+        }
+    });
+    // 40 hashes are ~2,700 bytes of JSON; a relay reading 20 reads ~2,360.
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1s\"\n\
+         server_sync_interval = \"1h\"\nmax_hashes_per_request = 20",
+        fake.addr
+    ));
+    // The first 20 in the first round; the other 20 once our list names those.
+    wait_for_inbox(&relay, &alice, 40);
+    let view = peer_view(&relay);
+    assert_eq!(view["state"], "healthy", "{view}");
+    assert!(view["last_problem"].is_null(), "{view}");
+}

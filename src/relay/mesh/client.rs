@@ -128,7 +128,31 @@ impl PeerClient {
         body: &[u8],
         limit: u64,
     ) -> Result<Vec<u8>, PeerError> {
-        self.post_typed(peer, path, "application/json", body, limit)
+        let mut response = self.send_post(peer, path, "application/json", body)?;
+        read_limited(&mut response, limit)
+    }
+
+    /// POSTs JSON to `path` on `peer` and returns the first `limit` bytes of a 200 answer, and
+    /// whether the answer went on past them (the rest is not read).
+    pub fn post_prefix(
+        &self,
+        peer: &ServerEntry,
+        path: &str,
+        body: &[u8],
+        limit: u64,
+    ) -> Result<(Vec<u8>, bool), PeerError> {
+        use std::io::Read;
+        let mut response = self.send_post(peer, path, "application/json", body)?;
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let cut = bytes.len() as u64 > limit;
+        bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok((bytes, cut))
     }
 
     /// As [`PeerClient::post`], with a binary body.
@@ -139,17 +163,18 @@ impl PeerClient {
         body: &[u8],
         limit: u64,
     ) -> Result<Vec<u8>, PeerError> {
-        self.post_typed(peer, path, "application/octet-stream", body, limit)
+        let mut response = self.send_post(peer, path, "application/octet-stream", body)?;
+        read_limited(&mut response, limit)
     }
 
-    fn post_typed(
+    /// Sends a POST and returns the response to a 200, its body not yet read.
+    fn send_post(
         &self,
         peer: &ServerEntry,
         path: &str,
         content_type: &str,
         body: &[u8],
-        limit: u64,
-    ) -> Result<Vec<u8>, PeerError> {
+    ) -> Result<ureq::http::Response<ureq::Body>, PeerError> {
         let addr = self.resolve(peer)?;
         let url = format!("http://{addr}{path}");
         let mut request = self.agent.post(&url).header("content-type", content_type);
@@ -159,14 +184,14 @@ impl PeerClient {
         if let Some(host) = peer.host_header() {
             request = request.header("host", host);
         }
-        let mut response = request
+        let response = request
             .send(body)
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(PeerError::Status(status));
         }
-        read_limited(&mut response, limit)
+        Ok(response)
     }
 
     /// GETs `path` on `peer`, read up to `limit` bytes; `None` when the peer answers 404.

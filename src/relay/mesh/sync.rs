@@ -159,6 +159,38 @@ fn array<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a [Value], Pe
         .ok_or_else(|| PeerError::Malformed(format!("the answer has no `{field}` array")))
 }
 
+/// The hashes at the start of a `/sync/hashes` answer cut short: `{"hashes":[` and then
+/// quoted hashes, with whitespace allowed between tokens, read up to `max` or until the cut
+/// (a hash the cut splits is left out). `None` when the start has another shape.
+fn hashes_at_start(answer: &[u8], max: usize) -> Option<Vec<PacketHash>> {
+    let mut rest = answer;
+    for token in [&b"{"[..], b"\"hashes\"", b":", b"["] {
+        rest = rest.trim_ascii_start().strip_prefix(token)?;
+    }
+    let mut hashes = Vec::new();
+    while hashes.len() < max {
+        rest = rest.trim_ascii_start();
+        let Some(after_quote) = rest.strip_prefix(b"\"") else {
+            // The end of the list (it may have been cut just at it), or another shape.
+            return (rest.is_empty() || rest[0] == b']').then_some(hashes);
+        };
+        let Some((text, after)) = after_quote.split_at_checked(64) else {
+            break; // cut inside this hash
+        };
+        let Some(after) = after.strip_prefix(b"\"") else {
+            return after.is_empty().then_some(hashes);
+        };
+        hashes.push(PacketHash::parse(std::str::from_utf8(text).ok()?).ok()?);
+        rest = after.trim_ascii_start();
+        match rest.first() {
+            None | Some(b']') => break,
+            Some(b',') => rest = &rest[1..],
+            Some(_) => return None,
+        }
+    }
+    Some(hashes)
+}
+
 /// Pulls `wanted` from `peer` in batches, counting into `report`. Peers are synced side by
 /// side, and most hold the same new packets: each batch asks only for what is neither stored
 /// by now nor being pulled from another peer at this moment.
@@ -398,7 +430,7 @@ fn sync_by_hashes(
     };
     let limit = (max * 67 + 1024) as u64;
     const EMPTY: &[u8] = br#"{"hashes":[]}"#;
-    let (body, answer) = match client.post(peer, "/sync/hashes", &body, limit) {
+    let (body, (answer, cut)) = match client.post_prefix(peer, "/sync/hashes", &body, limit) {
         // A peer taking fewer hashes per request than we hold (its max_hashes_per_request is
         // lower): ask with none, as JASPER.md allows; it answers with what it holds, and we
         // pull what we lack. (It learns what we hold when it syncs with us.)
@@ -410,30 +442,42 @@ fn sync_by_hashes(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(peer.clone());
-            let answer = client.post(peer, "/sync/hashes", EMPTY, limit)?;
+            let answer = client.post_prefix(peer, "/sync/hashes", EMPTY, limit)?;
             (EMPTY.to_vec(), answer)
         }
         result => (body, result?),
     };
     let discovery_bytes = (body.len() + answer.len()) as u64;
-    let answer = parse_object(&answer)?;
-    let items = array(&answer, "hashes")?;
-    if items.len() > max {
-        return Err(PeerError::Malformed(format!("{} hashes in one answer", items.len())).into());
-    }
+    let hashes = if cut {
+        // A peer taking more hashes per request than we do answers with more than we read:
+        // the hashes at the start are taken (more come as the lists shrink), as long as the
+        // answer has the usual shape.
+        tracing::debug!(peer = %peer, "the peer's hash list is longer than we read; taking its start");
+        hashes_at_start(&answer, max).ok_or(PeerError::TooLarge(limit))?
+    } else {
+        let answer = parse_object(&answer)?;
+        let items = array(&answer, "hashes")?;
+        let mut hashes = Vec::with_capacity(items.len().min(max));
+        for item in items.iter().take(max) {
+            hashes.push(
+                item.as_str()
+                    .and_then(|t| PacketHash::parse(t).ok())
+                    .ok_or_else(|| {
+                        PeerError::Malformed("a hash is not 64 lowercase hex digits".into())
+                    })?,
+            );
+        }
+        hashes
+    };
     let mut report = MessageSyncReport {
         method: "hashes",
-        advertised: items.len(),
+        advertised: hashes.len(),
         discovery_bytes,
         ..MessageSyncReport::default()
     };
     let now = now_ms();
     let mut wanted = Vec::new();
-    for item in items {
-        let hash = item
-            .as_str()
-            .and_then(|t| PacketHash::parse(t).ok())
-            .ok_or_else(|| PeerError::Malformed("a hash is not 64 lowercase hex digits".into()))?;
+    for hash in hashes {
         let known = state
             .store
             .contains(&hash, now)
@@ -651,4 +695,63 @@ pub fn sync_servers(
         .collect();
     let added = super::learn_servers(state, learned).map_err(SyncError::Storage)?;
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    #[test]
+    fn the_start_of_a_cut_hash_list_is_read_up_to_the_cut() {
+        let full = format!(
+            "{{ \"hashes\" : [ \"{}\",\n\"{}\" , \"{}\"]}}",
+            hex(1),
+            hex(2),
+            hex(3)
+        );
+        let all: Vec<String> = hashes_at_start(full.as_bytes(), 10)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(all, [hex(1), hex(2), hex(3)]);
+        assert_eq!(hashes_at_start(full.as_bytes(), 2).unwrap().len(), 2);
+        // Cut anywhere: the hashes wholly before the cut, never a part of one.
+        for cut in 0..full.len() {
+            let start = &full.as_bytes()[..cut];
+            let got = hashes_at_start(start, 10);
+            let whole = full[..cut].matches(&hex(1)).count()
+                + full[..cut].matches(&hex(2)).count()
+                + full[..cut].matches(&hex(3)).count();
+            // Before `{"hashes":[` is complete the shape is unknown; after it, every whole
+            // hash counts (one still missing its closing quote does not).
+            let closed = (1..=3)
+                .filter(|n| full[..cut].contains(&format!("{}\"", hex(*n))))
+                .count();
+            if let Some(got) = got {
+                assert_eq!(got.len(), closed, "cut at {cut}");
+                assert!(closed <= whole);
+            } else {
+                assert!(!full[..cut].contains('['), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_answer_of_another_shape_is_not_read() {
+        for answer in [
+            format!("{{\"other\":1,\"hashes\":[\"{}\"", hex(1)),
+            format!("{{\"hashes\":[\"{}\",1,", hex(1)),
+            format!("{{\"hashes\":[\"{}\";", hex(1)),
+            format!("{{\"hashes\":[\"{}\"", hex(0xab).to_uppercase()),
+            format!("{{\"hashes\":[\"{}0\"", hex(1)),
+            "[\"hashes\"".to_string(),
+        ] {
+            assert!(hashes_at_start(answer.as_bytes(), 10).is_none(), "{answer}");
+        }
+    }
 }
