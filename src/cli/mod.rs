@@ -757,7 +757,8 @@ fn rendezvous_exit_code(r: &crate::client::rendezvous::RendezvousError) -> u8 {
 
 /// An error and its causes on one line, each said once: many of our errors already name their
 /// cause in their own message (`{path}: {source}`), so a cause that the text so far contains
-/// is not repeated.
+/// is not repeated. Text from the other side (a relay's or rendezvous service's `error`) is in
+/// it: control characters come out escaped, so that it cannot drive the terminal.
 pub fn error_report(err: &anyhow::Error) -> String {
     let mut report = String::new();
     for cause in err.chain() {
@@ -770,7 +771,7 @@ pub fn error_report(err: &anyhow::Error) -> String {
         }
         report.push_str(&text);
     }
-    report
+    crate::client::terminal::block(&report, "").into_owned()
 }
 
 /// The exit status for an error, from the most specific cause in its chain.
@@ -874,6 +875,17 @@ mod tests {
     fn a_cause_the_message_leaves_out_is_added() {
         let err = anyhow::Error::new(Silent(not_found()));
         assert_eq!(error_report(&err), "the relay failed: no such file");
+    }
+
+    #[test]
+    fn text_from_the_other_side_cannot_drive_the_terminal() {
+        let hostile = anyhow::anyhow!("\u{1b}]0;owned\u{7}\u{1b}[2J").context("refused");
+        let report = error_report(&hostile);
+        assert!(
+            !report.contains('\u{1b}') && !report.contains('\u{7}'),
+            "{report}"
+        );
+        assert!(report.starts_with("refused: "), "{report}");
     }
 
     #[test]
