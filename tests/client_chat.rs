@@ -244,6 +244,13 @@ fn transparent_chat_meets_through_our_stun_and_talks_both_ways() {
     // A line too long for one data-channel message is refused with a reason; the chat goes on.
     b.say(&"x".repeat(7000));
     b.wait_stderr("too long for transparent mode", Duration::from_secs(10));
+    // Under the line limit, but quotes double once escaped: too long once sealed. Refused the
+    // same way, and not filed as sent.
+    b.say(&"\"".repeat(4000));
+    b.wait_stderr(
+        "too long for transparent mode once sealed",
+        Duration::from_secs(10),
+    );
     b.say("hi alice");
     b.say("how are you?");
     assert_eq!(a.next_json(Duration::from_secs(10))["content"], "hi alice");

@@ -347,11 +347,22 @@ async fn talk(
                     continue;
                 }
                 tracing::debug!("sealing a line");
-                let sealed = durably(session, |m| Ok(m.seal_direct(contact, &line, now_ms())?))?;
+                let sealed = session.with_local(|m| Ok(m.seal_direct(contact, &line, now_ms())?))?;
                 let bytes = serde_json::to_vec(&sealed.packet)?;
+                // Escaping (quotes, control characters) can grow a line past what one
+                // data-channel message holds once sealed.
+                if bytes.len() > MAX_DATA_MESSAGE {
+                    eprintln!(
+                        "error: this line is too long for transparent mode once sealed \
+                         ({} bytes; at most {MAX_DATA_MESSAGE}); send it with `jasper send`",
+                        bytes.len()
+                    );
+                    continue;
+                }
                 tracing::debug!(bytes = bytes.len(), "sending a packet");
-                debug_assert!(bytes.len() <= MAX_DATA_MESSAGE);
                 link.send(&bytes).await.context("the direct connection closed")?;
+                // In the history once the peer has it.
+                durably(session, |m| Ok(m.file_direct(&sealed)?))?;
                 // The copy for our other devices is sealed once the peer has the line.
                 if let Some(copies) = copies {
                     copies.send(durably(session, |m| Ok(m.seal_copy_for_self(&sealed)?))?);

@@ -350,6 +350,8 @@ pub struct DirectPacket {
     pub recipient: String,
     /// What was sent.
     pub report: SendReport,
+    /// The packet's hash, marked seen when the message is filed.
+    hash: PacketHash,
 }
 
 /// Messaging for one identity.
@@ -589,7 +591,7 @@ impl Messenger<'_> {
     }
 
     /// Seals a new message to `contact` for a direct (transparent-mode) link instead of a
-    /// relay, and files it in the history.
+    /// relay. It is filed in the history by [`Messenger::file_direct`] once the peer has it.
     pub fn seal_direct(
         &self,
         contact: &Contact,
@@ -610,8 +612,6 @@ impl Messenger<'_> {
             "timestamp": rfc3339_ms(now_ms),
         });
         let (packet, hash) = self.seal_packet(&object, &recipient)?;
-        self.db.mark_seen(&hash.0)?;
-        self.file(&object, self.me.public(), &channel)?;
         Ok(DirectPacket {
             packet,
             object,
@@ -623,7 +623,17 @@ impl Messenger<'_> {
                 copied_to_self: false,
                 undelivered: Vec::new(),
             },
+            hash,
         })
+    }
+
+    /// Files a message sealed by [`Messenger::seal_direct`] that the peer now has: in the
+    /// history, its packet marked seen (a copy coming back through the relays is not shown
+    /// again).
+    pub fn file_direct(&self, sent: &DirectPacket) -> Result<(), MessagingError> {
+        self.db.mark_seen(&sent.hash.0)?;
+        self.file(&sent.object, self.me.public(), &sent.report.channel_id)?;
+        Ok(())
     }
 
     /// Seals the copy of a message sent over a direct link that our other devices learn it
