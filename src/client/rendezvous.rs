@@ -182,7 +182,12 @@ pub struct Rendezvous {
     addr: String,
     /// A frame read in part (kept so that `recv` can be cancelled and called again).
     partial: Vec<u8>,
+    /// When a frame last went out (the server closes sessions that send nothing for long).
+    last_sent: std::time::Instant,
 }
+
+/// Time allowed to write one frame: a server that stops reading is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Rendezvous {
     /// Connects over TLS; `pinned` is the certificate fingerprint to insist on (none: accept
@@ -242,7 +247,13 @@ impl Rendezvous {
             certificate,
             addr: addr.to_owned(),
             partial: Vec::new(),
+            last_sent: std::time::Instant::now(),
         })
+    }
+
+    /// How long since a frame last went out.
+    pub fn since_sent(&self) -> Duration {
+        self.last_sent.elapsed()
     }
 
     /// The SHA-256 fingerprint of the server's certificate.
@@ -273,14 +284,21 @@ impl Rendezvous {
 
     /// Sends raw bytes (a STUN message, or a frame's line).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RendezvousError> {
-        self.writer
-            .write_all(bytes)
-            .await
-            .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
-        self.writer
-            .flush()
-            .await
-            .map_err(|e| RendezvousError::Protocol(e.to_string()))
+        let write = async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {
+                self.last_sent = std::time::Instant::now();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(RendezvousError::Protocol(e.to_string())),
+            Err(_) => Err(RendezvousError::Protocol(format!(
+                "it took nothing we sent for {}s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Reads one STUN message (RFC 8489 §6.2.2 framing) from the stream.

@@ -191,7 +191,8 @@ pub async fn connect(
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// The next frame before `deadline`; `Ok(None)` when the deadline passed. A `ping` goes out
-/// every [`KEEPALIVE`] of silence, so that a long wait does not look idle to the server.
+/// whenever we have sent nothing for [`KEEPALIVE`] (frames arriving do not count: the server
+/// closes a session that sends nothing), so that a long wait does not look idle.
 async fn next_frame(
     rendezvous: &mut Rendezvous,
     deadline: Instant,
@@ -201,13 +202,21 @@ async fn next_frame(
         if left.is_zero() {
             return Ok(None);
         }
-        match tokio::time::timeout(left.min(KEEPALIVE), rendezvous.recv()).await {
-            Ok(frame) => return Ok(Some(frame?)),
-            Err(_) if left > KEEPALIVE => rendezvous.send(&ClientFrame::Ping).await?,
-            Err(_) => return Ok(None),
+        let ping_in = KEEPALIVE.saturating_sub(rendezvous.since_sent());
+        if ping_in.is_zero() {
+            rendezvous.send(&ClientFrame::Ping).await?;
+            continue;
+        }
+        // (`recv` is cancel-safe: a frame read in part waits for the next call.)
+        if let Ok(frame) = tokio::time::timeout(left.min(ping_in), rendezvous.recv()).await {
+            return Ok(Some(frame?));
         }
     }
 }
+
+/// The least time between two offers of one wait: a server saying `expired` at once, again
+/// and again, costs us a signature and an encryption each time.
+const MIN_OFFER_GAP: Duration = Duration::from_secs(5);
 
 async fn offer(
     rendezvous: &mut Rendezvous,
@@ -220,6 +229,7 @@ async fn offer(
     let sdp = negotiation.offer().await?;
     // An offer the rendezvous lets expire is made again while we still wait.
     loop {
+        let offered_at = Instant::now();
         let id = Uuid::new_v4().to_string();
         let payload = seal_description(me, peer, options.purpose, "offer", &id, &sdp)?;
         rendezvous
@@ -256,6 +266,8 @@ async fn offer(
                 other => return Err(unexpected(&other).into()),
             }
         }
+        let next = (offered_at + MIN_OFFER_GAP).min(deadline);
+        tokio::time::sleep_until(next.into()).await;
         if Instant::now() >= deadline {
             return Err(TransparentError::PeerAbsent(options.wait));
         }
