@@ -14,21 +14,31 @@ use crate::client::rendezvous::hex;
 use crate::config::Config;
 use crate::proto::stun::{MAX_MESSAGE_BYTES, binding_request, parse_binding_response};
 
-/// Asks the UDP service, retrying a lost datagram twice.
+/// Time given to each of the three tries over UDP.
+const UDP_TRY: Duration = Duration::from_millis(700);
+
+/// Asks the UDP service, retrying a lost datagram twice; datagrams that are not the answer
+/// (other transactions) do not make a try last longer.
 fn udp_binding(server: &str, bind: SocketAddr) -> anyhow::Result<SocketAddr> {
     let socket = UdpSocket::bind(SocketAddr::new(bind.ip(), 0))
         .with_context(|| format!("cannot open a UDP socket on {}", bind.ip()))?;
     socket
         .connect(server)
         .with_context(|| format!("cannot reach {server} over UDP"))?;
-    socket.set_read_timeout(Some(Duration::from_millis(700)))?;
     let mut id = [0u8; 12];
     getrandom::fill(&mut id).expect("the operating system's random source works");
     let request = binding_request(&id);
     let mut buf = [0u8; MAX_MESSAGE_BYTES];
     for _ in 0..3 {
         socket.send(&request)?;
-        while let Ok(n) = socket.recv(&mut buf) {
+        let try_ends = std::time::Instant::now() + UDP_TRY;
+        loop {
+            let left = try_ends.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            socket.set_read_timeout(Some(left))?;
+            let Ok(n) = socket.recv(&mut buf) else { break };
             if let Some(addr) = parse_binding_response(&buf[..n], &id) {
                 return Ok(addr);
             }
