@@ -83,10 +83,16 @@ pub struct Progress {
     pub received_frames: u64,
 }
 
+/// Packets in a row from behind what was played that make the playout follow the peer's new
+/// numbering (a real late packet arrives among the others; ten in a row, 200 ms, do not).
+const RESYNC_AFTER_BEHIND: u16 = 10;
+
 /// Puts the peer's packets back into one stream of samples.
 #[derive(Debug, Default)]
 pub struct Playout {
     next: Option<u16>,
+    /// Packets in a row that came from behind what was played.
+    behind_in_a_row: u16,
     /// Frames played from packets.
     pub received: u64,
     /// Frames filled with silence for packets that never came.
@@ -109,10 +115,19 @@ impl Playout {
         if let Some(next) = self.next {
             let ahead = packet.sequence.wrapping_sub(next);
             if ahead >= 0x8000 {
-                // Behind what was played: late or repeated.
-                self.dropped += 1;
-                return out;
+                // Behind what was played: late or repeated, unless it goes on: then the peer
+                // started its numbers over lower down, and its stream is followed from here.
+                self.behind_in_a_row += 1;
+                if self.behind_in_a_row < RESYNC_AFTER_BEHIND {
+                    self.dropped += 1;
+                    return out;
+                }
+                self.next = None;
             }
+        }
+        self.behind_in_a_row = 0;
+        if let Some(next) = self.next {
+            let ahead = packet.sequence.wrapping_sub(next);
             if ahead > 0 && ahead <= MAX_GAP_FILLED {
                 // A frame of silence per packet lost: the sender's packet sizes are not ours
                 // to multiply (50 gaps of its largest packet were 10 s of silence a packet).
@@ -380,5 +395,27 @@ mod tests {
         assert_eq!(p.accept(&packet(5_000, 0x80)).len(), FRAME_SAMPLES);
         assert_eq!(p.lost, 0);
         assert_eq!(p.accept(&packet(5_001, 0x80)).len(), FRAME_SAMPLES);
+    }
+
+    #[test]
+    fn a_peer_starting_its_numbers_over_lower_down_is_followed_after_a_few_packets() {
+        let mut p = Playout::default();
+        p.accept(&packet(40_000, 0x80));
+        p.accept(&packet(40_001, 0x80));
+        // One late packet among the others is dropped, and the count starts again.
+        assert!(p.accept(&packet(39_990, 0x80)).is_empty());
+        assert_eq!(p.accept(&packet(40_002, 0x80)).len(), FRAME_SAMPLES);
+        // A new start at 20,000 (behind 40,002): the first few are taken for late ones...
+        let played: Vec<usize> = (20_000..20_000 + RESYNC_AFTER_BEHIND + 5)
+            .map(|seq| p.accept(&packet(seq, 0x80)).len())
+            .collect();
+        let silent = usize::from(RESYNC_AFTER_BEHIND) - 1;
+        assert!(played[..silent].iter().all(|&n| n == 0), "{played:?}");
+        // ...then the stream is followed from there, with no silence made up.
+        assert!(
+            played[silent..].iter().all(|&n| n == FRAME_SAMPLES),
+            "{played:?}"
+        );
+        assert_eq!(p.lost, 0);
     }
 }
