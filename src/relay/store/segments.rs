@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -734,16 +733,27 @@ fn open_file(path: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-/// Creates segment `id` in `dir`, durably (the file and its name).
+/// Creates segment `id` in `dir`, durably (the file and its name). A file of that name holding
+/// no record (left by a creation that failed part way, the disk full, say) is taken over: the
+/// next roll-over would otherwise fail on it until a restart. One holding records is refused.
 fn create_file(dir: &Path, id: u64) -> Result<File, StoreError> {
     let path = dir.join(segment_name(id));
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .open(&path)
         .map_err(|e| io("creating", &path, e))?;
-    file.write_all(MAGIC)
+    let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
+    if len > MAGIC.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} exists already and holds records; it was not written by this log",
+            path.display()
+        )));
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(MAGIC, 0))
         .and_then(|()| file.sync_all())
         .map_err(|e| io("writing", &path, e))?;
     // The new name must be durable too, or a crash could lose the whole file.
@@ -814,6 +824,7 @@ impl Batch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     fn record(n: u64, json: &[u8]) -> Record<'_> {
         Record {
@@ -931,6 +942,39 @@ mod tests {
         );
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].1, 9);
+    }
+
+    #[test]
+    fn a_next_segment_left_without_records_is_taken_over_at_roll_over() {
+        let json = vec![b'x'; 1500];
+        for leftover in [&b""[..], &MAGIC[..4], &MAGIC[..]] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = SegmentLog::open(dir.path(), 4096).unwrap();
+            // What a creation that failed after making the file leaves behind.
+            std::fs::write(dir.path().join(segment_name(2)), leftover).unwrap();
+            let locs: Vec<Location> = (0..4)
+                .flat_map(|n| append(&log, &[record(n, &json)]))
+                .collect();
+            assert_eq!(log.active_segment(), 2, "rolled over onto the leftover");
+            for (n, loc) in locs.iter().enumerate() {
+                assert_eq!(read_one(&log, *loc).unwrap().seq, n as u64);
+            }
+        }
+        // A file holding records is never overwritten.
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 4096).unwrap();
+        let foreign = [&MAGIC[..], b"records"].concat();
+        std::fs::write(dir.path().join(segment_name(2)), &foreign).unwrap();
+        append(&log, &[record(0, &json)]);
+        append(&log, &[record(1, &json)]);
+        append(&log, &[record(2, &json)]);
+        let mut batch = log.begin().map(|_| ()).unwrap_err().to_string();
+        batch.truncate(200);
+        assert!(batch.contains("holds records"), "{batch}");
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_name(2))).unwrap(),
+            foreign
+        );
     }
 
     #[test]
