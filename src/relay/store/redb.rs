@@ -510,8 +510,18 @@ impl RedbStore {
             );
         }
         store.instance = store.init_schema()?;
-        store.drop_unflushed(cut_at)?;
-        store.recovered = store.recover()?;
+        let cut = store.drop_unflushed(cut_at)?;
+        let (recovered, torn) = store.recover()?;
+        store.recovered = recovered;
+        if cut || torn {
+            // Packets past the cut had sequence numbers that new packets now take again, and
+            // a fetch may have handed them out in a cursor (an index commit can precede the
+            // flush): under the old instance that cursor would hide the new packets.
+            store.instance = store.renew_instance()?;
+            tracing::info!(
+                "the store has a new instance id: clients read their inboxes from the start once"
+            );
+        }
         if store.recovered > 0 {
             tracing::info!(
                 packets = store.recovered,
@@ -636,11 +646,24 @@ impl RedbStore {
         Ok(instance)
     }
 
+    /// Draws and keeps a new instance id (see [`Store::instance`]).
+    fn renew_instance(&self) -> Result<u64, StoreError> {
+        let instance = super::new_instance_id();
+        let txn = self.begin_durable()?;
+        txn.open_table(META)
+            .map_err(engine)?
+            .insert(META_INSTANCE, instance)
+            .map_err(engine)?;
+        txn.commit().map_err(engine)?;
+        Ok(instance)
+    }
+
     /// Indexes every record in the log past the position the index records, in one durable
-    /// commit. Returns how many packets were indexed.
-    fn recover(&self) -> Result<u64, StoreError> {
+    /// commit. Returns how many packets were indexed, and whether a torn tail was cut.
+    fn recover(&self) -> Result<(u64, bool), StoreError> {
         let txn = self.begin_durable()?;
         let mut indexed = 0u64;
+        let torn;
         {
             let mut tables = PacketTables::open(&txn)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
@@ -667,9 +690,10 @@ impl RedbStore {
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             set_indexed(&mut meta, report.end)?;
             tables.finish()?;
+            torn = report.damaged_tails > 0;
         }
         txn.commit().map_err(engine)?;
-        Ok(indexed)
+        Ok((indexed, torn))
     }
 
     /// Notes in the index, durably, where the log must be cut on the next open: the end of
@@ -702,14 +726,14 @@ impl RedbStore {
     /// cut the log may read as anything (zeros, after a reboot lost those pages). And the cut
     /// stays noted in the index until the log is cut, in two durable commits around the
     /// truncation, so a stop anywhere in between repeats the work on the next open rather
-    /// than re-indexing what lies past the cut.
-    fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<(), StoreError> {
+    /// than re-indexing what lies past the cut. Returns whether anything was cut.
+    fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<bool, StoreError> {
         let remembered = {
             let txn = self.read_committed()?;
             remembered_cut(&txn.open_table(META).map_err(engine)?)?
         };
         let Some(at) = cut_at.into_iter().chain(remembered).min() else {
-            return Ok(());
+            return Ok(false);
         };
         let at_or_past = |location: Location| {
             Position {
@@ -779,7 +803,7 @@ impl RedbStore {
             "dropped the end of the packet log written after its last successful flush (none \
              of it was acknowledged; senders were told to send again)"
         );
-        Ok(())
+        Ok(bytes > 0 || unindexed > 0)
     }
 
     /// Deletes segment files below the index's durable position that hold no live packet
@@ -1694,6 +1718,7 @@ mod tests {
         let store = RedbStore::open_with(live.path(), lazy(1 << 20)).unwrap();
         let packets: Vec<_> = (1..=20).map(|n| packet(n, 1, 10_000)).collect();
         store.put_batch(&packets, LIMITS, 0).unwrap();
+        let before = store.instance();
         crash_image(live.path(), image.path());
         let segment = std::fs::read_dir(image.path().join("segments"))
             .unwrap()
@@ -1722,6 +1747,8 @@ mod tests {
             })
             .count();
         assert_eq!(damaged, 1, "the cut bytes are kept for the operator");
+        // Cursors handed out before the cut do not count for the numbers used again.
+        assert_ne!(reopened.instance(), before);
         assert_eq!(
             reopened
                 .put_batch(&[packet(21, 1, 10_000)], LIMITS, 0)
@@ -2128,6 +2155,7 @@ mod tests {
             store.fail_log_syncs(true)
         });
         let cut = store.flushed().get().unwrap();
+        let before = store.instance();
         // Closing makes every index commit durable, p2's entry included, and notes the cut.
         drop(store);
         // After a reboot the pages past the cut, never written back, read as zeros.
@@ -2145,6 +2173,8 @@ mod tests {
         let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
         assert_eq!(store.stats().unwrap().packets, 1);
         assert!(!store.contains(&p2.hash, 0).unwrap());
+        // p2's number (handed out in a cursor, maybe) goes to the next packet: a new instance.
+        assert_ne!(store.instance(), before);
         let page = super::super::conformance::inbox(&store, &p1.recipient, 0, u64::MAX, 0);
         let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
         assert_eq!(hashes, vec![p1.hash]);
