@@ -1400,7 +1400,8 @@ impl Store for RedbStore {
         batch: usize,
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
-        let emptied;
+        // Whether the index changed (stale expiry keys removed count too).
+        let mut changed = false;
         let txn = self.begin_durable()?;
         let indexed_segment = {
             let meta = txn.open_table(META).map_err(engine)?;
@@ -1417,6 +1418,7 @@ impl Store for RedbStore {
                 .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
                 .collect::<Result<_, _>>()?;
             if !due.is_empty() {
+                changed = true;
                 let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
                 let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
                 let mut meta = txn.open_table(META).map_err(engine)?;
@@ -1443,7 +1445,7 @@ impl Store for RedbStore {
                 meta.insert(META_PACKETS, n_packets).map_err(engine)?;
                 meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             }
-            emptied = tables.finish()?;
+            tables.finish()?;
 
             let mut tomb_exp = txn.open_table(TOMBSTONE_EXPIRY).map_err(engine)?;
             let done: Vec<[u8; 40]> = tomb_exp
@@ -1453,6 +1455,7 @@ impl Store for RedbStore {
                 .map(|e| e.map(|(k, _)| *k.value()).map_err(engine))
                 .collect::<Result<_, _>>()?;
             if !done.is_empty() {
+                changed = true;
                 let mut tombs = txn.open_table(TOMBSTONES).map_err(engine)?;
                 for key in &done {
                     tomb_exp.remove(key).map_err(engine)?;
@@ -1470,19 +1473,38 @@ impl Store for RedbStore {
                 }
             }
         }
-        if report == SweepReport::default() {
+        // Below the durable index position every record of a segment is counted, so one
+        // counting nothing live holds nothing live: emptied now, or earlier while it was the
+        // newest indexed segment (not yet below the position), or left by a deletion that
+        // failed. (A stop before the deletion leaves files `open` removes.)
+        let unused: Vec<u64> = {
+            let live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
+            let mut unused = Vec::new();
+            for id in self.log.segments()? {
+                if id < indexed_segment
+                    && live.get(id).map_err(engine)?.is_none_or(|v| v.value() == 0)
+                {
+                    unused.push(id);
+                }
+            }
+            unused
+        };
+        if !changed && unused.is_empty() {
             txn.abort().map_err(engine)?;
             return Ok(report);
         }
+        // Durable before any deletion: the position read above must not move back.
         self.commit_durable(txn)?;
-        // Below the durable index position every record of a segment is counted, so an
-        // emptied one holds nothing live. (A stop before this leaves files `open` removes.)
-        for segment in emptied {
-            if segment < indexed_segment {
-                self.log.remove(segment)?;
+        let mut failed = None;
+        for segment in unused {
+            if let Err(e) = self.log.remove(segment) {
+                failed.get_or_insert(e);
             }
         }
-        Ok(report)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     fn instance(&self) -> u64 {
@@ -1795,6 +1817,55 @@ mod tests {
                 .len(),
             50
         );
+    }
+
+    fn segment_exists(dir: &Path, id: u64) -> bool {
+        dir.join("segments").join(format!("{id:016}.seg")).exists()
+    }
+
+    #[test]
+    fn a_segment_emptied_while_it_was_the_newest_indexed_is_deleted_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        // One batch (~5 KB) fills segment 1 past 4 KiB; nothing follows it for a while.
+        let early: Vec<_> = (0..25).map(|i| packet(i, 2, 1_000)).collect();
+        store.put_batch(&early, LIMITS, 0).unwrap();
+        assert_eq!(store.sweep(2_000, 0, 1_000).unwrap().expired, 25);
+        assert!(
+            segment_exists(dir.path(), 1),
+            "still the newest indexed segment"
+        );
+        // Later packets go to segment 2; a sweep with nothing to expire deletes segment 1.
+        store
+            .put_batch(&[packet(100, 2, 1_000_000)], LIMITS, 0)
+            .unwrap();
+        assert_eq!(store.sweep(3_000, 0, 1_000).unwrap().expired, 0);
+        assert!(!segment_exists(dir.path(), 1));
+        assert!(segment_exists(dir.path(), 2));
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), lazy(4096)).unwrap();
+        let page = inbox(&store, &Fingerprint([2; 32]), 0, u64::MAX, 3_000);
+        assert_eq!(page.packets.len(), 1);
+    }
+
+    #[test]
+    fn expiry_entries_without_a_packet_do_not_stall_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(dir.path(), lazy(1 << 20)).unwrap();
+        store.put_batch(&[packet(1, 2, 1_000)], LIMITS, 0).unwrap();
+        // An entry due first whose packet is gone (no code path writes one; damage could).
+        store.settle().unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(BY_EXPIRY)
+            .unwrap()
+            .insert(&cat40(&500u64.to_be_bytes(), &[9; 32]), ())
+            .unwrap();
+        txn.commit().unwrap();
+        // One entry a sweep: the first removes the stale entry for good, the second expires
+        // the packet.
+        assert_eq!(store.sweep(2_000, 0, 1).unwrap().expired, 0);
+        assert_eq!(store.sweep(2_000, 0, 1).unwrap().expired, 1);
+        assert_eq!(store.stats().unwrap().packets, 0);
     }
 
     #[test]

@@ -604,10 +604,10 @@ impl SegmentLog {
         if id == self.active_segment() {
             return Ok(());
         }
-        self.readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        // Unlinked under the readers' lock: a reader opening it in between would keep the
+        // deleted file (and its space) open in the cache for good.
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        readers.remove(&id);
         let path = self.path(id);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
