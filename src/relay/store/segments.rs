@@ -406,7 +406,8 @@ impl SegmentLog {
     /// records. `visit` returns `false` to stop.
     ///
     /// Records in a segment deleted meanwhile are skipped: a segment goes once none of its
-    /// packets is live, so they expired after the caller found them in the index.
+    /// packets is live, so they expired after the caller found them in the index. A damaged
+    /// record is skipped too, and logged as an error.
     pub fn read_many(
         &self,
         locs: &[Location],
@@ -444,8 +445,18 @@ impl SegmentLog {
             for (k, &loc) in locs.iter().enumerate().take(j).skip(i) {
                 let at = (loc.offset - first.offset) as usize;
                 let total = RECORD_HEADER + loc.len as usize;
-                if !visit(k, self.check(loc, &buf[at..at + total])?) {
-                    return Ok(());
+                match self.check(loc, &buf[at..at + total]) {
+                    Ok(record) => {
+                        if !visit(k, record) {
+                            return Ok(());
+                        }
+                    }
+                    // One damaged record must not make those beside it unreadable (an inbox
+                    // behind it, for as long as it is kept): it is left out, and said.
+                    Err(StoreError::Corrupt(why)) => {
+                        tracing::error!("{why}; left out of what is read");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             i = j;
@@ -1078,7 +1089,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_is_an_error_not_wrong_data() {
+    fn a_damaged_record_is_left_out_not_read_as_wrong_data() {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
         let locs = append(&log, &[record(1, b"{\"k\":\"v\"}")]);
@@ -1087,8 +1098,14 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
-        let err = read_one(&log, locs[0]).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        // Left out (and logged), never handed on as data.
+        let mut visited = 0;
+        log.read_many(&[locs[0]], &mut |_, _| {
+            visited += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(visited, 0);
         // A location past the end is an error too, never a panic.
         let beyond = Location {
             offset: 1 << 30,
@@ -1196,23 +1213,18 @@ mod tests {
         .unwrap();
         assert_eq!(n, 3);
 
-        // A damaged record in the middle of a span is an error, not data.
+        // A damaged record in the middle of a span is left out, not served as data; the
+        // records around it are served.
         let path = dir.path().join(segment_name(locs[0].segment));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[locs[4].offset as usize + RECORD_HEADER + PAYLOAD_PREFIX + 7] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let mut seen = Vec::new();
-        let err = log
-            .read_many(&locs[..10], &mut |_, r| {
-                seen.push(r.seq);
-                true
-            })
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-        assert_eq!(
-            seen,
-            vec![0, 1, 2, 3],
-            "records before the damage were served"
-        );
+        log.read_many(&locs[..10], &mut |_, r| {
+            seen.push(r.seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
     }
 }
