@@ -646,7 +646,11 @@ fn walk_segment(
         MAGIC.len() as u64
     };
     while offset < len {
-        let Some(payload_len) = read_at(file, offset, len, buf) else {
+        // A failing read is not a torn tail: cutting there would drop records, flushed and
+        // acknowledged ones among them, for what may pass (the open fails and is tried again).
+        let Some(payload_len) =
+            read_at(file, offset, len, buf).map_err(|e| io("reading", path, e))?
+        else {
             break;
         };
         let record = Record::decode(&buf[RECORD_HEADER..]).expect("checked");
@@ -662,21 +666,38 @@ fn walk_segment(
 }
 
 /// Checks the record at `offset`; on success `buf` holds it and its payload length is returned.
-fn read_at(file: &File, offset: u64, file_len: u64, buf: &mut Vec<u8>) -> Option<u32> {
+/// `Ok(None)`: no sound record starts there (torn or damaged); `Err`: the file could not be
+/// read.
+fn read_at(
+    file: &File,
+    offset: u64,
+    file_len: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<u32>> {
+    let read = |buf: &mut [u8]| match file.read_exact_at(buf, offset) {
+        Ok(()) => Ok(true),
+        // Shorter than its length said (the file shrank meanwhile): as torn.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    };
     if file_len - offset < RECORD_HEADER as u64 {
-        return None;
+        return Ok(None);
     }
     let mut header = [0u8; RECORD_HEADER];
-    file.read_exact_at(&mut header, offset).ok()?;
+    if !read(&mut header)? {
+        return Ok(None);
+    }
     let len = u32::from_le_bytes(header[..4].try_into().unwrap());
     let crc = u32::from_le_bytes(header[4..].try_into().unwrap());
     let total = RECORD_HEADER as u64 + len as u64;
     if (len as usize) < PAYLOAD_PREFIX || len as usize > MAX_PAYLOAD || file_len - offset < total {
-        return None;
+        return Ok(None);
     }
     buf.resize(total as usize, 0);
-    file.read_exact_at(buf, offset).ok()?;
-    (crc32c::crc32c(&buf[RECORD_HEADER..]) == crc).then_some(len)
+    if !read(buf)? {
+        return Ok(None);
+    }
+    Ok((crc32c::crc32c(&buf[RECORD_HEADER..]) == crc).then_some(len))
 }
 
 fn keep_damaged_tail(file: &File, path: &Path, offset: u64, len: u64) -> Result<(), StoreError> {
@@ -1119,6 +1140,46 @@ mod tests {
         for loc in [beyond, at_the_edge] {
             assert!(log.read_many(&[loc, loc], &mut |_, _| true).is_err());
         }
+    }
+
+    #[test]
+    fn a_read_that_fails_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let locs = append(&log, &[record(1, b"{}")]);
+        let path = dir.path().join(segment_name(locs[0].segment));
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut buf = Vec::new();
+        let readable = File::open(&path).unwrap();
+        assert!(
+            read_at(&readable, locs[0].offset, len, &mut buf)
+                .unwrap()
+                .is_some()
+        );
+        // Shorter than the length it was taken to have (it shrank): torn, not an error.
+        assert!(
+            read_at(&readable, len - 2, len + 100, &mut buf)
+                .unwrap()
+                .is_none()
+        );
+        // A descriptor that cannot read: an error, so nothing is cut.
+        let unreadable = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(read_at(&unreadable, locs[0].offset, len, &mut buf).is_err());
+        let (offset, file_len) = match walk_segment(
+            &unreadable,
+            &path,
+            locs[0].segment,
+            Position::default(),
+            &mut buf,
+            &mut |_, _| Ok(()),
+        ) {
+            Ok(ends) => ends,
+            Err(e) => {
+                assert!(e.to_string().contains("reading"), "{e}");
+                (0, 0)
+            }
+        };
+        assert_eq!((offset, file_len), (0, 0), "walked as if torn");
     }
 
     #[test]
