@@ -81,18 +81,41 @@ fn every_subcommand_and_flag_is_documented() {
     let mut missing = Vec::new();
     check_documented(&jasper::cli::Cli::command(), "jasper", &mut missing);
     assert!(missing.is_empty(), "undocumented: {missing:?}");
-    // And each top-level subcommand has its page.
+    // And each visible subcommand, nested ones too, has its page.
     let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-    for sub in jasper::cli::Cli::command()
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set())
-    {
-        assert!(
-            man.join(format!("jasper-{}.1", sub.get_name())).is_file(),
-            "{}",
-            sub.get_name()
-        );
+    fn check_pages(command: &clap::Command, prefix: &str, man: &Path) {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = format!("{prefix}-{}", sub.get_name());
+            assert!(man.join(format!("{name}.1")).is_file(), "{name}");
+            check_pages(sub, &name, man);
+        }
     }
+    check_pages(&jasper::cli::Cli::command(), "jasper", &man);
+}
+
+#[test]
+fn every_page_a_page_refers_to_exists() {
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&man).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // References look like `jasper\-contacts\-add(1)` (bold or not).
+        for (at, _) in text.match_indices("(1)") {
+            let start = text[..at]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '\\'))
+                .map_or(0, |i| i + 1);
+            let name = text[start..at].replace("\\-", "-");
+            let name = name.trim_start_matches("\\fB").trim_end_matches("\\fR");
+            if name.starts_with("jasper") && !man.join(format!("{name}.1")).is_file() {
+                missing.push(format!("{} -> {name}(1)", path.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "pages referred to but missing: {missing:#?}"
+    );
 }
 
 /// jasper.toml(5) as committed, with its `.SS [section]` blocks split out.

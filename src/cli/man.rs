@@ -79,9 +79,17 @@ Talk to bob directly over WebRTC once both of you are online (needs \fBstun\fR a
 /// The date on every page (change it with the release).
 pub const MAN_DATE: &str = "2026-11-26";
 
+/// `command` as its pages show it: without clap's `help` subcommands, which have no page
+/// (`--help` on each command says the same).
+fn for_pages(command: clap::Command) -> clap::Command {
+    command
+        .disable_help_subcommand(true)
+        .mut_subcommands(for_pages)
+}
+
 fn render(command: clap::Command) -> std::io::Result<Vec<u8>> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(command)
+    clap_mangen::Man::new(for_pages(command))
         .date(MAN_DATE)
         .source(format!("jasper {}", env!("CARGO_PKG_VERSION")))
         .manual("Jasper manual")
@@ -92,8 +100,36 @@ fn render(command: clap::Command) -> std::io::Result<Vec<u8>> {
     Ok(text.replace("\n.br\n\n.br\n", "\n.br\n").into_bytes())
 }
 
-/// Writes jasper(1), one page per subcommand and jasper.toml(5) into `dir`; returns the files
-/// written.
+/// Writes a page for each visible subcommand of `parent` (named `prefix`), and of theirs in
+/// turn: `jasper-contacts.1`, `jasper-contacts-add.1`, the names the pages refer to.
+fn write_subcommand_pages(
+    parent: &clap::Command,
+    prefix: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    for sub in parent.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{prefix}-{}", sub.get_name());
+        let path = dir.join(format!("{name}.1"));
+        let mut page = render(sub.clone().name(name.clone()).display_name(name.clone()))?;
+        let up = if prefix == "jasper" {
+            String::new()
+        } else {
+            format!("\\fB{}\\fR(1), ", prefix.replace('-', "\\-"))
+        };
+        writeln!(
+            page,
+            ".SH SEE ALSO\n{up}\\fBjasper\\fR(1), \\fBjasper.toml\\fR(5)"
+        )?;
+        std::fs::write(&path, page)?;
+        written.push(path);
+        write_subcommand_pages(sub, &name, dir, written)?;
+    }
+    Ok(())
+}
+
+/// Writes jasper(1), one page per subcommand (nested ones too) and jasper.toml(5) into `dir`;
+/// returns the files written.
 pub fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let command = Cli::command();
@@ -104,18 +140,7 @@ pub fn write_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     page.extend_from_slice(JASPER_EXTRA.as_bytes());
     std::fs::write(&path, page)?;
     written.push(path);
-
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("jasper-{}", sub.get_name());
-        let path = dir.join(format!("{name}.1"));
-        let mut page = render(sub.clone().name(name.clone()).display_name(name))?;
-        writeln!(
-            page,
-            ".SH SEE ALSO\n\\fBjasper\\fR(1), \\fBjasper.toml\\fR(5)"
-        )?;
-        std::fs::write(&path, page)?;
-        written.push(path);
-    }
+    write_subcommand_pages(&command, "jasper", dir, &mut written)?;
 
     let path = dir.join("jasper.toml.5");
     let body =
