@@ -296,6 +296,86 @@ fn init_can_make_an_extra_receive_key() {
 }
 
 #[test]
+fn a_receive_key_takes_the_identity_s_passphrase_so_that_both_open() {
+    let home = home_with_fixture("alice");
+    let opens = |path: &Path, passphrase: Option<&str>| {
+        jasper::crypto::Identity::load(path, passphrase).is_ok()
+    };
+    let run = |args: &[&str], stdin: &str| run_jasper_with_stdin(args, home.path(), Some(stdin));
+    let config = home.path().join("xdg-config/jasper/config.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let list = |paths: &[&Path]| {
+        let listed: Vec<String> = paths
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
+        let text = original.replace(
+            "[client]",
+            &format!("receive_keys = [{}]\n[client]", listed.join(", ")),
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    // The identity has no passphrase: one typed for the receive key is not asked for, and
+    // the key is as open as the identity.
+    let first = home.path().join("first.pem");
+    let (code, out, err) = run(
+        &[
+            "init",
+            "--receive-key",
+            first.to_str().unwrap(),
+            "--passphrase-stdin",
+            "--json",
+        ],
+        "of its own\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let made = json_line(&out);
+    assert_eq!(made["receive_key"], true);
+    assert_eq!(made["encrypted"], false);
+    assert!(opens(&first, None));
+    list(&[&first]);
+    let (code, out, err) = run(&["id", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // With a passphrase on the identity, the next receive key gets that one.
+    let (code, _, err) = run(&["passphrase", "--passphrase-stdin"], "shared words\n");
+    assert_eq!(code, 0, "{err}");
+    let second = home.path().join("second.pem");
+    let (code, out, err) = run(
+        &[
+            "init",
+            "--receive-key",
+            second.to_str().unwrap(),
+            "--passphrase-stdin",
+        ],
+        "shared words\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("passphrase-protected"), "{out}");
+    assert!(opens(&second, Some("shared words")) && !opens(&second, None));
+    // A wrong one for the identity makes nothing.
+    let third = home.path().join("third.pem");
+    let (code, _, err) = run(
+        &[
+            "init",
+            "--receive-key",
+            third.to_str().unwrap(),
+            "--passphrase-stdin",
+        ],
+        "wrong words\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(!third.exists());
+    // And with both keys listed, the usual commands open them with the one passphrase.
+    list(&[&first, &second]);
+    let (code, out, err) = run(&["id", "--json", "--passphrase-stdin"], "shared words\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
+
+#[test]
 fn the_passphrase_can_be_set_changed_and_removed_and_a_wrong_one_changes_nothing() {
     let home = home_with_fixture("alice");
     let key = home.path().join("id.pem");

@@ -74,7 +74,7 @@ complete -c jasper -n "__fish_jasper_using_subcommand stun" -s V -l version -d '
 complete -c jasper -n "__fish_jasper_using_subcommand serve" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c jasper -n "__fish_jasper_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c jasper -n "__fish_jasper_using_subcommand init" -l receive-key -d 'Create an additional key that only receives, at PATH (then list it in `[identity] receive_keys`)' -r -F
+complete -c jasper -n "__fish_jasper_using_subcommand init" -l receive-key -d 'Create an additional key that only receives, at PATH (then list it in `[identity] receive_keys`); it takes the identity\'s passphrase, if it has one (`--passphrase-stdin` then reads that one)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand init" -l config -d 'Configuration file (default: $XDG_CONFIG_HOME/jasper/config.toml when it exists)' -r -F
 complete -c jasper -n "__fish_jasper_using_subcommand init" -l no-passphrase -d 'Keep the private key unencrypted (anyone who can read the file can read your messages)'
 complete -c jasper -n "__fish_jasper_using_subcommand init" -l passphrase-stdin -d 'Read the passphrase from the first line of standard input instead of a prompt'

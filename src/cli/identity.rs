@@ -78,6 +78,14 @@ pub fn init(
     }
     let passphrase = if args.no_passphrase {
         None
+    } else if receive_only {
+        // Receive keys open with the identity's passphrase (or none): a passphrase of their
+        // own would make every command that reads them fail. So the identity is opened, with
+        // its passphrase if it has one, and the new key gets the same.
+        let mut shared = None;
+        load_asking(identity_path(config)?, &mut shared, args.passphrase_stdin)
+            .context("a receive key takes the identity's passphrase")?;
+        shared
     } else {
         Some(read_passphrase(args.passphrase_stdin, true)?)
     };
@@ -114,6 +122,7 @@ pub fn init(
                 "fingerprint": public.fingerprint().to_string(),
                 "private_key_file": key_path.display().to_string(),
                 "encrypted": passphrase.is_some(),
+                "receive_key": receive_only,
                 "config_file": written_config.as_ref().map(|p| p.display().to_string()),
             })
         );
@@ -136,9 +145,12 @@ pub fn init(
             }
         );
         if receive_only {
+            // Absolute: a relative path in the configuration would depend on where jasper
+            // runs from.
+            let absolute = std::path::absolute(key_path).unwrap_or_else(|_| key_path.clone());
             println!(
                 "add it to your configuration: [identity] receive_keys = [{:?}]",
-                key_path.display().to_string()
+                absolute.display().to_string()
             );
         }
         println!("fingerprint {}", public.fingerprint().short());
@@ -313,9 +325,9 @@ pub fn show_id(config: &Config, args: &IdArgs) -> anyhow::Result<()> {
 
 /// `jasper passphrase`: the identity and the receive keys written again with a new
 /// passphrase, or none. Every key is opened first (with the current passphrase, which
-/// encrypted receive keys share), so a wrong passphrase changes nothing; each file is then
-/// replaced atomically, receive keys first, and when one cannot be, those already replaced are
-/// given the old passphrase back.
+/// encrypted receive keys share), so a wrong passphrase changes nothing; every new file is
+/// then written beside its key, and only then is each renamed over it, receive keys first;
+/// when a rename fails, the keys already renamed are given the old passphrase back.
 pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Result<()> {
     let (identity, current) = load_identity_keeping(config, args.passphrase_stdin)?;
     let receive_keys = load_receive_keys(config, current.as_deref().map(String::as_str))
@@ -349,13 +361,31 @@ pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Resu
     // All keys share one passphrase: when one cannot be rewritten, those already rewritten go
     // back to the old one, or no passphrase would open them all any more.
     let old = current.as_deref().map(String::as_str);
-    let mut changed: Vec<(&Path, &crate::crypto::Identity)> = Vec::new();
-    let targets = receive_keys
+    let targets: Vec<(&Path, &crate::crypto::Identity)> = receive_keys
         .iter()
         .map(|(p, k)| (p.as_path(), k))
-        .chain(std::iter::once((key_path.as_path(), &identity)));
-    for (path, key) in targets {
-        if let Err(e) = key.replace(path, new) {
+        .chain(std::iter::once((key_path.as_path(), &identity)))
+        .collect();
+    // Every new file is written first, so that what can fail (the disk, a file in the way)
+    // fails before any key changes; only the renames remain, one after the other.
+    let mut written = Vec::new();
+    for (path, key) in &targets {
+        match key.write_beside(path, new) {
+            Ok(fresh) => written.push(fresh),
+            Err(e) => {
+                for fresh in &written {
+                    let _ = std::fs::remove_file(fresh);
+                }
+                return Err(e).context("the passphrase was not changed");
+            }
+        }
+    }
+    let mut changed: Vec<(&Path, &crate::crypto::Identity)> = Vec::new();
+    for ((path, key), fresh) in targets.iter().zip(&written) {
+        if let Err(e) = crate::crypto::identity::put_in_place(fresh, path) {
+            for fresh in &written {
+                let _ = std::fs::remove_file(fresh);
+            }
             for (done, key) in changed.iter().rev() {
                 if let Err(undo) = key.replace(done, old) {
                     eprintln!(

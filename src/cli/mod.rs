@@ -455,7 +455,8 @@ pub struct InitArgs {
     pub passphrase_stdin: bool,
 
     /// Create an additional key that only receives, at PATH (then list it in
-    /// `[identity] receive_keys`)
+    /// `[identity] receive_keys`); it takes the identity's passphrase, if it has one
+    /// (`--passphrase-stdin` then reads that one)
     #[arg(long, value_name = "PATH")]
     pub receive_key: Option<PathBuf>,
 
