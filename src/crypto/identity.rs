@@ -130,8 +130,33 @@ impl Identity {
         Self::from_pem(&pem, passphrase, path)
     }
 
-    /// Writes the key to a new file created with mode 0600 (never overwriting one).
+    /// Writes the key to a new file created with mode 0600, never overwriting one, and never
+    /// leaving it written in part: the key is written and flushed beside it first, then linked
+    /// in under its name (which fails if the name exists), and the directory flushed.
     pub fn save(&self, path: &Path, passphrase: Option<&str>) -> Result<(), IdentityError> {
+        let io = |source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.exists() {
+            return Err(IdentityError::Exists(path.to_path_buf()));
+        }
+        let fresh = self.write_beside(path, passphrase)?;
+        let linked = std::fs::hard_link(&fresh, path);
+        let removed = std::fs::remove_file(&fresh);
+        linked.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                IdentityError::Exists(path.to_path_buf())
+            } else {
+                io(e)
+            }
+        })?;
+        removed.map_err(io)?;
+        sync_parent(path).map_err(io)
+    }
+
+    /// Writes the key to a new file created with mode 0600 (failing if it exists), flushed.
+    fn write_new(&self, path: &Path, passphrase: Option<&str>) -> Result<(), IdentityError> {
         use std::io::Write as _;
         let io = |source| IdentityError::Io {
             path: path.to_path_buf(),
@@ -139,7 +164,15 @@ impl Identity {
         };
         let pem = self.to_pem(passphrase)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            // Only its owner may look into a new directory that holds keys.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(0o700);
+            }
+            builder.create(dir).map_err(io)?;
         }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -163,28 +196,34 @@ impl Identity {
     /// file (mode 0600) beside it, flushed, renamed over it, and the directory flushed. A crash
     /// leaves the old file or the new one, never a mix.
     pub fn replace(&self, path: &Path, passphrase: Option<&str>) -> Result<(), IdentityError> {
-        let io = |source| IdentityError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let fresh = self.write_beside(path, passphrase)?;
+        put_in_place(&fresh, path)
+    }
+
+    /// The first half of [`Identity::replace`]: the key, with `passphrase` or none, written
+    /// and flushed beside `path` as `<name>.new` (mode 0600). Returns that file, for
+    /// [`put_in_place`].
+    pub fn write_beside(
+        &self,
+        path: &Path,
+        passphrase: Option<&str>,
+    ) -> Result<std::path::PathBuf, IdentityError> {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".new");
         let fresh = path.with_file_name(name);
         // Left by a crash in an earlier run: never used, so safe to remove.
         match std::fs::remove_file(&fresh) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(IdentityError::Io {
+                    path: fresh,
+                    source: e,
+                });
+            }
             _ => {}
         }
-        self.save(&fresh, passphrase)?;
-        std::fs::rename(&fresh, path).map_err(io)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        self.write_new(&fresh, passphrase)?;
+        Ok(fresh)
     }
-
     /// The public key.
     pub fn public(&self) -> &PublicKey {
         &self.public
@@ -193,6 +232,25 @@ impl Identity {
     /// The private key, for the envelope.
     pub(crate) fn private(&self) -> &PrivateKey {
         &self.private
+    }
+}
+
+/// The second half of [`Identity::replace`]: `fresh` (from [`Identity::write_beside`]) renamed
+/// over `path`, and the directory flushed.
+pub fn put_in_place(fresh: &Path, path: &Path) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(fresh, path).map_err(io)?;
+    sync_parent(path).map_err(io)
+}
+
+/// Flushes the directory holding `path`, so that a name made or changed in it lasts.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+        None => std::fs::File::open(".").and_then(|d| d.sync_all()),
     }
 }
 
@@ -248,10 +306,18 @@ pub(crate) mod tests {
     fn key_files_are_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key.pem");
+        let path = dir.path().join("new-dir/key.pem");
         fixture("bob").save(&path, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // The directory made for it is its owner's alone; nothing is left beside it.
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert!(!dir.path().join("new-dir/key.pem.new").exists());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path, None).unwrap_err();
         assert!(
