@@ -93,6 +93,30 @@ fn init_creates_a_protected_identity_and_a_config() {
 }
 
 #[test]
+fn init_writes_the_configuration_file_named_when_it_is_not_there_yet() {
+    let home = tempfile::tempdir().unwrap();
+    let named = home.path().join("elsewhere/jasper.toml");
+    let named_arg = named.to_str().unwrap();
+    let (code, out, err) = run_jasper(
+        &["--config", named_arg, "init", "--no-passphrase", "--json"],
+        home.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["config_file"], named_arg);
+    assert!(named.is_file());
+    assert!(!home.path().join("xdg-config/jasper/config.toml").exists());
+    // Commands naming it find the identity it points to.
+    let (code, out, err) = run_jasper(&["--config", named_arg, "id", "--json"], home.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["fingerprint"].as_str().unwrap().len(), 64);
+    // A file named for any other command must exist.
+    let missing = home.path().join("missing.toml");
+    let (code, _, err) = run_jasper(&["--config", missing.to_str().unwrap(), "id"], home.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
 fn init_without_a_terminal_asks_for_a_flag() {
     let home = tempfile::tempdir().unwrap();
     let (code, _, err) = run_jasper(&["init"], home.path());

@@ -695,7 +695,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(config)
         }
         Command::Init(args) => {
-            let (config, source) = load()?;
+            // A configuration file named but not there yet is what `init` writes.
+            let (config, source) = match cli.config.as_deref() {
+                Some(path) if !path.exists() => (Config::default(), None),
+                _ => load()?,
+            };
             identity::init(&config, source.as_deref(), cli.config.as_deref(), &args)
         }
         Command::Id(args) => identity::show_id(&load()?.0, &args),
