@@ -129,3 +129,27 @@ fn completions_for_each_shell_know_the_subcommands() {
     let (code, _, _) = run_jasper(&["completions", "tcsh"], dir.path());
     assert_eq!(code, 2);
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_a_command_quietly_not_with_a_panic() {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::jasper_in(dir.path())
+        .args(["config", "example"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before anything is written (`| head -0`, say).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
