@@ -394,7 +394,8 @@ impl StunConfig {
 /// Parses a certificate fingerprint: 64 hex digits, colons allowed between pairs.
 pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || !hex.is_ascii() {
+    // (`from_str_radix` alone would take a sign: "+a".)
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -446,19 +447,57 @@ impl Config {
                 path: path.clone(),
                 message,
             },
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: path.clone(),
+                message,
+            },
             other => other,
         })?;
         Ok((config, Some(path)))
     }
 
-    /// Parses TOML text and checks it.
+    /// Parses TOML text, expands the paths in it (see [`expand_path`]) and checks it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<text>"),
             message: e.to_string(),
         })?;
+        config.expand_paths()?;
         config.resolve()?;
         Ok(config)
+    }
+
+    /// Expands `~` and `$HOME`, `$XDG_DATA_HOME`, `$XDG_CONFIG_HOME` at the start of every
+    /// path, as the sample's defaults are written.
+    fn expand_paths(&mut self) -> Result<(), ConfigError> {
+        let Config {
+            identity,
+            client,
+            relay,
+            stun,
+        } = self;
+        let mut paths: Vec<&mut PathBuf> = vec![
+            &mut identity.private_key,
+            &mut client.data_dir,
+            &mut relay.data_dir,
+            &mut stun.data_dir,
+        ];
+        paths.extend(identity.receive_keys.iter_mut());
+        paths.extend(
+            [
+                &mut relay.redis_tls_ca,
+                &mut relay.redis_tls_cert,
+                &mut relay.redis_tls_key,
+                &mut stun.tls_certificate,
+                &mut stun.tls_key,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        for path in paths {
+            *path = expand_path(path)?;
+        }
+        Ok(())
     }
 
     /// Checks every invariant the code relies on; never panics.
@@ -468,6 +507,64 @@ impl Config {
         self.stun.resolve()
     }
 }
+
+/// `path` with a leading `~` or `$HOME`, `$XDG_DATA_HOME` or `$XDG_CONFIG_HOME` (also as
+/// `${…}`) replaced by its value (the XDG ones default to `~/.local/share` and `~/.config`
+/// when unset, as the XDG specification says). Other `$` names are refused rather than kept
+/// as a directory literally named so.
+pub fn expand_path(path: &Path) -> Result<PathBuf, ConfigError> {
+    expand_path_with(path, &|name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// [`expand_path`] with the environment given as `var`.
+fn expand_path_with(
+    path: &Path,
+    var: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
+    let Some(text) = path.to_str() else {
+        return Ok(path.to_path_buf());
+    };
+    let home = || {
+        var("HOME").ok_or_else(|| {
+            ConfigError::Invalid(format!("{text:?}: HOME is not set, so `~` means nothing"))
+        })
+    };
+    let (head, rest) = match text.split_once('/') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (text, None),
+    };
+    let base = match head {
+        "~" | "$HOME" | "${HOME}" => home()?,
+        "$XDG_DATA_HOME" | "${XDG_DATA_HOME}" => match var("XDG_DATA_HOME") {
+            Some(dir) => dir,
+            None => home()?.join(".local/share"),
+        },
+        "$XDG_CONFIG_HOME" | "${XDG_CONFIG_HOME}" => match var("XDG_CONFIG_HOME") {
+            Some(dir) => dir,
+            None => home()?.join(".config"),
+        },
+        other if other.starts_with('$') => {
+            return Err(ConfigError::Invalid(format!(
+                "{text:?}: only ~, $HOME, $XDG_DATA_HOME and $XDG_CONFIG_HOME are expanded in \
+                 paths; write the path out"
+            )));
+        }
+        _ => return Ok(path.to_path_buf()),
+    };
+    Ok(match rest {
+        Some(rest) => base.join(rest),
+        None => base,
+    })
+}
+
+/// Shortest `[relay] sweep_interval`.
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest `[relay] message_sync_interval` and `server_sync_interval` that is not zero (off).
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Shortest `[relay] checkpoint_interval`: shorter would stall the write path most of the time.
 pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
@@ -509,6 +606,26 @@ impl RelayConfig {
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be longer than zero"));
+            }
+        }
+        // Loops that run every so often: shorter periods would keep a core busy.
+        if self.sweep_interval < MIN_SWEEP_INTERVAL {
+            return bad(format!(
+                "sweep_interval = {} is shorter than {}",
+                humantime::format_duration(self.sweep_interval),
+                humantime::format_duration(MIN_SWEEP_INTERVAL)
+            ));
+        }
+        for (name, d) in [
+            ("message_sync_interval", self.message_sync_interval),
+            ("server_sync_interval", self.server_sync_interval),
+        ] {
+            if !d.is_zero() && d < MIN_SYNC_INTERVAL {
+                return bad(format!(
+                    "{name} = {} is shorter than {} (\"0s\" turns it off)",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MIN_SYNC_INTERVAL)
+                ));
             }
         }
         for (name, n) in [
@@ -649,6 +766,70 @@ pub mod byte_size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_is_64_hex_digits_colons_allowed_and_nothing_else() {
+        let hex = "3f".repeat(32);
+        assert_eq!(parse_fingerprint(&hex), Some([0x3f; 32]));
+        let colons: Vec<&str> = (0..32).map(|_| "3F").collect();
+        assert_eq!(parse_fingerprint(&colons.join(":")), Some([0x3f; 32]));
+        for bad in [
+            "3f".repeat(30),
+            format!("+a{}", "3f".repeat(31)),
+            format!("-a{}", "3f".repeat(31)),
+            format!("g0{}", "3f".repeat(31)),
+            format!("é{}", "3f".repeat(31)),
+        ] {
+            assert_eq!(parse_fingerprint(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_expand_home_and_the_xdg_directories_at_their_start_only() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| PathBuf::from(v))
+            }
+        };
+        let home_only = env(&[("HOME", "/home/u")]);
+        let xdg = env(&[
+            ("HOME", "/home/u"),
+            ("XDG_DATA_HOME", "/data"),
+            ("XDG_CONFIG_HOME", "/cfg"),
+        ]);
+        type Env<'a> = &'a dyn Fn(&str) -> Option<PathBuf>;
+        let cases: [(&str, Env<'_>, &str); 9] = [
+            ("~/k.pem", &home_only, "/home/u/k.pem"),
+            ("~", &home_only, "/home/u"),
+            ("$HOME/a", &home_only, "/home/u/a"),
+            ("${HOME}/a", &home_only, "/home/u/a"),
+            (
+                "$XDG_DATA_HOME/jasper/relay",
+                &home_only,
+                "/home/u/.local/share/jasper/relay",
+            ),
+            ("$XDG_DATA_HOME/jasper/relay", &xdg, "/data/jasper/relay"),
+            ("$XDG_CONFIG_HOME/x", &home_only, "/home/u/.config/x"),
+            ("/srv/a/~/$HOME", &home_only, "/srv/a/~/$HOME"),
+            ("rel/~x", &home_only, "rel/~x"),
+        ];
+        for (path, var, expanded) in cases {
+            assert_eq!(
+                expand_path_with(Path::new(path), var).unwrap(),
+                PathBuf::from(expanded),
+                "{path}"
+            );
+        }
+        assert!(expand_path_with(Path::new("$OTHER/x"), &home_only).is_err());
+        assert!(expand_path_with(Path::new("~/x"), &env(&[])).is_err());
+        // `~user` is not expanded (nor refused): it is a name like any other.
+        assert_eq!(
+            expand_path_with(Path::new("~bob/x"), &home_only).unwrap(),
+            PathBuf::from("~bob/x")
+        );
+    }
 
     #[test]
     fn stun_settings_are_checked() {

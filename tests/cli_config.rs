@@ -153,3 +153,104 @@ fn a_reader_that_goes_away_stops_a_command_quietly_not_with_a_panic() {
         out.status
     );
 }
+
+#[test]
+fn paths_may_start_with_home_or_an_xdg_directory_as_the_sample_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paths.toml");
+    // The sample's defaults, uncommented, name the same places as the defaults.
+    std::fs::write(
+        &config,
+        "[identity]\nprivate_key = \"~/keys/identity.pem\"\n\
+         [client]\ndata_dir = \"$XDG_DATA_HOME/jasper/client\"\n",
+    )
+    .unwrap();
+    // HOME is the test's directory too: nothing is written outside it.
+    let out = common::jasper_in(dir.path())
+        .env("HOME", dir.path())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "init",
+            "--no-passphrase",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        made["private_key_file"].as_str().unwrap(),
+        dir.path().join("keys/identity.pem").to_str().unwrap()
+    );
+    // (jasper_in sets XDG_DATA_HOME to <dir>/xdg-data.)
+    assert!(dir.path().join("keys/identity.pem").is_file());
+    // Nothing was made under a directory literally named `~` or `$XDG_DATA_HOME`.
+    assert!(!dir.path().join("~").exists() && !dir.path().join("$XDG_DATA_HOME").exists());
+
+    // Another variable is refused, naming the file; so are busy-loop periods.
+    for (text, says) in [
+        (
+            "[relay]\ndata_dir = \"$SOMEWHERE/relay\"\n",
+            "only ~, $HOME",
+        ),
+        ("[relay]\nsweep_interval = \"1ns\"\n", "sweep_interval"),
+        (
+            "[relay]\nmessage_sync_interval = \"10ms\"\n",
+            "\"0s\" turns it off",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (code, _, err) = run_jasper(&["config", "check", config.to_str().unwrap()], dir.path());
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(
+            err.contains(says) && err.contains("paths.toml"),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_commented_key_of_the_sample_is_valid_once_uncommented() {
+    // "Uncomment what you change": each `# key = value` line, uncommented alone under its
+    // section, must parse and check.
+    let mut section = String::new();
+    let mut tried = 0;
+    let mut failed = Vec::new();
+    for line in jasper::cli::SAMPLE_CONFIG.lines() {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        let Some(setting) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let Some((key, _)) = setting.split_once(" = ") else {
+            continue;
+        };
+        if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        // Settings that go with another, as the sample says.
+        let partner = match key {
+            "redis_tls_ca" => "redis_url = \"rediss://redis.example.org:6380/0\"",
+            "redis_tls_cert" => {
+                "redis_url = \"rediss://r.example.org:6380/0\"\nredis_tls_key = \"/k.pem\""
+            }
+            "redis_tls_key" => {
+                "redis_url = \"rediss://r.example.org:6380/0\"\nredis_tls_cert = \"/c.pem\""
+            }
+            "tls_certificate" => "tls_key = \"/var/lib/jasper/stun.key\"",
+            "tls_key" => "tls_certificate = \"/var/lib/jasper/stun.crt\"",
+            _ => "",
+        };
+        let text = format!("{section}\n{setting}\n{partner}\n");
+        if let Err(e) = jasper::config::Config::from_toml(&text) {
+            failed.push(format!("{text}: {e}"));
+        }
+        tried += 1;
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(tried > 40, "only {tried} settings found");
+}

@@ -156,8 +156,11 @@ jasper.toml \- the configuration file of jasper
 With no file, every default applies: \fBjasper relay\fR runs with no configuration at all.
 .PP
 Every key is optional.
-Unknown sections and keys, and values of the wrong type or out of range, are errors that
-name the line.
+Unknown sections and keys, and values of the wrong type, are errors that name the line;
+values out of range are errors that name the file and the key.
+Paths may start with \fI~\fR, \fI$HOME\fR, \fI$XDG_DATA_HOME\fR or \fI$XDG_CONFIG_HOME\fR
+(the XDG ones default to \fI~/.local/share\fR and \fI~/.config\fR); a relative path is taken
+from the directory jasper runs in.
 Durations are humantime text ("10s", "1m", "7d", "1h 30m").
 Sizes are bytes, as an integer or as text with a unit ("256KiB", "16GiB", "1MB").
 Addresses of other servers are "host:port".
