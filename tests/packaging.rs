@@ -78,6 +78,9 @@ fn the_service_configuration_keeps_all_data_in_the_state_directory() {
         unit.contains("\nExecStart=/usr/bin/jasper serve --config %d/config.toml\n"),
         "{unit}"
     );
+    // Readiness waits for the database to open (crash recovery, a schema migration): no
+    // start timeout kills it half way and starts it again for ever.
+    assert!(unit.contains("\nTimeoutStartSec=infinity\n"), "{unit}");
 }
 
 /// The units with `/usr/bin/jasper` replaced by the binary under test (verify wants the
