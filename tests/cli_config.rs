@@ -135,13 +135,16 @@ fn a_reader_that_goes_away_stops_a_command_quietly_not_with_a_panic() {
     use std::os::unix::process::ExitStatusExt as _;
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
+    // More than a pipe holds (64 KiB): whenever the reader goes, a write is still to come.
+    let (_, all, _) = run_jasper(&["completions", "bash"], dir.path());
+    assert!(all.len() > 80_000, "{}", all.len());
     let mut child = common::jasper_in(dir.path())
-        .args(["config", "example"])
+        .args(["completions", "bash"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The reader goes before anything is written (`| head -0`, say).
+    // The reader goes without reading (`| head -0`, say).
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
