@@ -117,6 +117,47 @@ fn init_writes_the_configuration_file_named_when_it_is_not_there_yet() {
 }
 
 #[test]
+fn a_protected_key_file_opens_in_openssl_with_the_passphrase() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_jasper_with_stdin(
+        &["init", "--passphrase-stdin", "--json"],
+        home.path(),
+        Some("correct horse battery\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let key_file = json_line(&out)["private_key_file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed by tests/run.sh")
+    };
+    let ok = openssl(&[
+        "pkey",
+        "-in",
+        &key_file,
+        "-passin",
+        "pass:correct horse battery",
+        "-noout",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = openssl(&["pkey", "-in", &key_file, "-passin", "pass:wrong", "-noout"]);
+    assert!(!wrong.status.success());
+    // scrypt, N = 2^14 (0x4000): what README.md says, and what OpenSSL opens by default.
+    let parsed = openssl(&["asn1parse", "-in", &key_file]);
+    let text = String::from_utf8_lossy(&parsed.stdout);
+    assert!(text.contains(":scrypt"), "{text}");
+    assert!(text.contains("INTEGER           :4000"), "{text}");
+}
+
+#[test]
 fn init_without_a_terminal_asks_for_a_flag() {
     let home = tempfile::tempdir().unwrap();
     let (code, _, err) = run_jasper(&["init"], home.path());

@@ -17,6 +17,8 @@ command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 # redis-server, a real Redis for the Redis storage engine (each test starts its own server).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# openssl, which opens a passphrase-protected key file as any PKCS#8 tool would.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # script(1), which gives `jasper receive` a terminal in the progress-bar test (essential on
 # Debian; a trimmed image may lack it).
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
