@@ -779,6 +779,20 @@ pub fn error_report(err: &anyhow::Error) -> String {
     crate::client::terminal::block(&report, "").into_owned()
 }
 
+/// Whether a key file's error is for the user to mend (a wrong passphrase, a file that is not
+/// a key, or one others can read), not a failure of the machine (a full disk) or of the code.
+fn identity_error_is_the_user_s(e: &crate::crypto::IdentityError) -> bool {
+    use crate::crypto::IdentityError as E;
+    match e {
+        E::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        ),
+        E::Crypto(_) => false,
+        _ => true,
+    }
+}
+
 /// The exit status for an error, from the most specific cause in its chain.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use crate::client::messaging::MessagingError;
@@ -834,7 +848,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 .is_some_and(|e| !matches!(e, crate::client::reactions::ReactionError::Db(_)))
             || cause
                 .downcast_ref::<crate::crypto::IdentityError>()
-                .is_some()
+                .is_some_and(identity_error_is_the_user_s)
             || cause.downcast_ref::<crate::config::ConfigError>().is_some()
             || cause
                 .downcast_ref::<crate::client::audio::AudioError>()
@@ -865,6 +879,26 @@ mod tests {
 
     fn not_found() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_key_file_error_is_the_user_s_unless_the_machine_failed() {
+        use super::{EXIT_FAILURE, EXIT_USER, exit_code};
+        use crate::crypto::IdentityError as E;
+        let io = |kind| E::Io {
+            path: "/k.pem".into(),
+            source: std::io::Error::new(kind, "x"),
+        };
+        for (err, code) in [
+            (E::WrongPassphrase("/k.pem".into()), EXIT_USER),
+            (E::NotAKey("/k.pem".into()), EXIT_USER),
+            (io(std::io::ErrorKind::PermissionDenied), EXIT_USER),
+            (io(std::io::ErrorKind::StorageFull), EXIT_FAILURE),
+            (E::Crypto("rng".into()), EXIT_FAILURE),
+        ] {
+            let text = err.to_string();
+            assert_eq!(exit_code(&anyhow::Error::new(err)), code, "{text}");
+        }
     }
 
     #[test]
