@@ -143,7 +143,7 @@ fn generate(dir: &Path) -> Result<ServerCertificate, CertificateError> {
         let path = path.to_path_buf();
         move |source| CertificateError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::redb_file::create_private_dir(dir).map_err(io(dir))?;
     let key_path = dir.join(KEY_FILE);
     let cert_path = dir.join(CERT_FILE);
     // Write each file beside its final name, then rename: a crash leaves either nothing or a

@@ -468,7 +468,7 @@ impl RedbStore {
             path: dir.display().to_string(),
             message,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::redb_file::create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
         let path = dir.join("relay.redb");
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
@@ -1821,6 +1821,18 @@ mod tests {
 
     fn segment_exists(dir: &Path, id: u64) -> bool {
         dir.join("segments").join(format!("{id:016}.seg")).exists()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_directory_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("relay");
+        let store = RedbStore::open(&data, 4 << 20).unwrap();
+        store.put_batch(&[packet(1, 1, 10_000)], LIMITS, 0).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the index names who receives what");
     }
 
     #[test]
