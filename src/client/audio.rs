@@ -485,22 +485,60 @@ pub fn open_sink(sink: &AudioSink) -> Result<Playback, AudioError> {
     })
 }
 
+/// How far ahead of real time received audio may run: jitter's worth.
+const AHEAD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps what is written to real time. A peer sending faster than it talks cannot make a
+/// recording grow at the speed of the disk, and a burst after a stall (or the silence made up
+/// for a gap) cannot push the playback behind for the rest of the call: whatever would run
+/// more than [`AHEAD_SLACK`] ahead is cut, oldest first. Time that passed with nothing to
+/// write is not credit; the clock starts with the first samples, not when the output opened.
+#[derive(Debug, Default)]
+struct RealTimeGate {
+    /// When the audio written so far would have started, played at real time.
+    anchor: Option<std::time::Instant>,
+    written: u64,
+}
+
+impl RealTimeGate {
+    /// The part of `samples` to write at `now` (their end: what is cut is the oldest).
+    fn admit<'s>(&mut self, now: std::time::Instant, samples: &'s [i16]) -> &'s [i16] {
+        let rate = f64::from(SAMPLE_RATE);
+        let written_secs = self.written as f64 / rate;
+        let anchor = *self.anchor.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(anchor).as_secs_f64();
+        if elapsed > written_secs {
+            // The output ran dry (a stall, a pause): start from here.
+            self.anchor = Some(now - std::time::Duration::from_secs_f64(written_secs));
+        }
+        let elapsed = elapsed.min(written_secs);
+        let room = ((elapsed + AHEAD_SLACK.as_secs_f64()) * rate) as u64;
+        let room = room.saturating_sub(self.written);
+        let take = samples
+            .len()
+            .min(usize::try_from(room).unwrap_or(usize::MAX));
+        if take < samples.len() {
+            tracing::debug!(
+                dropped = samples.len() - take,
+                "received audio ahead of real time; dropped"
+            );
+        }
+        self.written += take as u64;
+        &samples[samples.len() - take..]
+    }
+}
+
 fn write_samples(
     mut output: Output,
     rx: std::sync::mpsc::Receiver<Vec<i16>>,
 ) -> Result<(), AudioError> {
     let mut bytes = Vec::with_capacity(FRAME_PCM_BYTES);
-    // What is written keeps to real time (plus a little slack): a peer that sends faster than
-    // it talks cannot make a recording grow at the speed of the disk.
-    let started = std::time::Instant::now();
-    let mut written_samples: u64 = 0;
+    let mut gate = RealTimeGate::default();
     for samples in rx {
-        let allowed = (started.elapsed().as_secs_f64() + 2.0) * f64::from(SAMPLE_RATE);
-        if (written_samples + samples.len() as u64) as f64 > allowed {
-            tracing::debug!("received audio ahead of real time; dropped");
+        let samples = gate.admit(std::time::Instant::now(), &samples);
+        if samples.is_empty() {
             continue;
         }
-        written_samples += samples.len() as u64;
         bytes.clear();
         bytes.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
         let written = match &mut output {
@@ -542,6 +580,40 @@ fn write_samples(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_audio_keeps_to_real_time_and_a_burst_after_a_stall_does_not_delay_the_rest() {
+        use std::time::{Duration, Instant};
+        let frame = vec![1i16; FRAME_SAMPLES];
+        let mut gate = RealTimeGate::default();
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // In time: every frame is written, however long the output waited before (the clock
+        // starts with the first samples).
+        for n in 0..50u64 {
+            assert_eq!(gate.admit(at(20 * n), &frame).len(), FRAME_SAMPLES);
+        }
+        // A peer sending faster than real time: half a second ahead, then nothing more.
+        let mut ahead = 0;
+        for _ in 0..100 {
+            ahead += gate.admit(at(1000), &frame).len();
+        }
+        assert_eq!(ahead, 4000);
+        // After a three-second stall, a burst of 150 frames: half a second of it is written,
+        // the rest (the oldest) is cut; then frames in time are written again.
+        let mut burst = 0;
+        for _ in 0..150 {
+            burst += gate.admit(at(5000), &frame).len();
+        }
+        assert_eq!(burst, 4000);
+        assert!(gate.admit(at(5000 + 520), &frame).len() == FRAME_SAMPLES);
+        // Silence made up for a long gap, with the packet after it: the end is kept.
+        let mut long = vec![0i16; 50 * FRAME_SAMPLES];
+        long.extend_from_slice(&frame);
+        let kept = gate.admit(at(20_000), &long);
+        assert_eq!(kept.len(), 4000);
+        assert_eq!(kept[kept.len() - 1], 1, "the packet itself is kept");
+    }
 
     #[test]
     fn every_ulaw_code_but_negative_zero_survives_decoding_and_encoding() {
@@ -733,6 +805,10 @@ mod tests {
         drop(tx);
         writer.join().unwrap().unwrap();
         let seconds = out.lock().unwrap().len() as f64 / 2.0 / f64::from(SAMPLE_RATE);
-        assert!((1.9..3.0).contains(&seconds), "{seconds} s written at once");
+        // Half a second of slack, and what real time allowed while it ran.
+        assert!(
+            (0.45..1.5).contains(&seconds),
+            "{seconds} s written at once"
+        );
     }
 }
