@@ -158,6 +158,67 @@ fn a_protected_key_file_opens_in_openssl_with_the_passphrase() {
 }
 
 #[test]
+fn keys_encrypted_by_openssl_open_or_say_why_they_cannot() {
+    let home = home_with_fixture("alice");
+    let key = home.path().join("id.pem");
+    let plain = std::fs::read(&key).unwrap();
+    // Re-encrypts the fixture key with openssl's `pkcs8 -topk8` and `scheme` flags.
+    let encrypt = |scheme: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-passout", "pass:open sesame"])
+            .args(scheme)
+            .args(["-in", "/dev/stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(&plain)?;
+                child.wait_with_output()
+            })
+            .expect("openssl is installed by tests/run.sh");
+        assert!(out.status.success());
+        std::fs::write(&key, &out.stdout).unwrap();
+        out.stdout
+    };
+    let id = |passphrase: &str| {
+        run_jasper_with_stdin(
+            &["id", "--json", "--passphrase-stdin"],
+            home.path(),
+            Some(passphrase),
+        )
+    };
+    // PBES2 with PBKDF2 (openssl's default) opens, and only with its passphrase.
+    encrypt(&["-v2", "aes-256-cbc"]);
+    let (code, out, err) = id("open sesame\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["public_key"], key_b64("alice-4096"));
+    let (code, _, err) = id("wrong\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    // PBES1 (3DES) cannot be opened: said so, with what to do, not "wrong passphrase".
+    encrypt(&["-v1", "PBE-SHA1-3DES"]);
+    let (code, _, err) = id("open sesame\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("openssl pkcs8"),
+        "{err}"
+    );
+    // A damaged file is not a key, whatever the passphrase.
+    let text = String::from_utf8(encrypt(&["-v2", "aes-256-cbc"])).unwrap();
+    let cut: String = text
+        .lines()
+        .take(6)
+        .chain(text.lines().last())
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&key, cut).unwrap();
+    let (code, _, err) = id("open sesame\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a PKCS#8"), "{err}");
+}
+
+#[test]
 fn init_without_a_terminal_asks_for_a_flag() {
     let home = tempfile::tempdir().unwrap();
     let (code, _, err) = run_jasper(&["init"], home.path());

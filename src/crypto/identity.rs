@@ -47,6 +47,17 @@ pub enum IdentityError {
     /// The file is not a PKCS#8 RSA private key.
     #[error("{0} is not a PKCS#8 PEM RSA private key")]
     NotAKey(PathBuf),
+    /// The key is encrypted with a scheme this implementation cannot open.
+    #[error(
+        "{path} is encrypted with a scheme jasper cannot open ({reason}); re-encrypt it as \
+         PBES2, e.g. `openssl pkcs8 -topk8 -v2 aes-256-cbc -scrypt -in OLD -out NEW`"
+    )]
+    UnsupportedEncryption {
+        /// The file.
+        path: PathBuf,
+        /// What the PKCS#5 layer said.
+        reason: String,
+    },
     /// The key is unusable as an identity.
     #[error("unusable key: {0}")]
     Key(#[from] KeyError),
@@ -90,11 +101,42 @@ impl Identity {
         let private = match (encrypted, passphrase) {
             (true, None) => return Err(IdentityError::NeedsPassphrase(origin.to_path_buf())),
             (true, Some(p)) => PrivateKey::from_pkcs8_encrypted_pem(pem, p.as_bytes())
-                .map_err(|_| IdentityError::WrongPassphrase(origin.to_path_buf()))?,
+                .map_err(|e| Self::decrypt_error(pem, e, origin))?,
             (false, _) => PrivateKey::from_pkcs8_pem(pem)
                 .map_err(|_| IdentityError::NotAKey(origin.to_path_buf()))?,
         };
         Self::from_private(private)
+    }
+
+    /// What a failure to open an encrypted key means: a file that is not an encrypted PKCS#8
+    /// key at all, a scheme we cannot decrypt, or (anything else, as a wrong passphrase can
+    /// also decrypt to garbage) a wrong passphrase.
+    fn decrypt_error(pem: &str, e: rsa::pkcs8::Error, origin: &Path) -> IdentityError {
+        use rsa::pkcs8::der::Decode as _;
+        use rsa::pkcs8::pkcs5::Error as Pkcs5;
+        let unsupported = |reason: String| IdentityError::UnsupportedEncryption {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        let Ok((_, der)) = rsa::pkcs8::der::pem::decode_vec(pem.as_bytes()) else {
+            return IdentityError::NotAKey(origin.to_path_buf());
+        };
+        if let Err(e) = rsa::pkcs8::EncryptedPrivateKeyInfoRef::from_der(&der) {
+            // Whole DER the PKCS#5 layer cannot read: an algorithm it does not know (PKCS#12's
+            // 3DES, say). Not even whole DER: a damaged file.
+            return match rsa::pkcs8::der::Document::from_der(&der) {
+                Ok(_) => unsupported(e.to_string()),
+                Err(_) => IdentityError::NotAKey(origin.to_path_buf()),
+            };
+        }
+        match e {
+            rsa::pkcs8::Error::EncryptedPrivateKey(
+                reason @ (Pkcs5::UnsupportedAlgorithm { .. }
+                | Pkcs5::NoPbes1CryptSupport
+                | Pkcs5::AlgorithmParametersInvalid { .. }),
+            ) => unsupported(reason.to_string()),
+            _ => IdentityError::WrongPassphrase(origin.to_path_buf()),
+        }
     }
 
     /// The key as PKCS#8 PEM, encrypted with `passphrase` when given.
