@@ -711,6 +711,13 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
                     answer.push(p)
                 })
                 .map_err(storage_error)?;
+            if state.store.instance() != instance {
+                // Reopened after a failure meanwhile, with new numbers: this page's positions
+                // may belong to either store.
+                return Err(storage_error(StoreError::Engine(
+                    "the store was reopened during this fetch; ask again".into(),
+                )));
+            }
             let tail = format!(
                 ",\"cursor\":\"{}\",\"more\":{}",
                 cursor_text(instance, end.cursor),

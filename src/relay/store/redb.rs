@@ -509,17 +509,15 @@ impl RedbStore {
                 "moved the packets of a schema 1 database into the packet log"
             );
         }
-        store.instance = store.init_schema()?;
-        let cut = store.drop_unflushed(cut_at)?;
-        let (recovered, torn) = store.recover()?;
-        store.recovered = recovered;
-        if cut || torn {
-            // Packets past the cut had sequence numbers that new packets now take again, and
-            // a fetch may have handed them out in a cursor (an index commit can precede the
-            // flush): under the old instance that cursor would hide the new packets.
-            store.instance = store.renew_instance()?;
+        let before = store.init_schema()?;
+        store.drop_unflushed(cut_at)?;
+        store.recovered = store.recover()?;
+        // Both draw a new instance id when they cut the log, in the commit that notes the cut.
+        store.instance = store.read_instance()?;
+        if store.instance != before {
             tracing::info!(
-                "the store has a new instance id: clients read their inboxes from the start once"
+                "the end of the packet log was cut, so the store has a new instance id: clients \
+                 read their inboxes from the start once"
             );
         }
         if store.recovered > 0 {
@@ -646,24 +644,23 @@ impl RedbStore {
         Ok(instance)
     }
 
-    /// Draws and keeps a new instance id (see [`Store::instance`]).
-    fn renew_instance(&self) -> Result<u64, StoreError> {
-        let instance = super::new_instance_id();
-        let txn = self.begin_durable()?;
-        txn.open_table(META)
+    /// The instance id kept in the database (see [`Store::instance`]).
+    fn read_instance(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let meta = txn.open_table(META).map_err(engine)?;
+        Ok(meta
+            .get(META_INSTANCE)
             .map_err(engine)?
-            .insert(META_INSTANCE, instance)
-            .map_err(engine)?;
-        txn.commit().map_err(engine)?;
-        Ok(instance)
+            .map_or(0, |v| v.value()))
     }
 
     /// Indexes every record in the log past the position the index records, in one durable
-    /// commit. Returns how many packets were indexed, and whether a torn tail was cut.
-    fn recover(&self) -> Result<(u64, bool), StoreError> {
+    /// commit. Returns how many packets were indexed. A torn tail cut on the way draws a new
+    /// instance id in the same commit: the cut records' sequence numbers, which a fetch may
+    /// have handed out (an index commit can precede the flush), go to new packets.
+    fn recover(&self) -> Result<u64, StoreError> {
         let txn = self.begin_durable()?;
         let mut indexed = 0u64;
-        let torn;
         {
             let mut tables = PacketTables::open(&txn)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
@@ -689,11 +686,14 @@ impl RedbStore {
             meta.insert(META_PACKETS, n_packets).map_err(engine)?;
             meta.insert(META_BYTES, n_bytes).map_err(engine)?;
             set_indexed(&mut meta, report.end)?;
+            if report.damaged_tails > 0 {
+                meta.insert(META_INSTANCE, super::new_instance_id())
+                    .map_err(engine)?;
+            }
             tables.finish()?;
-            torn = report.damaged_tails > 0;
         }
         txn.commit().map_err(engine)?;
-        Ok((indexed, torn))
+        Ok(indexed)
     }
 
     /// Notes in the index, durably, where the log must be cut on the next open: the end of
@@ -726,14 +726,16 @@ impl RedbStore {
     /// cut the log may read as anything (zeros, after a reboot lost those pages). And the cut
     /// stays noted in the index until the log is cut, in two durable commits around the
     /// truncation, so a stop anywhere in between repeats the work on the next open rather
-    /// than re-indexing what lies past the cut. Returns whether anything was cut.
-    fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<bool, StoreError> {
+    /// than re-indexing what lies past the cut. The first of those commits also draws a new
+    /// instance id: sequence numbers past the cut, which a fetch may have handed out, go to new
+    /// packets.
+    fn drop_unflushed(&self, cut_at: Option<Position>) -> Result<(), StoreError> {
         let remembered = {
             let txn = self.read_committed()?;
             remembered_cut(&txn.open_table(META).map_err(engine)?)?
         };
         let Some(at) = cut_at.into_iter().chain(remembered).min() else {
-            return Ok(false);
+            return Ok(());
         };
         let at_or_past = |location: Location| {
             Position {
@@ -748,6 +750,8 @@ impl RedbStore {
             let mut meta = txn.open_table(META).map_err(engine)?;
             meta.insert(META_CUT_SEGMENT, at.segment).map_err(engine)?;
             meta.insert(META_CUT_OFFSET, at.offset).map_err(engine)?;
+            meta.insert(META_INSTANCE, super::new_instance_id())
+                .map_err(engine)?;
             let past: Vec<[u8; 32]> = tables
                 .packets
                 .iter()
@@ -803,7 +807,7 @@ impl RedbStore {
             "dropped the end of the packet log written after its last successful flush (none \
              of it was acknowledged; senders were told to send again)"
         );
-        Ok(bytes > 0 || unindexed > 0)
+        Ok(())
     }
 
     /// Deletes segment files below the index's durable position that hold no live packet

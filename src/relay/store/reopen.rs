@@ -42,8 +42,9 @@ pub struct ReopeningStore {
     dir: PathBuf,
     options: StoreOptions,
     state: Mutex<State>,
-    /// The database's, which reopening does not change.
-    instance: u64,
+    /// The database's instance id: reopening after a failure that cut the log draws a new one
+    /// (see [`Store::instance`]).
+    instance: std::sync::atomic::AtomicU64,
 }
 
 enum State {
@@ -69,7 +70,7 @@ impl ReopeningStore {
         Ok(Self {
             dir: dir.to_owned(),
             options,
-            instance: store.instance(),
+            instance: std::sync::atomic::AtomicU64::new(store.instance()),
             state: Mutex::new(State::Open {
                 store: Arc::new(store),
                 generation: 0,
@@ -125,6 +126,8 @@ impl ReopeningStore {
                     reindexed = store.recovered_on_open(),
                     "reopened the store after a failure; writes are accepted again"
                 );
+                self.instance
+                    .store(store.instance(), std::sync::atomic::Ordering::SeqCst);
                 let store = Arc::new(store);
                 *state = State::Open {
                     store: store.clone(),
@@ -264,7 +267,7 @@ impl Store for ReopeningStore {
     }
 
     fn instance(&self) -> u64 {
-        self.instance
+        self.instance.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -399,6 +402,7 @@ mod tests {
     fn after_a_failed_flush_nothing_past_the_last_good_one_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = ReopeningStore::open(dir.path(), options()).unwrap();
+        let before = store.instance();
         let (p1, p2, p3) = (
             packet(1, 1, 10_000),
             packet(2, 1, 10_000),
@@ -420,6 +424,10 @@ mod tests {
         );
         assert!(store.contains(&p1.hash, 0).unwrap());
         assert!(!store.contains(&p2.hash, 0).unwrap());
+        // p2's number goes to the next packet: cursors handed out before are not taken for
+        // positions in the reopened store.
+        let reopened = store.instance();
+        assert_ne!(reopened, before);
         let outcomes = store
             .put_batch(&[p2.clone(), p3.clone()], LIMITS, 0)
             .unwrap();
@@ -438,6 +446,7 @@ mod tests {
         assert_eq!(store.stats().unwrap().packets, 3);
         let page = conformance::inbox(&store, &p1.recipient, 0, u64::MAX, 0);
         assert_eq!(page.packets.len(), 3);
+        assert_eq!(store.instance(), reopened, "kept across a clean restart");
     }
 
     #[test]
