@@ -659,8 +659,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Completions { shell } => {
-            use std::io::Write as _;
-            std::io::stdout().write_all(&assets::completions(shell))?;
+            // `print!`, as every command's output: a reader gone stops it quietly (main.rs).
+            print!("{}", String::from_utf8_lossy(&assets::completions(shell)));
             Ok(())
         }
         Command::Man { out } => {
