@@ -381,9 +381,9 @@ impl<'t> PacketTables<'t> {
         Ok(n)
     }
 
-    /// Writes the inbox counts and segment live counts that changed. Returns the segments
-    /// this transaction left without a live packet.
-    fn finish(mut self) -> Result<Vec<u64>, StoreError> {
+    /// Writes the inbox counts and segment live counts that changed (a segment left without a
+    /// live packet loses its entry; the sweep deletes its file).
+    fn finish(mut self) -> Result<(), StoreError> {
         for (rcpt, (n, changed)) in self.count_cache.drain() {
             match (changed, n) {
                 (false, _) => {}
@@ -395,7 +395,6 @@ impl<'t> PacketTables<'t> {
                 }
             }
         }
-        let mut emptied = Vec::new();
         for (segment, delta) in self.live_delta.drain() {
             let live = self
                 .segment_live
@@ -405,12 +404,11 @@ impl<'t> PacketTables<'t> {
             let live = live.saturating_add_signed(delta);
             if live == 0 {
                 self.segment_live.remove(segment).map_err(engine)?;
-                emptied.push(segment);
             } else {
                 self.segment_live.insert(segment, live).map_err(engine)?;
             }
         }
-        Ok(emptied)
+        Ok(())
     }
 }
 
@@ -642,6 +640,63 @@ impl RedbStore {
         };
         txn.commit().map_err(engine)?;
         Ok(instance)
+    }
+
+    /// Drops from the index the packets whose records read back damaged (given by expiry and
+    /// location: a damaged record's own hash cannot be trusted), so that they are neither served
+    /// nor advertised to peers as held, and a sound copy can come back through sync. No
+    /// tombstone is left. A failure here is logged: the packets stay left out of answers.
+    fn forget_damaged(&self, damaged: impl Iterator<Item = (u64, Location)>) {
+        let damaged: Vec<(u64, Location)> = damaged.collect();
+        if damaged.is_empty() {
+            return;
+        }
+        let forget = || -> Result<u64, StoreError> {
+            let txn = self.begin_durable()?;
+            let mut forgotten = 0;
+            {
+                let mut tables = PacketTables::open(&txn)?;
+                let mut meta = txn.open_table(META).map_err(engine)?;
+                let mut n_packets = meta_get(&meta, META_PACKETS)?;
+                let mut n_bytes = meta_get(&meta, META_BYTES)?;
+                for (expires_at, location) in &damaged {
+                    let at = expires_at.to_be_bytes();
+                    let candidates: Vec<[u8; 32]> = tables
+                        .by_exp
+                        .range::<&[u8; 40]>(&cat40(&at, &[0; 32])..=&cat40(&at, &[0xff; 32]))
+                        .map_err(engine)?
+                        .map(|e| {
+                            e.map(|(k, _)| k.value()[8..].try_into().expect("32 bytes"))
+                                .map_err(engine)
+                        })
+                        .collect::<Result<_, _>>()?;
+                    for hash in candidates {
+                        let here = tables
+                            .packets
+                            .get(&hash)
+                            .map_err(engine)?
+                            .is_some_and(|v| Header::decode(v.value()).location == *location);
+                        if here && let Some(header) = tables.remove(&hash)? {
+                            n_packets = n_packets.saturating_sub(1);
+                            n_bytes = n_bytes.saturating_sub(json_len(header.location));
+                            forgotten += 1;
+                        }
+                    }
+                }
+                meta.insert(META_PACKETS, n_packets).map_err(engine)?;
+                meta.insert(META_BYTES, n_bytes).map_err(engine)?;
+                tables.finish()?;
+            }
+            self.commit_durable(txn)?;
+            Ok(forgotten)
+        };
+        match forget() {
+            Ok(n) => tracing::error!(
+                packets = n,
+                "dropped damaged packets from the index; peers may send sound copies again"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not drop damaged packets from the index"),
+        }
     }
 
     /// The instance id kept in the database (see [`Store::instance`]).
@@ -1262,7 +1317,7 @@ impl Store for RedbStore {
         }
         let locations: Vec<Location> = page.iter().map(|(_, h)| h.location).collect();
         let mut wrong = None;
-        self.log.read_many(&locations, &mut |i, record| {
+        let damaged = self.log.read_many(&locations, &mut |i, record| {
             let (hash, header) = &page[i];
             if record.hash != *hash {
                 wrong = Some(wrong_record(hash, header.location));
@@ -1276,6 +1331,11 @@ impl Store for RedbStore {
             });
             true
         })?;
+        self.forget_damaged(
+            damaged
+                .iter()
+                .map(|&i| (page[i].1.expires_at, page[i].1.location)),
+        );
         wrong.map_or(Ok(()), Err)
     }
 
@@ -1315,7 +1375,7 @@ impl Store for RedbStore {
         }
         let locations: Vec<Location> = page.iter().map(|p| p.2).collect();
         let mut wrong = None;
-        self.log.read_many(&locations, &mut |i, record| {
+        let damaged = self.log.read_many(&locations, &mut |i, record| {
             let (seq, expires_at, location) = page[i];
             if record.seq != seq || record.recipient != *recipient {
                 wrong = Some(wrong_record(&record.hash, location));
@@ -1329,6 +1389,7 @@ impl Store for RedbStore {
             });
             true
         })?;
+        self.forget_damaged(damaged.iter().map(|&i| (page[i].1, page[i].2)));
         wrong.map_or(Ok(end), Err)
     }
 
@@ -1499,16 +1560,14 @@ impl Store for RedbStore {
         }
         // Durable before any deletion: the position read above must not move back.
         self.commit_durable(txn)?;
-        let mut failed = None;
+        // A deletion that fails is tried again by the next sweep; the expiry work above is
+        // committed either way.
         for segment in unused {
             if let Err(e) = self.log.remove(segment) {
-                failed.get_or_insert(e);
+                tracing::warn!(segment, error = %e, "could not delete an unused segment; will retry");
             }
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     fn instance(&self) -> u64 {
@@ -1902,14 +1961,34 @@ mod tests {
                 panic!("damaged data served")
             })
             .unwrap();
-        // Packets after it in the same inbox are still served.
+        // It is no longer held (nor advertised to peers), and not refused: a sound copy may
+        // come back.
+        assert!(!store.contains(&p.hash, 0).unwrap());
+        assert!(!store.tombstoned(&p.hash, 0).unwrap());
+        assert_eq!(store.stats().unwrap().packets, 0);
+        // Packets after a damaged one in the same inbox are still served, and the damaged one
+        // leaves the index there too.
         let later = packet(2, 1, 10_000);
+        let third = packet(3, 1, 10_000);
         store
-            .put_batch(std::slice::from_ref(&later), LIMITS, 0)
+            .put_batch(&[later.clone(), third.clone()], LIMITS, 0)
             .unwrap();
+        let seg = std::fs::read(&segment).unwrap();
+        let mut bytes = seg.clone();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 1; // third's record
+        std::fs::write(&segment, bytes).unwrap();
         let page = inbox(&store, &Fingerprint([1; 32]), 0, u64::MAX, 0);
         let hashes: Vec<_> = page.packets.iter().map(|p| p.hash).collect();
         assert_eq!(hashes, [later.hash]);
+        assert!(!store.contains(&third.hash, 0).unwrap());
+        assert!(store.contains(&later.hash, 0).unwrap());
+        // The sound copies, sent again, are stored.
+        let again = store.put_batch(&[p, third], LIMITS, 0).unwrap();
+        assert!(
+            again.iter().all(|o| matches!(o, PutOutcome::Stored { .. })),
+            "{again:?}"
+        );
     }
 
     #[test]

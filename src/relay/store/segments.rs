@@ -407,12 +407,14 @@ impl SegmentLog {
     ///
     /// Records in a segment deleted meanwhile are skipped: a segment goes once none of its
     /// packets is live, so they expired after the caller found them in the index. A damaged
-    /// record is skipped too, and logged as an error.
+    /// record is skipped too, and logged as an error; returns the indices into `locs` of those
+    /// (for the caller to drop from its index).
     pub fn read_many(
         &self,
         locs: &[Location],
         visit: &mut dyn FnMut(usize, Record<'_>) -> bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut damaged = Vec::new();
         let mut buf = Vec::new();
         let mut i = 0;
         while i < locs.len() {
@@ -448,20 +450,21 @@ impl SegmentLog {
                 match self.check(loc, &buf[at..at + total]) {
                     Ok(record) => {
                         if !visit(k, record) {
-                            return Ok(());
+                            return Ok(damaged);
                         }
                     }
                     // One damaged record must not make those beside it unreadable (an inbox
                     // behind it, for as long as it is kept): it is left out, and said.
                     Err(StoreError::Corrupt(why)) => {
                         tracing::error!("{why}; left out of what is read");
+                        damaged.push(k);
                     }
                     Err(e) => return Err(e),
                 }
             }
             i = j;
         }
-        Ok(())
+        Ok(damaged)
     }
 
     /// The bytes the record at `loc` takes, header included; refuses a length no record has.
