@@ -219,6 +219,38 @@ fn keys_encrypted_by_openssl_open_or_say_why_they_cannot() {
 }
 
 #[test]
+fn a_key_listed_twice_gets_its_new_passphrase_once() {
+    let home = home_with_fixture("alice");
+    let key = home.path().join("id.pem");
+    let config = home.path().join("xdg-config/jasper/config.toml");
+    // The identity again, and by another spelling of its path, as receive keys.
+    let again = home.path().join(".").join("id.pem");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[client]",
+        &format!(
+            "receive_keys = [{:?}, {:?}]\n[client]",
+            key.display().to_string(),
+            again.display().to_string()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, out, err) = run_jasper_with_stdin(
+        &["passphrase", "--passphrase-stdin"],
+        home.path(),
+        Some("pw words\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("passphrase set"), "{out}");
+    assert!(jasper::crypto::Identity::load(&key, Some("pw words")).is_ok());
+    let leftovers: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".new") || n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
 fn init_without_a_terminal_asks_for_a_flag() {
     let home = tempfile::tempdir().unwrap();
     let (code, _, err) = run_jasper(&["init"], home.path());

@@ -361,10 +361,13 @@ pub fn change_passphrase(config: &Config, args: &PassphraseArgs) -> anyhow::Resu
     // All keys share one passphrase: when one cannot be rewritten, those already rewritten go
     // back to the old one, or no passphrase would open them all any more.
     let old = current.as_deref().map(String::as_str);
+    // Each file once, however often it is listed (`~/k.pem` and `/home/u/k.pem` are one).
+    let mut seen = std::collections::HashSet::new();
     let targets: Vec<(&Path, &crate::crypto::Identity)> = receive_keys
         .iter()
         .map(|(p, k)| (p.as_path(), k))
         .chain(std::iter::once((key_path.as_path(), &identity)))
+        .filter(|(p, _)| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())))
         .collect();
     // Every new file is written first, so that what can fail (the disk, a file in the way)
     // fails before any key changes; only the renames remain, one after the other.

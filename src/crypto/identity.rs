@@ -183,16 +183,30 @@ impl Identity {
         if path.exists() {
             return Err(IdentityError::Exists(path.to_path_buf()));
         }
-        let fresh = self.write_beside(path, passphrase)?;
+        // A name of its own (two `init`s at once must not share one), made with O_EXCL.
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| IdentityError::Crypto(e.to_string()))?;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(
+            ".{}.tmp",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+        let fresh = path.with_file_name(name);
+        self.write_new(&fresh, passphrase)?;
         let linked = std::fs::hard_link(&fresh, path);
         let removed = std::fs::remove_file(&fresh);
-        linked.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                IdentityError::Exists(path.to_path_buf())
-            } else {
-                io(e)
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(IdentityError::Exists(path.to_path_buf()));
             }
-        })?;
+            // A file system without hard links (vfat, exFAT, some network mounts): written in
+            // place, as an exclusive new file, flushed.
+            Err(_) => return self.write_new(path, passphrase),
+        }
         removed.map_err(io)?;
         sync_parent(path).map_err(io)
     }
