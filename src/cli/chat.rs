@@ -361,7 +361,8 @@ async fn talk(
                 }
                 tracing::debug!(bytes = bytes.len(), "sending a packet");
                 link.send(&bytes).await.context("the direct connection closed")?;
-                // In the history once the peer has it.
+                // In the history once it went out (queued on the link; a link that breaks
+                // before the peer has it ends the chat with an error).
                 durably(session, |m| Ok(m.file_direct(&sealed)?))?;
                 // The copy for our other devices is sealed once the peer has the line.
                 if let Some(copies) = copies {

@@ -763,7 +763,8 @@ fn rendezvous_exit_code(r: &crate::client::rendezvous::RendezvousError) -> u8 {
 /// An error and its causes on one line, each said once: many of our errors already name their
 /// cause in their own message (`{path}: {source}`), so a cause that the text so far contains
 /// is not repeated. Text from the other side (a relay's or rendezvous service's `error`) is in
-/// it: control characters come out escaped, so that it cannot drive the terminal.
+/// it: control characters come out escaped, so that it cannot drive the terminal, and lines
+/// after the first are indented, so that none passes for a line of its own.
 pub fn error_report(err: &anyhow::Error) -> String {
     let mut report = String::new();
     for cause in err.chain() {
@@ -776,7 +777,7 @@ pub fn error_report(err: &anyhow::Error) -> String {
         }
         report.push_str(&text);
     }
-    crate::client::terminal::block(&report, "").into_owned()
+    crate::client::terminal::block(&report, "  ").into_owned()
 }
 
 /// Whether a key file's error is for the user to mend (a wrong passphrase, a file that is not

@@ -491,8 +491,9 @@ const AHEAD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 /// Keeps what is written to real time. A peer sending faster than it talks cannot make a
 /// recording grow at the speed of the disk, and a burst after a stall (or the silence made up
 /// for a gap) cannot push the playback behind for the rest of the call: whatever would run
-/// more than [`AHEAD_SLACK`] ahead is cut, oldest first. Time that passed with nothing to
-/// write is not credit; the clock starts with the first samples, not when the output opened.
+/// more than [`AHEAD_SLACK`] ahead is dropped (the later packets of a burst; within one packet,
+/// its start, where made-up silence goes). Time that passed with nothing to write is not
+/// credit; the clock starts with the first samples, not when the output opened.
 #[derive(Debug, Default)]
 struct RealTimeGate {
     /// When the audio written so far would have started, played at real time.
@@ -600,7 +601,7 @@ mod tests {
         }
         assert_eq!(ahead, 4000);
         // After a three-second stall, a burst of 150 frames: half a second of it is written,
-        // the rest (the oldest) is cut; then frames in time are written again.
+        // the later frames are dropped; then frames in time are written again.
         let mut burst = 0;
         for _ in 0..150 {
             burst += gate.admit(at(5000), &frame).len();
@@ -807,7 +808,7 @@ mod tests {
         let seconds = out.lock().unwrap().len() as f64 / 2.0 / f64::from(SAMPLE_RATE);
         // Half a second of slack, and what real time allowed while it ran.
         assert!(
-            (0.45..1.5).contains(&seconds),
+            (0.45..2.5).contains(&seconds),
             "{seconds} s written at once"
         );
     }

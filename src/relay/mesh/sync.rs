@@ -450,8 +450,10 @@ fn sync_by_hashes(
     let discovery_bytes = (body.len() + answer.len()) as u64;
     let hashes = if cut {
         // A peer taking more hashes per request than we do answers with more than we read:
-        // the hashes at the start are taken (more come as the lists shrink), as long as the
-        // answer has the usual shape.
+        // the hashes at the start are taken, as long as the answer has the usual shape. More
+        // come as our list names those, while we hold no more than we list; past that (or
+        // when the start holds only what we refuse) this peer's list adds nothing, and its
+        // packets reach us by its broadcasts and its own sync with us.
         tracing::debug!(peer = %peer, "the peer's hash list is longer than we read; taking its start");
         hashes_at_start(&answer, max).ok_or(PeerError::TooLarge(limit))?
     } else {
