@@ -503,30 +503,23 @@ fn a_receive_key_takes_the_identity_s_passphrase_so_that_both_open() {
     // With a passphrase on the identity, the next receive key gets that one.
     let (code, _, err) = run(&["passphrase", "--passphrase-stdin"], "shared words\n");
     assert_eq!(code, 0, "{err}");
-    let second = home.path().join("second.pem");
-    let (code, out, err) = run(
-        &[
+    let make = |path: &Path, passphrase: &str| {
+        let args = [
             "init",
             "--receive-key",
-            second.to_str().unwrap(),
+            path.to_str().unwrap(),
             "--passphrase-stdin",
-        ],
-        "shared words\n",
-    );
+        ];
+        run(&args, passphrase)
+    };
+    let second = home.path().join("second.pem");
+    let (code, out, err) = make(&second, "shared words\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("passphrase-protected"), "{out}");
     assert!(opens(&second, Some("shared words")) && !opens(&second, None));
     // A wrong one for the identity makes nothing.
     let third = home.path().join("third.pem");
-    let (code, _, err) = run(
-        &[
-            "init",
-            "--receive-key",
-            third.to_str().unwrap(),
-            "--passphrase-stdin",
-        ],
-        "wrong words\n",
-    );
+    let (code, _, err) = make(&third, "wrong words\n");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("wrong passphrase"), "{err}");
     assert!(!third.exists());

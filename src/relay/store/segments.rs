@@ -902,6 +902,17 @@ mod tests {
         Ok(read.expect("read_many visits every record it returns Ok for"))
     }
 
+    /// How many of `locs` `read_many` hands on.
+    fn visits(log: &SegmentLog, locs: &[Location]) -> usize {
+        let mut visited = 0;
+        log.read_many(locs, &mut |_, _| {
+            visited += 1;
+            true
+        })
+        .unwrap();
+        visited
+    }
+
     fn scan_all(log: &SegmentLog, from: Position) -> (Vec<(Location, u64, Vec<u8>)>, ScanReport) {
         let mut seen = Vec::new();
         let report = log
@@ -960,13 +971,7 @@ mod tests {
         log.remove(segments[0]).unwrap();
         assert!(!log.segments().unwrap().contains(&segments[0]));
         // Its records are gone: skipped, as expired (see `read_many`).
-        let mut visited = 0;
-        log.read_many(&[locs[0]], &mut |_, _| {
-            visited += 1;
-            true
-        })
-        .unwrap();
-        assert_eq!(visited, 0);
+        assert_eq!(visits(&log, &[locs[0]]), 0);
         // Scanning from a later segment sees only what follows.
         let (seen, _) = scan_all(
             &log,
@@ -1123,13 +1128,7 @@ mod tests {
         bytes[last] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
         // Left out (and logged), never handed on as data.
-        let mut visited = 0;
-        log.read_many(&[locs[0]], &mut |_, _| {
-            visited += 1;
-            true
-        })
-        .unwrap();
-        assert_eq!(visited, 0);
+        assert_eq!(visits(&log, &[locs[0]]), 0);
         // A location past the end is an error too, never a panic.
         let beyond = Location {
             offset: 1 << 30,
