@@ -16,9 +16,6 @@ _jasper() {
             ",$1")
                 cmd="jasper"
                 ;;
-            jasper,assets)
-                cmd="jasper__subcmd__assets"
-                ;;
             jasper,call)
                 cmd="jasper__subcmd__call"
                 ;;
@@ -54,9 +51,6 @@ _jasper() {
                 ;;
             jasper,init)
                 cmd="jasper__subcmd__init"
-                ;;
-            jasper,man)
-                cmd="jasper__subcmd__man"
                 ;;
             jasper,passphrase)
                 cmd="jasper__subcmd__passphrase"
@@ -196,9 +190,6 @@ _jasper() {
             jasper__subcmd__group__subcmd__help,send)
                 cmd="jasper__subcmd__group__subcmd__help__subcmd__send"
                 ;;
-            jasper__subcmd__help,assets)
-                cmd="jasper__subcmd__help__subcmd__assets"
-                ;;
             jasper__subcmd__help,call)
                 cmd="jasper__subcmd__help__subcmd__call"
                 ;;
@@ -234,9 +225,6 @@ _jasper() {
                 ;;
             jasper__subcmd__help,init)
                 cmd="jasper__subcmd__help__subcmd__init"
-                ;;
-            jasper__subcmd__help,man)
-                cmd="jasper__subcmd__help__subcmd__man"
                 ;;
             jasper__subcmd__help,passphrase)
                 cmd="jasper__subcmd__help__subcmd__passphrase"
@@ -383,7 +371,7 @@ _jasper() {
 
     case "${cmd}" in
         jasper)
-            opts="-h -V --config --help --version relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions man assets help"
+            opts="-h -V --config --help --version relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,30 +388,8 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        jasper__subcmd__assets)
-            opts="-h -V --out --config --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --out)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         jasper__subcmd__call)
-            opts="-h -V --input --output --wait --no-ring --duration --passphrase-stdin --json --config --help --version"
+            opts="-h --input --output --wait --no-ring --duration --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,7 +423,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__chat)
-            opts="-h -V --transparent --wait --fallback --interval --passphrase-stdin --json --config --help --version"
+            opts="-h --transparent --wait --fallback --interval --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,7 +453,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__completions)
-            opts="-h -V --config --help --version bash elvish fish powershell zsh"
+            opts="-h --config --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,7 +471,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__config)
-            opts="-h -V --config --help --version example check help"
+            opts="-h --config --help example check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,7 +489,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__config__subcmd__check)
-            opts="-h -V --config --help --version"
+            opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -541,7 +507,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__config__subcmd__example)
-            opts="-h -V --config --help --version"
+            opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -615,7 +581,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts)
-            opts="-h -V --json --config --help --version add list show rename avatar rm help"
+            opts="-h --json --config --help add list show rename avatar rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -633,7 +599,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__add)
-            opts="-h -V --avatar --json --config --help --version"
+            opts="-h --avatar --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -655,7 +621,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__avatar)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -785,7 +751,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__list)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -803,7 +769,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__rename)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -821,7 +787,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__rm)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -839,7 +805,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__contacts__subcmd__show)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -857,7 +823,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__delete)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -875,7 +841,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__edit)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -893,7 +859,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group)
-            opts="-h -V --passphrase-stdin --json --config --help --version create add remove leave forget send list help"
+            opts="-h --passphrase-stdin --json --config --help create add remove leave forget send list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -911,7 +877,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__add)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -929,7 +895,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__create)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -947,7 +913,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__forget)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1091,7 +1057,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__leave)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1109,7 +1075,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__list)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1127,7 +1093,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__remove)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1145,7 +1111,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__group__subcmd__send)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1163,22 +1129,8 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__help)
-            opts="relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions man assets help"
+            opts="relay stun serve init id passphrase contacts send receive history edit delete react group reactions chat call stun-check servers config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        jasper__subcmd__help__subcmd__assets)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1568,20 +1520,6 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        jasper__subcmd__help__subcmd__man)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         jasper__subcmd__help__subcmd__passphrase)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1793,7 +1731,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__history)
-            opts="-n -h -V --last --json --config --help --version"
+            opts="-n -h --last --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1819,7 +1757,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__id)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1837,7 +1775,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__init)
-            opts="-h -V --no-passphrase --passphrase-stdin --receive-key --json --config --help --version"
+            opts="-h --no-passphrase --passphrase-stdin --receive-key --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1858,30 +1796,8 @@ _jasper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        jasper__subcmd__man)
-            opts="-h -V --out --config --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --out)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         jasper__subcmd__passphrase)
-            opts="-h -V --remove --passphrase-stdin --json --config --help --version"
+            opts="-h --remove --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1899,7 +1815,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__react)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1917,7 +1833,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__reactions)
-            opts="-h -V --json --config --help --version add rm help"
+            opts="-h --json --config --help add rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1935,7 +1851,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__reactions__subcmd__add)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2009,7 +1925,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__reactions__subcmd__rm)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2027,7 +1943,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__receive)
-            opts="-h -V --watch --interval --passphrase-stdin --json --config --help --version"
+            opts="-h --watch --interval --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2049,7 +1965,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__relay)
-            opts="-h -V --listen --data-dir --config --help --version peers help"
+            opts="-h --listen --data-dir --config --help peers help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2117,7 +2033,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__relay__subcmd__peers)
-            opts="-h -V --url --json --config --help --version"
+            opts="-h --url --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2139,7 +2055,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__send)
-            opts="-h -V --passphrase-stdin --json --config --help --version"
+            opts="-h --passphrase-stdin --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2157,7 +2073,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__serve)
-            opts="-h -V --config --help --version"
+            opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2175,7 +2091,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__servers)
-            opts="-h -V --json --config --help --version block unblock help"
+            opts="-h --json --config --help block unblock help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2193,7 +2109,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__servers__subcmd__block)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2267,7 +2183,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__servers__subcmd__unblock)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2285,7 +2201,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__stun)
-            opts="-h -V --udp-listen --tls-listen --data-dir --config --help --version"
+            opts="-h --udp-listen --tls-listen --data-dir --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2315,7 +2231,7 @@ _jasper() {
             return 0
             ;;
         jasper__subcmd__stun__subcmd__check)
-            opts="-h -V --json --config --help --version"
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

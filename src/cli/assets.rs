@@ -13,11 +13,31 @@ use super::{Cli, SAMPLE_CONFIG};
 /// volume).
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/jasper";
 
-/// Shell completions for `jasper`.
+/// Shell completions for `jasper`: its visible subcommands (not the hidden ones that write
+/// these files), as `--help` and the man pages list them.
 pub fn completions(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "jasper", &mut out);
+    clap_complete::generate(shell, &mut visible_command(), "jasper", &mut out);
     out
+}
+
+/// The command line without its hidden subcommands (clap's generators list those too).
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let mut visible = clap::Command::new(full.get_name().to_owned())
+        .args(
+            full.get_arguments()
+                .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+                .cloned(),
+        )
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(version) = full.get_version() {
+        visible = visible.version(version.to_owned());
+    }
+    if let Some(about) = full.get_about() {
+        visible = visible.about(about.clone());
+    }
+    visible
 }
 
 const SYSTEM_PREAMBLE: &str = "\
