@@ -545,6 +545,40 @@ fn large_requests_in_progress_are_bounded_in_memory_and_small_ones_still_pass() 
 }
 
 #[test]
+fn requests_whose_bodies_never_come_do_not_hold_memory_for_their_answers() {
+    // A /sync/hashes may be answered with 250,000 hashes (~16.75 MB): four of those are more
+    // than this relay's 64 MiB for requests in progress. Before its body is whole a request
+    // holds only its body's share, so stalled ones (13 bytes declared, none sent) leave room.
+    let relay = Relay::start("max_request_memory = \"64MiB\"\nrate_limit_per_minute = 0");
+    let head = "POST /sync/hashes HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+                Content-Length: 13\r\n\r\n";
+    let mut stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.addr).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A large packet (~135 KB of JSON) is stored, and small requests pass.
+    let alice = key_b64("alice-4096");
+    relay.send_ok(&packet_for(&alice, 1, 100_000));
+    assert_eq!(relay.inbox(&alice).len(), 1);
+    // A stalled one that sends its body after all is answered.
+    let mut one = stalled.pop().unwrap();
+    one.write_all(b"{\"hashes\":[]}").unwrap();
+    one.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut one, &mut answer).unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
 fn one_address_gets_a_bounded_share_of_connections() {
     let relay = Relay::start("max_connections_per_ip = 2\nrate_limit_per_minute = 0");
     let first = TcpStream::connect(relay.addr).unwrap();

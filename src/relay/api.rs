@@ -201,7 +201,7 @@ fn reserve(
 impl Endpoint {
     /// What a request may take in memory while it is handled, in bytes: its body of `body`
     /// bytes parsed, and the largest answer it can get.
-    fn memory_bytes(self, state: &RelayState, body: u64) -> u64 {
+    fn memory_bytes(self, state: &RelayState, body: u64) -> (u64, u64) {
         let c = &state.config;
         let answer = match self {
             Endpoint::Send => 1024,
@@ -210,7 +210,7 @@ impl Endpoint {
             Endpoint::SyncServers => (c.max_servers_per_request * SERVER_JSON_BYTES) as u64,
             Endpoint::Reconcile => reconcile::MAX_MESSAGE_BYTES as u64,
         };
-        body * PARSED_BODY_FACTOR + answer
+        (body * PARSED_BODY_FACTOR, answer)
     }
 
     fn body_limit(self, state: &RelayState) -> usize {
@@ -312,13 +312,25 @@ where
         (&state.request_memory, budget)
     };
     // One request larger than the whole pool is served alone.
-    let Some(_memory) = reserve(pool, endpoint.memory_bytes(&state, declared), pool_bytes) else {
-        return ApiError::unavailable("the relay is busy with large requests; retry shortly")
-            .into_closing_response();
+    let (body_bytes, answer_bytes) = endpoint.memory_bytes(&state, declared);
+    let whole = (body_bytes + answer_bytes).min(pool_bytes);
+    let busy = || {
+        ApiError::unavailable("the relay is busy with large requests; retry shortly")
+            .into_closing_response()
+    };
+    let Some(_body_memory) = reserve(pool, body_bytes.min(whole), pool_bytes) else {
+        return busy();
     };
     let bytes = match read_body(content_length, body, limit, state.config.request_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
+    };
+    // The answer's part only once the request is whole: a body that never comes (a client
+    // stalling up to the request timeout) holds its own size, not the largest answer too.
+    // (Counted in the pool's KiB: the two parts add up to what the whole would take.)
+    let answer_kib = memory_kib(whole).saturating_sub(memory_kib(body_bytes.min(whole)));
+    let Some(_answer_memory) = pool.clone().try_acquire_many_owned(answer_kib as u32).ok() else {
+        return busy();
     };
     // A known peer that calls us is up: broadcasts to it need not wait for our next sync.
     // Only a call from that peer's own address says so: anyone can name a peer in the
