@@ -951,3 +951,40 @@ fn a_peer_taking_more_hashes_per_request_than_ours_is_synced_with_not_penalised(
     assert_eq!(view["state"], "healthy", "{view}");
     assert!(view["last_problem"].is_null(), "{view}");
 }
+
+#[test]
+fn naming_a_known_server_from_another_address_starts_no_fetch_back() {
+    let alice = key_b64("alice-4096");
+    let hash = packet_for(&alice, 1, 100)["hash"].clone();
+    // A peer at 127.0.1.1 that holds nothing.
+    let fake = FakePeer::start_at("127.0.1.1", 0, |path, _| match path {
+        "/fetch" => Answer::Json("{\"messages\":[]}".into()),
+        "/sync/hashes" => Answer::Json("{\"hashes\":[]}".into()),
+        "/status" => Answer::Status(404),
+        _ => Answer::Json("{\"servers\":[]}".into()),
+    });
+    let relay = Relay::start(&format!(
+        "allow_private_peers = true\npeers = [\"{}\"]\nmessage_sync_interval = \"1h\"\n\
+         server_sync_interval = \"1h\"\nbroadcast_fanout = 0",
+        fake.addr
+    ));
+    // (The sync at start.)
+    assert!(eventually(Duration::from_secs(10), || fake
+        .calls("/sync/hashes")
+        > 0));
+    std::thread::sleep(Duration::from_millis(500));
+    let before = fake.calls("/fetch");
+    // From 127.0.0.1, naming the peer at 127.0.1.1, with a hash the relay lacks.
+    let resp = common::agent()
+        .post(&relay.url("/sync/hashes"))
+        .header("jasper-server", &fake.addr.to_string())
+        .send_json(json!({ "hashes": [hash] }))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        fake.calls("/fetch"),
+        before,
+        "a call from another address made the relay fetch back from the peer it named"
+    );
+}

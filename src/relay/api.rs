@@ -336,26 +336,27 @@ where
     // Only a call from that peer's own address says so: anyone can name a peer in the
     // header (another peer too), and would otherwise end its back-off (and have its record
     // written) at will.
+    // The server the caller names itself as, when it is one we know and the call comes from
+    // its own address: anyone can name any server (a peer too).
+    let caller = caller
+        .as_deref()
+        .and_then(|c| super::mesh::known_caller(&state, c))
+        .filter(|named| addr.is_some_and(|ClientAddr(a)| calls_from(&state, named, a.ip())));
     if from_peer
+        && let Some(peer) = &caller
         && matches!(
             endpoint,
             Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
         )
-        && let Some(peer) = caller
-            .as_deref()
-            .and_then(|c| super::mesh::known_caller(&state, c))
-        && addr.is_some_and(|ClientAddr(a)| state.peer_addresses.is_address_of(a.ip(), &peer))
+        && addr.is_some_and(|ClientAddr(a)| state.peer_addresses.is_address_of(a.ip(), peer))
     {
-        state.peers.note_alive(&peer, crate::relay::clock::now_ms());
+        state.peers.note_alive(peer, crate::relay::clock::now_ms());
     }
     let result = match endpoint {
         Endpoint::Send => send(&state, bytes, from_peer).await,
         Endpoint::Fetch => blocking(state.clone(), move |s| fetch(s, &bytes)).await,
         Endpoint::SyncHashes => {
-            blocking(state.clone(), move |s| {
-                sync_hashes(s, &bytes, caller.as_deref())
-            })
-            .await
+            blocking(state.clone(), move |s| sync_hashes(s, &bytes, caller)).await
         }
         Endpoint::SyncServers => blocking(state.clone(), move |s| sync_servers(s, &bytes)).await,
         Endpoint::Reconcile => blocking(state.clone(), move |s| reconcile_round(s, &bytes)).await,
@@ -366,6 +367,15 @@ where
         from_peer,
         addr.map(|ClientAddr(a)| a.ip()),
     )
+}
+
+/// Whether a call from `ip` comes from `server`: its own address for one named by address,
+/// else one it was found at when this relay last contacted it as a peer.
+fn calls_from(state: &RelayState, server: &ServerEntry, ip: std::net::IpAddr) -> bool {
+    match &server.host {
+        crate::proto::server::Host::Ip(own) => own.to_canonical() == ip.to_canonical(),
+        crate::proto::server::Host::Domain(_) => state.peer_addresses.is_address_of(ip, server),
+    }
 }
 
 /// A large answer with its share of [`RelayState::answer_memory`] (and, to an address that is
@@ -761,15 +771,16 @@ fn fetch(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
 fn sync_hashes(
     state: &RelayState,
     body: &[u8],
-    caller: Option<&str>,
+    caller: Option<ServerEntry>,
 ) -> Result<Response<Bytes>, ApiError> {
     let map = parse_object(body)?;
     let max = state.config.max_hashes_per_request;
     let theirs: HashSet<PacketHash> = parse_hashes(&map, max)?.into_iter().collect();
     drop(map);
     // JASPER.md: the answering side then fetches what it lacks from the caller, but only from
-    // a caller that names itself as a server we already know (never an arbitrary address).
-    if let Some(peer) = caller.and_then(|c| super::mesh::known_caller(state, c)) {
+    // a caller that names itself as a server we already know and calls from that server's
+    // address (anyone may name a server, and would fill the fetch-back queue at will).
+    if let Some(peer) = caller {
         super::mesh::request_fetch_back(state, peer, &theirs);
     }
     let out = live_hashes_json(state, max, &|h| theirs.contains(h)).map_err(storage_error)?;
@@ -834,7 +845,7 @@ fn sync_servers(state: &RelayState, body: &[u8]) -> Result<Response<Bytes>, ApiE
 /// `GET /peers`: the operator's view of the peers, answered only on loopback (it names the
 /// relay's peers and their faults; nothing about clients).
 async fn peers(state: Arc<RelayState>, addr: Option<ClientAddr>) -> Response<Bytes> {
-    if !addr.is_some_and(|ClientAddr(a)| a.ip().is_loopback()) {
+    if !addr.is_some_and(|ClientAddr(a)| a.ip().to_canonical().is_loopback()) {
         return ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response();
     }
     let views = tokio::task::spawn_blocking(move || {

@@ -40,7 +40,16 @@ impl FakePeer {
         port: u16,
         handler: impl Fn(&str, &[u8]) -> Answer + Send + Sync + 'static,
     ) -> FakePeer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind fake peer");
+        Self::start_at("127.0.0.1", port, handler)
+    }
+
+    /// As [`FakePeer::start`], on another loopback address (`127.0.1.1`, say) and port.
+    pub fn start_at(
+        ip: &str,
+        port: u16,
+        handler: impl Fn(&str, &[u8]) -> Answer + Send + Sync + 'static,
+    ) -> FakePeer {
+        let listener = TcpListener::bind((ip, port)).expect("bind fake peer");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(HashMap::new()));

@@ -218,18 +218,24 @@ pub fn known_caller(state: &RelayState, claimed: &str) -> Option<ServerEntry> {
 /// Queues a fetch-back of what `peer` holds (`theirs`) and we lack.
 pub fn request_fetch_back(state: &RelayState, peer: ServerEntry, theirs: &HashSet<PacketHash>) {
     let now = crate::relay::clock::now_ms();
-    let declined = state.declined.lock().unwrap_or_else(|p| p.into_inner());
-    let hashes: Vec<PacketHash> = theirs
-        .iter()
-        .filter(|h| !declined.contains(h))
+    // The declined set only for its own filter: the store lookups below (up to one per hash
+    // named) must not hold back pulls on other threads that need it.
+    let candidates: Vec<PacketHash> = {
+        let declined = state.declined.lock().unwrap_or_else(|p| p.into_inner());
+        theirs
+            .iter()
+            .filter(|h| !declined.contains(h))
+            .copied()
+            .collect()
+    };
+    let hashes: Vec<PacketHash> = candidates
+        .into_iter()
         .filter(|h| {
             !state.store.contains(h, now).unwrap_or(true)
                 && !state.store.tombstoned(h, now).unwrap_or(true)
         })
         .take(FETCH_BACK_MAX)
-        .copied()
         .collect();
-    drop(declined);
     if !hashes.is_empty() {
         let _ = state.fetch_backs.try_send(FetchBack { peer, hashes });
     }
