@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::netlimits::client_network;
+use crate::netlimits::{SITE_SHARE, client_network, client_site};
 
 /// Most client networks tracked at once; past this, those whose buckets are full again (the
 /// same as fresh ones) are forgotten. A flood of new addresses never resets the buckets of
@@ -18,11 +18,20 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets per client address.
+/// Token buckets per client address, and per IPv6 site.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    /// Per [`client_network`].
+    networks: HashMap<IpAddr, Bucket>,
+    /// Per IPv6 [`client_site`], at [`SITE_SHARE`] times the rate: one customer holds
+    /// thousands of /64s, and must not get a budget for each.
+    sites: HashMap<IpAddr, Bucket>,
 }
 
 impl RateLimiter {
@@ -32,43 +41,70 @@ impl RateLimiter {
         Self {
             per_second: f64::from(per_minute) / 60.0,
             burst: (f64::from(per_minute) / 10.0).max(10.0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
         }
     }
 
     /// Takes one token for `addr`'s network (an IPv6 /64 counts as one client, see
-    /// [`client_network`]); false when it is over its rate.
+    /// [`client_network`]), and for an IPv6 address one of its /48's too; false when either
+    /// is over its rate (then neither is charged).
     pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
         if self.per_second == 0.0 {
             return true;
         }
-        let addr = client_network(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&addr) {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
-                b.tokens + elapsed * rate < burst
-            });
-            if buckets.len() >= MAX_TRACKED {
-                // Every tracked client is over its rate: a new one starts full, untracked.
-                return true;
+        let network = client_network(addr);
+        let (rate, burst) = (self.per_second, self.burst);
+        let Some(network_tokens) = refill(&mut buckets.networks, network, rate, burst, now) else {
+            return true; // every tracked client is over its rate: a new one starts full
+        };
+        let share = SITE_SHARE as f64;
+        let site = client_site(addr);
+        let site_tokens = match site {
+            Some(site) => refill(&mut buckets.sites, site, rate * share, burst * share, now),
+            None => Some(f64::INFINITY),
+        };
+        let allowed = network_tokens >= 1.0 && site_tokens.is_none_or(|t| t >= 1.0);
+        if allowed {
+            if let Some(b) = buckets.networks.get_mut(&network) {
+                b.tokens -= 1.0;
+            }
+            if let Some(b) = site.and_then(|site| buckets.sites.get_mut(&site)) {
+                b.tokens -= 1.0;
             }
         }
-        let bucket = buckets.entry(addr).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
+        allowed
+    }
+}
+
+/// Brings `key`'s bucket in `buckets` up to `now` (a new one starts full) and returns its
+/// tokens; `None` when it cannot be tracked (every tracked key over its rate).
+fn refill(
+    buckets: &mut HashMap<IpAddr, Bucket>,
+    key: IpAddr,
+    rate: f64,
+    burst: f64,
+    now: Instant,
+) -> Option<f64> {
+    if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+        // Forget those whose buckets are full again (the same as fresh ones). A flood of new
+        // addresses never resets the buckets of the clients that are over their rate.
+        buckets.retain(|_, b| {
+            let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+            b.tokens + elapsed * rate < burst
         });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
+        if buckets.len() >= MAX_TRACKED {
+            return None;
         }
     }
+    let bucket = buckets.entry(key).or_insert(Bucket {
+        tokens: burst,
+        updated: now,
+    });
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+    bucket.updated = now;
+    Some(bucket.tokens)
 }
 
 /// The addresses of this relay's peers (configured, or learned and have served it), whose
@@ -178,6 +214,37 @@ mod tests {
             limiter.allow(IpAddr::from(n.to_be_bytes()), t0);
         }
         assert!(!limiter.allow(ip("2001:db8:0:1::ffff"), t0));
+    }
+
+    #[test]
+    fn an_ipv6_48_gets_a_few_networks_worth_not_one_per_64() {
+        let limiter = RateLimiter::new(600); // burst 60 per /64; 480 per /48
+        let t0 = Instant::now();
+        let ip = |s: String| s.parse::<IpAddr>().unwrap();
+        // 100 requests from each of 20 /64s of one /48: 8 networks' worth in all.
+        let allowed: usize = (0..20u32)
+            .map(|net| {
+                (0..100)
+                    .filter(|_| limiter.allow(ip(format!("2001:db8:7:{net:x}::1")), t0))
+                    .count()
+            })
+            .sum();
+        assert_eq!(allowed, 60 * SITE_SHARE);
+        // Another /48 has its own; a refusal by the site charged no network.
+        assert!(limiter.allow(ip("2001:db8:8::1".into()), t0));
+        let t1 = t0 + Duration::from_secs(1);
+        let refilled: usize = (0x100..0x114u32)
+            .map(|net| {
+                (0..100)
+                    .filter(|_| limiter.allow(ip(format!("2001:db8:7:{net:x}::1")), t1))
+                    .count()
+            })
+            .sum();
+        assert_eq!(
+            refilled,
+            10 * SITE_SHARE,
+            "the site refills at 8 networks' rate"
+        );
     }
 
     #[test]
