@@ -377,6 +377,28 @@ fn a_client_that_never_finishes_its_request_is_timed_out() {
 }
 
 #[test]
+fn a_connection_trickling_its_headers_is_closed_before_the_request_timeout() {
+    // The default request timeout (30 s) is for bodies; headers get 10 s.
+    let relay = Relay::start("");
+    let mut trickle = TcpStream::connect(relay.addr).unwrap();
+    trickle
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = trickle.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "the connection stayed open {waited:?}"
+    );
+    relay.send_ok(&packet_for(&key_b64("alice-4096"), 1, 100));
+}
+
+#[test]
 fn clients_over_their_rate_get_429() {
     let relay = Relay::start("rate_limit_per_minute = 60");
     let alice = key_b64("alice-4096");

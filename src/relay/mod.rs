@@ -23,6 +23,11 @@ use store::redb::StoreOptions;
 use store::{PutLimits, RedisStore, ReopeningStore, Store, StoreError};
 use writer::Writer;
 
+/// Longest wait for a request's headers (and for the next request on an idle connection),
+/// however long `request_timeout` allows for the rest: a client sends its headers at once, and
+/// a connection trickling them in holds one of the limited slots.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a graceful shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,7 +150,7 @@ pub async fn run(
     let serve_limits = ServeLimits {
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
-        header_timeout: config.request_timeout,
+        header_timeout: config.request_timeout.min(HEADER_TIMEOUT),
         write_timeout: config.request_timeout,
         drain_timeout: DRAIN_TIMEOUT,
     };
