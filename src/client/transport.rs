@@ -110,6 +110,9 @@ fn agent(timeout: Duration) -> ureq::Agent {
         // Never a proxy from the environment (HTTP_PROXY and the like): one proxy would see
         // every TX and RX request of this client, which the relays must not see together.
         .proxy(None)
+        // Relays close a connection idle for 10 s (relay::HEADER_TIMEOUT): one kept longer
+        // could be reused just as the relay closes it, and the request would fail.
+        .max_idle_age(Duration::from_secs(5))
         .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()

@@ -65,6 +65,8 @@ impl PeerClient {
             .timeout_global(Some(REQUEST_TIMEOUT))
             .max_redirects(0)
             .max_response_header_size(16 * 1024)
+            // Relays close a connection idle for 10 s (`relay::HEADER_TIMEOUT`).
+            .max_idle_age(Duration::from_secs(5))
             .user_agent(concat!("jasper/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
