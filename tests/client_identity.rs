@@ -41,16 +41,21 @@ fn home_with_fixture(name: &str) -> tempfile::TempDir {
     home
 }
 
-#[test]
-fn init_creates_a_protected_identity_and_a_config() {
-    let home = tempfile::tempdir().unwrap();
+/// `jasper init` in a new home with the passphrase "correct horse battery"; its `--json`.
+fn init_protected(home: &Path) -> Value {
     let (code, out, err) = run_jasper_with_stdin(
         &["init", "--passphrase-stdin", "--json"],
-        home.path(),
+        home,
         Some("correct horse battery\n"),
     );
     assert_eq!(code, 0, "{err}");
-    let made = json_line(&out);
+    json_line(&out)
+}
+
+#[test]
+fn init_creates_a_protected_identity_and_a_config() {
+    let home = tempfile::tempdir().unwrap();
+    let made = init_protected(home.path());
     assert_eq!(made["encrypted"], true);
     let key_file = Path::new(made["private_key_file"].as_str().unwrap());
     let pem = std::fs::read_to_string(key_file).unwrap();
@@ -119,16 +124,8 @@ fn init_writes_the_configuration_file_named_when_it_is_not_there_yet() {
 #[test]
 fn a_protected_key_file_opens_in_openssl_with_the_passphrase() {
     let home = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_jasper_with_stdin(
-        &["init", "--passphrase-stdin", "--json"],
-        home.path(),
-        Some("correct horse battery\n"),
-    );
-    assert_eq!(code, 0, "{err}");
-    let key_file = json_line(&out)["private_key_file"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let made = init_protected(home.path());
+    let key_file = made["private_key_file"].as_str().unwrap().to_owned();
     let openssl = |args: &[&str]| {
         std::process::Command::new("openssl")
             .args(args)

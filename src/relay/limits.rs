@@ -221,25 +221,22 @@ mod tests {
         let limiter = RateLimiter::new(600); // burst 60 per /64; 480 per /48
         let t0 = Instant::now();
         let ip = |s: String| s.parse::<IpAddr>().unwrap();
-        // 100 requests from each of 20 /64s of one /48: 8 networks' worth in all.
-        let allowed: usize = (0..20u32)
-            .map(|net| {
-                (0..100)
-                    .filter(|_| limiter.allow(ip(format!("2001:db8:7:{net:x}::1")), t0))
-                    .count()
-            })
-            .sum();
-        assert_eq!(allowed, 60 * SITE_SHARE);
+        // 100 requests from each of 20 /64s of the /48 2001:db8:7::/48, at `at`.
+        let from_20_networks = |first: u32, at: Instant| -> usize {
+            (first..first + 20)
+                .map(|net| {
+                    (0..100)
+                        .filter(|_| limiter.allow(ip(format!("2001:db8:7:{net:x}::1")), at))
+                        .count()
+                })
+                .sum()
+        };
+        // 8 networks' worth in all.
+        assert_eq!(from_20_networks(0, t0), 60 * SITE_SHARE);
         // Another /48 has its own; a refusal by the site charged no network.
         assert!(limiter.allow(ip("2001:db8:8::1".into()), t0));
         let t1 = t0 + Duration::from_secs(1);
-        let refilled: usize = (0x100..0x114u32)
-            .map(|net| {
-                (0..100)
-                    .filter(|_| limiter.allow(ip(format!("2001:db8:7:{net:x}::1")), t1))
-                    .count()
-            })
-            .sum();
+        let refilled = from_20_networks(0x100, t1);
         assert_eq!(
             refilled,
             10 * SITE_SHARE,
