@@ -332,22 +332,23 @@ where
     let Some(_answer_memory) = pool.clone().try_acquire_many_owned(answer_kib as u32).ok() else {
         return busy();
     };
-    // A known peer that calls us is up: broadcasts to it need not wait for our next sync.
-    // Only a call from that peer's own address says so: anyone can name a peer in the
-    // header (another peer too), and would otherwise end its back-off (and have its record
-    // written) at will.
-    // The server the caller names itself as, when it is one we know and the call comes from
-    // its own address: anyone can name any server (a peer too).
+    // On a sync call, the server the caller names itself as, when it is one we know and the
+    // call comes from its own address: anyone can name any server (a peer too). (Not looked
+    // up for the rest, pushes to /send among them.)
     let caller = caller
-        .as_deref()
-        .and_then(|c| super::mesh::known_caller(&state, c))
+        .filter(|_| {
+            matches!(
+                endpoint,
+                Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
+            )
+        })
+        .and_then(|c| super::mesh::known_caller(&state, &c))
         .filter(|named| addr.is_some_and(|ClientAddr(a)| calls_from(&state, named, a.ip())));
+    // A peer that calls us is up: broadcasts to it need not wait for our next sync. Only a
+    // call from that peer's own address says so, or anyone could end its back-off (and have
+    // its record written) at will.
     if from_peer
         && let Some(peer) = &caller
-        && matches!(
-            endpoint,
-            Endpoint::SyncHashes | Endpoint::SyncServers | Endpoint::Reconcile
-        )
         && addr.is_some_and(|ClientAddr(a)| state.peer_addresses.is_address_of(a.ip(), peer))
     {
         state.peers.note_alive(peer, crate::relay::clock::now_ms());
