@@ -187,13 +187,7 @@ impl Identity {
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(|e| IdentityError::Crypto(e.to_string()))?;
         let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(
-            ".{}.tmp",
-            suffix
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ));
+        name.push(format!(".{:016x}.tmp", u64::from_ne_bytes(suffix)));
         let fresh = path.with_file_name(name);
         self.write_new(&fresh, passphrase)?;
         let linked = std::fs::hard_link(&fresh, path);
