@@ -872,10 +872,8 @@ impl RedbStore {
         let meta = txn.open_table(META).map_err(engine)?;
         let indexed = meta_get(&meta, META_INDEXED_SEGMENT)?;
         let live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
-        for id in self.log.segments()? {
-            if id < indexed && live.get(id).map_err(engine)?.is_none_or(|v| v.value() == 0) {
-                self.log.remove(id)?;
-            }
+        for id in unused_segments(&self.log, &live, indexed)? {
+            self.log.remove(id)?;
         }
         Ok(())
     }
@@ -1182,6 +1180,23 @@ fn remembered_cut(
     Ok(segment
         .zip(offset)
         .map(|(segment, offset)| Position { segment, offset }))
+}
+
+/// The segment files below the index position `indexed` that hold no live packet (`live`: live
+/// packets per segment). Below that position every record of a segment is counted, so these
+/// can go; the active segment and those after the position never are.
+fn unused_segments(
+    log: &SegmentLog,
+    live: &impl ReadableTable<u64, u64>,
+    indexed: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let mut unused = Vec::new();
+    for id in log.segments()? {
+        if id < indexed && live.get(id).map_err(engine)?.is_none_or(|v| v.value() == 0) {
+            unused.push(id);
+        }
+    }
+    Ok(unused)
 }
 
 fn meta_get(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
@@ -1542,18 +1557,11 @@ impl Store for RedbStore {
         // counting nothing live holds nothing live: emptied now, or earlier while it was the
         // newest indexed segment (not yet below the position), or left by a deletion that
         // failed. (A stop before the deletion leaves files `open` removes.)
-        let unused: Vec<u64> = {
-            let live = txn.open_table(SEGMENT_LIVE).map_err(engine)?;
-            let mut unused = Vec::new();
-            for id in self.log.segments()? {
-                if id < indexed_segment
-                    && live.get(id).map_err(engine)?.is_none_or(|v| v.value() == 0)
-                {
-                    unused.push(id);
-                }
-            }
-            unused
-        };
+        let unused = unused_segments(
+            &self.log,
+            &txn.open_table(SEGMENT_LIVE).map_err(engine)?,
+            indexed_segment,
+        )?;
         if !changed && unused.is_empty() {
             txn.abort().map_err(engine)?;
             return Ok(report);
